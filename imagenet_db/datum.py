@@ -1,0 +1,101 @@
+"""Caffe Datum <-> numpy image conversion, with Caffe 1.0's exact field layout.
+
+A raw Datum (as Caffe's ``CVMatToDatum`` writes it) has ``channels``, ``height``, ``width``,
+``data`` = uint8 pixels in planar C x H x W order with OpenCV's BGR channel order, ``label``
+and ``encoded = false`` all explicitly set, so its wire bytes are
+``08 C 10 H 18 W 22 <len> <pixels> 28 <label> 38 00``.
+An encoded Datum (``ReadFileToDatum`` / ``cv::imencode``) holds the bytes of an image file
+with ``encoded = true``; imagenet-db also fills in channels/height/width, which Caffe leaves out.
+"""
+from typing import Optional
+
+import cv2
+import numpy as np
+
+from imagenet_db.errors import DatabaseError
+from imagenet_db.protos import Datum
+
+
+def hwc_to_chw_bytes(image: np.ndarray) -> bytes:
+    """Return the pixels of an OpenCV image as planar CHW bytes.
+
+    image: uint8 array of shape (H, W) or (H, W, C), channel order as OpenCV gives it (BGR).
+    Returns C*H*W bytes: all of channel 0 row by row, then channel 1, then channel 2.
+    """
+    if image.ndim == 2:
+        return image.tobytes()
+    return image.transpose(2, 0, 1).tobytes()
+
+
+def image_to_datum(image: np.ndarray, label: int) -> Datum:
+    """Build a raw Datum from a decoded image, as Caffe's ``CVMatToDatum`` + ``set_label`` do.
+
+    image: uint8 (H, W) grayscale or (H, W, C) BGR array. label: int32 class label.
+    Returns a Datum with channels/height/width, CHW uint8 data, label, encoded=false.
+    Raises ValueError for a non-uint8 image.
+    """
+    if image.dtype != np.uint8:
+        raise ValueError(f"Datum pixels must be uint8, got {image.dtype}")
+    height, width = image.shape[:2]
+    channels = 1 if image.ndim == 2 else image.shape[2]
+    return Datum(channels=channels, height=height, width=width,
+                 data=hwc_to_chw_bytes(image), label=label, encoded=False)
+
+
+def encoded_datum(file_bytes: bytes, label: int, shape: Optional[tuple] = None) -> Datum:
+    """Build an encoded Datum holding image file bytes (``ReadFileToDatum`` / ``imencode``).
+
+    file_bytes: the bytes of a JPEG/PNG/... file. label: int32 class label.
+    shape: optional (channels, height, width) of the decoded image; Caffe leaves these unset,
+    imagenet-db fills them in so readers can know the size without decoding.
+    """
+    datum = Datum(data=file_bytes, label=label, encoded=True)
+    if shape is not None:
+        datum.channels, datum.height, datum.width = shape
+    return datum
+
+
+def decode_flag_for(datum: Datum) -> int:
+    """The cv2.imdecode flag for an encoded Datum: the stored channel count when known
+    (3 -> IMREAD_COLOR, 1 -> IMREAD_GRAYSCALE), else IMREAD_ANYCOLOR like Caffe's
+    ``DecodeDatumNative``."""
+    if datum.channels == 3:
+        return cv2.IMREAD_COLOR
+    if datum.channels == 1:
+        return cv2.IMREAD_GRAYSCALE
+    return cv2.IMREAD_ANYCOLOR
+
+
+def datum_to_chw(datum: Datum, key: str = "?") -> np.ndarray:
+    """Pixels of a Datum as a (C, H, W) array.
+
+    Raw datums give uint8 from ``data`` (or float32 from ``float_data`` when data is empty);
+    encoded datums are decoded with OpenCV (BGR). Raises DatabaseError naming ``key`` when
+    the datum cannot be decoded or its data length disagrees with channels*height*width.
+    """
+    if datum.encoded:
+        buf = np.frombuffer(datum.data, dtype=np.uint8)
+        image = cv2.imdecode(buf, decode_flag_for(datum)) if buf.size else None
+        if image is None:
+            raise DatabaseError(f"datum {key}: encoded image data cannot be decoded")
+        if image.ndim == 2:
+            return image[np.newaxis]
+        return np.ascontiguousarray(image.transpose(2, 0, 1))
+    shape = (datum.channels, datum.height, datum.width)
+    count = shape[0] * shape[1] * shape[2]
+    if datum.data:
+        pixels = np.frombuffer(datum.data, dtype=np.uint8)
+    else:
+        pixels = np.asarray(datum.float_data, dtype=np.float32)
+    if pixels.size != count:
+        raise DatabaseError(f"datum {key}: {pixels.size} values but channels*height*width = "
+                            f"{shape[0]}*{shape[1]}*{shape[2]} = {count}")
+    return pixels.reshape(shape)
+
+
+def datum_to_image(datum: Datum, key: str = "?") -> np.ndarray:
+    """Pixels of a Datum as an OpenCV image: (H, W) for one channel, else (H, W, C) BGR."""
+    chw = datum_to_chw(datum, key)
+    if chw.shape[0] == 1:
+        return chw[0]
+    return np.ascontiguousarray(chw.transpose(1, 2, 0))

@@ -1,0 +1,95 @@
+"""Synsets and Caffe labels.
+
+Caffe's ILSVRC2012 labels are the positions of the 1,000 wnids sorted in ASCII order
+(``synsets.txt`` of Caffe's ``get_ilsvrc_aux.sh``): n01440764 (tench) = 0, n01751748 (sea snake)
+= 65. The devkit's ILSVRC2012_ID numbering (1..1000, ``meta.mat``) is a different order and is
+only ever mapped to wnids, never used as a label.
+"""
+import os
+import re
+from typing import Dict, Iterable, List, Mapping, Optional
+
+from imagenet_db.errors import ImagenetDbError
+
+WNID_PATTERN = re.compile(r"^n\d{8}$")
+
+
+def is_wnid(text: str) -> bool:
+    """True for a WordNet id such as 'n01440764' (an 'n' and eight digits)."""
+    return bool(WNID_PATTERN.match(text))
+
+
+def caffe_synsets(wnids: Iterable[str]) -> List[str]:
+    """The wnids in Caffe label order: unique, sorted by ASCII (label = list position)."""
+    return sorted(set(wnids))
+
+
+def label_map(synsets: List[str]) -> Dict[str, int]:
+    """wnid -> Caffe label for a synsets list already in label order."""
+    return {wnid: label for label, wnid in enumerate(synsets)}
+
+
+def _write_lines(path: str, lines: Iterable[str]) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+        for line in lines:
+            f.write(line + "\n")
+    os.replace(tmp, path)
+
+
+def write_synsets(path: str, synsets: List[str]) -> None:
+    """Write ``synsets.txt``: one wnid per line, line i (0-based) = Caffe label i."""
+    _write_lines(path, synsets)
+
+
+def write_synset_words(path: str, synsets: List[str], words: Mapping[str, str]) -> None:
+    """Write ``synset_words.txt``: 'n01440764 tench, Tinca tinca' per line, in label order.
+    Raises ImagenetDbError when a wnid has no words."""
+    missing = [w for w in synsets if w not in words]
+    if missing:
+        raise ImagenetDbError(f"no words (class names) known for synset(s) {', '.join(missing[:5])}")
+    _write_lines(path, (f"{wnid} {words[wnid]}" for wnid in synsets))
+
+
+def read_synsets(path: str) -> List[str]:
+    """Read a synsets.txt (first token of each non-blank line; synset_words.txt works too).
+    Raises ImagenetDbError naming the file and line for a token that is not a wnid."""
+    synsets = []
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            wnid = line.split()[0]
+            if not is_wnid(wnid):
+                raise ImagenetDbError(f"{path}:{number}: {wnid!r} is not a wnid")
+            synsets.append(wnid)
+    return synsets
+
+
+def parse_label_token(token: str, labels: Mapping[str, int], where: str) -> int:
+    """A label given either as a wnid (mapped through ``labels``) or as a Caffe label integer
+    (checked to be in range). Raises ImagenetDbError naming ``where`` otherwise."""
+    if is_wnid(token):
+        if token not in labels:
+            raise ImagenetDbError(f"{where}: synset {token} has no train folder")
+        return labels[token]
+    try:
+        label = int(token)
+    except ValueError:
+        raise ImagenetDbError(f"{where}: {token!r} is neither a wnid nor an integer label") from None
+    if not 0 <= label < len(labels):
+        raise ImagenetDbError(f"{where}: label {label} is outside 0..{len(labels) - 1}")
+    return label
+
+
+def optional_words(path: Optional[str]) -> Dict[str, str]:
+    """wnid -> words from a synset_words.txt ('wnid words...' per line); {} if path is None
+    or missing."""
+    words: Dict[str, str] = {}
+    if path and os.path.isfile(path):
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                parts = line.rstrip("\r\n").split(" ", 1)
+                if len(parts) == 2 and is_wnid(parts[0]):
+                    words[parts[0]] = parts[1]
+    return words

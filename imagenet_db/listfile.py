@@ -1,0 +1,67 @@
+"""Caffe image list files: one ``relpath label`` per line (train.txt, val.txt).
+
+Read as Caffe's ``convert_imageset`` reads them: the label is what follows the *last* space,
+so paths may contain spaces. Stricter than Caffe (whose ``atoi`` turns garbage into label 0):
+a line without a label, a non-integer, negative or out-of-int32 label, or a path listed twice
+raises ListFileError naming the file and the 1-based line number. CRLF endings and a UTF-8 BOM
+are accepted; blank lines are ignored; a list with no entries is an error.
+"""
+import os
+from typing import Iterable, List, Tuple
+
+from imagenet_db.errors import ListFileError
+
+INT32_MAX = 2**31 - 1
+
+
+def parse_list_line(line: str, where: str) -> Tuple[str, int]:
+    """Split one list line into (relpath, label). ``where`` ("file:line") prefixes errors."""
+    pos = line.rfind(" ")
+    if pos <= 0:
+        raise ListFileError(f"{where}: expected 'relpath label', got {line!r}")
+    relpath, label_text = line[:pos], line[pos + 1:]
+    try:
+        label = int(label_text)
+    except ValueError:
+        raise ListFileError(f"{where}: label {label_text!r} is not an integer") from None
+    if not 0 <= label <= INT32_MAX:
+        raise ListFileError(f"{where}: label {label} is outside 0..{INT32_MAX}")
+    return relpath, label
+
+
+def read_list(path: str) -> List[Tuple[str, int]]:
+    """Read a Caffe list file into [(relpath, label), ...] in file order.
+
+    Raises ListFileError (file and line named) for malformed lines, duplicate paths or an
+    empty list, and ListFileError for a file that cannot be read.
+    """
+    try:
+        with open(path, "r", encoding="utf-8-sig", newline=None) as f:
+            lines = f.read().split("\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ListFileError(f"{path}: cannot read list file: {exc}") from None
+    entries: List[Tuple[str, int]] = []
+    first_seen = {}
+    for number, raw in enumerate(lines, start=1):
+        line = raw.rstrip("\r")
+        if not line.strip():
+            continue
+        relpath, label = parse_list_line(line, f"{path}:{number}")
+        if relpath in first_seen:
+            raise ListFileError(f"{path}:{number}: {relpath!r} is listed again "
+                                f"(first at line {first_seen[relpath]})")
+        first_seen[relpath] = number
+        entries.append((relpath, label))
+    if not entries:
+        raise ListFileError(f"{path}: the list file has no entries")
+    return entries
+
+
+def write_list(path: str, entries: Iterable[Tuple[str, int]]) -> None:
+    """Write [(relpath, label), ...] as a Caffe list file ('relpath label\\n', '/' separators),
+    atomically (a temporary file renamed into place)."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+        for relpath, label in entries:
+            f.write(f"{relpath} {label}\n")
+    os.replace(tmp, path)
