@@ -94,7 +94,7 @@ def convert_parser(prog="convert_imageset") -> argparse.ArgumentParser:
         prog=prog,
         description="Convert a set of images to a Caffe Datum database (LMDB or LevelDB), "
                     "as Caffe's tools/convert_imageset, using all cores. LISTFILE lines are "
-                    "'relpath label' (split on the last space); keys are '%%08d_relpath' in list "
+                    "'relpath label' (split on the last space); keys are '%08d_relpath' in list "
                     "order; raw datums hold uint8 pixels in CHW order, BGR channels.",
         epilog="Example: convert_imageset --resize_height=256 --resize_width=256 --shuffle "
                "/data/train/ train.txt ilsvrc12_train_lmdb")
