@@ -198,6 +198,10 @@ def index_archives(source_or_paths) -> ArchiveIndex:
     train = _index_train(paths.train, synsets, notes,
                          {s.wnid: s.num_train_images for s in classes})
     val = _index_val(paths.val, devkit)
+    if len(synsets) == 1000 and (len(train), len(val)) != (ILSVRC2012_TRAIN_IMAGES,
+                                                           ILSVRC2012_VAL_IMAGES):
+        notes.append(f"the archives hold {len(train):,} train and {len(val):,} val images; "
+                     f"ILSVRC2012 has {ILSVRC2012_TRAIN_IMAGES:,} and {ILSVRC2012_VAL_IMAGES:,}")
     truth = devkit.val_wnids()
     val_wnids = {name: truth[int(VAL_NAME.match(name).group(1)) - 1] for name in val}
     return ArchiveIndex(paths, devkit, synsets, devkit.words(), train, val, val_wnids, notes)
