@@ -47,6 +47,7 @@ class ArchivePaths:
     devkit: str
 
     def all(self) -> List[str]:
+        """[train, val, devkit] paths."""
         return [self.train, self.val, self.devkit]
 
 
@@ -90,6 +91,7 @@ class ArchiveIndex:
     notes: List[str]
 
     def labels(self) -> Dict[str, int]:
+        """wnid -> Caffe label (position in ASCII order)."""
         return L.label_map(self.synsets)
 
     def train_entries(self) -> List[tuple]:

@@ -14,6 +14,7 @@ SOURCE_HELP = (f"folder holding the ILSVRC2012 archives ({', '.join(ARCHIVE_NAME
 
 
 def labels_parser(prog="imagenet-db labels") -> argparse.ArgumentParser:
+    """Argument parser of ``imagenet-db labels SOURCE OUTDIR``."""
     p = argparse.ArgumentParser(
         prog=prog,
         description="Write only Caffe's aux files, as get_ilsvrc_aux.sh: synsets.txt (one wnid "
@@ -27,6 +28,7 @@ def labels_parser(prog="imagenet-db labels") -> argparse.ArgumentParser:
 
 
 def extract_parser(prog="imagenet-db extract") -> argparse.ArgumentParser:
+    """Argument parser of ``imagenet-db extract SOURCE DEST``."""
     from imagenet_db.cli import _bool, _workers_arg
 
     p = argparse.ArgumentParser(

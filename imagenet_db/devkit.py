@@ -51,6 +51,7 @@ class Synset:
 
     @property
     def is_class(self) -> bool:
+        """True for a leaf (num_children == 0): one of the classes."""
         return self.num_children == 0
 
 
@@ -67,6 +68,7 @@ class Devkit:
 
     @property
     def classes(self) -> List[Synset]:
+        """The leaf synsets (the classes), sorted by ILSVRC2012_ID."""
         return sorted((s for s in self.synsets if s.is_class), key=lambda s: s.ilsvrc2012_id)
 
     def id_to_wnid(self) -> Dict[int, str]:

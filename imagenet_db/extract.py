@@ -25,7 +25,6 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from tqdm import tqdm
 
-from imagenet_db import labels as L
 from imagenet_db.archives import ArchiveIndex, index_archives
 from imagenet_db.errors import ImagenetDbError
 from imagenet_db.executor import ordered_map
@@ -91,6 +90,22 @@ def _write_member(dest: str, readers: Dict[str, TarReader], item: Tuple[str, str
         f.write(data)
     os.replace(tmp, path)
     return len(data)
+
+
+def _write_text(path: str, text: str, overwrite: bool) -> None:
+    """Write a small text file atomically; an existing different file is an error unless
+    ``overwrite`` (an identical one is kept)."""
+    if os.path.exists(path):
+        with open(path, encoding="utf-8", errors="replace", newline="") as f:
+            if f.read() == text:
+                return
+        if not overwrite:
+            raise ExtractError(f"{path} exists with other content; not replacing it "
+                               f"(pass --overwrite)")
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+        f.write(text)
+    os.replace(tmp, path)
 
 
 def _count_images(folder: str) -> int:
@@ -165,11 +180,11 @@ def extract(source: str, dest: str, val_layout: str = "folders", overwrite: bool
         for reader in readers.values():
             reader.close()
 
-    L.write_synset_words(os.path.join(dest, "synset_words.txt"), index.synsets, index.words)
+    _write_text(os.path.join(dest, "synset_words.txt"),
+                "".join(f"{w} {index.words[w]}\n" for w in index.synsets), overwrite)
     if val_layout == "flat":
-        with open(os.path.join(dest, "val.txt"), "w", encoding="utf-8", newline="\n") as f:
-            for name in index.val:
-                f.write(f"{name} {index.val_wnids[name]}\n")
+        _write_text(os.path.join(dest, "val.txt"),
+                    "".join(f"{name} {index.val_wnids[name]}\n" for name in index.val), overwrite)
     check_counts(dest, counts)
     summary.seconds = time.perf_counter() - start
     with open(record + ".tmp", "w", encoding="utf-8") as f:

@@ -263,6 +263,11 @@ def test_extract_flat_layout_is_the_caffe_tree(small, tmp_path):
     got = files_under(tmp_path / "x")
     del got["imagenet_db_extract.json"]
     assert got == files_under(small["root"] / "tree")
+    # a val.txt edited by the user is not replaced silently
+    (tmp_path / "x" / "val.txt").write_text("ILSVRC2012_val_00000001.JPEG n01440764\n")
+    with pytest.raises(ExtractError, match="val.txt exists with other content"):
+        extract(str(small["root"] / "arch"), str(tmp_path / "x"), val_layout="flat",
+                progress=False, log=quiet)
 
 
 # ------------------------------------------------------------------ checksums
