@@ -185,7 +185,7 @@ def compute_image_mean_main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 # ---------------------------------------------------------------- create_imagenet
-CREATE_BOOLS = ("encoded", "overwrite", "progress")
+CREATE_BOOLS = ("encoded", "overwrite", "progress", "verify")
 
 
 def create_parser(prog="create_imagenet") -> argparse.ArgumentParser:
@@ -195,9 +195,12 @@ def create_parser(prog="create_imagenet") -> argparse.ArgumentParser:
                     "create_imagenet.sh + make_imagenet_mean.sh): synsets.txt, train.txt, val.txt "
                     "(labels = position of the wnid in ASCII order), shuffled "
                     "ilsvrc12_{train,val}_<backend> databases and imagenet_mean.binaryproto/.npy.",
-        epilog="SOURCE: an extracted ImageNet with train/<wnid>/*.JPEG and val/ either as "
-               "per-wnid folders or flat with SOURCE/val.txt ('file wnid-or-label' lines).")
-    p.add_argument("source", metavar="SOURCE", help="ImageNet folder")
+        epilog="SOURCE: the folder holding the raw ILSVRC2012_img_train.tar, "
+               "ILSVRC2012_img_val.tar and ILSVRC2012_devkit_t12.tar.gz (read in place, "
+               "nothing extracted; labels from the devkit), or an extracted ImageNet with "
+               "train/<wnid>/*.JPEG and val/ either as per-wnid folders or flat with "
+               "SOURCE/val.txt ('file wnid-or-label' lines).")
+    p.add_argument("source", metavar="SOURCE", help="ILSVRC2012 archives folder or ImageNet tree")
     p.add_argument("outdir", metavar="OUTDIR", help="folder for the databases and aux files")
     p.add_argument("--resize", type=_size, default=(256, 256), metavar="WxH",
                    help="squash every image to WIDTHxHEIGHT (default 256x256; 0x0 = keep size)")
@@ -207,6 +210,8 @@ def create_parser(prog="create_imagenet") -> argparse.ArgumentParser:
     _workers_arg(p)
     _bool(p, "overwrite", "replace existing databases (each swapped in when complete)")
     _bool(p, "progress", "progress bar (default: only on a terminal)", default=None)
+    _bool(p, "verify", "archives only: first check their MD5 against the published values "
+                       "(reads all ~147 GB)")
     return p
 
 
@@ -215,7 +220,7 @@ def _create(args) -> None:
 
     create_imagenet(args.source, args.outdir, resize=args.resize, backend=args.backend,
                     encoded=args.encoded, seed=args.seed, workers=args.workers,
-                    overwrite=args.overwrite, progress=args.progress,
+                    overwrite=args.overwrite, progress=args.progress, verify=args.verify,
                     log=lambda text: print(text, file=sys.stderr))
 
 
@@ -230,7 +235,16 @@ SUBCOMMANDS = {
     "convert": (convert_imageset_main, "convert_imageset: list of images -> Datum database"),
     "mean": (compute_image_mean_main, "compute_image_mean: mean image of a database"),
     "create": (create_imagenet_main, "create_imagenet: the whole ImageNet recipe"),
+    "labels": (lambda argv: _archives_cli().labels_main(argv),
+               "only synsets.txt, synset_words.txt, train.txt, val.txt (archives or tree)"),
+    "extract": (lambda argv: _archives_cli().extract_main(argv),
+                "ILSVRC2012 archives -> train/<wnid>/, val/<wnid>/ folders (resumable)"),
 }
+
+
+def _archives_cli():
+    from imagenet_db import cli_archives
+    return cli_archives
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -1,14 +1,17 @@
 """The ImageNet recipe: find the data, write Caffe's aux files, build both databases and the mean.
 
 What Caffe's ``data/ilsvrc12/get_ilsvrc_aux.sh`` + ``examples/imagenet/create_imagenet.sh`` +
-``make_imagenet_mean.sh`` do, in one call. SOURCE is an extracted ImageNet:
+``make_imagenet_mean.sh`` do, in one call. SOURCE is either the folder holding the raw
+ILSVRC2012 archives (ILSVRC2012_img_train.tar, ILSVRC2012_img_val.tar,
+ILSVRC2012_devkit_t12.tar.gz; read in place, see ``imagenet_db.archives``) or an extracted
+ImageNet:
 
     SOURCE/train/<wnid>/<any>.JPEG         one folder per synset (the class list)
     SOURCE/val/<wnid>/<any>.JPEG           validation in per-synset folders, or
     SOURCE/val/<name>.JPEG + SOURCE/val.txt  flat, with 'name label' lines where label is a
                                             wnid or a Caffe label (Caffe's val.txt)
 
-Outputs in OUTDIR: synsets.txt, synset_words.txt (when SOURCE has one), train.txt, val.txt
+Outputs in OUTDIR: synsets.txt, synset_words.txt (from the devkit, or SOURCE's), train.txt, val.txt
 (Caffe format, paths sorted), ilsvrc12_{train,val}_{lmdb,leveldb} (shuffled, resized 256x256
 by default), imagenet_mean.binaryproto and imagenet_mean.npy (mean of the train database,
 computed while it is written).
@@ -18,6 +21,8 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
 
 from imagenet_db import labels as L
+from imagenet_db.archives import ArchivePaths, find_archives, index_archives, loader_for
+from imagenet_db.checksums import verify_source
 from imagenet_db.errors import ImagenetDbError
 from imagenet_db.listfile import write_list
 from imagenet_db.mean import channel_means, write_mean
@@ -48,6 +53,7 @@ class ImagenetSource:
     synsets: List[str]
     splits: Dict[str, Split]
     words: Dict[str, str] = field(default_factory=dict)
+    notes: List[str] = field(default_factory=list)
 
 
 def _image_files(folder: str) -> List[str]:
@@ -116,10 +122,24 @@ def _read_val_labels(source: str, labels: Dict[str, int]) -> List[Tuple[str, int
     return entries
 
 
+def scan_archives(paths: ArchivePaths) -> ImagenetSource:
+    """ImageNet read in place from the raw ILSVRC2012 archives (see imagenet_db.archives):
+    relpaths, labels and words as Caffe's aux files; loaders read each image by its offset
+    in the tar. Raises ImagenetDbError subclasses naming the bad file."""
+    index = index_archives(paths)
+    splits = {"train": Split("train", index.train_entries(), loader_for(paths.train, index.train)),
+              "val": Split("val", index.val_entries(), loader_for(paths.val, index.val))}
+    return ImagenetSource(index.synsets, splits, index.words, index.notes)
+
+
 def locate(source: str) -> ImagenetSource:
-    """Find ImageNet under ``source``: an extracted tree (see scan_extracted)."""
+    """Find ImageNet under ``source``: the raw archives when the folder holds any of them
+    (all three are then required), else an extracted tree (see scan_extracted)."""
     if not os.path.isdir(source):
         raise ImagenetDbError(f"{source}: no such directory")
+    paths = find_archives(source)
+    if paths is not None:
+        return scan_archives(paths)
     return scan_extracted(source)
 
 
@@ -138,20 +158,40 @@ def write_aux(found: ImagenetSource, outdir: str) -> List[str]:
     return written
 
 
+def write_labels(source: str, outdir: str, log=print) -> List[str]:
+    """Only the aux files (synsets.txt, synset_words.txt, train.txt, val.txt) for ``source``
+    (archives: from the devkit and the tar headers, no image is read; or an extracted tree).
+    Returns the paths written. Raises ImagenetDbError subclasses naming the bad file."""
+    found = locate(source)
+    for note in found.notes:
+        log(f"note: {note}")
+    written = write_aux(found, outdir)
+    for path in written:
+        log(f"wrote {path}")
+    return written
+
+
 def create_imagenet(source: str, outdir: str, resize: Tuple[int, int] = (256, 256),
                     backend: str = "lmdb", encoded: bool = False, seed: int = DEFAULT_SEED,
                     workers: Optional[int] = None, overwrite: bool = False,
-                    progress: Optional[bool] = None, log=print) -> Dict[str, ConvertSummary]:
+                    progress: Optional[bool] = None, verify: bool = False,
+                    log=print) -> Dict[str, ConvertSummary]:
     """Build Caffe's ImageNet training data from ``source`` into ``outdir``.
 
     resize: (width, height) in pixels, squashed with bilinear interpolation as Caffe's
     create_imagenet.sh (RESIZE=true: 256x256); (0, 0) keeps original sizes (then no mean).
     backend: 'lmdb' or 'leveldb'. encoded: store JPEG bytes instead of raw CHW BGR pixels.
     seed: shuffle seed (both databases are shuffled). workers: threads (None = all cores).
+    verify: for archive input, first check the archives' MD5 against the published values
+    (reads every byte: ~147 GB for the real ones; ChecksumError on a mismatch).
     Returns {'train': summary, 'val': summary}. Raises ImagenetDbError for bad input, and
     refuses to replace existing outputs unless ``overwrite``.
     """
+    if verify:
+        verify_source(source, progress=progress, log=log)
     found = locate(source)
+    for note in found.notes:
+        log(f"note: {note}")
     os.makedirs(outdir, exist_ok=True)
     for path in write_aux(found, outdir):
         log(f"wrote {path}")

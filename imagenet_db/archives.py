@@ -1,0 +1,220 @@
+"""The raw ILSVRC2012 archives as a SOURCE: labels, lists and image bytes without extraction.
+
+SOURCE is a directory holding the three files ImageNet distributes:
+
+    ILSVRC2012_img_train.tar      1,000 per-synset tars n01440764.tar, each holding
+                                  n01440764_10026.JPEG, ... (1,281,167 images)
+    ILSVRC2012_img_val.tar        flat ILSVRC2012_val_00000001.JPEG .. _00050000.JPEG
+    ILSVRC2012_devkit_t12.tar.gz  data/meta.mat (synsets) and the validation ground truth
+
+``index_archives`` reads only tar headers and the devkit: the classes are the devkit's leaf
+synsets, Caffe labels are their positions in ASCII wnid order, each validation image gets the
+wnid of its ground-truth ILSVRC2012_ID. Relpaths are Caffe's (``n01440764/n01440764_10026.JPEG``
+for train, ``ILSVRC2012_val_00000001.JPEG`` for val), so lists, keys and databases equal those
+built from the same images extracted (train/<wnid>/..., flat val/ + val.txt).
+Images are then read by ``os.pread`` at their indexed offsets (``imagenet_db.tarindex``).
+"""
+import os
+import re
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional
+
+from imagenet_db import labels as L
+from imagenet_db.devkit import Devkit, read_devkit
+from imagenet_db.errors import ImagenetDbError
+from imagenet_db.tarindex import Member, MemberLoader, TarReader, index_nested, index_tar
+
+TRAIN_TAR = "ILSVRC2012_img_train.tar"
+VAL_TAR = "ILSVRC2012_img_val.tar"
+DEVKIT_TGZ = "ILSVRC2012_devkit_t12.tar.gz"
+ARCHIVE_NAMES = (TRAIN_TAR, VAL_TAR, DEVKIT_TGZ)
+VAL_NAME = re.compile(r"^ILSVRC2012_val_(\d{8})\.JPEG$")
+VAL_FORMAT = "ILSVRC2012_val_%08d.JPEG"
+# Published sizes of ILSVRC2012 (for information in messages; fixtures are smaller).
+ILSVRC2012_TRAIN_IMAGES = 1_281_167
+ILSVRC2012_VAL_IMAGES = 50_000
+
+
+class ArchiveError(ImagenetDbError):
+    """The archive set is incomplete or inconsistent; the message names the file."""
+
+
+@dataclass(frozen=True)
+class ArchivePaths:
+    """Paths of the three ILSVRC2012 files in a SOURCE directory."""
+    train: str
+    val: str
+    devkit: str
+
+    def all(self) -> List[str]:
+        """[train, val, devkit] paths."""
+        return [self.train, self.val, self.devkit]
+
+
+def find_archives(source: str) -> Optional[ArchivePaths]:
+    """The archive paths when ``source`` holds any of the three ILSVRC2012 files, else None.
+
+    Raises ArchiveError naming what is missing when only some of them are there (or one of
+    them is not a regular file).
+    """
+    if not os.path.isdir(source):
+        return None
+    paths = [os.path.join(source, name) for name in ARCHIVE_NAMES]
+    present = [os.path.lexists(p) for p in paths]
+    if not any(present):
+        return None
+    for path in paths:
+        if not os.path.lexists(path):
+            raise ArchiveError(f"{source}: missing {os.path.basename(path)} (an ILSVRC2012 "
+                               f"archive SOURCE needs {', '.join(ARCHIVE_NAMES)})")
+        if not os.path.isfile(path):
+            raise ArchiveError(f"{path}: not a regular file")
+    return ArchivePaths(*paths)
+
+
+@dataclass
+class ArchiveIndex:
+    """Everything known about an archive SOURCE after reading headers and the devkit.
+
+    synsets: class wnids in Caffe label order. words: wnid -> 'tench, Tinca tinca'.
+    train: Caffe relpath -> Member (offset into paths.train), sorted by relpath.
+    val: file name -> Member (offset into paths.val), sorted by name (= image number).
+    val_wnids: file name -> ground-truth wnid. notes: non-fatal observations for the log.
+    """
+    paths: ArchivePaths
+    devkit: Devkit
+    synsets: List[str]
+    words: Dict[str, str]
+    train: Dict[str, Member]
+    val: Dict[str, Member]
+    val_wnids: Dict[str, str]
+    notes: List[str]
+
+    def labels(self) -> Dict[str, int]:
+        """wnid -> Caffe label (position in ASCII order)."""
+        return L.label_map(self.synsets)
+
+    def train_entries(self) -> List[tuple]:
+        """[(relpath, Caffe label)] sorted by relpath (Caffe's train.txt)."""
+        labels = self.labels()
+        return [(rel, labels[rel.split("/", 1)[0]]) for rel in self.train]
+
+    def val_entries(self) -> List[tuple]:
+        """[(file name, Caffe label)] in image-number order (Caffe's val.txt)."""
+        labels = self.labels()
+        return [(name, labels[self.val_wnids[name]]) for name in self.val]
+
+
+def _plain_name(name: str, where: str) -> str:
+    clean = name[2:] if name.startswith("./") else name
+    if not clean or "/" in clean or clean in (".", ".."):
+        raise ArchiveError(f"{where}: member {name!r} is not a plain file name")
+    return clean
+
+
+def _index_train(path: str, classes: List[str], notes: List[str],
+                 stated: Dict[str, int]) -> Dict[str, Member]:
+    nested = index_nested(path)
+    by_wnid: Dict[str, List[Member]] = {}
+    for outer_name, members in nested.items():
+        name = _plain_name(outer_name, path)
+        wnid, ext = os.path.splitext(name)
+        if ext != ".tar" or not L.is_wnid(wnid):
+            raise ArchiveError(f"{path}: member {outer_name!r} is not a per-synset tar like "
+                               f"n01440764.tar")
+        if wnid in by_wnid:
+            raise ArchiveError(f"{path}: {name} occurs twice")
+        by_wnid[wnid] = members
+    unknown = sorted(set(by_wnid) - set(classes))
+    if unknown:
+        raise ArchiveError(f"{path}: holds {unknown[0]}.tar but {unknown[0]} is not a class of "
+                           f"the devkit ({len(unknown)} such synset tar(s)); wrong devkit?")
+    missing = [w for w in classes if w not in by_wnid]
+    if missing:
+        raise ArchiveError(f"{path}: no {missing[0]}.tar for class {missing[0]} of the devkit "
+                           f"({len(missing)} of {len(classes)} classes missing); incomplete "
+                           f"or wrong archive?")
+    train: Dict[str, Member] = {}
+    for wnid in classes:
+        where = f"{path}: member {wnid}.tar"
+        files = {}
+        for m in by_wnid[wnid]:
+            name = _plain_name(m.name, where)
+            if name in files:
+                raise ArchiveError(f"{where}: {name} occurs twice")
+            files[name] = m
+        if not files:
+            raise ArchiveError(f"{where}: holds no images")
+        if stated.get(wnid) and stated[wnid] != len(files):
+            notes.append(f"{wnid}.tar holds {len(files)} images; meta.mat says "
+                         f"num_train_images = {stated[wnid]}")
+        for name in sorted(files):
+            train[f"{wnid}/{name}"] = files[name]
+    return train
+
+
+def _index_val(path: str, devkit: Devkit) -> Dict[str, Member]:
+    truth = len(devkit.val_ground_truth)
+    val: Dict[str, int] = {}
+    members: Dict[str, Member] = {}
+    for m in index_tar(path):
+        name = _plain_name(m.name, path)
+        match = VAL_NAME.match(name)
+        if not match:
+            raise ArchiveError(f"{path}: member {m.name!r} is not named like "
+                               f"ILSVRC2012_val_00000001.JPEG")
+        number = int(match.group(1))
+        if not 1 <= number <= truth:
+            raise ArchiveError(f"{path}: holds {name}, but the ground truth in {devkit.path} "
+                               f"covers only images 1..{truth}; wrong devkit?")
+        if name in members:
+            raise ArchiveError(f"{path}: {name} occurs twice")
+        members[name], val[name] = m, number
+    if len(members) != truth:
+        have = set(val.values())
+        first = next(n for n in range(1, truth + 1) if n not in have)
+        raise ArchiveError(f"{path}: holds {len(members)} images but the ground truth in "
+                           f"{devkit.path} lists {truth}; missing e.g. {VAL_FORMAT % first}")
+    return {name: members[name] for name in sorted(members)}
+
+
+def index_archives(source_or_paths) -> ArchiveIndex:
+    """Read the devkit and the tar headers of an archive SOURCE (see module docstring).
+
+    source_or_paths: the SOURCE directory or an ArchivePaths. Reads no image data: for the
+    real archives this is the devkit plus ~1.3M tar headers.
+    Raises ArchiveError / TarIndexError / DevkitError naming the file for a missing file, a
+    file that is not a tar, a truncated tar, a train tar whose synset tars differ from the
+    devkit's classes, and a val tar the devkit's ground truth does not cover exactly.
+    """
+    paths = source_or_paths
+    if not isinstance(paths, ArchivePaths):
+        paths = find_archives(source_or_paths)
+        if paths is None:
+            raise ArchiveError(f"{source_or_paths}: no ILSVRC2012 archives "
+                               f"({', '.join(ARCHIVE_NAMES)})")
+    devkit = read_devkit(paths.devkit)
+    classes = devkit.classes
+    synsets = L.caffe_synsets(s.wnid for s in classes)
+    notes: List[str] = []
+    train = _index_train(paths.train, synsets, notes,
+                         {s.wnid: s.num_train_images for s in classes})
+    val = _index_val(paths.val, devkit)
+    if len(synsets) == 1000 and (len(train), len(val)) != (ILSVRC2012_TRAIN_IMAGES,
+                                                           ILSVRC2012_VAL_IMAGES):
+        notes.append(f"the archives hold {len(train):,} train and {len(val):,} val images; "
+                     f"ILSVRC2012 has {ILSVRC2012_TRAIN_IMAGES:,} and {ILSVRC2012_VAL_IMAGES:,}")
+    truth = devkit.val_wnids()
+    val_wnids = {name: truth[int(VAL_NAME.match(name).group(1)) - 1] for name in val}
+    return ArchiveIndex(paths, devkit, synsets, devkit.words(), train, val, val_wnids, notes)
+
+
+def loader_for(path: str, members: Dict[str, Member]) -> Callable[[str], Callable[[], bytes]]:
+    """relpath -> zero-argument loader reading that member from ``path`` by offset; all
+    loaders share one open file."""
+    reader = TarReader(path)
+
+    def make(relpath: str) -> Callable[[], bytes]:
+        m = members[relpath]
+        return MemberLoader(reader, m.offset, m.size)
+    return make
