@@ -37,7 +37,7 @@ class LmdbWriter:
         self.path = path
         self.batch_size, self.batch_bytes = batch_size, batch_bytes
         try:
-            self.env = lmdb.open(path, map_size=map_size, subdir=True, meminit=False,
+            self.env = lmdb.open(path, map_size=map_size, subdir=True, meminit=True,
                                  max_dbs=0, lock=True)
         except lmdb.Error as exc:
             raise DatabaseError(f"{path}: cannot create LMDB: {exc}") from None

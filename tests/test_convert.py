@@ -80,6 +80,8 @@ def test_one_worker_and_two_workers_write_identical_databases(listed, tmp_path):
         run_convert("--shuffle", "--resize_height=32", "--resize_width=32", f"--workers={workers}",
                     root, listfile, tmp_path / f"w{workers}")
     assert read_lmdb(tmp_path / "w1") == read_lmdb(tmp_path / "w2")
+    # the files themselves too (LMDB opened with meminit: no uninitialised bytes on disk)
+    assert (tmp_path / "w1" / "data.mdb").read_bytes() == (tmp_path / "w2" / "data.mdb").read_bytes()
 
 
 def test_encoded_passes_original_bytes_through_and_reencodes_when_resized(listed, tmp_path):
