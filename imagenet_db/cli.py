@@ -57,10 +57,26 @@ def _bool(parser, name, help_text, default=False):
                         help=help_text)
 
 
-def _workers_arg(parser):
+def _workers_arg(parser, cluster=False):
     parser.add_argument("--workers", type=int, default=None, metavar="N",
                         help=f"worker threads for decode/resize/encode (default: all cores, "
                              f"{default_workers()} here); the output does not depend on it")
+    if cluster:
+        parser.add_argument("--dask_scheduler", default=None, metavar="ADDRESS",
+                            help="run decode/resize/encode on an existing Dask cluster "
+                                 "(e.g. tcp://host:8786; needs 'imagenet-db[cluster]' and the "
+                                 "images at the same paths on every worker); the database is "
+                                 "written here and is the same as a local build")
+
+
+def _executor(args):
+    """The Dask executor for --dask_scheduler, else a null context (local threads)."""
+    import contextlib
+
+    if getattr(args, "dask_scheduler", None):
+        from imagenet_db.executor import dask_executor
+        return dask_executor(args.dask_scheduler)
+    return contextlib.nullcontext(None)
 
 
 def _size(text: str):
@@ -112,7 +128,7 @@ def convert_parser(prog="convert_imageset") -> argparse.ArgumentParser:
     _bool(p, "encoded", "store encoded image bytes (the original file when unchanged)")
     p.add_argument("--encode_type", default="", metavar="EXT",
                    help="encoding for --encoded ('jpg', 'png'; default: each file's extension)")
-    _workers_arg(p)
+    _workers_arg(p, cluster=True)
     p.add_argument("--seed", type=int, default=DEFAULT_SEED,
                    help=f"seed for --shuffle (default {DEFAULT_SEED}: same order on any machine)")
     _bool(p, "overwrite", "replace an existing DB_NAME (built beside it, swapped in at the end)")
@@ -133,11 +149,12 @@ def _convert(args) -> None:
     options = TransformOptions(resize_height=max(0, args.resize_height),
                                resize_width=max(0, args.resize_width), is_color=not args.gray,
                                encoded=args.encoded, encode_type=args.encode_type)
-    summary = convert(list_records(args.root, entries), args.db, args.backend, options,
-                      args.workers, check_size=args.check_size, overwrite=args.overwrite,
-                      progress=args.progress,
-                      settings={"listfile": os.path.abspath(args.listfile), "shuffle": args.shuffle,
-                                "seed": args.seed})
+    with _executor(args) as executor:
+        summary = convert(list_records(args.root, entries), args.db, args.backend, options,
+                          args.workers, check_size=args.check_size, overwrite=args.overwrite,
+                          progress=args.progress, executor=executor,
+                          settings={"listfile": os.path.abspath(args.listfile),
+                                    "shuffle": args.shuffle, "seed": args.seed})
     print(summary.describe(), file=sys.stderr)
     if summary.skipped:
         print(f"skipped images are listed in {summary.db_path}.skipped.tsv", file=sys.stderr)
@@ -207,7 +224,7 @@ def create_parser(prog="create_imagenet") -> argparse.ArgumentParser:
     p.add_argument("--backend", default="lmdb", choices=BACKENDS, help="database type (default lmdb)")
     _bool(p, "encoded", "store JPEG bytes instead of raw pixels")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="shuffle seed")
-    _workers_arg(p)
+    _workers_arg(p, cluster=True)
     _bool(p, "overwrite", "replace existing databases (each swapped in when complete)")
     _bool(p, "progress", "progress bar (default: only on a terminal)", default=None)
     _bool(p, "verify", "archives only: first check their MD5 against the published values "
@@ -218,10 +235,11 @@ def create_parser(prog="create_imagenet") -> argparse.ArgumentParser:
 def _create(args) -> None:
     from imagenet_db.imagenet import create_imagenet
 
-    create_imagenet(args.source, args.outdir, resize=args.resize, backend=args.backend,
-                    encoded=args.encoded, seed=args.seed, workers=args.workers,
-                    overwrite=args.overwrite, progress=args.progress, verify=args.verify,
-                    log=lambda text: print(text, file=sys.stderr))
+    with _executor(args) as executor:
+        create_imagenet(args.source, args.outdir, resize=args.resize, backend=args.backend,
+                        encoded=args.encoded, seed=args.seed, workers=args.workers,
+                        overwrite=args.overwrite, progress=args.progress, verify=args.verify,
+                        log=lambda text: print(text, file=sys.stderr), executor=executor)
 
 
 def create_imagenet_main(argv: Optional[Sequence[str]] = None) -> int:

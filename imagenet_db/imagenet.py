@@ -174,7 +174,7 @@ def write_labels(source: str, outdir: str, log=print) -> List[str]:
 def create_imagenet(source: str, outdir: str, resize: Tuple[int, int] = (256, 256),
                     backend: str = "lmdb", encoded: bool = False, seed: int = DEFAULT_SEED,
                     workers: Optional[int] = None, overwrite: bool = False,
-                    progress: Optional[bool] = None, verify: bool = False,
+                    progress: Optional[bool] = None, verify: bool = False, executor=None,
                     log=print) -> Dict[str, ConvertSummary]:
     """Build Caffe's ImageNet training data from ``source`` into ``outdir``.
 
@@ -182,6 +182,7 @@ def create_imagenet(source: str, outdir: str, resize: Tuple[int, int] = (256, 25
     create_imagenet.sh (RESIZE=true: 256x256); (0, 0) keeps original sizes (then no mean).
     backend: 'lmdb' or 'leveldb'. encoded: store JPEG bytes instead of raw CHW BGR pixels.
     seed: shuffle seed (both databases are shuffled). workers: threads (None = all cores).
+    executor: a concurrent.futures Executor (e.g. a Dask cluster's) to run the transform on.
     verify: for archive input, first check the archives' MD5 against the published values
     (reads every byte: ~147 GB for the real ones; ChecksumError on a mismatch).
     Returns {'train': summary, 'val': summary}. Raises ImagenetDbError for bad input, and
@@ -203,6 +204,7 @@ def create_imagenet(source: str, outdir: str, resize: Tuple[int, int] = (256, 25
         want_mean = name == "train" and options.resizing
         summary = convert(split.records(True, seed), db_path, backend, options, workers,
                           compute_mean=want_mean, overwrite=overwrite, progress=progress,
+                          executor=executor,
                           settings={"split": name, "seed": seed, "shuffle": True,
                                     "synsets": len(found.synsets)})
         log(summary.describe())

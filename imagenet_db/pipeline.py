@@ -7,6 +7,7 @@ inside the database directory): a database at its final name is always a finishe
 An existing database is never replaced unless ``overwrite=True``; then the new one is built
 beside it and swapped in at the end, so a failed rebuild leaves the old one intact.
 """
+import functools
 import json
 import os
 import shutil
@@ -108,7 +109,8 @@ def write_skip_report(db_path: str, skipped: Sequence[Tuple[str, str]]) -> Optio
 def convert(records: Sequence[Record], db_path: str, backend: str = "lmdb",
             options: TransformOptions = TransformOptions(), workers: Optional[int] = None,
             check_size: bool = False, compute_mean: bool = False, overwrite: bool = False,
-            progress: Optional[bool] = None, settings: Optional[dict] = None) -> ConvertSummary:
+            progress: Optional[bool] = None, settings: Optional[dict] = None,
+            executor=None) -> ConvertSummary:
     """Convert images to a Caffe Datum database, as Caffe's convert_imageset (plus the mean).
 
     records: in database order (already shuffled); record.index gives the key number.
@@ -118,6 +120,8 @@ def convert(records: Sequence[Record], db_path: str, backend: str = "lmdb",
     differs from the first one's, as --check_size. compute_mean: accumulate the mean of the
     stored pixels on the fly (returned in the summary; equal to compute_image_mean on the DB).
     progress: tqdm bar (None = only on a terminal). settings: extra facts for the manifest.
+    executor: a concurrent.futures Executor to run the transform on instead of local threads
+    (e.g. ``executor.dask_executor`` for a cluster); the database is the same.
 
     Unreadable/undecodable images are skipped, counted and listed in ``DB.skipped.tsv``.
     Raises DatabaseError / ShapeMismatchError; on any error the partial build is left at
@@ -135,7 +139,8 @@ def convert(records: Sequence[Record], db_path: str, backend: str = "lmdb",
     bar = tqdm(total=len(records), unit="img", disable=None if progress is None else not progress,
                file=sys.stderr, desc=os.path.basename(summary.db_path), dynamic_ncols=True)
     try:
-        results = ordered_map(lambda r: _load_and_transform(r, options), records, workers)
+        work = functools.partial(_load_and_transform, options=options)
+        results = ordered_map(work, records, workers, executor=executor)
         for record, result in zip(records, results):
             bar.update(1)
             if result.value is None:

@@ -216,6 +216,12 @@ class TarReader:
     def close(self) -> None:
         self._file.close()
 
+    def __getstate__(self):  # pickled as its path (for cluster workers), reopened there
+        return {"path": self.path}
+
+    def __setstate__(self, state):
+        self.__init__(state["path"])
+
     def __enter__(self) -> "TarReader":
         return self
 

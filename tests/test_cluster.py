@@ -1,0 +1,47 @@
+"""The transform on a real (local) Dask cluster gives the same databases as local threads."""
+import pytest
+
+from conftest import read_lmdb
+from imagenet_db import fixture_archives
+from imagenet_db.cli import create_imagenet_main
+from imagenet_db.errors import ImagenetDbError
+from imagenet_db.executor import dask_executor
+from imagenet_db.imagenet import create_imagenet
+
+distributed = pytest.importorskip("distributed")
+
+
+@pytest.fixture(scope="module")
+def scheduler():
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                       dashboard_address=None)
+    try:
+        yield cluster.scheduler_address
+    finally:
+        cluster.close()
+
+
+def test_tree_and_archives_on_dask_equal_local_build(sample_copy, tmp_path, scheduler):
+    assert create_imagenet_main([str(sample_copy), str(tmp_path / "local"), "--resize=24x24"]) == 0
+    assert create_imagenet_main([str(sample_copy), str(tmp_path / "dask"), "--resize=24x24",
+                                 f"--dask_scheduler={scheduler}"]) == 0
+    for name in ("ilsvrc12_train_lmdb", "ilsvrc12_val_lmdb"):
+        assert read_lmdb(tmp_path / "dask" / name) == read_lmdb(tmp_path / "local" / name)
+    assert ((tmp_path / "dask" / "imagenet_mean.binaryproto").read_bytes()
+            == (tmp_path / "local" / "imagenet_mean.binaryproto").read_bytes())
+
+    arch = tmp_path / "arch"
+    fixture_archives.write_archives(arch, ["n01440764", "n01751748", "n02119789"],
+                                    train_per_class=3, val_count=4)
+    create_imagenet(str(arch), str(tmp_path / "a_local"), resize=(16, 16), log=lambda _: None)
+    with dask_executor(scheduler) as executor:
+        create_imagenet(str(arch), str(tmp_path / "a_dask"), resize=(16, 16), executor=executor,
+                        log=lambda _: None)
+    assert read_lmdb(tmp_path / "a_dask" / "ilsvrc12_train_lmdb") == \
+        read_lmdb(tmp_path / "a_local" / "ilsvrc12_train_lmdb")
+
+
+def test_unreachable_scheduler_is_a_clear_error():
+    with pytest.raises(ImagenetDbError, match="cannot reach the Dask scheduler at tcp://127.0.0.1:9"):
+        with dask_executor("tcp://127.0.0.1:9", timeout=2):
+            pass
