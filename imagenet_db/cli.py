@@ -57,6 +57,12 @@ def normalize_gflags(argv: Sequence[str], bool_flags: Sequence[str]) -> List[str
     return out
 
 
+EXIT_STATUS = ("Exit status: 0 success (skipped images are listed in DB.skipped.tsv); 1 bad "
+               "input, a refused or failed build, a skipped image under --strict, or problems "
+               "found by verify; 2 usage error; 130/143 stopped by Ctrl-C/SIGTERM after "
+               "committing the work done (rerun the same command with --resume).")
+
+
 def _bool(parser, name, help_text, default=False):
     parser.add_argument(f"--{name}", action=argparse.BooleanOptionalAction, default=default,
                         help=help_text)
@@ -123,7 +129,7 @@ def convert_parser(prog="convert_imageset") -> argparse.ArgumentParser:
                     "'relpath label' (split on the last space); keys are '%%08d_relpath' in list "
                     "order; raw datums hold uint8 pixels in CHW order, BGR channels.",
         epilog="Example: convert_imageset --resize_height=256 --resize_width=256 --shuffle "
-               "/data/train/ train.txt ilsvrc12_train_lmdb")
+               "/data/train/ train.txt ilsvrc12_train_lmdb. " + EXIT_STATUS)
     p.add_argument("root", metavar="ROOTFOLDER/", help="folder the list's relpaths are under")
     p.add_argument("listfile", metavar="LISTFILE", help="Caffe list file: 'relpath label' lines")
     p.add_argument("db", metavar="DB_NAME", help="database directory to create")
@@ -223,7 +229,8 @@ def create_parser(prog="create_imagenet") -> argparse.ArgumentParser:
                     "(labels = position of the wnid in ASCII order), shuffled "
                     "ilsvrc12_{train,val}_<backend> databases and imagenet_mean.binaryproto/.npy.",
         epilog="SOURCE: an extracted ImageNet with train/<wnid>/*.JPEG and val/ either as "
-               "per-wnid folders or flat with SOURCE/val.txt ('file wnid-or-label' lines).")
+               "per-wnid folders or flat with SOURCE/val.txt ('file wnid-or-label' lines). "
+               + EXIT_STATUS)
     p.add_argument("source", metavar="SOURCE", help="ImageNet folder")
     p.add_argument("outdir", metavar="OUTDIR", help="folder for the databases and aux files")
     p.add_argument("--resize", type=_size, default=(256, 256), metavar="WxH",
@@ -266,7 +273,8 @@ def verify_parser(prog="imagenet-db verify") -> argparse.ArgumentParser:
                     "(imagenet_db.json; a database made elsewhere, e.g. by Caffe, is checked "
                     "without it), entry count, key format ('%%08d_relpath') and order, every "
                     "datum parses and (encoded) decodes, one channels/height/width, labels in "
-                    "range. Prints a summary; exit 0 when no problem is found, 1 otherwise.")
+                    "range. Prints a summary; exit 0 when no problem is found, 1 otherwise.",
+        epilog=EXIT_STATUS)
     p.add_argument("db", metavar="DB", help="LMDB or LevelDB directory")
     p.add_argument("--backend", default=None, choices=BACKENDS,
                    help="database type (default: detected from the files)")

@@ -223,9 +223,9 @@ def convert(records: Sequence[Record], db_path: str, backend: str = "lmdb",
                             f"{result.shape} differs from the first image's {first_shape} "
                             f"(--check_size)")
                 key = record.key
-                writer.put(key, result.value)
-                if acc is not None:
+                if acc is not None:  # before the put: a size mismatch stops before the datum
                     acc.add(result.pixels, key.decode("utf-8", "replace"))
+                writer.put(key, result.value)
                 summary.written += 1
                 if (acc is not None and writer.pending_puts == 0
                         and time.monotonic() - last_checkpoint >= B.MEAN_CHECKPOINT_SECONDS):
@@ -239,7 +239,9 @@ def convert(records: Sequence[Record], db_path: str, backend: str = "lmdb",
         skip_log.close()
         if isinstance(exc, (DatabaseError, OSError)):  # the writer failed: keep what is committed
             writer.abort()
-            detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            detail = str(exc)
+            if isinstance(exc, OSError) and exc.strerror:
+                detail = f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
             raise DatabaseError(f"{detail}\nthe work committed so far is kept in {build}; "
                                 f"free space or fix the cause, then {B.RESUME_HINT}") from None
         writer.close()  # a bad image under --strict/--check_size: commit the good ones

@@ -198,6 +198,16 @@ def test_create_imagenet_survives_sigkill_at_random_points(tree, tmp_path):
     assert any("train DB (" in s and not s.startswith("train DB (0") for s in states)
     assert snapshot(out) == clean  # every key, value, report, aux and mean file
 
+    # the mean stage on its own: with the mean files and the mean kept in the train DB gone,
+    # --resume recomputes it from the database, to the same bytes
+    for name in ("imagenet_mean.binaryproto", "imagenet_mean.npy",
+                 "ilsvrc12_train_lmdb/imagenet_db.mean.npy"):
+        (out / name).unlink()
+    rc, err = run_child("create_imagenet_main", *args, "--resume")
+    assert rc == 0 and "computing the mean of" in err, err
+    for name in ("imagenet_mean.binaryproto", "imagenet_mean.npy"):
+        assert (out / name).read_bytes() == clean[name]
+
 
 def test_convert_imageset_leveldb_survives_sigkill(tree, tmp_path):
     common = ["--shuffle", "--resize_width=40", "--resize_height=30", "--backend=leveldb",
@@ -228,17 +238,19 @@ def test_convert_imageset_leveldb_survives_sigkill(tree, tmp_path):
     assert (tmp_path / "clean_db.skipped.tsv").read_bytes() == Path(f"{db}.skipped.tsv").read_bytes()
 
 
-def test_ctrl_c_commits_and_says_how_to_resume(tree, tmp_path):
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_ctrl_c_commits_and_says_how_to_resume(tree, tmp_path, signum, code):
     db = tmp_path / "db"
     args = [tree / "images", tree / "list.txt", db, "--resize_width=32", "--resize_height=32",
             "--txn_size=1", "--workers=1"]
     proc = start_child("convert_imageset_main", *args)
     partial = Path(f"{db}.partial")
     while not wait_for_entries(partial, 60):  # Ctrl-C in the middle, after img_0050's skip
+        assert proc.poll() is None, proc.stderr.read().decode()
         time.sleep(0.005)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     err = proc.stderr.read().decode()
-    assert proc.wait(timeout=30) == 130, err
+    assert proc.wait(timeout=30) == code, err
     assert "Traceback" not in err and "--resume" in err and "interrupted" in err
     assert not db.exists()  # an unfinished DB never sits at the final name
     assert not (partial / "imagenet_db.json").exists()
