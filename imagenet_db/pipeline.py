@@ -166,16 +166,19 @@ def convert(records: Sequence[Record], db_path: str, backend: str = "lmdb",
                                 compute_mean, settings)
     action = B.plan_output(db_path, identity, overwrite, resume)
     build = db_path + PARTIAL_SUFFIX
-    if action == "done":
-        return _finished_summary(db_path, action)
-    if action == "publish":
-        B.publish(build, db_path)
-        return _finished_summary(db_path, action)
-    if action == "build":
-        B.start_build(build, identity)
-    B.remove_stale_temporaries(build)
-    B.remove_stale_temporaries(os.path.dirname(db_path) or ".",
-                               [os.path.basename(skip_report_path(db_path))])
+    try:
+        if action == "done":
+            return _finished_summary(db_path, action)
+        if action == "publish":
+            B.publish(build, db_path)
+            return _finished_summary(db_path, action)
+        if action == "build":
+            B.start_build(build, identity)
+        B.remove_stale_temporaries(build)
+        B.remove_stale_temporaries(os.path.dirname(db_path) or ".",
+                                   [os.path.basename(skip_report_path(db_path))])
+    except OSError as exc:
+        raise DatabaseError(f"{build}: cannot prepare the build: {exc.strerror or exc}") from None
 
     summary = ConvertSummary(db_path=db_path, action=action)
     start = time.perf_counter()

@@ -298,6 +298,39 @@ def test_file_size_limit_gives_clear_error_and_resume_finishes(tree, tmp_path, b
     assert db_items(tmp_path / "db") == clean
 
 
+@pytest.fixture
+def small_fs(tmp_path):
+    """A 700 KB tmpfs (a real full disk); skipped where mounting is not allowed."""
+    mnt = tmp_path / "small_fs"
+    mnt.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=700k", "tmpfs",
+                                            str(mnt)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+
+
+@pytest.mark.parametrize("backend", ["lmdb", "leveldb"])
+def test_disk_full_gives_clear_error_and_resume_finishes_after_freeing_space(
+        tree, tmp_path, small_fs, backend):
+    args = [tree / "images", tree / "list.txt", small_fs / "db", f"--backend={backend}",
+            "--resize_width=64", "--resize_height=64", "--txn_size=4"]
+    rc, err = run_child("convert_imageset_main", *args[:2], tmp_path / "clean", *args[3:])
+    clean = db_items(tmp_path / "clean")
+    rc, err = run_child("convert_imageset_main", *args)
+    assert rc == 1 and "Traceback" not in err and "--resume" in err, err
+    assert ("No space left on device" if backend == "leveldb" else "disk full") in err, err
+    # free space (LevelDB needs some even to open: recovery writes the log into a table)
+    subprocess.run(["mount", "-o", "remount,size=16m", str(small_fs)], check=True)
+    partial = db_items(f"{small_fs / 'db'}.partial", backend)
+    assert len(partial) < len(clean) and partial == clean[:len(partial)]
+    rc, err = run_child("convert_imageset_main", *args, "--resume")
+    assert rc == 0, err
+    assert db_items(small_fs / "db") == clean
+
+
 def test_failed_overwrite_leaves_old_db_intact(tree, tmp_path):
     db = tmp_path / "db"
     old_args = [tree / "images", tree / "list.txt", db, "--resize_width=16", "--resize_height=16"]
