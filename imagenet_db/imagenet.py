@@ -23,12 +23,11 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
 
-from imagenet_db import labels as L
-from imagenet_db.errors import ImagenetDbError
-from imagenet_db.listfile import write_list
 from imagenet_db import buildstate as B
-from imagenet_db.errors import DatabaseError
+from imagenet_db import labels as L
+from imagenet_db.errors import DatabaseError, ImagenetDbError
 from imagenet_db.imagecheck import DEFAULT_MAX_PIXELS
+from imagenet_db.listfile import write_list
 from imagenet_db.mean import channel_means, compute_db_mean, read_mean, write_mean
 from imagenet_db.pipeline import DEFAULT_TXN_SIZE, ConvertSummary, convert
 from imagenet_db.sources import DEFAULT_SEED, FileLoader, Record, shuffled

@@ -26,7 +26,6 @@ from imagenet_db.errors import (BuildInterrupted, DatabaseError, ImagenetDbError
 from imagenet_db.executor import default_workers, ordered_map
 from imagenet_db.graceful import GracefulStop
 from imagenet_db.imagecheck import DEFAULT_MAX_PIXELS, check_image_bytes, describe_undecodable
-from imagenet_db.mean import MeanAccumulator
 from imagenet_db.sinks import open_writer
 from imagenet_db.sources import Record
 from imagenet_db.transform import TransformOptions, Transformed, transform_image

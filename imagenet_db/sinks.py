@@ -258,7 +258,7 @@ def open_lmdb_reader(path: str) -> "lmdb.Environment":
     Raises DatabaseError when ``path`` is not an LMDB."""
     try:
         return lmdb.open(path, readonly=True, lock=True, subdir=True, create=False)
-    except (lmdb.ReadonlyError, PermissionError, lmdb.Error) as first:
+    except (lmdb.Error, OSError) as first:
         try:
             return lmdb.open(path, readonly=True, lock=False, subdir=True, create=False)
         except lmdb.Error:
