@@ -14,8 +14,9 @@ Two problems OpenCV does not report well are caught here, from the headers and m
   marker structure (segments, scans, restart markers) and skips a JPEG whose structure is
   broken (a stray or malformed marker segment, restart markers out of sequence, a missing
   end-of-image marker, a segment running past the end of the file). This is a deliberate
-  deviation from Caffe, affecting only broken files; data after the end-of-image marker is
-  allowed (some cameras append trailers).
+  deviation from Caffe, affecting only broken files. What libjpeg tolerates without damage
+  is accepted: extraneous bytes between segments (skipped, as libjpeg does) and data after
+  the end-of-image marker (some cameras append trailers).
 
 Structure follows ITU-T T.81 (the JPEG standard), annex B, and the PNG specification (IHDR).
 """
@@ -96,8 +97,10 @@ def jpeg_structure(data: bytes) -> Tuple[Optional[Tuple[int, int]], Optional[str
     while True:
         if pos >= size:
             return dims, "truncated: the file ends before the end-of-image marker"
-        if data[pos] != 0xFF:
-            return dims, f"corrupt: expected a marker at byte {pos}, found 0x{data[pos]:02X}"
+        if data[pos] != 0xFF:  # extraneous bytes: libjpeg skips them with a warning, so do we
+            pos = data.find(b"\xff", pos)
+            if pos < 0:
+                return dims, "truncated: the file ends before the end-of-image marker"
         while pos < size and data[pos] == 0xFF:  # fill bytes may precede a marker
             pos += 1
         if pos >= size:

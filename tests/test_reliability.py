@@ -531,6 +531,10 @@ def test_structure_check_accepts_valid_jpegs_from_many_encoders(tmp_path):
         assert check_image_bytes(data) is None, jpeg_structure(data)
     good = variants[2]  # with restart markers
     assert check_image_bytes(good + b"trailing bytes after EOI") is None
+    dqt = good.find(b"\xff\xdb")  # extraneous bytes before a marker: libjpeg skips them
+    padded = good[:dqt] + b"\x00junk" + good[dqt:]
+    assert check_image_bytes(padded) is None
+    assert cv2.imdecode(np.frombuffer(padded, np.uint8), cv2.IMREAD_COLOR) is not None
     rst = good.find(b"\xff\xd1")
     swapped = good[:rst] + b"\xff\xd5" + good[rst + 2:]
     assert "out of sequence" in check_image_bytes(swapped)
