@@ -4,9 +4,14 @@ Thin wrappers over the Python API. Flags follow Caffe's gflags spelling so exist
 run unchanged: ``--flag=value``, ``--flag value``, single-dash ``-flag``, and for booleans
 ``--flag``, ``--flag=true|false``, ``--noflag``.
 
-Exit codes: 0 success (skipped images are reported, not failures); 1 bad input or a failed
-build (one-line message naming the file, no traceback); 2 command-line usage error;
-130 interrupted by Ctrl-C.
+Exit codes (all commands):
+  0    success; skipped images are counted and reported in DB.skipped.tsv, not failures
+       (unless --strict)
+  1    bad input, a refused or failed build, a skipped image under --strict, or problems
+       found by ``verify`` (one message naming the file and line, no traceback)
+  2    command-line usage error
+  130  stopped by Ctrl-C (SIGINT), 143 by SIGTERM: the work done is committed; rerun the
+       same command with --resume to finish
 """
 import argparse
 import os
@@ -52,6 +57,12 @@ def normalize_gflags(argv: Sequence[str], bool_flags: Sequence[str]) -> List[str
     return out
 
 
+EXIT_STATUS = ("Exit status: 0 success (skipped images are listed in DB.skipped.tsv); 1 bad "
+               "input, a refused or failed build, a skipped image under --strict, or problems "
+               "found by verify; 2 usage error; 130/143 stopped by Ctrl-C/SIGTERM after "
+               "committing the work done (rerun the same command with --resume).")
+
+
 def _bool(parser, name, help_text, default=False):
     parser.add_argument(f"--{name}", action=argparse.BooleanOptionalAction, default=default,
                         help=help_text)
@@ -91,18 +102,39 @@ def _size(text: str):
 
 def _run(func, args) -> int:
     try:
-        func(args)
-        return 0
+        return func(args) or 0
     except ImagenetDbError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 1
-    except KeyboardInterrupt:
-        sys.stderr.write("interrupted\n")
-        return 130
+    except OSError as exc:  # e.g. an output file that cannot be written (disk full)
+        where = f"{exc.filename}: " if exc.filename else ""
+        sys.stderr.write(f"error: {where}{exc.strerror or exc}\n")
+        return 1
+    except KeyboardInterrupt as exc:
+        sys.stderr.write(f"{exc or 'interrupted'}\n")
+        return 128 + getattr(exc, "signum", 2)
+
+
+def _reliability_args(parser, what: str):
+    """--resume, --strict, --txn_size, --max_pixels (shared by convert_imageset/create_imagenet)."""
+    from imagenet_db.imagecheck import DEFAULT_MAX_PIXELS
+    from imagenet_db.pipeline import DEFAULT_TXN_SIZE
+
+    _bool(parser, "resume", f"continue an interrupted build of {what} from its last committed "
+                            f"transaction (same command and settings; a changed list or setting "
+                            f"is refused); finished outputs with the same settings are kept")
+    _bool(parser, "strict", "fail (exit 1) on the first image that has to be skipped")
+    parser.add_argument("--txn_size", type=int, default=DEFAULT_TXN_SIZE, metavar="N",
+                        help=f"datums per database transaction (default {DEFAULT_TXN_SIZE}, as "
+                             f"convert_imageset); a crash loses at most one transaction")
+    parser.add_argument("--max_pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
+                        help=f"skip JPEG/PNG files whose header declares more than N pixels "
+                             f"(width*height; default {DEFAULT_MAX_PIXELS}; 0 = no cap)")
 
 
 # ---------------------------------------------------------------- convert_imageset
-CONVERT_BOOLS = ("gray", "shuffle", "check_size", "encoded", "overwrite", "progress")
+CONVERT_BOOLS = ("gray", "shuffle", "check_size", "encoded", "overwrite", "progress", "resume",
+                 "strict")
 
 
 def convert_parser(prog="convert_imageset") -> argparse.ArgumentParser:
@@ -113,7 +145,7 @@ def convert_parser(prog="convert_imageset") -> argparse.ArgumentParser:
                     "'relpath label' (split on the last space); keys are '%08d_relpath' in list "
                     "order; raw datums hold uint8 pixels in CHW order, BGR channels.",
         epilog="Example: convert_imageset --resize_height=256 --resize_width=256 --shuffle "
-               "/data/train/ train.txt ilsvrc12_train_lmdb")
+               "/data/train/ train.txt ilsvrc12_train_lmdb. " + EXIT_STATUS)
     p.add_argument("root", metavar="ROOTFOLDER/", help="folder the list's relpaths are under")
     p.add_argument("listfile", metavar="LISTFILE", help="Caffe list file: 'relpath label' lines")
     p.add_argument("db", metavar="DB_NAME", help="database directory to create")
@@ -133,6 +165,7 @@ def convert_parser(prog="convert_imageset") -> argparse.ArgumentParser:
                    help=f"seed for --shuffle (default {DEFAULT_SEED}: same order on any machine)")
     _bool(p, "overwrite", "replace an existing DB_NAME (built beside it, swapped in at the end)")
     _bool(p, "progress", "progress bar (default: only on a terminal)", default=None)
+    _reliability_args(p, "DB_NAME (kept in DB_NAME.partial)")
     return p
 
 
@@ -152,9 +185,11 @@ def _convert(args) -> None:
     with _executor(args) as executor:
         summary = convert(list_records(args.root, entries), args.db, args.backend, options,
                           args.workers, check_size=args.check_size, overwrite=args.overwrite,
-                          progress=args.progress, executor=executor,
-                          settings={"listfile": os.path.abspath(args.listfile),
-                                    "shuffle": args.shuffle, "seed": args.seed})
+                          progress=args.progress,
+                          settings={"shuffle": args.shuffle, "seed": args.seed},
+                          info={"listfile": os.path.abspath(args.listfile)}, resume=args.resume,
+                          strict=args.strict, txn_size=args.txn_size,
+                          max_pixels=args.max_pixels, executor=executor)
     print(summary.describe(), file=sys.stderr)
     if summary.skipped:
         print(f"skipped images are listed in {summary.db_path}.skipped.tsv", file=sys.stderr)
@@ -202,7 +237,7 @@ def compute_image_mean_main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 # ---------------------------------------------------------------- create_imagenet
-CREATE_BOOLS = ("encoded", "overwrite", "progress", "verify")
+CREATE_BOOLS = ("encoded", "overwrite", "progress", "verify", "resume", "strict")
 
 
 def create_parser(prog="create_imagenet") -> argparse.ArgumentParser:
@@ -216,7 +251,7 @@ def create_parser(prog="create_imagenet") -> argparse.ArgumentParser:
                "ILSVRC2012_img_val.tar and ILSVRC2012_devkit_t12.tar.gz (read in place, "
                "nothing extracted; labels from the devkit), or an extracted ImageNet with "
                "train/<wnid>/*.JPEG and val/ either as per-wnid folders or flat with "
-               "SOURCE/val.txt ('file wnid-or-label' lines).")
+               "SOURCE/val.txt ('file wnid-or-label' lines). " + EXIT_STATUS)
     p.add_argument("source", metavar="SOURCE", help="ILSVRC2012 archives folder or ImageNet tree")
     p.add_argument("outdir", metavar="OUTDIR", help="folder for the databases and aux files")
     p.add_argument("--resize", type=_size, default=(256, 256), metavar="WxH",
@@ -225,10 +260,12 @@ def create_parser(prog="create_imagenet") -> argparse.ArgumentParser:
     _bool(p, "encoded", "store JPEG bytes instead of raw pixels")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="shuffle seed")
     _workers_arg(p, cluster=True)
-    _bool(p, "overwrite", "replace existing databases (each swapped in when complete)")
+    _bool(p, "overwrite", "replace existing outputs (databases are swapped in when complete)")
     _bool(p, "progress", "progress bar (default: only on a terminal)", default=None)
     _bool(p, "verify", "archives only: first check their MD5 against the published values "
                        "(reads all ~147 GB)")
+    _reliability_args(p, "OUTDIR: finished stages (aux files, train DB, val DB, mean) are "
+                         "kept, the interrupted one continues")
     return p
 
 
@@ -239,13 +276,56 @@ def _create(args) -> None:
         create_imagenet(args.source, args.outdir, resize=args.resize, backend=args.backend,
                         encoded=args.encoded, seed=args.seed, workers=args.workers,
                         overwrite=args.overwrite, progress=args.progress, verify=args.verify,
-                        log=lambda text: print(text, file=sys.stderr), executor=executor)
+                        log=lambda text: print(text, file=sys.stderr), executor=executor,
+                        resume=args.resume, strict=args.strict, txn_size=args.txn_size,
+                        max_pixels=args.max_pixels)
 
 
 def create_imagenet_main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of ``create_imagenet``."""
     argv = sys.argv[1:] if argv is None else argv
     return _run(_create, create_parser().parse_args(normalize_gflags(argv, CREATE_BOOLS)))
+
+
+# ---------------------------------------------------------------- verify
+VERIFY_BOOLS = ("progress", "require_manifest", "allow_mixed_sizes")
+
+
+def verify_parser(prog="imagenet-db verify") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=prog,
+        description="Check a Caffe Datum database end to end: completion record "
+                    "(imagenet_db.json; a database made elsewhere, e.g. by Caffe, is checked "
+                    "without it), entry count, key format ('%%08d_relpath') and order, every "
+                    "datum parses and (encoded) decodes, one channels/height/width, labels in "
+                    "range. Prints a summary; exit 0 when no problem is found, 1 otherwise.",
+        epilog=EXIT_STATUS)
+    p.add_argument("db", metavar="DB", help="LMDB or LevelDB directory")
+    p.add_argument("--backend", default=None, choices=BACKENDS,
+                   help="database type (default: detected from the files)")
+    p.add_argument("--synsets", metavar="SYNSETS_TXT", default=None,
+                   help="synsets.txt: labels must be in 0..(number of lines - 1)")
+    _bool(p, "require_manifest", "a missing completion record is a problem, not a note")
+    _bool(p, "allow_mixed_sizes", "datums of different sizes are not a problem")
+    _workers_arg(p)
+    _bool(p, "progress", "progress bar (default: only on a terminal)", default=None)
+    return p
+
+
+def _verify(args) -> int:
+    from imagenet_db.verify import verify_db
+
+    report = verify_db(args.db, args.backend, args.synsets, args.workers, args.progress,
+                       require_manifest=args.require_manifest,
+                       allow_mixed_sizes=args.allow_mixed_sizes)
+    print(report.describe())
+    return 0 if report.ok else 1
+
+
+def verify_main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of ``imagenet-db verify``."""
+    argv = sys.argv[1:] if argv is None else argv
+    return _run(_verify, verify_parser().parse_args(normalize_gflags(argv, VERIFY_BOOLS)))
 
 
 # ---------------------------------------------------------------- imagenet-db
@@ -257,6 +337,7 @@ SUBCOMMANDS = {
                "only synsets.txt, synset_words.txt, train.txt, val.txt (archives or tree)"),
     "extract": (lambda argv: _archives_cli().extract_main(argv),
                 "ILSVRC2012 archives -> train/<wnid>/, val/<wnid>/ folders (resumable)"),
+    "verify": (verify_main, "check a Datum database end to end (also Caffe-made ones)"),
 }
 
 

@@ -15,3 +15,17 @@ class DatabaseError(ImagenetDbError):
 
 class ShapeMismatchError(ImagenetDbError):
     """Datums of differing channels/height/width where one size is required (mean, --check_size)."""
+
+
+class SkippedImageError(ImagenetDbError):
+    """An image was skipped (unreadable, undecodable, corrupt, too large) under --strict."""
+
+
+class BuildInterrupted(KeyboardInterrupt):
+    """A build stopped by SIGINT/SIGTERM after committing its work; ``signum`` is the signal.
+    The message says how much is committed and how to resume. (A KeyboardInterrupt, so code
+    that handles Ctrl-C keeps working.)"""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signum = signum

@@ -15,18 +15,26 @@ Outputs in OUTDIR: synsets.txt, synset_words.txt (from the devkit, or SOURCE's),
 (Caffe format, paths sorted), ilsvrc12_{train,val}_{lmdb,leveldb} (shuffled, resized 256x256
 by default), imagenet_mean.binaryproto and imagenet_mean.npy (mean of the train database,
 computed while it is written).
+
+Stages, each skipped when already finished (``resume``): aux files (kept when identical),
+train DB, val DB (each resumed from its last transaction or kept when complete with the same
+settings), mean files (from the train DB's stored mean, else recomputed from the DB). Before
+any work, every output is checked: nothing existing is replaced without ``overwrite``.
 """
 import os
+import tempfile
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
 
+from imagenet_db import buildstate as B
 from imagenet_db import labels as L
 from imagenet_db.archives import ArchivePaths, find_archives, index_archives, loader_for
 from imagenet_db.checksums import verify_source
-from imagenet_db.errors import ImagenetDbError
+from imagenet_db.errors import DatabaseError, ImagenetDbError
+from imagenet_db.imagecheck import DEFAULT_MAX_PIXELS
 from imagenet_db.listfile import write_list
-from imagenet_db.mean import channel_means, write_mean
-from imagenet_db.pipeline import ConvertSummary, convert
+from imagenet_db.mean import channel_means, compute_db_mean, read_mean, write_mean
+from imagenet_db.pipeline import DEFAULT_TXN_SIZE, ConvertSummary, convert
 from imagenet_db.sources import DEFAULT_SEED, FileLoader, Record, shuffled
 from imagenet_db.transform import TransformOptions
 
@@ -169,13 +177,47 @@ def write_labels(source: str, outdir: str, log=print) -> List[str]:
     for path in written:
         log(f"wrote {path}")
     return written
+def aux_outputs(found: ImagenetSource, outdir: str) -> Dict[str, bytes]:
+    """The aux files ``write_aux`` would write into ``outdir``: {path: bytes} (rendered in a
+    temporary folder, so nothing in ``outdir`` is touched)."""
+    with tempfile.TemporaryDirectory(prefix="imagenet_db-aux-") as tmp:
+        out = {}
+        for path in write_aux(found, tmp):
+            with open(path, "rb") as f:
+                out[os.path.join(outdir, os.path.basename(path))] = f.read()
+        return out
+
+
+def _stored_options(options: TransformOptions) -> dict:
+    return {k: v for k, v in options.__dict__.items() if k != "want_pixels"}
+
+
+def _same_file(path: str, data: bytes) -> Optional[bool]:
+    """True/False when ``path`` holds / does not hold ``data``; None when it does not exist."""
+    try:
+        with open(path, "rb") as f:
+            return f.read() == data
+    except FileNotFoundError:
+        return None
+
+
+def _same_mean(path: str, mean) -> Optional[bool]:
+    if not os.path.exists(path):
+        return None
+    try:
+        old = read_mean(path)
+    except (ImagenetDbError, OSError, ValueError):
+        return False
+    return old.shape == mean.shape and bool((old == mean).all())
 
 
 def create_imagenet(source: str, outdir: str, resize: Tuple[int, int] = (256, 256),
                     backend: str = "lmdb", encoded: bool = False, seed: int = DEFAULT_SEED,
                     workers: Optional[int] = None, overwrite: bool = False,
                     progress: Optional[bool] = None, verify: bool = False, executor=None,
-                    log=print) -> Dict[str, ConvertSummary]:
+                    log=print, resume: bool = False,
+                    strict: bool = False, txn_size: int = DEFAULT_TXN_SIZE,
+                    max_pixels: int = DEFAULT_MAX_PIXELS) -> Dict[str, ConvertSummary]:
     """Build Caffe's ImageNet training data from ``source`` into ``outdir``.
 
     resize: (width, height) in pixels, squashed with bilinear interpolation as Caffe's
@@ -185,8 +227,10 @@ def create_imagenet(source: str, outdir: str, resize: Tuple[int, int] = (256, 25
     executor: a concurrent.futures Executor (e.g. a Dask cluster's) to run the transform on.
     verify: for archive input, first check the archives' MD5 against the published values
     (reads every byte: ~147 GB for the real ones; ChecksumError on a mismatch).
+    resume: skip finished stages and continue an interrupted one (see module doc). strict,
+    txn_size, max_pixels: as for ``pipeline.convert``.
     Returns {'train': summary, 'val': summary}. Raises ImagenetDbError for bad input, and
-    refuses to replace existing outputs unless ``overwrite``.
+    refuses (before doing any work) to replace existing outputs unless ``overwrite``.
     """
     if verify:
         verify_source(source, progress=progress, log=log)
@@ -194,25 +238,73 @@ def create_imagenet(source: str, outdir: str, resize: Tuple[int, int] = (256, 25
     for note in found.notes:
         log(f"note: {note}")
     os.makedirs(outdir, exist_ok=True)
-    for path in write_aux(found, outdir):
-        log(f"wrote {path}")
     width, height = resize
     options = TransformOptions(resize_height=height, resize_width=width, encoded=encoded)
-    summaries = {}
+    jobs = []
     for name, split in found.splits.items():
-        db_path = os.path.join(outdir, f"ilsvrc12_{name}_{backend}")
+        db_path = os.path.normpath(os.path.join(outdir, f"ilsvrc12_{name}_{backend}"))
         want_mean = name == "train" and options.resizing
-        summary = convert(split.records(True, seed), db_path, backend, options, workers,
-                          compute_mean=want_mean, overwrite=overwrite, progress=progress,
-                          executor=executor,
-                          settings={"split": name, "seed": seed, "shuffle": True,
-                                    "synsets": len(found.synsets)})
+        records = split.records(True, seed)
+        settings = {"split": name, "seed": seed, "shuffle": True, "synsets": len(found.synsets)}
+        jobs.append((name, db_path, records, want_mean, settings))
+    mean_paths = [os.path.join(outdir, "imagenet_mean" + ext) for ext in (".binaryproto", ".npy")]
+    want_any_mean = any(job[3] for job in jobs)
+
+    # preflight: refuse now rather than after hours of work
+    aux = aux_outputs(found, outdir)
+    for path, data in aux.items():
+        if _same_file(path, data) is False and not overwrite:
+            raise ImagenetDbError(f"{path} exists with other contents; pass --overwrite to "
+                                  f"replace it")
+    train_finished = False
+    for name, db_path, records, want_mean, settings in jobs:
+        identity = B.build_identity(records, backend, _stored_options(options), max_pixels,
+                                    False, want_mean, settings)
+        action = B.plan_output(db_path, identity, overwrite, resume)
+        train_finished |= want_mean and action in ("done", "publish")
+    if want_any_mean and not overwrite and not train_finished:
+        for path in mean_paths:  # no run of this build can have written it yet
+            if os.path.exists(path):
+                raise ImagenetDbError(f"{path} already exists; pass --overwrite to replace it")
+
+    B.remove_stale_temporaries(outdir, [os.path.basename(p) for p in list(aux) + mean_paths])
+    for path, data in aux.items():
+        if _same_file(path, data):
+            log(f"{path}: up to date")
+        else:
+            B.write_file_atomic(path, data)
+            log(f"wrote {path}")
+    summaries = {}
+    for name, db_path, records, want_mean, settings in jobs:
+        summary = convert(records, db_path, backend, options, workers, compute_mean=want_mean,
+                          overwrite=overwrite, progress=progress, settings=settings,
+                          resume=resume, strict=strict, txn_size=txn_size, max_pixels=max_pixels,
+                          executor=executor)
         log(summary.describe())
+        if summary.skipped:
+            log(f"skipped images are listed in {summary.db_path}.skipped.tsv")
         summaries[name] = summary
-        if want_mean and summary.mean is not None:
-            for ext in (".binaryproto", ".npy"):
-                write_mean(os.path.join(outdir, "imagenet_mean" + ext), summary.mean)
-            values = ", ".join(f"{v:.4f}" for v in channel_means(summary.mean))
-            log(f"wrote {os.path.join(outdir, 'imagenet_mean.binaryproto')} (+ .npy); "
-                f"mean_value (B, G, R) = {values}")
+        if want_mean:
+            _mean_stage(summary, mean_paths, overwrite, backend, log)
     return summaries
+
+
+def _mean_stage(summary: ConvertSummary, mean_paths: List[str], overwrite: bool, backend: str,
+                log) -> None:
+    """Write imagenet_mean.binaryproto/.npy for the train database: the mean computed while it
+    was written, or (when that is not at hand) recomputed from the database."""
+    mean = summary.mean
+    if mean is None:
+        log(f"computing the mean of {summary.db_path}")
+        mean, _ = compute_db_mean(summary.db_path, backend)
+    stale = [path for path in mean_paths if not _same_mean(path, mean)]
+    for path in stale:
+        if os.path.exists(path) and not overwrite:
+            raise DatabaseError(f"{path} exists and differs from the mean of {summary.db_path}; "
+                                f"pass --overwrite to replace it")
+    for path in stale:
+        write_mean(path, mean)
+        log(f"wrote {path}")
+    values = ", ".join(f"{v:.4f}" for v in channel_means(mean))
+    log(f"{mean_paths[0]} (+ .npy) {'written' if stale else 'up to date'}; "
+        f"mean_value (B, G, R) = {values}")

@@ -10,7 +10,12 @@ and the map doubled, so the user never sees MDB_MAP_FULL; transaction boundaries
 the stored bytes. No ``writemap`` (it would make data.mdb as large as the map size).
 
 LevelDB: opened with Caffe's options (block_size 64 KiB, write_buffer_size 256 MiB,
-max_open_files 100, snappy compression), written in WriteBatches.
+max_open_files 100, snappy compression), written in WriteBatches with ``sync`` (each batch is
+on disk when ``commit`` returns, like an LMDB commit).
+
+Resuming: both writers open an existing database and continue after its last key
+(``last_key``); ``items(start)`` and ``entries()`` read back what is committed. A write that
+fails (disk full, file-size limit) raises DatabaseError; what was committed before stays intact.
 """
 import os
 from typing import Iterator, Optional, Tuple
@@ -25,10 +30,17 @@ INITIAL_MAP_SIZE = 1 << 30  # 1 GiB; doubled as needed
 LEVELDB_OPTIONS = dict(block_size=65536, write_buffer_size=268435456, max_open_files=100)
 
 
+def _error_text(exc: Exception) -> str:
+    """The message of an lmdb/plyvel error as text (plyvel gives bytes)."""
+    text = exc.args[0] if exc.args else str(exc)
+    return text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
+
+
 class LmdbWriter:
     """Append-only LMDB writer with automatic map-size growth.
 
-    path: directory to create the environment in (created if missing).
+    path: directory to create the environment in (created if missing); an existing
+    environment is opened and appended to (``last_key`` is its last committed key).
     Keys must be put in strictly ascending byte order (raises DatabaseError otherwise).
     """
 
@@ -45,7 +57,9 @@ class LmdbWriter:
         self.txn = None
         self.pending_puts = 0
         self.pending_bytes = 0
-        self.last_key: Optional[bytes] = None
+        with self.env.begin() as txn:
+            cursor = txn.cursor()
+            self.last_key: Optional[bytes] = bytes(cursor.key()) if cursor.last() else None
 
     def _pages_for(self, key: bytes, value: bytes) -> int:
         # a value too large for a leaf lives on its own overflow pages (+1 for its page header,
@@ -84,30 +98,53 @@ class LmdbWriter:
             self.env.set_mapsize(map_size)
 
     def commit(self) -> None:
-        """Commit the open transaction (if any); data put so far is then durable."""
+        """Commit the open transaction (if any); data put so far is then durable.
+        Raises DatabaseError (e.g. disk full); the transaction is then dropped."""
         if self.txn is not None:
-            try:
-                self.txn.commit()
-            except lmdb.Error as exc:
-                raise DatabaseError(f"{self.path}: LMDB commit failed: {exc}") from None
-            self.txn = None
+            txn, self.txn = self.txn, None
             self.pending_puts = self.pending_bytes = 0
+            try:
+                txn.commit()
+            except lmdb.Error as exc:
+                hint = ""
+                if "Input/output error" in str(exc):  # LMDB reports a short write as EIO
+                    hint = " (a short write: is the disk full or a file-size limit reached?)"
+                raise DatabaseError(f"{self.path}: LMDB commit failed: {exc}{hint}") from None
+
+    def entries(self) -> int:
+        """Number of committed entries."""
+        return self.env.stat()["entries"]
+
+    def items(self, start: bytes = b"") -> Iterator[Tuple[bytes, bytes]]:
+        """Committed (key, value) pairs with key >= ``start``, in key order."""
+        with self.env.begin(buffers=False) as txn:
+            cursor = txn.cursor()
+            if cursor.set_range(start):
+                yield from cursor
 
     def close(self) -> None:
         """Commit and close the environment."""
-        self.commit()
-        self.env.close()
+        try:
+            self.commit()
+        finally:
+            self.env.close()
 
     def abort(self) -> None:
         """Drop the open transaction and close (what was committed stays)."""
-        if self.txn is not None:
-            self.txn.abort()
-            self.txn = None
+        txn, self.txn = self.txn, None
+        if txn is not None:
+            try:
+                txn.abort()
+            except lmdb.Error:
+                pass
         self.env.close()
 
 
 class LevelDbWriter:
-    """LevelDB writer with Caffe's options; puts are grouped in WriteBatches."""
+    """LevelDB writer with Caffe's options; puts are grouped in WriteBatches.
+
+    path: database directory (created if missing; an existing database is appended to,
+    ``last_key`` being its last key)."""
 
     def __init__(self, path: str, batch_size: int = 1000, batch_bytes: int = 128 << 20):
         self.path = path
@@ -115,29 +152,48 @@ class LevelDbWriter:
         try:
             self.db = plyvel.DB(path, create_if_missing=True, **LEVELDB_OPTIONS)
         except plyvel.Error as exc:
-            raise DatabaseError(f"{path}: cannot create LevelDB: {exc}") from None
+            raise DatabaseError(f"{path}: cannot create LevelDB: {_error_text(exc)}") from None
         self.batch = None
         self.pending_puts = self.pending_bytes = 0
+        self.last_key: Optional[bytes] = next(self.db.iterator(reverse=True, include_value=False),
+                                              None)
 
     def put(self, key: bytes, value: bytes) -> None:
         if self.batch is None:
-            self.batch = self.db.write_batch()
+            self.batch = self.db.write_batch(sync=True)
         self.batch.put(key, value)
+        self.last_key = key
         self.pending_puts += 1
         self.pending_bytes += len(key) + len(value)
         if self.pending_puts >= self.batch_size or self.pending_bytes >= self.batch_bytes:
             self.commit()
 
     def commit(self) -> None:
-        """Write the pending batch (LevelDB's log makes it durable across a crash)."""
+        """Write the pending batch atomically and synced to disk (one LevelDB log record).
+        Raises DatabaseError (e.g. disk full); the batch is then dropped."""
         if self.batch is not None:
-            self.batch.write()
-            self.batch = None
+            batch, self.batch = self.batch, None
             self.pending_puts = self.pending_bytes = 0
+            try:
+                batch.write()
+            except plyvel.Error as exc:
+                raise DatabaseError(f"{self.path}: LevelDB write failed: {_error_text(exc)}") \
+                    from None
+
+    def entries(self) -> int:
+        """Number of written entries (counted by iterating the keys)."""
+        return sum(1 for _ in self.db.iterator(include_value=False))
+
+    def items(self, start: bytes = b"") -> Iterator[Tuple[bytes, bytes]]:
+        """Written (key, value) pairs with key >= ``start``, in key order."""
+        return self.db.iterator(start=start)
 
     def close(self) -> None:
-        self.commit()
-        self.db.close()
+        """Write the pending batch and close the database."""
+        try:
+            self.commit()
+        finally:
+            self.db.close()
 
     def abort(self) -> None:
         self.batch = None
@@ -173,14 +229,11 @@ def iterate_db(path: str, backend: Optional[str] = None) -> Iterator[Tuple[bytes
         raise DatabaseError(f"{path}: no such database directory")
     if backend is None:
         backend = found
-    if backend is None or (found is not None and found != backend):
+    if found is None or found != backend:
         what = f"a {found} database" if found else "neither an LMDB nor a LevelDB database"
         raise DatabaseError(f"{path}: is {what}" + (f", not {backend}" if backend else ""))
     if backend == "lmdb":
-        try:
-            env = lmdb.open(path, readonly=True, lock=False, subdir=True)
-        except lmdb.Error as exc:
-            raise DatabaseError(f"{path}: cannot open as LMDB: {exc}") from None
+        env = open_lmdb_reader(path)
         try:
             with env.begin(buffers=False) as txn:
                 yield from txn.cursor()
@@ -190,7 +243,7 @@ def iterate_db(path: str, backend: Optional[str] = None) -> Iterator[Tuple[bytes
         try:
             db = plyvel.DB(path, create_if_missing=False)
         except plyvel.Error as exc:
-            raise DatabaseError(f"{path}: cannot open as LevelDB: {exc}") from None
+            raise DatabaseError(f"{path}: cannot open as LevelDB: {_error_text(exc)}") from None
         try:
             yield from db.iterator()
         finally:
@@ -199,11 +252,24 @@ def iterate_db(path: str, backend: Optional[str] = None) -> Iterator[Tuple[bytes
         raise DatabaseError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
 
 
+def open_lmdb_reader(path: str) -> "lmdb.Environment":
+    """Open an LMDB read-only. With its lock file (when writable), so a reader may run while
+    a writer appends and sees only committed transactions; without it for read-only media.
+    Raises DatabaseError when ``path`` is not an LMDB."""
+    try:
+        return lmdb.open(path, readonly=True, lock=True, subdir=True, create=False)
+    except (lmdb.Error, OSError) as first:
+        try:
+            return lmdb.open(path, readonly=True, lock=False, subdir=True, create=False)
+        except lmdb.Error:
+            raise DatabaseError(f"{path}: cannot open as LMDB: {first}") from None
+
+
 def count_entries(path: str, backend: Optional[str] = None) -> int:
     """Number of entries in a database (LMDB: from its stats, LevelDB: by iterating)."""
     backend = backend or detect_backend(path)
     if backend == "lmdb":
-        env = lmdb.open(path, readonly=True, lock=False, subdir=True)
+        env = open_lmdb_reader(path)
         try:
             return env.stat()["entries"]
         finally:

@@ -1,0 +1,228 @@
+"""``imagenet-db verify DB``: check a Caffe Datum database end to end.
+
+Checks, in one pass over the database (datums are parsed and decoded on all cores):
+
+* the completion record (``imagenet_db.json``): present and complete, its backend and entry
+  count equal to what is found, entries + skipped = records of the list; a directory that
+  holds an unfinished imagenet-db build is a problem. A database without any record (made
+  by Caffe's convert_imageset, say) is checked all the same, with a note that its
+  completeness cannot be known (a problem with ``require_manifest``);
+* keys: Caffe's ``%08d_relpath`` form, record numbers strictly increasing (byte order =
+  list order), no number used twice, all below the record count of the manifest;
+* values: each parses as a Datum; raw datums hold channels*height*width bytes (or floats);
+  encoded ones decode with OpenCV and match the channels/height/width stored beside them;
+* one channels/height/width for all datums (mixed sizes are a problem unless the manifest
+  says images kept their size, or ``allow_mixed_sizes``): Caffe's data layer and the mean
+  need one size;
+* labels: in 0..len(synsets)-1 when a synsets.txt is given, else at least >= 0;
+* the mean stored by imagenet-db beside the datums has their shape.
+"""
+import os
+import re
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import List, Optional, Tuple
+
+import numpy as np
+from tqdm import tqdm
+
+from imagenet_db import buildstate as B
+from imagenet_db.datum import datum_to_chw
+from imagenet_db.errors import DatabaseError, ImagenetDbError
+from imagenet_db.executor import ordered_map
+from imagenet_db.labels import read_synsets
+from imagenet_db.protos import Datum
+from imagenet_db.sinks import detect_backend, iterate_db
+
+KEY_PATTERN = re.compile(rb"^(\d{8,})_(.+)$", re.S)
+MAX_LISTED = 20  # problems listed one by one; the rest are counted
+
+
+@dataclass
+class VerifyReport:
+    """Result of verify_db. problems make the check fail; notes are information.
+    shapes counts datums per (channels, height, width); labels counts datums per label."""
+    path: str
+    backend: str = "?"
+    manifest: Optional[dict] = None
+    entries: int = 0
+    encoded: int = 0
+    shapes: Counter = field(default_factory=Counter)
+    labels: Counter = field(default_factory=Counter)
+    problems: List[str] = field(default_factory=list)
+    problem_count: int = 0
+    notes: List[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.problem_count == 0
+
+    def problem(self, text: str) -> None:
+        self.problem_count += 1
+        if len(self.problems) < MAX_LISTED:
+            self.problems.append(text)
+
+    def describe(self) -> str:
+        """Multi-line human summary: counts, shapes, labels, notes, problems, verdict."""
+        lines = [f"{self.path}: {self.backend}, {self.entries} datums "
+                 f"({self.encoded} encoded, {self.entries - self.encoded} raw)"]
+        if self.manifest:
+            lines.append(f"  completion record: complete, {self.manifest.get('entries')} "
+                         f"entries, {self.manifest.get('skipped', 0)} images skipped of "
+                         f"{self.manifest.get('records', '?')}")
+        shapes = ", ".join(f"{c}x{h}x{w} ({n})" for (c, h, w), n in self.shapes.most_common(5))
+        if shapes:
+            more = f" and {len(self.shapes) - 5} more" if len(self.shapes) > 5 else ""
+            lines.append(f"  channels x height x width: {shapes}{more}")
+        if self.labels:
+            lines.append(f"  labels: {len(self.labels)} distinct, {min(self.labels)}.."
+                         f"{max(self.labels)}")
+        lines += [f"  note: {text}" for text in self.notes]
+        lines += [f"  problem: {text}" for text in self.problems]
+        if self.problem_count > len(self.problems):
+            lines.append(f"  ... and {self.problem_count - len(self.problems)} more problems")
+        lines.append("OK" if self.ok else f"FAILED: {self.problem_count} problem(s)")
+        return "\n".join(lines)
+
+
+def _check_entry(item: Tuple[bytes, bytes]):
+    """Parse (and decode) one entry. Returns (key, label, shape, encoded, problem)."""
+    key, value = item
+    name = key.decode("utf-8", "replace")
+    datum = Datum()
+    try:
+        datum.ParseFromString(value)
+    except Exception:
+        return key, None, None, False, f"{name}: value is not a Caffe Datum"
+    stored = (datum.channels, datum.height, datum.width)
+    try:
+        pixels = datum_to_chw(datum, name)
+    except ImagenetDbError as exc:
+        return key, datum.label, None, datum.encoded, str(exc)
+    shape = tuple(pixels.shape)
+    if datum.encoded and any(stored) and stored != shape:
+        return key, datum.label, shape, True, (f"{name}: decodes to {shape} but the datum says "
+                                               f"channels/height/width {stored}")
+    if not datum.encoded and 0 in shape:
+        return key, datum.label, shape, False, f"{name}: empty image {shape}"
+    return key, datum.label, shape, datum.encoded, None
+
+
+def verify_db(path: str, backend: Optional[str] = None, synsets_path: Optional[str] = None,
+              workers: Optional[int] = None, progress: Optional[bool] = None,
+              require_manifest: bool = False, allow_mixed_sizes: bool = False) -> VerifyReport:
+    """Check the database at ``path`` (see the module docstring) and return a VerifyReport.
+
+    backend: 'lmdb', 'leveldb' or None to detect. synsets_path: synsets.txt (or
+    synset_words.txt) whose line count bounds the labels. workers: threads for parsing and
+    decoding (None = all cores). Raises DatabaseError when ``path`` cannot be opened as a
+    database of that backend (not a database, wrong --backend), ImagenetDbError for an
+    unreadable synsets file.
+    """
+    path = os.path.normpath(path)
+    report = VerifyReport(path=path)
+    if not os.path.isdir(path):
+        raise DatabaseError(f"{path}: no such database directory")
+    num_labels = None
+    if synsets_path:
+        try:
+            num_labels = len(read_synsets(synsets_path))
+        except OSError as exc:
+            raise ImagenetDbError(f"{synsets_path}: cannot read: {exc.strerror}") from None
+    report.backend = backend or detect_backend(path) or "?"
+
+    report.manifest = B.read_manifest(path)
+    if report.manifest is None:
+        if os.path.exists(os.path.join(path, B.BUILD_RECORD_NAME)):
+            report.problem(f"unfinished imagenet-db build: no completion record "
+                           f"({B.MANIFEST_NAME}); finish it with --resume")
+        elif require_manifest:
+            report.problem(f"no completion record ({B.MANIFEST_NAME})")
+        else:
+            report.notes.append(f"no completion record ({B.MANIFEST_NAME}): not made by "
+                                f"imagenet-db (e.g. by Caffe's convert_imageset); its entries "
+                                f"are checked but whether it is complete cannot be known")
+    if os.path.lexists(path + B.PARTIAL_SUFFIX):
+        report.notes.append(f"{path}{B.PARTIAL_SUFFIX} holds a newer, unfinished build")
+    manifest = report.manifest or {}
+    if manifest and manifest.get("backend") not in (None, report.backend):
+        report.problem(f"completion record says backend {manifest.get('backend')}, the files "
+                       f"are {report.backend}")
+
+    entries = iterate_db(path, backend)
+    first = next(entries, None)  # opens the database: raises DatabaseError now if it cannot
+    bar = tqdm(unit="datum", disable=None if progress is None else not progress,
+               file=sys.stderr, desc=os.path.basename(path), dynamic_ncols=True)
+
+    def all_entries():
+        if first is not None:
+            yield first
+            yield from entries
+
+    last_index, seen_bad_key = -1, False
+    try:
+        for key, label, shape, encoded, problem in ordered_map(_check_entry, all_entries(),
+                                                               workers):
+            bar.update(1)
+            report.entries += 1
+            report.encoded += bool(encoded)
+            name = key.decode("utf-8", "replace")
+            match = KEY_PATTERN.match(key)
+            if match is None:
+                if not seen_bad_key:
+                    report.problem(f"key {name[:80]!r} is not of Caffe's form '%08d_relpath'")
+                seen_bad_key = True
+            else:
+                index = int(match.group(1))
+                if index <= last_index:
+                    report.problem(f"{name}: record number {index} is not above the previous "
+                                   f"key's {last_index} (duplicate or out of order)")
+                if manifest.get("records") is not None and index >= manifest["records"]:
+                    report.problem(f"{name}: record number {index} is beyond the "
+                                   f"{manifest['records']} records of the list")
+                last_index = max(last_index, index)
+            if problem:
+                report.problem(problem)
+            if shape is not None:
+                report.shapes[shape] += 1
+            if label is not None:
+                report.labels[label] += 1
+                if label < 0 or (num_labels is not None and label >= num_labels):
+                    bound = f"0..{num_labels - 1} (synsets.txt)" if num_labels else ">= 0"
+                    report.problem(f"{name}: label {label} is outside {bound}")
+    except (ImagenetDbError, OSError) as exc:
+        report.problem(f"reading stopped: {exc}")
+    finally:
+        bar.close()
+        entries.close()
+
+    if manifest:
+        if manifest.get("entries") != report.entries:
+            report.problem(f"completion record says {manifest.get('entries')} entries, the "
+                           f"database holds {report.entries}")
+        if None not in (manifest.get("records"), manifest.get("skipped")) and \
+                manifest["entries"] + manifest["skipped"] != manifest["records"]:
+            report.problem(f"completion record: {manifest['entries']} entries + "
+                           f"{manifest['skipped']} skipped != {manifest['records']} records")
+        mean_file = manifest.get("mean_file")
+        if mean_file and report.shapes:
+            try:
+                mean_shape = tuple(np.load(os.path.join(path, mean_file)).shape)
+            except (OSError, ValueError) as exc:
+                report.problem(f"stored mean {mean_file} cannot be read: {exc}")
+            else:
+                if mean_shape not in report.shapes:
+                    report.problem(f"stored mean {mean_file} has shape {mean_shape}")
+    if report.entries == 0:
+        report.problem("the database is empty")
+    if len(report.shapes) > 1:
+        options = manifest.get("options", {})
+        kept_size = manifest and not (options.get("resize_height") and options.get("resize_width"))
+        text = (f"datums have {len(report.shapes)} different channels/height/width; Caffe's "
+                f"data layer (without crop_size) and the mean need one size")
+        if kept_size or allow_mixed_sizes:
+            report.notes.append(text)
+        else:
+            report.problem(text)
+    return report

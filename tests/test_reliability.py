@@ -1,0 +1,594 @@
+"""Reliability: kill/resume, Ctrl-C, disk full, atomic overwrite, bad input, readers during a build.
+
+Builds run as real subprocesses (the installed CLI code from this source tree) on small real
+JPEGs made by imagenet_db.fixtures, with real LMDB/LevelDB; kills are real SIGKILLs.
+"""
+import io
+import json
+import os
+import random
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import lmdb
+import numpy as np
+import pytest
+
+from imagenet_db import buildstate, fixtures
+from imagenet_db.cli import compute_image_mean_main, convert_imageset_main, create_imagenet_main
+from imagenet_db.errors import SkippedImageError
+from imagenet_db.imagecheck import check_image_bytes, jpeg_structure
+from imagenet_db.pipeline import convert
+from imagenet_db.protos import Datum
+from imagenet_db.sinks import iterate_db
+from imagenet_db.sources import list_records
+from imagenet_db.transform import TransformOptions
+
+REPO = Path(__file__).resolve().parent.parent
+WNIDS = ["n01440764", "n01443537", "n01751748", "n02119789", "n02123045", "n02124075"]
+BAD = ("truncated", "text", "zero_bytes", "corrupt_markers")
+
+# The child prints READY once its imports are done, so kill delays measure build time only.
+# MEAN_CHECKPOINT_SECONDS comes from the environment so both ways of restoring the mean
+# (checkpoint + tail, or reading every datum back) are exercised.
+CHILD = (
+    "import os, sys\n"
+    "from imagenet_db import buildstate\n"
+    "buildstate.MEAN_CHECKPOINT_SECONDS = float(os.environ.get('CKPT_SECONDS', '30'))\n"
+    "from imagenet_db import cli\n"
+    "sys.stderr.write('READY\\n'); sys.stderr.flush()\n"
+    "sys.exit(getattr(cli, sys.argv[1])(sys.argv[2:]))\n"
+)
+
+
+def child_cmd(entry, *args):
+    return [sys.executable, "-c", CHILD, entry, *map(str, args)]
+
+
+def child_env(**extra):
+    env = dict(os.environ, PYTHONPATH=str(REPO), **{k: str(v) for k, v in extra.items()})
+    env.pop("PYTHONWARNINGS", None)
+    return env
+
+
+def run_child(entry, *args, preexec_fn=None, **env):
+    proc = subprocess.run(child_cmd(entry, *args), env=child_env(**env), cwd=REPO,
+                          capture_output=True, text=True, timeout=120, preexec_fn=preexec_fn)
+    return proc.returncode, proc.stderr
+
+
+def start_child(entry, *args, **env):
+    proc = subprocess.Popen(child_cmd(entry, *args), env=child_env(**env), cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    line = proc.stderr.readline()
+    assert line == b"READY\n", line
+    return proc
+
+
+def wait_for_entries(path, count):
+    """True once the LMDB being built at ``path`` has ``count`` committed entries."""
+    if not os.path.exists(os.path.join(path, "data.mdb")):
+        return False
+    env = lmdb.open(str(path), readonly=True)
+    try:
+        return env.stat()["entries"] >= count
+    finally:
+        env.close()
+
+
+def db_items(path, backend=None):
+    return list(iterate_db(str(path), backend))
+
+
+def small_jpeg(rng):
+    return fixtures.imagenet_like_jpeg(rng, size=(int(rng.integers(150, 300)),
+                                                  int(rng.integers(120, 240))))
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    """An extracted-ImageNet-like tree: 6 synsets x 40 small train JPEGs (4 of them broken)
+    and 30 flat val JPEGs with val.txt; plus a flat 'images' folder with a Caffe list."""
+    root = tmp_path_factory.mktemp("tree")
+    rng = np.random.default_rng(4)
+    odd = fixtures.odd_images()
+    for c, wnid in enumerate(WNIDS):
+        folder = root / "train" / wnid
+        folder.mkdir(parents=True)
+        for i in range(40):
+            (folder / f"{wnid}_{i + 1}.JPEG").write_bytes(small_jpeg(rng))
+    for k, name in enumerate(BAD):  # broken files spread over the classes
+        (root / "train" / WNIDS[k] / f"{WNIDS[k]}_{7 * k + 3}.JPEG").write_bytes(odd[name])
+    (root / "val").mkdir()
+    lines = []
+    for i in range(1, 31):
+        name = f"ILSVRC2012_val_{i:08d}.JPEG"
+        (root / "val" / name).write_bytes(small_jpeg(rng))
+        lines.append(f"{name} {WNIDS[i % len(WNIDS)]}\n")
+    (root / "val.txt").write_text("".join(lines))
+    images = root / "images"
+    images.mkdir()
+    entries = []
+    for i in range(160):
+        (images / f"img_{i:04d}.jpg").write_bytes(small_jpeg(rng))
+        entries.append(f"img_{i:04d}.jpg {i % 7}\n")
+    (images / "img_0050.jpg").write_bytes(odd["text"])
+    (images / "img_0120.jpg").write_bytes(odd["truncated"])
+    (root / "list.txt").write_text("".join(entries))
+    return root
+
+
+def snapshot(outdir):
+    """Everything a build produced, for comparison: DB items, reports, aux and mean files."""
+    out = {}
+    for entry in sorted(os.listdir(outdir)):
+        path = os.path.join(outdir, entry)
+        if entry.endswith("_lmdb") or entry.endswith("_leveldb"):
+            out[entry] = db_items(path)
+            manifest = json.loads(Path(path, "imagenet_db.json").read_text())
+            out[entry + " manifest"] = {k: manifest[k] for k in ("entries", "skipped", "records",
+                                                                 "list_sha256")}
+        elif os.path.isfile(path):
+            out[entry] = Path(path).read_bytes()
+        else:
+            out[entry] = "unexpected directory"
+    return out
+
+
+def kill_state(outdir):
+    """Where a killed create_imagenet stood: the stage and committed datums."""
+    names = set(os.listdir(outdir)) if os.path.isdir(outdir) else set()
+    for split in ("train", "val"):
+        partial = os.path.join(outdir, f"ilsvrc12_{split}_lmdb.partial")
+        if os.path.isdir(partial):
+            if os.path.exists(os.path.join(partial, "data.mdb")):
+                env = lmdb.open(partial, readonly=True, lock=False)
+                count = env.stat()["entries"]
+                env.close()
+            else:
+                count = 0
+            return f"{split} DB ({count} committed)"
+        if f"ilsvrc12_{split}_lmdb" not in names:
+            if split == "train":
+                return "aux files"
+            return "mean files" if "imagenet_mean.npy" not in names else "before val DB"
+    return "after both DBs (checking finished stages)"
+
+
+def kill_and_resume(entry, args, make_state, rng, max_kills, delays, **env):
+    """SIGKILL runs of ``args`` + --resume at random moments until one finishes by itself.
+    Returns the list of states at the kills."""
+    states = []
+    for _ in range(max_kills):
+        proc = start_child(entry, *args, "--resume", **env)
+        try:
+            proc.wait(timeout=rng.uniform(*delays))
+            assert proc.returncode == 0, proc.stderr.read().decode()
+            return states
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            proc.stderr.close()
+            states.append(make_state())
+    rc, err = run_child(entry, *args, "--resume", **env)
+    assert rc == 0, err
+    return states
+
+
+def test_create_imagenet_survives_sigkill_at_random_points(tree, tmp_path):
+    args = [tree, tmp_path / "clean", "--resize", "48x48", "--txn_size", "1", "--workers", "1"]
+    rc, err = run_child("create_imagenet_main", *args)
+    assert rc == 0, err
+    clean = snapshot(tmp_path / "clean")
+    assert len(clean["ilsvrc12_train_lmdb"]) == 240 - len(BAD)
+    assert clean["ilsvrc12_train_lmdb.skipped.tsv"].count(b"\n") == len(BAD)
+
+    out = tmp_path / "killed"
+    args[1] = out
+    states = kill_and_resume("create_imagenet_main", args, lambda: kill_state(out),
+                             random.Random(2012), max_kills=16, delays=(0.01, 0.12),
+                             CKPT_SECONDS=0)
+    print(f"\ncreate_imagenet: {len(states)} SIGKILLs at: " + "; ".join(states))
+    assert len(states) >= 4
+    assert any("train DB (" in s and not s.startswith("train DB (0") for s in states)
+    assert snapshot(out) == clean  # every key, value, report, aux and mean file
+
+    # the mean stage on its own: with the mean files and the mean kept in the train DB gone,
+    # --resume recomputes it from the database, to the same bytes
+    for name in ("imagenet_mean.binaryproto", "imagenet_mean.npy",
+                 "ilsvrc12_train_lmdb/imagenet_db.mean.npy"):
+        (out / name).unlink()
+    rc, err = run_child("create_imagenet_main", *args, "--resume")
+    assert rc == 0 and "computing the mean of" in err, err
+    for name in ("imagenet_mean.binaryproto", "imagenet_mean.npy"):
+        assert (out / name).read_bytes() == clean[name]
+
+
+def test_convert_imageset_leveldb_survives_sigkill(tree, tmp_path):
+    common = ["--shuffle", "--resize_width=40", "--resize_height=30", "--backend=leveldb",
+              "--txn_size=1", "--workers=1"]
+    rc, err = run_child("convert_imageset_main", tree / "images", tree / "list.txt",
+                        tmp_path / "clean_db", *common)
+    assert rc == 0, err
+    clean = db_items(tmp_path / "clean_db")
+    assert len(clean) == 158
+
+    db = tmp_path / "db"
+
+    def state():
+        partial = str(db) + ".partial"
+        if not os.path.isdir(partial):
+            return "finished" if db.exists() else "not started"
+        try:
+            return f"{sum(1 for _ in iterate_db(partial, 'leveldb'))} committed"
+        except Exception:
+            return "no LevelDB yet"
+
+    states = kill_and_resume("convert_imageset_main",
+                             [tree / "images", tree / "list.txt", db, *common], state,
+                             random.Random(7), max_kills=10, delays=(0.01, 0.08))
+    print(f"\nconvert_imageset (LevelDB): {len(states)} SIGKILLs at: " + "; ".join(states))
+    assert len(states) >= 3
+    assert db_items(db) == clean
+    assert (tmp_path / "clean_db.skipped.tsv").read_bytes() == Path(f"{db}.skipped.tsv").read_bytes()
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_ctrl_c_commits_and_says_how_to_resume(tree, tmp_path, signum, code):
+    db = tmp_path / "db"
+    args = [tree / "images", tree / "list.txt", db, "--resize_width=32", "--resize_height=32",
+            "--txn_size=1", "--workers=1"]
+    proc = start_child("convert_imageset_main", *args)
+    partial = Path(f"{db}.partial")
+    while not wait_for_entries(partial, 60):  # Ctrl-C in the middle, after img_0050's skip
+        assert proc.poll() is None, proc.stderr.read().decode()
+        time.sleep(0.005)
+    proc.send_signal(signum)
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=30) == code, err
+    assert "Traceback" not in err and "--resume" in err and "interrupted" in err
+    assert not db.exists()  # an unfinished DB never sits at the final name
+    assert not (partial / "imagenet_db.json").exists()
+    committed = db_items(partial)
+    assert 0 < len(committed) < 158
+    rc, err = run_child("convert_imageset_main", *args)
+    assert rc == 1 and "--resume" in err  # without --resume the partial build is not touched
+    assert db_items(partial) == committed
+    rc, err = run_child("convert_imageset_main", *args, "--resume", "--strict")
+    assert rc == 1 and "img_0050.jpg" in err and "skipped earlier" in err
+    assert db_items(partial) == committed
+    rc, err = run_child("convert_imageset_main", *args, "--resume")
+    assert rc == 0, err
+    assert f"resumed after {len(committed) + 1} images" in err  # + the skipped img_0050
+    rc, err = run_child("convert_imageset_main", *args[:2], tmp_path / "clean", *args[3:])
+    assert db_items(db) == db_items(tmp_path / "clean")
+    assert db_items(db)[:len(committed)] == committed
+
+
+def _fsize_limit(limit):
+    def apply():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG instead
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return apply
+
+
+@pytest.mark.parametrize("backend", ["lmdb", "leveldb"])
+def test_file_size_limit_gives_clear_error_and_resume_finishes(tree, tmp_path, backend):
+    args = [tree / "images", tree / "list.txt", tmp_path / "db", f"--backend={backend}",
+            "--resize_width=64", "--resize_height=64", "--txn_size=4"]
+    rc, err = run_child("convert_imageset_main", *args[:2], tmp_path / "clean", *args[3:])
+    assert rc == 0, err
+    clean = db_items(tmp_path / "clean")
+    # 158 raw datums of 12 KB = 1.9 MB: a 600 KB file-size limit stops the build midway
+    rc, err = run_child("convert_imageset_main", *args, preexec_fn=_fsize_limit(600_000))
+    assert rc == 1, err
+    # LevelDB passes EFBIG on; LMDB turns the short write into EIO, imagenet-db adds a hint
+    reason = "File too large" if backend == "leveldb" else "file-size limit"
+    assert "Traceback" not in err and reason in err and "--resume" in err, err
+    partial = db_items(f"{tmp_path / 'db'}.partial", backend)  # opens: consistent
+    assert 0 < len(partial) < len(clean) and partial == clean[:len(partial)]
+    assert not (tmp_path / "db").exists()
+    rc, err = run_child("convert_imageset_main", *args, "--resume")
+    assert rc == 0, err
+    assert db_items(tmp_path / "db") == clean
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A 700 KB tmpfs (a real full disk); skipped where mounting is not allowed."""
+    mnt = tmp_path / "small_fs"
+    mnt.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=700k", "tmpfs",
+                                            str(mnt)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+
+
+@pytest.mark.parametrize("backend", ["lmdb", "leveldb"])
+def test_disk_full_gives_clear_error_and_resume_finishes_after_freeing_space(
+        tree, tmp_path, small_fs, backend):
+    args = [tree / "images", tree / "list.txt", small_fs / "db", f"--backend={backend}",
+            "--resize_width=64", "--resize_height=64", "--txn_size=4"]
+    rc, err = run_child("convert_imageset_main", *args[:2], tmp_path / "clean", *args[3:])
+    clean = db_items(tmp_path / "clean")
+    rc, err = run_child("convert_imageset_main", *args)
+    assert rc == 1 and "Traceback" not in err and "--resume" in err, err
+    assert ("No space left on device" if backend == "leveldb" else "disk full") in err, err
+    # free space (LevelDB needs some even to open: recovery writes the log into a table)
+    subprocess.run(["mount", "-o", "remount,size=16m", str(small_fs)], check=True)
+    partial = db_items(f"{small_fs / 'db'}.partial", backend)
+    assert len(partial) < len(clean) and partial == clean[:len(partial)]
+    rc, err = run_child("convert_imageset_main", *args, "--resume")
+    assert rc == 0, err
+    assert db_items(small_fs / "db") == clean
+
+
+def test_failed_overwrite_leaves_old_db_intact(tree, tmp_path):
+    db = tmp_path / "db"
+    old_args = [tree / "images", tree / "list.txt", db, "--resize_width=16", "--resize_height=16"]
+    assert run_child("convert_imageset_main", *old_args)[0] == 0
+    old = db_items(db)
+    old_manifest = (db / "imagenet_db.json").read_bytes()
+    old_report = Path(f"{db}.skipped.tsv").read_bytes()
+    new_args = [tree / "images", tree / "list.txt", db, "--resize_width=64",
+                "--resize_height=64", "--overwrite", "--txn_size=4"]
+    rc, err = run_child("convert_imageset_main", *new_args, preexec_fn=_fsize_limit(600_000))
+    assert rc == 1 and "LMDB commit failed" in err
+    assert db_items(db) == old and (db / "imagenet_db.json").read_bytes() == old_manifest
+    assert Path(f"{db}.skipped.tsv").read_bytes() == old_report
+    rc, err = run_child("convert_imageset_main", *new_args, "--resume")
+    assert rc == 0, err
+    new = db_items(db)
+    assert len(new) == len(old) and new != old
+    assert Datum.FromString(new[0][1]).height == 64
+    assert not Path(f"{db}.partial").exists() and not Path(f"{db}.replaced").exists()
+
+
+def test_resume_refuses_other_settings_list_or_foreign_db(tree, tmp_path, capsys):
+    db = tmp_path / "db"
+    base = [str(tree / "images"), str(tree / "list.txt"), str(db)]
+    assert convert_imageset_main(base + ["--resize_width=8", "--resize_height=8"]) == 0
+    capsys.readouterr()
+    # a finished build with the same settings is accepted by --resume and left alone
+    assert convert_imageset_main(base + ["--resize_width=8", "--resize_height=8", "--resume"]) == 0
+    assert "nothing left to do" in capsys.readouterr().err
+    assert convert_imageset_main(base + ["--resize_width=9", "--resize_height=8", "--resume"]) == 1
+    err = capsys.readouterr().err
+    assert "options.resize_width: 8 there, 9 now" in err and "refused" in err
+    changed = tmp_path / "changed.txt"
+    changed.write_text((tree / "list.txt").read_text().replace("img_0003.jpg 3", "img_0003.jpg 4"))
+    assert convert_imageset_main([base[0], str(changed), base[2], "--resize_width=8",
+                                  "--resize_height=8", "--resume"]) == 1
+    assert "the list (its keys or labels) has changed" in capsys.readouterr().err
+    # a database made by someone else (no completion record) is not taken as finished
+    foreign = tmp_path / "caffe_db"
+    env = lmdb.open(str(foreign))
+    with env.begin(write=True) as txn:
+        txn.put(b"00000000_img_0000.jpg", Datum(channels=1, height=1, width=1, data=b"\0").SerializeToString())
+    env.close()
+    assert convert_imageset_main([base[0], base[1], str(foreign), "--resume"]) == 1
+    assert "no completion record" in capsys.readouterr().err
+
+
+def test_create_imagenet_does_not_clobber_existing_outputs(tree, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "train.txt").write_text("my own list\n")
+    args = [str(tree), str(out), "--resize", "24x24"]
+    assert create_imagenet_main(args) == 1
+    assert "train.txt exists with other contents" in capsys.readouterr().err
+    assert sorted(os.listdir(out)) == ["train.txt"]  # refused before doing any work
+    (out / "train.txt").unlink()
+    (out / "imagenet_mean.binaryproto").write_bytes(b"mine")
+    assert create_imagenet_main(args) == 1
+    assert "imagenet_mean.binaryproto already exists" in capsys.readouterr().err
+    assert (out / "imagenet_mean.binaryproto").read_bytes() == b"mine"
+    assert create_imagenet_main(args + ["--overwrite"]) == 0
+    assert (out / "imagenet_mean.binaryproto").read_bytes() != b"mine"
+
+
+def test_reader_sees_only_committed_data_during_a_build(tree, tmp_path):
+    rc, err = run_child("convert_imageset_main", tree / "images", tree / "list.txt",
+                        tmp_path / "clean", "--resize_width=32", "--resize_height=32")
+    clean = dict(db_items(tmp_path / "clean"))
+    partial = f"{tmp_path / 'db'}.partial"
+    proc = start_child("convert_imageset_main", tree / "images", tree / "list.txt",
+                       tmp_path / "db", "--resize_width=32", "--resize_height=32",
+                       "--txn_size=3", "--workers=1")
+    seen = []
+    while proc.poll() is None:
+        if os.path.exists(os.path.join(partial, "data.mdb")):
+            try:
+                items = db_items(partial, "lmdb")
+            except Exception:
+                break  # the build finished and moved the directory meanwhile
+            seen.append(len(items))
+            assert all(clean[k] == v for k, v in items)  # never a torn or foreign datum
+            assert [k for k, _ in items] == sorted(clean)[:len(items)]  # a prefix: no gaps
+        time.sleep(0.01)
+    assert proc.wait() == 0
+    assert any(0 < n < len(clean) for n in seen), seen
+
+
+def test_mean_is_exact_after_resume_from_checkpoint_or_readback(tree, tmp_path, monkeypatch):
+    """Stop a build at a skipped image with strict=True, then resume without it: the mean
+    must equal an uninterrupted build's, whether it is restored from a checkpoint + tail or
+    by reading every committed datum back."""
+    from imagenet_db.listfile import read_list
+
+    records = list_records(str(tree / "images"), read_list(str(tree / "list.txt")))
+    opts = TransformOptions(resize_height=20, resize_width=20)
+    clean = convert(records, str(tmp_path / "clean"), options=opts, compute_mean=True,
+                    workers=1, progress=False)
+    for seconds in (0.0, 1e9):
+        monkeypatch.setattr(buildstate, "MEAN_CHECKPOINT_SECONDS", seconds)
+        db = str(tmp_path / f"db{seconds:g}")
+        with pytest.raises(SkippedImageError, match="img_0050.jpg"):
+            convert(records, db, options=opts, compute_mean=True, strict=True, txn_size=7,
+                    workers=1, progress=False)
+        has_checkpoint = os.path.exists(os.path.join(db + ".partial", "imagenet_db.mean_sum.npz"))
+        assert has_checkpoint == (seconds == 0.0)
+        with pytest.raises(SkippedImageError, match="img_0050.jpg"):  # still broken
+            convert(records, db, options=opts, compute_mean=True, resume=True, strict=True,
+                    txn_size=7, workers=1, progress=False)
+        resumed = convert(records, db, options=opts, compute_mean=True, resume=True,
+                          txn_size=7, workers=1, progress=False)
+        assert resumed.resumed_at == 50  # img_0000..img_0049 were committed
+        assert resumed.mean_count == clean.mean_count == 158
+        assert np.array_equal(resumed.mean, clean.mean)
+        assert resumed.skipped == clean.skipped
+        assert db_items(db) == db_items(tmp_path / "clean")
+
+
+# ------------------------------------------------------------------ bad input
+def _write_bad_image_set(folder):
+    """Every kind of odd or broken image file; returns the list lines (relpath label)."""
+    odd = fixtures.odd_images()
+    folder.mkdir()
+    files = dict(odd)
+    # a real 4000x3000 photo (12 megapixels) and a header claiming 30000x30000
+    big = cv2.resize(cv2.imread(str(fixtures.PHOTOS_DIR / "astronaut.png")), (4000, 3000))
+    files["big_12mp"] = cv2.imencode(".jpg", big, [cv2.IMWRITE_JPEG_QUALITY, 30])[1].tobytes()
+    bomb = bytearray(odd["one_pixel"])
+    sof = bomb.find(b"\xff\xc0")
+    bomb[sof + 5:sof + 9] = (30000).to_bytes(2, "big") * 2
+    files["bomb_header"] = bytes(bomb)
+    lines = []
+    for label, (name, data) in enumerate(sorted(files.items())):
+        (folder / f"{name}.JPEG").write_bytes(data)
+        lines.append(f"{name}.JPEG {label}")
+    lines.append(f"missing.JPEG {len(files)}")
+    (folder / "a_directory.JPEG").mkdir()
+    lines.append(f"a_directory.JPEG {len(files) + 1}")
+    return lines
+
+
+def test_every_bad_image_has_a_clear_outcome(tmp_path, capsys):
+    lines = _write_bad_image_set(tmp_path / "img")
+    (tmp_path / "list.txt").write_text("\n".join(lines) + "\n")
+    db = tmp_path / "db"
+    rc = convert_imageset_main([str(tmp_path / "img"), str(tmp_path / "list.txt"), str(db),
+                                "--max_pixels=10000000"])
+    err = capsys.readouterr().err
+    assert rc == 0 and "Traceback" not in err
+    report = dict(line.split("\t") for line in
+                  Path(f"{db}.skipped.tsv").read_text().splitlines())
+    assert set(report) == {"truncated.JPEG", "zero_bytes.JPEG", "text.JPEG",
+                           "corrupt_markers.JPEG", "big_12mp.JPEG", "bomb_header.JPEG",
+                           "missing.JPEG", "a_directory.JPEG"}
+    assert report["truncated.JPEG"].startswith("truncated JPEG")
+    assert report["zero_bytes.JPEG"] == "empty file (0 bytes)"
+    assert report["text.JPEG"].startswith("not an image file")
+    assert report["corrupt_markers.JPEG"].startswith("corrupt JPEG")
+    assert "4000x3000 = 12000000 pixels" in report["big_12mp.JPEG"]
+    assert "30000x30000" in report["bomb_header.JPEG"]
+    assert "No such file" in report["missing.JPEG"]
+    assert "Is a directory" in report["a_directory.JPEG"]
+    stored = {k.decode().split("_", 1)[1]: Datum.FromString(v) for k, v in db_items(db)}
+    assert set(stored) == {"cmyk.JPEG", "exif_rotated.JPEG", "grayscale.JPEG", "one_pixel.JPEG",
+                           "png_named_jpeg.JPEG", "progressive.JPEG"}
+    labels = {line.split()[0]: int(line.split()[1]) for line in lines}
+    for name, datum in stored.items():
+        assert datum.label == labels[name] and datum.channels == 3  # grayscale/CMYK -> BGR
+    # EXIF orientation 6 is applied, as Caffe's cv::imread does: 320x240 is stored 240 wide
+    assert (stored["exif_rotated.JPEG"].height, stored["exif_rotated.JPEG"].width) == (320, 240)
+    assert (stored["one_pixel.JPEG"].height, stored["one_pixel.JPEG"].width) == (1, 1)
+    manifest = json.loads((db / "imagenet_db.json").read_text())
+    assert (manifest["entries"], manifest["skipped"]) == (6, 8)
+    # --strict turns the first skip into a failure naming the file
+    rc = convert_imageset_main([str(tmp_path / "img"), str(tmp_path / "list.txt"),
+                                str(tmp_path / "strict"), "--strict"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "--strict" in err and "Traceback" not in err
+    assert "big_12mp.JPEG" in err or "bomb_header.JPEG" in err  # the first skip in list order
+
+
+def test_structure_check_accepts_valid_jpegs_from_many_encoders(tmp_path):
+    from PIL import Image
+
+    photo = cv2.imread(str(fixtures.PHOTOS_DIR / "chelsea.png"))
+    variants = [cv2.imencode(".jpg", photo, params)[1].tobytes() for params in (
+        [], [cv2.IMWRITE_JPEG_PROGRESSIVE, 1], [cv2.IMWRITE_JPEG_RST_INTERVAL, 3],
+        [cv2.IMWRITE_JPEG_RST_INTERVAL, 1, cv2.IMWRITE_JPEG_PROGRESSIVE, 1],
+        [cv2.IMWRITE_JPEG_OPTIMIZE, 1, cv2.IMWRITE_JPEG_QUALITY, 20])]
+    for kwargs in ({}, {"progressive": True}, {"optimize": True}, {"subsampling": 0},
+                   {"quality": 5}, {"exif": Image.Exif().tobytes(), "icc_profile": b"x" * 70000}):
+        buf = io.BytesIO()
+        Image.fromarray(photo[:, :, ::-1]).save(buf, "JPEG", **kwargs)
+        variants.append(buf.getvalue())
+    variants += [p.read_bytes() for p in fixtures.PHOTOS_DIR.glob("*.jpg")]
+    variants += [v for k, v in fixtures.odd_images().items()
+                 if k not in ("truncated", "corrupt_markers")]
+    for data in variants:
+        assert check_image_bytes(data) is None, jpeg_structure(data)
+    good = variants[2]  # with restart markers
+    assert check_image_bytes(good + b"trailing bytes after EOI") is None
+    dqt = good.find(b"\xff\xdb")  # extraneous bytes before a marker: libjpeg skips them
+    padded = good[:dqt] + b"\x00junk" + good[dqt:]
+    assert check_image_bytes(padded) is None
+    assert cv2.imdecode(np.frombuffer(padded, np.uint8), cv2.IMREAD_COLOR) is not None
+    rst = good.find(b"\xff\xd1")
+    swapped = good[:rst] + b"\xff\xd5" + good[rst + 2:]
+    assert "out of sequence" in check_image_bytes(swapped)
+    assert check_image_bytes(good[:len(good) // 2]).startswith("truncated JPEG")
+
+
+def test_list_file_errors_name_file_and_line(tree, tmp_path, capsys):
+    cases = {
+        "img_0001.jpg\n": ":1: expected 'relpath label'",
+        "img_0001.jpg 1\nimg_0002.jpg two\n": ":2: label 'two' is not an integer",
+        "img_0001.jpg -3\n": ":1: label -3 is outside",
+        "img_0001.jpg 1\n\nimg_0001.jpg 2\n": ":3: 'img_0001.jpg' is listed again (first at line 1)",
+        "\n\n": "the list file has no entries",
+        "": "the list file has no entries",
+    }
+    for number, (text, message) in enumerate(cases.items()):
+        path = tmp_path / f"list{number}.txt"
+        path.write_text(text)
+        rc = convert_imageset_main([str(tree / "images"), str(path), str(tmp_path / f"db{number}")])
+        err = capsys.readouterr().err
+        assert rc == 1 and f"{path}" in err and message in err and "Traceback" not in err, err
+        assert not (tmp_path / f"db{number}.partial").exists()
+    # CRLF line endings and blank lines are fine; a missing file is a reported skip
+    crlf = tmp_path / "crlf.txt"
+    crlf.write_bytes(b"img_0001.jpg 1\r\n\r\nnot_there.jpg 2\r\nimg_0002.jpg 3\r\n")
+    assert convert_imageset_main([str(tree / "images"), str(crlf), str(tmp_path / "crlf")]) == 0
+    assert [Datum.FromString(v).label for _, v in db_items(tmp_path / "crlf")] == [1, 3]
+    assert "not_there.jpg\tcannot read file" in Path(f"{tmp_path / 'crlf'}.skipped.tsv").read_text()
+    assert convert_imageset_main([str(tree / "images"), str(tmp_path / "nope.txt"),
+                                  str(tmp_path / "x")]) == 1
+    assert "nope.txt: cannot read list file" in capsys.readouterr().err
+
+
+def test_database_input_errors(tree, tmp_path, capsys):
+    not_db = tmp_path / "not_a_db"
+    not_db.mkdir()
+    (not_db / "data.txt").write_text("hello")
+    assert compute_image_mean_main([str(not_db)]) == 1
+    assert "neither an LMDB nor a LevelDB" in capsys.readouterr().err
+    garbage = tmp_path / "garbage_lmdb"
+    garbage.mkdir()
+    (garbage / "data.mdb").write_bytes(b"\0garbage" * 1000)
+    assert compute_image_mean_main([str(garbage)]) == 1
+    assert "cannot open as LMDB" in capsys.readouterr().err
+    level = tmp_path / "level"
+    assert convert_imageset_main([str(tree / "images"), str(tree / "list.txt"), str(level),
+                                  "--backend=leveldb", "--resize_width=8",
+                                  "--resize_height=8"]) == 0
+    capsys.readouterr()
+    assert compute_image_mean_main([str(level)]) == 1  # default --backend=lmdb
+    assert "is a leveldb database, not lmdb" in capsys.readouterr().err
+    mixed = tmp_path / "mixed"  # original sizes: the mean needs one size
+    assert convert_imageset_main([str(tree / "images"), str(tree / "list.txt"), str(mixed)]) == 0
+    capsys.readouterr()
+    assert compute_image_mean_main([str(mixed)]) == 1
+    err = capsys.readouterr().err
+    assert "channels/height/width" in err and "Traceback" not in err
