@@ -296,7 +296,7 @@ def verify_parser(prog="imagenet-db verify") -> argparse.ArgumentParser:
         prog=prog,
         description="Check a Caffe Datum database end to end: completion record "
                     "(imagenet_db.json; a database made elsewhere, e.g. by Caffe, is checked "
-                    "without it), entry count, key format ('%%08d_relpath') and order, every "
+                    "without it), entry count, key format ('%08d_relpath') and order, every "
                     "datum parses and (encoded) decodes, one channels/height/width, labels in "
                     "range. Prints a summary; exit 0 when no problem is found, 1 otherwise.",
         epilog=EXIT_STATUS)
