@@ -17,6 +17,9 @@ def test_sample_builds_caffe_aux_files_dbs_and_mean(sample_copy, tmp_path):
     synsets = (out / "synsets.txt").read_text().split()
     wnids = sorted(os.listdir(sample_copy / "train"))
     assert synsets == wnids  # ASCII order: label = position
+    words = (out / "synset_words.txt").read_text().splitlines()
+    assert [line.split(" ", 1)[0] for line in words] == synsets
+    assert words[0] == "n01440764 tench, Tinca tinca"
     train = read_list(str(out / "train.txt"))
     assert train == sorted(train)
     assert all(label == synsets.index(p.split("/")[0]) for p, label in train)
