@@ -198,6 +198,9 @@ def test_archives_and_extracted_tree_give_identical_databases(small, tmp_path):
         t = list(iterate_db(str(out_t / f"ilsvrc12_{split}_lmdb")))
         assert a == t and len(a) == len(small[split])
         assert sa[split].written == len(a) and not sa[split].skipped and not st[split].skipped
+        # and the database files themselves, byte for byte
+        assert ((out_a / f"ilsvrc12_{split}_lmdb" / "data.mdb").read_bytes()
+                == (out_t / f"ilsvrc12_{split}_lmdb" / "data.mdb").read_bytes())
     for name in ("synsets.txt", "synset_words.txt", "train.txt", "val.txt",
                  "imagenet_mean.binaryproto", "imagenet_mean.npy"):
         assert (out_a / name).read_bytes() == (out_t / name).read_bytes(), name
