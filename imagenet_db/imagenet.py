@@ -139,7 +139,8 @@ def write_aux(found: ImagenetSource, outdir: str) -> List[str]:
 
 
 def create_imagenet(source: str, outdir: str, resize: Tuple[int, int] = (256, 256),
-                    backend: str = "lmdb", encoded: bool = False, seed: int = DEFAULT_SEED,
+                    backend: str = "lmdb", encoded: bool = False, fast_decode: bool = False,
+                    seed: int = DEFAULT_SEED,
                     workers: Optional[int] = None, overwrite: bool = False,
                     progress: Optional[bool] = None, log=print) -> Dict[str, ConvertSummary]:
     """Build Caffe's ImageNet training data from ``source`` into ``outdir``.
@@ -147,6 +148,8 @@ def create_imagenet(source: str, outdir: str, resize: Tuple[int, int] = (256, 25
     resize: (width, height) in pixels, squashed with bilinear interpolation as Caffe's
     create_imagenet.sh (RESIZE=true: 256x256); (0, 0) keeps original sizes (then no mean).
     backend: 'lmdb' or 'leveldb'. encoded: store JPEG bytes instead of raw CHW BGR pixels.
+    fast_decode: libjpeg's DCT-domain downscale for JPEGs at least twice the output size
+    (faster, not byte-identical to Caffe; see imagenet_db.fastdecode).
     seed: shuffle seed (both databases are shuffled). workers: threads (None = all cores).
     Returns {'train': summary, 'val': summary}. Raises ImagenetDbError for bad input, and
     refuses to replace existing outputs unless ``overwrite``.
@@ -156,7 +159,8 @@ def create_imagenet(source: str, outdir: str, resize: Tuple[int, int] = (256, 25
     for path in write_aux(found, outdir):
         log(f"wrote {path}")
     width, height = resize
-    options = TransformOptions(resize_height=height, resize_width=width, encoded=encoded)
+    options = TransformOptions(resize_height=height, resize_width=width, encoded=encoded,
+                               fast_decode=fast_decode)
     summaries = {}
     for name, split in found.splits.items():
         db_path = os.path.join(outdir, f"ilsvrc12_{name}_{backend}")
