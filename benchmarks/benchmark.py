@@ -443,6 +443,10 @@ def main(argv=None) -> int:
             mean_diff, max_diff = extra["fast_diff"]
             notes = (f"{speedup:.2f}x the exact path; pixels differ by {mean_diff:.2f} on average "
                      f"(max {max_diff}) of 255")
+        if label == f"convert_imageset x{workers}" and workers > 1 and "convert_imageset x1" in rows:
+            scaling = statistics.median(o["seconds"] / r["seconds"] * r["count"] / o["count"]
+                                        for o, r in zip(rows["convert_imageset x1"], results))
+            notes = f"{scaling:.2f}x the x1 rate ({workers} workers)"
         if label.startswith("writer"):
             flush = statistics.median(r["flush"] for r in results)
             notes = (f"datums/s of raw 256x256 values into the page cache; then {flush:.2f} s "
