@@ -21,7 +21,8 @@ the subprocess (interpreter start-up and imports excluded, for every job alike):
   RSS 10x        convert xN on 10x the images (the corpus listed 10 times through symlinks)
 
 The machine is shared and noisy, so rates are compared as ratios to the reference measured in
-the same round; the table shows the median over rounds. Columns: images/s (datums/s for the
+the same round; the table shows the median over rounds. Before each job the driver calls
+sync(2), so that no job pays for the previous one's pending disk writes. Columns: images/s (datums/s for the
 writer), ratio to the reference, peak RSS of the job, and the database's size on disk divided
 by its payload (sum of key + value bytes).
 
@@ -166,6 +167,7 @@ def peak_rss() -> int:
 def run_job(name: str, **params) -> dict:
     """Run a job in a fresh interpreter; returns its JSON result plus ``rss`` (peak RSS, bytes)."""
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    os.sync()  # no job pays for the disk writes left behind by the one before
     proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--job", name,
                            json.dumps(params)], stdout=subprocess.PIPE, env=env, text=True)
     if proc.returncode:
@@ -378,12 +380,13 @@ def main(argv=None) -> int:
         if round_no == 0:
             extra["leveldb_db"] = db_ratio(db("ldb"))
         shutil.rmtree(db("ldb"))
-        for sync in (False, True):
-            r = run_job("writer", corpus=corpus, listfile=listfile, db=db("w"),
-                        count=max(args.images, 2000), sync_commits=sync)
-            r["round_ref"] = ref["round_ref"]
-            record("writer alone (LmdbWriter" + (", fsync each commit)" if sync else ")"), r)
-            shutil.rmtree(db("w"))
+        for _ in range(3):  # cheap and noisy (see the README): three samples per round
+            for sync in (False, True):
+                r = run_job("writer", corpus=corpus, listfile=listfile, db=db("w"),
+                            count=max(args.images, 2000), sync_commits=sync)
+                r["round_ref"] = ref["round_ref"]
+                record("writer alone (LmdbWriter" + (", fsync each commit)" if sync else ")"), r)
+                shutil.rmtree(db("w"))
         # large JPEGs: reference, exact and --fast_decode
         lref = run_job("reference", corpus=large, listfile=large_list, db=db("lref"))
         lref["round_ref"] = lref["count"] / lref["seconds"]
@@ -449,8 +452,9 @@ def main(argv=None) -> int:
             notes = f"{scaling:.2f}x the x1 rate ({workers} workers)"
         if label.startswith("writer"):
             flush = statistics.median(r["flush"] for r in results)
-            notes = (f"datums/s of raw 256x256 values into the page cache; then {flush:.2f} s "
-                     f"to flush {results[0]['count']} datums to disk")
+            rates = sorted(r["count"] / r["seconds"] for r in results)
+            notes = (f"raw 256x256 datums/s; {len(rates)} runs from {rates[0]:,.0f} to "
+                     f"{rates[-1]:,.0f}; final flush of {results[0]['count']} datums {flush:.2f} s")
         lines.append(f"| {label} | {rate:,.0f} | {ratio} | {rss:,.0f} | {fmt_ratio(db_col.get(label))} "
                      f"| {notes} |")
     print(f"\n{args.images} ImageNet-like JPEGs (~500x375) -> {SIZE}x{SIZE} raw datums; "
