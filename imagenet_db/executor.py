@@ -5,7 +5,10 @@ computing up to ``window`` items ahead on a pool of worker threads. Threads suff
 the heavy steps (file reads, OpenCV decode/resize/encode) release the GIL, and results (the
 ~197 KB serialized Datums) then reach the writer without being pickled or copied between
 processes. Order is preserved, so the database bytes do not depend on the number of workers.
-Memory stays bounded: at most ``window`` results are in flight.
+Memory stays bounded: at most ``window`` results are in flight. The default window, 16 per
+worker, lets the workers run on while the consumer is held up by an LMDB commit (tens of
+milliseconds every ~650 raw 256x256 datums); with 4 per worker they sat idle through it
+(measured: 2 workers gave ~10-40% fewer images/s).
 
 For a cluster, ``dask_executor(address)`` hands the same per-record work to the workers of an
 existing Dask (dask.distributed) cluster instead; the records' loaders and the transform are
@@ -38,7 +41,7 @@ def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: Optional[int]
     """Yield fn(item) for each item, in order, computed by ``workers`` threads.
 
     workers: thread count (None = all cores; 1 = run inline in the calling thread).
-    window: most results computed ahead of the consumer (default 4 per worker).
+    window: most results computed ahead of the consumer (default 16 per worker).
     executor: an existing concurrent.futures Executor to submit to instead of a thread pool
     (e.g. ``dask_executor``); then fn and the items must be picklable.
     An exception raised by fn propagates to the consumer at that item's position.
@@ -52,7 +55,7 @@ def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: Optional[int]
             yield fn(item)
         return
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="imagenet-db") as pool:
-        yield from _windowed(pool, fn, items, window or 4 * workers)
+        yield from _windowed(pool, fn, items, window or 16 * workers)
 
 
 def _windowed(pool: Executor, fn, items, window: int):

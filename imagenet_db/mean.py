@@ -5,16 +5,27 @@ As Caffe's ``tools/compute_image_mean.cpp``: the element-wise mean over all datu
 (CHW order, BGR channels for colour images). Unlike Caffe, which sums in float32 (and drifts
 over 1.28M images), the sum is kept as exact uint64 integers, so the mean is exact to float32
 rounding and independent of the order in which images are added.
+
+``compute_db_mean`` reads raw datums without copying or parsing them: LMDB values are viewed
+in place in the memory map (``buffers=True``), the pixel bytes are found by
+``imagenet_db.wire.locate_raw_pixels``, and images are added in uint16 partial sums of at most
+257 images (257 x 255 = 65535, so no partial sum can overflow) that are folded into the uint64
+total. On LMDB the datums are shared out between threads (numpy releases the GIL while it
+adds). Encoded or float datums take the protobuf path (decoded with OpenCV).
 """
 import os
+import threading
 from typing import Optional, Tuple
 
+import lmdb
 import numpy as np
 
 from imagenet_db.datum import datum_to_chw
-from imagenet_db.errors import ImagenetDbError, ShapeMismatchError
+from imagenet_db.errors import DatabaseError, ImagenetDbError, ShapeMismatchError
+from imagenet_db.executor import default_workers
 from imagenet_db.protos import BlobProto, Datum
-from imagenet_db.sinks import iterate_db
+from imagenet_db.sinks import detect_backend, iterate_db
+from imagenet_db.wire import locate_raw_pixels
 
 
 class MeanAccumulator:
@@ -113,20 +124,136 @@ def channel_means(mean: np.ndarray) -> np.ndarray:
     return mean.astype(np.float64).reshape(mean.shape[0], -1).mean(axis=1)
 
 
-def compute_db_mean(path: str, backend: Optional[str] = None) -> Tuple[np.ndarray, int]:
-    """Mean of all datums of an LMDB/LevelDB, as Caffe's compute_image_mean.
+class _SumWorker:
+    """Exact sum of a share of a database's datums (see compute_db_mean).
 
-    Encoded datums are decoded (BGR). Returns ((C, H, W) float32 mean, datum count).
-    Raises ShapeMismatchError naming the first datum whose size differs, DatabaseError for a
-    database that cannot be opened or a datum that cannot be parsed.
+    shape: the (C, H, W) every datum must have (the first datum's). Pixels from raw datums are
+    staged in a uint16 partial sum; decoded/float pixels go through a MeanAccumulator.
+    ``mismatch`` holds (position, key, shape) of the first datum of another size.
     """
-    acc = MeanAccumulator()
-    datum = Datum()
+    PARTIAL_LIMIT = 257  # 257 * 255 = 65535, the most uint8 images a uint16 sum holds exactly
+
+    def __init__(self, shape: tuple, path: str):
+        self.shape, self.path = shape, path
+        self.size = shape[0] * shape[1] * shape[2]
+        self.total = np.zeros(self.size, dtype=np.uint64)
+        self.partial = np.zeros(self.size, dtype=np.uint16)
+        self.staged = self.count = 0
+        self.other = MeanAccumulator()
+        self.mismatch: Optional[tuple] = None
+        self.error: Optional[BaseException] = None
+        self._datum = Datum()
+
+    def add(self, position: int, key, value) -> bool:
+        """Add one serialized datum; False when it has another shape (then stop)."""
+        found = locate_raw_pixels(value)
+        if found is not None and found[0] == self.shape and found[2] == self.size:
+            pixels = np.frombuffer(value, dtype=np.uint8, count=self.size, offset=found[1])
+            np.add(self.partial, pixels, out=self.partial, casting="unsafe")
+            self.staged += 1
+            if self.staged == self.PARTIAL_LIMIT:
+                self.fold()
+            return True
+        name = bytes(key).decode("utf-8", "replace")
+        try:
+            self._datum.ParseFromString(bytes(value))
+        except Exception:
+            raise ImagenetDbError(f"{self.path}: value of key {name} is not a Caffe Datum") from None
+        pixels = datum_to_chw(self._datum, name)
+        if pixels.shape != self.shape:
+            self.mismatch = (position, name, tuple(pixels.shape))
+            return False
+        if pixels.dtype == np.uint8:
+            np.add(self.partial, pixels.ravel(), out=self.partial, casting="unsafe")
+            self.staged += 1
+            if self.staged == self.PARTIAL_LIMIT:
+                self.fold()
+        else:
+            self.other.add(pixels, name)
+        return True
+
+    def fold(self) -> None:
+        np.add(self.total, self.partial, out=self.total, casting="unsafe")
+        self.count += self.staged
+        self.partial[:] = 0
+        self.staged = 0
+
+
+def _first_datum_shape(path: str, backend: str) -> Optional[Tuple[str, tuple]]:
+    """(key, (C, H, W)) of the database's first datum, None for an empty database."""
     for key, value in iterate_db(path, backend):
         name = key.decode("utf-8", "replace")
+        datum = Datum()
         try:
             datum.ParseFromString(value)
         except Exception:
             raise ImagenetDbError(f"{path}: value of key {name} is not a Caffe Datum") from None
-        acc.add(datum_to_chw(datum, name), name)
-    return acc.mean(), acc.count
+        return name, tuple(datum_to_chw(datum, name).shape)
+    return None
+
+
+def _lmdb_share(worker: _SumWorker, env, share: int, shares: int) -> None:
+    try:
+        with env.begin(buffers=True) as txn:
+            for position, (key, value) in enumerate(txn.cursor()):
+                if position % shares == share and not worker.add(position, key, value):
+                    return
+        worker.fold()
+    except BaseException as exc:  # reported by the calling thread
+        worker.error = exc
+
+
+def compute_db_mean(path: str, backend: Optional[str] = None,
+                    workers: Optional[int] = None) -> Tuple[np.ndarray, int]:
+    """Mean of all datums of an LMDB/LevelDB, as Caffe's compute_image_mean.
+
+    Sums exactly in integers (uint16 partial sums folded into uint64; see the module docstring).
+    Encoded datums are decoded (BGR). workers: threads for LMDB (None = all cores; LevelDB is
+    read by one thread). Returns ((C, H, W) float32 mean, datum count).
+    Raises ShapeMismatchError naming the first datum (in key order) whose size differs from the
+    first datum's, ImagenetDbError for an empty database or a value that is not a Datum, and
+    DatabaseError for a database that cannot be opened.
+    """
+    found = detect_backend(path)
+    backend = backend or found
+    first = _first_datum_shape(path, backend)  # also checks path and backend
+    if first is None:
+        raise ImagenetDbError("no images to average: the mean of an empty database is undefined")
+    first_key, shape = first
+    shares = max(1, default_workers() if workers is None else int(workers))
+    if backend == "lmdb":
+        sums = [_SumWorker(shape, path) for _ in range(shares)]
+        try:
+            env = lmdb.open(path, readonly=True, lock=False, subdir=True, max_readers=shares + 2)
+        except lmdb.Error as exc:
+            raise DatabaseError(f"{path}: cannot open as LMDB: {exc}") from None
+        try:
+            threads = [threading.Thread(target=_lmdb_share, args=(sums[i], env, i, shares),
+                                        name=f"imagenet-db-mean-{i}") for i in range(shares)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        finally:
+            env.close()
+        for worker in sums:
+            if worker.error is not None:
+                raise worker.error
+    else:
+        sums = [_SumWorker(shape, path)]
+        for position, (key, value) in enumerate(iterate_db(path, backend)):
+            if not sums[0].add(position, key, value):
+                break
+        sums[0].fold()
+    mismatches = [w.mismatch for w in sums if w.mismatch is not None]
+    if mismatches:
+        _, key, other = min(mismatches)
+        raise ShapeMismatchError(
+            f"datum {key} has channels/height/width {other} but the first datum {first_key} has "
+            f"{shape}; the mean needs one size (resize with --resize_height/--resize_width)")
+    count = sum(w.count + w.other.count for w in sums)
+    total = sum(w.total for w in sums).reshape(shape).astype(np.float64)
+    for worker in sums:
+        if worker.other.count:
+            total += worker.other.total
+    return (total / count).astype(np.float32), count

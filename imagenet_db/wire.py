@@ -1,0 +1,154 @@
+"""Caffe Datum wire bytes written and read directly, without building protobuf messages.
+
+The hot paths handle ~197 KB raw datums (256x256x3) tens of thousands of times a minute. Going
+through the protobuf classes copies the pixels three times while holding Python's GIL
+(``ndarray.tobytes``, ``Datum(data=...)``, ``SerializeToString``) and parses every value in
+full to read it back. This module does the same job on the wire format itself:
+
+* ``raw_datum_buffer`` writes a raw Datum's bytes into one preallocated buffer: the few header
+  bytes, the pixels copied from OpenCV's interleaved HWC image into planar CHW by ``cv2.split``
+  straight into the buffer (one copy, during which OpenCV releases the GIL), and the trailer.
+  The bytes are identical to ``Datum(channels, height, width, data, label,
+  encoded=False).SerializeToString()``, field for field as Caffe's ``CVMatToDatum`` sets them;
+  tests/test_performance_paths.py checks this against protobuf.
+* ``locate_raw_pixels`` finds channels/height/width and the position of the ``data`` bytes in
+  a serialized Datum by walking its fields, so a reader can view the pixels in place.
+
+Wire format (protocol buffers encoding, https://protobuf.dev/programming-guides/encoding/):
+each field is a varint tag ``field_number << 3 | wire_type`` then its value; int32 and bool
+are varints (a negative int32 takes 10 bytes, sign-extended to 64 bits), bytes are a varint
+length then the bytes. Datum's fields (proto/caffe.proto): channels=1, height=2, width=3,
+data=4, label=5, float_data=6, encoded=7; protobuf writes set fields in field-number order.
+"""
+from functools import lru_cache
+from typing import Optional, Tuple
+
+import cv2
+import numpy as np
+
+_VARINT, _FIXED64, _LENGTH, _FIXED32 = 0, 1, 2, 5
+_CHANNELS, _HEIGHT, _WIDTH, _DATA, _LABEL, _FLOAT_DATA, _ENCODED = 1, 2, 3, 4, 5, 6, 7
+
+
+def varint(value: int) -> bytes:
+    """Protobuf varint of an int32/int64/bool value: 7 bits per byte, least significant first;
+    negative values are encoded as their 64-bit two's complement (10 bytes), as protobuf does."""
+    value &= (1 << 64) - 1
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _tag(field: int, wire_type: int) -> bytes:
+    return varint(field << 3 | wire_type)
+
+
+@lru_cache(maxsize=64)
+def raw_datum_header(channels: int, height: int, width: int) -> bytes:
+    """The bytes of a raw Datum that come before its pixels: channels, height, width, and the
+    tag and length of ``data`` (length = channels*height*width)."""
+    size = channels * height * width
+    return (_tag(_CHANNELS, _VARINT) + varint(channels) + _tag(_HEIGHT, _VARINT) + varint(height)
+            + _tag(_WIDTH, _VARINT) + varint(width) + _tag(_DATA, _LENGTH) + varint(size))
+
+
+def raw_datum_trailer(label: int) -> bytes:
+    """The bytes of a raw Datum after its pixels: ``label`` then ``encoded = false``."""
+    return _tag(_LABEL, _VARINT) + varint(label) + _tag(_ENCODED, _VARINT) + varint(0)
+
+
+def raw_datum_buffer(image: np.ndarray, label: int) -> Tuple[bytearray, np.ndarray]:
+    """Serialize an OpenCV image as a raw Caffe Datum, with the pixels copied once.
+
+    image: uint8 (H, W) grayscale or (H, W, C) with C in 1..4, channel order as OpenCV gives it
+    (BGR). label: int32 class label.
+    Returns (value, pixels): ``value`` is a bytearray holding exactly the bytes of
+    ``Datum(channels=C, height=H, width=W, data=<CHW pixels>, label=label,
+    encoded=False).SerializeToString()``; ``pixels`` is a (C, H, W) uint8 view of the pixel
+    bytes inside ``value`` (valid as long as ``value`` is not modified).
+    Raises ValueError for a non-uint8 image or one with more than 4 channels.
+    """
+    if image.dtype != np.uint8:
+        raise ValueError(f"Datum pixels must be uint8, got {image.dtype}")
+    height, width = image.shape[:2]
+    channels = 1 if image.ndim == 2 else image.shape[2]
+    if channels > 4:
+        raise ValueError(f"raw Datum from an image with {channels} channels (at most 4)")
+    header, trailer = raw_datum_header(channels, height, width), raw_datum_trailer(label)
+    size = channels * height * width
+    value = bytearray(len(header) + size + len(trailer))
+    value[:len(header)] = header
+    value[len(header) + size:] = trailer
+    pixels = np.frombuffer(value, dtype=np.uint8, count=size,
+                           offset=len(header)).reshape(channels, height, width)
+    planes = list(pixels)
+    if channels == 1:
+        planes[0][...] = image.reshape(height, width)
+    else:
+        written = cv2.split(image, planes)  # fills the given planes in place, GIL released
+        for plane, out in zip(planes, written):
+            if out is not plane:  # an OpenCV that allocated new planes instead: copy them over
+                plane[...] = out
+    return value, pixels
+
+
+def _read_varint(buf, pos: int, end: int) -> Tuple[int, int]:
+    result = shift = 0
+    while True:
+        if pos >= end or shift > 63:
+            raise ValueError("truncated or overlong varint")
+        byte = buf[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return result, pos
+        shift += 7
+
+
+def _int32(value: int) -> int:
+    value &= 0xFFFFFFFF
+    return value - (1 << 32) if value >= 1 << 31 else value
+
+
+def locate_raw_pixels(value) -> Optional[Tuple[Tuple[int, int, int], int, int]]:
+    """Where the uint8 pixels of a serialized raw Datum are, without a full protobuf parse.
+
+    value: the Datum's bytes (bytes, bytearray or memoryview, e.g. an LMDB value read with
+    ``buffers=True``). Returns ((channels, height, width), offset, length) of the ``data``
+    field, with the protobuf rules: the last occurrence of a field wins, absent int32 fields
+    are 0. Returns None when the value is not a plain raw Datum that this can read safely
+    (``encoded`` true, ``float_data`` present, no ``data``, an unknown field, or malformed
+    bytes): the caller then parses it with protobuf, which reports any error.
+    """
+    shape = [0, 0, 0]
+    data = None
+    pos, end = 0, len(value)
+    try:
+        while pos < end:
+            key, pos = _read_varint(value, pos, end)
+            field, wire_type = key >> 3, key & 7
+            if wire_type == _VARINT:
+                number, pos = _read_varint(value, pos, end)
+                if field in (_CHANNELS, _HEIGHT, _WIDTH):
+                    shape[field - 1] = _int32(number)
+                elif field == _ENCODED:
+                    if number:
+                        return None
+                elif field != _LABEL:
+                    return None
+            elif wire_type == _LENGTH and field == _DATA:
+                length, pos = _read_varint(value, pos, end)
+                if pos + length > end:
+                    return None
+                data = (pos, length)
+                pos += length
+            else:
+                return None  # float_data, unknown fields, groups: leave them to protobuf
+    except ValueError:
+        return None
+    if data is None:
+        return None
+    return (shape[0], shape[1], shape[2]), data[0], data[1]
