@@ -23,13 +23,16 @@ the subprocess (interpreter start-up and imports excluded, for every job alike):
 
 The machine is shared and noisy, so rates are compared as ratios to the reference measured in
 the same round; the table shows the median over rounds. Each round starts with an untimed
-warm-up conversion of the corpus, and each job's database is deleted before the next job
-starts, so that every job starts from the same state. (On the development VM, a job that must
-take fresh memory for the page cache, e.g. while an earlier 400 MB database is still cached,
-ran ~1.5x slower: the host backs guest memory lazily.) Before each job the driver calls
-sync(2), so that no job pays for the previous one's pending disk writes. Columns: images/s (datums/s for the
-writer), ratio to the reference, peak RSS of the job, and the database's size on disk divided
-by its payload (sum of key + value bytes).
+warm-up conversion of the corpus; before each job the driver calls sync(2), and each job's
+database is deleted before the next one starts, so that every job starts from the same state.
+(On the development VM a job that had to take fresh memory for the page cache, e.g. while an
+earlier 400 MB database was still cached, ran ~1.5x slower: the host backs guest memory lazily.)
+
+Columns: images/s (datums/s for the writer), ratio to the reference, peak RSS of the job, the
+database's size on disk divided by its payload (sum of key + value bytes), and how busy the
+machine was with other processes while the job ran (median, in cores: CPU time from
+/proc/stat minus the job's own, per second); on a 2-core machine a value near 1 means the xN
+runs had only about one core.
 
 Usage (from the repository root):
     python benchmarks/benchmark.py                       # 2,000 images, 3 rounds
@@ -173,15 +176,36 @@ def peak_rss() -> int:
 
 
 # ------------------------------------------------------------------ driver side
+def busy_cpu_seconds() -> float:
+    """CPU seconds all processes have spent so far (from /proc/stat; 0 where unavailable)."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except OSError:
+        return 0.0
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def run_job(name: str, **params) -> dict:
-    """Run a job in a fresh interpreter; returns its JSON result plus ``rss`` (peak RSS, bytes)."""
+    """Run a job in a fresh interpreter; returns its JSON result plus ``rss`` (its peak RSS,
+    bytes) and ``others`` (cores' worth of CPU used by other processes meanwhile)."""
+    import resource
+
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     os.sync()  # no job pays for the disk writes left behind by the one before
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    busy, start = busy_cpu_seconds(), time.perf_counter()
     proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--job", name,
                            json.dumps(params)], stdout=subprocess.PIPE, env=env, text=True)
+    wall, busy = time.perf_counter() - start, busy_cpu_seconds() - busy
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode:
         raise SystemExit(f"benchmark job {name} {params} failed (exit {proc.returncode})")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    mine = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    result["others"] = max(0.0, busy - mine) / wall
+    return result
 
 
 def db_ratio(db: str) -> tuple:
@@ -452,8 +476,8 @@ def main(argv=None) -> int:
     db_col = {"reference (Caffe-style loop)": extra.get("ref_db"),
               f"convert_imageset x{workers}": extra.get("ours_db"),
               f"convert_imageset x{workers} --backend=leveldb": extra.get("leveldb_db")}
-    lines = ["| run | images/s | ratio to reference | peak RSS (MiB) | DB bytes / payload | notes |",
-             "|---|---:|---:|---:|---:|---|"]
+    lines = ["| run | images/s | ratio to reference | peak RSS (MiB) | DB bytes / payload "
+             "| other processes (cores) | notes |", "|---|---:|---:|---:|---:|---:|---|"]
     for label, results in rows.items():
         rate = statistics.median(r["count"] / r["seconds"] for r in results)
         rss = max(r["rss"] for r in results) / (1 << 20)
@@ -478,8 +502,9 @@ def main(argv=None) -> int:
             rates = sorted(r["count"] / r["seconds"] for r in results)
             notes = (f"raw 256x256 datums/s; {len(rates)} runs from {rates[0]:,.0f} to "
                      f"{rates[-1]:,.0f}; final flush of {results[0]['count']} datums {flush:.2f} s")
+        others = statistics.median(r["others"] for r in results)
         lines.append(f"| {label} | {rate:,.0f} | {ratio} | {rss:,.0f} | {fmt_ratio(db_col.get(label))} "
-                     f"| {notes} |")
+                     f"| {others:.2f} | {notes} |")
     print(f"\n{args.images} ImageNet-like JPEGs (~500x375) -> {SIZE}x{SIZE} raw datums; "
           f"{workers} workers; median of {args.repeats} round(s); load average now "
           f"{os.getloadavg()[0]:.2f}\n")
