@@ -12,19 +12,27 @@ the subprocess (interpreter start-up and imports excluded, for every job alike):
   convert x1/xN  our convert_imageset CLI, 1 and N worker threads (N = --workers)
   leveldb xN     the same with --backend=leveldb
   fast_decode    convert_imageset --fast_decode (on the corpus, and on a corpus of large
-                 1024x768 JPEGs where libjpeg's 1/2 DCT downscale applies, with the exact
-                 path and the reference on that corpus for comparison)
+                 JPEGs, 1024x768 by default (--large-size), where libjpeg's DCT downscale
+                 applies, with the exact path and the reference on that corpus for comparison)
   writer alone   pre-serialized raw 256x256 datums -> LmdbWriter (default, and fsync per commit),
-                 steady state (after one untimed transaction); the final flush is timed apart
+                 steady state (after an untimed identical run); the final flush is timed apart
   mean           compute_image_mean (imagenet_db.mean.compute_db_mean) on the xN database,
                  against a plain baseline: protobuf parse + numpy add into uint64, per datum
-  RSS 10x        convert xN on 10x the images (the corpus listed 10 times through symlinks)
+  10x images     the reference and convert xN on 10x the images (the corpus listed 10 times
+                 through symlinks): peak RSS must stay flat (and under 1 GiB)
 
 The machine is shared and noisy, so rates are compared as ratios to the reference measured in
-the same round; the table shows the median over rounds. Before each job the driver calls
-sync(2), so that no job pays for the previous one's pending disk writes. Columns: images/s (datums/s for the
-writer), ratio to the reference, peak RSS of the job, and the database's size on disk divided
-by its payload (sum of key + value bytes).
+the same round; the table shows the median over rounds. Each round starts with an untimed
+warm-up conversion of the corpus; before each job the driver calls sync(2), and each job's
+database is deleted before the next one starts, so that every job starts from the same state.
+(On the development VM a job that had to take fresh memory for the page cache, e.g. while an
+earlier 400 MB database was still cached, ran ~1.5x slower: the host backs guest memory lazily.)
+
+Columns: images/s (datums/s for the writer), ratio to the reference, peak RSS of the job, the
+database's size on disk divided by its payload (sum of key + value bytes), and how busy the
+machine was with other processes while the job ran (median, in cores: CPU time from
+/proc/stat minus the job's own, per second); on a 2-core machine a value near 1 means the xN
+runs had only about one core.
 
 Usage (from the repository root):
     python benchmarks/benchmark.py                       # 2,000 images, 3 rounds
@@ -98,8 +106,9 @@ def job_convert(corpus: str, listfile: str, db: str, workers: int, backend: str 
 
 
 def job_writer(corpus: str, listfile: str, db: str, count: int, sync_commits: bool) -> dict:
-    """LmdbWriter alone: ``count`` raw 256x256 datums made beforehand from 32 corpus images,
-    timed after a first (untimed) transaction, i.e. the steady-state rate of a long build."""
+    """LmdbWriter alone: ``count`` raw 256x256 datums made beforehand from 32 corpus images.
+    The same database is first written once untimed and deleted, so the timed run reuses
+    warm heap and page-cache memory as a long build does (the steady-state rate)."""
     import cv2
     from imagenet_db.sinks import LmdbWriter
     from imagenet_db.wire import raw_datum_buffer
@@ -107,14 +116,17 @@ def job_writer(corpus: str, listfile: str, db: str, count: int, sync_commits: bo
     names = [line.rsplit(" ", 1)[0] for line in open(listfile).read().splitlines()[:32]]
     values = [bytes(raw_datum_buffer(cv2.resize(cv2.imread(os.path.join(corpus, n)), (SIZE, SIZE)),
                                      i)[0]) for i, n in enumerate(names)]
-    writer = LmdbWriter(db, sync_commits=sync_commits)
-    warmup = writer.batch_size  # one transaction: the process's first touch of its heap
-    for i in range(warmup + count):
-        if i == warmup:
-            writer.commit()
-            start = time.perf_counter()
-        writer.put(b"%08d_%s" % (i, names[i % len(names)].encode()), values[i % len(values)])
-    writer.commit()
+    def write(path):
+        writer = LmdbWriter(path, sync_commits=sync_commits)
+        for i in range(count):
+            writer.put(b"%08d_%s" % (i, names[i % len(names)].encode()), values[i % len(values)])
+        writer.commit()
+        return writer
+
+    write(db + ".warmup").close()  # untimed: first touch of the heap and of page-cache memory
+    shutil.rmtree(db + ".warmup")
+    start = time.perf_counter()
+    writer = write(db)
     seconds = time.perf_counter() - start
     writer.close()  # the final flush to disk (fsync), timed apart: it measures the disk
     return {"seconds": seconds, "count": count, "flush": time.perf_counter() - start - seconds}
@@ -164,15 +176,36 @@ def peak_rss() -> int:
 
 
 # ------------------------------------------------------------------ driver side
+def busy_cpu_seconds() -> float:
+    """CPU seconds all processes have spent so far (from /proc/stat; 0 where unavailable)."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except OSError:
+        return 0.0
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def run_job(name: str, **params) -> dict:
-    """Run a job in a fresh interpreter; returns its JSON result plus ``rss`` (peak RSS, bytes)."""
+    """Run a job in a fresh interpreter; returns its JSON result plus ``rss`` (its peak RSS,
+    bytes) and ``others`` (cores' worth of CPU used by other processes meanwhile)."""
+    import resource
+
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     os.sync()  # no job pays for the disk writes left behind by the one before
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    busy, start = busy_cpu_seconds(), time.perf_counter()
     proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--job", name,
                            json.dumps(params)], stdout=subprocess.PIPE, env=env, text=True)
+    wall, busy = time.perf_counter() - start, busy_cpu_seconds() - busy
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode:
         raise SystemExit(f"benchmark job {name} {params} failed (exit {proc.returncode})")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    mine = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    result["others"] = max(0.0, busy - mine) / wall
+    return result
 
 
 def db_ratio(db: str) -> tuple:
@@ -310,6 +343,9 @@ def main(argv=None) -> int:
                         help="400 images, 1 round, no 10x RSS run (a smoke test, not a measurement)")
     parser.add_argument("--no-scale", dest="scale", action="store_false",
                         help="skip the 10x-images RSS run (it writes ~2 GB per 1,000 images)")
+    parser.add_argument("--large-size", type=lambda t: tuple(int(v) for v in t.lower().split("x")),
+                        default=LARGE_SIZE, metavar="WxH",
+                        help="size of the large JPEGs for the --fast_decode rows (1024x768)")
     parser.add_argument("--profile", action="store_true",
                         help="also print the per-image time split of the single-thread work")
     parser.add_argument("--json", metavar="FILE", help="also write all raw results as JSON")
@@ -331,9 +367,9 @@ def main(argv=None) -> int:
     os.makedirs(out, exist_ok=True)
     corpus = os.path.abspath(args.corpus or os.path.join(out, "corpus"))
     make_corpus(corpus, args.images)
-    large = os.path.join(out, "corpus_large")
+    large = os.path.join(out, "corpus_large_%dx%d" % args.large_size)
     large_count = max(20, args.images // 10)
-    make_corpus(large, large_count, size=LARGE_SIZE, seed=1)
+    make_corpus(large, large_count, size=args.large_size, seed=1)
     names = corpus_names(corpus, args.images)
     listfile, large_list = os.path.join(out, "list.txt"), os.path.join(out, "large.txt")
     write_list(listfile, names)
@@ -348,8 +384,12 @@ def main(argv=None) -> int:
     def record(label, result):
         rows.setdefault(label, []).append(result)
 
+    warmup_list = listfile
     for round_no in range(args.repeats):
         print(f"round {round_no + 1}/{args.repeats} ...", file=sys.stderr)
+        # untimed: absorbs whatever state the previous round's last jobs left behind
+        run_job("convert", corpus=corpus, listfile=warmup_list, db=db("warm"), workers=workers)
+        shutil.rmtree(db("warm"))
         ref = run_job("reference", corpus=corpus, listfile=listfile, db=db("ref"))
         ref["round_ref"] = ref["count"] / ref["seconds"]
         if round_no == 0:
@@ -360,19 +400,14 @@ def main(argv=None) -> int:
             r = run_job("convert", corpus=corpus, listfile=listfile, db=db("ours"), workers=w)
             r["round_ref"] = ref["round_ref"]
             record(f"convert_imageset x{w}", r)
-            if w == workers:
-                if round_no == 0:
-                    extra["ours_db"] = db_ratio(db("ours"))
-                for baseline in (True, False):
-                    m = run_job("mean", db=db("ours"), baseline=baseline)
-                    record("mean: protobuf + numpy baseline" if baseline
-                           else "compute_image_mean (ours)", m)
-                r = run_job("convert", corpus=corpus, listfile=listfile, db=db("fast"),
-                            workers=w, fast_decode=True)
-                r["round_ref"] = ref["round_ref"]
-                record(f"convert_imageset x{w} --fast_decode", r)
-                shutil.rmtree(db("fast"))
+            if round_no == 0 and w == workers:
+                extra["ours_db"] = db_ratio(db("ours"))
             shutil.rmtree(db("ours"))
+        r = run_job("convert", corpus=corpus, listfile=listfile, db=db("fast"), workers=workers,
+                    fast_decode=True)
+        r["round_ref"] = ref["round_ref"]
+        record(f"convert_imageset x{workers} --fast_decode", r)
+        shutil.rmtree(db("fast"))
         r = run_job("convert", corpus=corpus, listfile=listfile, db=db("ldb"), workers=workers,
                     backend="leveldb")
         r["round_ref"] = ref["round_ref"]
@@ -380,17 +415,10 @@ def main(argv=None) -> int:
         if round_no == 0:
             extra["leveldb_db"] = db_ratio(db("ldb"))
         shutil.rmtree(db("ldb"))
-        for _ in range(3):  # cheap and noisy (see the README): three samples per round
-            for sync in (False, True):
-                r = run_job("writer", corpus=corpus, listfile=listfile, db=db("w"),
-                            count=max(args.images, 2000), sync_commits=sync)
-                r["round_ref"] = ref["round_ref"]
-                record("writer alone (LmdbWriter" + (", fsync each commit)" if sync else ")"), r)
-                shutil.rmtree(db("w"))
         # large JPEGs: reference, exact and --fast_decode
         lref = run_job("reference", corpus=large, listfile=large_list, db=db("lref"))
         lref["round_ref"] = lref["count"] / lref["seconds"]
-        record(f"large {LARGE_SIZE[0]}x{LARGE_SIZE[1]}: reference", lref)
+        record("large %dx%d: reference" % args.large_size, lref)
         shutil.rmtree(db("lref"))
         for fast in (False, True):
             r = run_job("convert", corpus=large, listfile=large_list,
@@ -401,6 +429,19 @@ def main(argv=None) -> int:
             extra["fast_diff"] = pixel_difference(db("lexact"), db("lfast"))
         shutil.rmtree(db("lexact"))
         shutil.rmtree(db("lfast"))
+        for _ in range(3):  # cheap and noisy (see the README): three samples per round
+            for sync in (False, True):
+                r = run_job("writer", corpus=corpus, listfile=listfile, db=db("w"),
+                            count=max(args.images, 2000), sync_commits=sync)
+                r["round_ref"] = ref["round_ref"]
+                record("writer alone (LmdbWriter" + (", fsync each commit)" if sync else ")"), r)
+                shutil.rmtree(db("w"))
+        ours = db("ours")  # made again, untimed, for the mean jobs
+        run_job("convert", corpus=corpus, listfile=listfile, db=ours, workers=workers)
+        for baseline in (True, False):
+            m = run_job("mean", db=ours, baseline=baseline)
+            record("mean: protobuf + numpy baseline" if baseline else "compute_image_mean (ours)", m)
+        shutil.rmtree(ours)
 
     if args.scale:
         print("10x images run ...", file=sys.stderr)
@@ -416,9 +457,15 @@ def main(argv=None) -> int:
                 big.append(f"r{rep}/{name}")
         big_list = os.path.join(out, "list10x.txt")
         write_list(big_list, big)
+        run_job("convert", corpus=corpus, listfile=warmup_list, db=db("warm"), workers=workers)
+        shutil.rmtree(db("warm"))
+        bref = run_job("reference", corpus=big_root, listfile=big_list, db=db("big"))
+        bref["round_ref"] = bref["count"] / bref["seconds"]
+        record(f"10x images ({len(big)}): reference", bref)
+        shutil.rmtree(db("big"))
         r = run_job("convert", corpus=big_root, listfile=big_list, db=db("big"), workers=workers)
-        r["round_ref"] = statistics.median(x["round_ref"] for x in rows["reference (Caffe-style loop)"])
-        record(f"convert_imageset x{workers}, 10x images ({len(big)})", r)
+        r["round_ref"] = bref["round_ref"]
+        record(f"10x images: convert_imageset x{workers}", r)
         shutil.rmtree(db("big"))
         shutil.rmtree(big_root)
 
@@ -429,8 +476,8 @@ def main(argv=None) -> int:
     db_col = {"reference (Caffe-style loop)": extra.get("ref_db"),
               f"convert_imageset x{workers}": extra.get("ours_db"),
               f"convert_imageset x{workers} --backend=leveldb": extra.get("leveldb_db")}
-    lines = ["| run | images/s | ratio to reference | peak RSS (MiB) | DB bytes / payload | notes |",
-             "|---|---:|---:|---:|---:|---|"]
+    lines = ["| run | images/s | ratio to reference | peak RSS (MiB) | DB bytes / payload "
+             "| other processes (cores) | notes |", "|---|---:|---:|---:|---:|---:|---|"]
     for label, results in rows.items():
         rate = statistics.median(r["count"] / r["seconds"] for r in results)
         rss = max(r["rss"] for r in results) / (1 << 20)
@@ -455,8 +502,9 @@ def main(argv=None) -> int:
             rates = sorted(r["count"] / r["seconds"] for r in results)
             notes = (f"raw 256x256 datums/s; {len(rates)} runs from {rates[0]:,.0f} to "
                      f"{rates[-1]:,.0f}; final flush of {results[0]['count']} datums {flush:.2f} s")
+        others = statistics.median(r["others"] for r in results)
         lines.append(f"| {label} | {rate:,.0f} | {ratio} | {rss:,.0f} | {fmt_ratio(db_col.get(label))} "
-                     f"| {notes} |")
+                     f"| {others:.2f} | {notes} |")
     print(f"\n{args.images} ImageNet-like JPEGs (~500x375) -> {SIZE}x{SIZE} raw datums; "
           f"{workers} workers; median of {args.repeats} round(s); load average now "
           f"{os.getloadavg()[0]:.2f}\n")

@@ -8,7 +8,7 @@ processes. Order is preserved, so the database bytes do not depend on the number
 Memory stays bounded: at most ``window`` results are in flight. The default window, 16 per
 worker, lets the workers run on while the consumer is held up by an LMDB commit (tens of
 milliseconds every ~650 raw 256x256 datums); with 4 per worker they sat idle through it
-(measured: 2 workers gave ~10-40% fewer images/s).
+(measured with 2 workers: 0-45% fewer images/s, depending on the run).
 
 For a cluster, ``dask_executor(address)`` hands the same per-record work to the workers of an
 existing Dask (dask.distributed) cluster instead; the records' loaders and the transform are

@@ -12,7 +12,7 @@ Commits are not fsync'ed one by one (MDB_NOSYNC): ``close()`` flushes the whole 
 disk once, before the pipeline publishes it. A killed or interrupted process keeps every
 committed transaction (they are in the OS page cache); only an OS crash or power loss during
 the build can lose or damage the unfinished ``DB.partial``. ``sync_commits=True`` fsyncs every
-commit as Caffe does (measured here: 1.5-3x slower writes). glibc's malloc is tuned so that
+commit as Caffe does (measured here: about half the write rate). glibc's malloc is tuned so that
 transaction memory is reused rather than page-faulted anew each commit (imagenet_db.heap).
 
 LevelDB: opened with Caffe's options (block_size 64 KiB, write_buffer_size 256 MiB,

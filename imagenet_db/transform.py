@@ -57,9 +57,8 @@ class Transformed:
     """Result of transforming one record.
 
     value: serialized Datum bytes (bytes, or a bytearray for raw datums), or None when the
-    image was skipped. error: why it was
-    skipped (None on success). pixels: (C, H, W) uint8 pixels for the mean when requested.
-    shape: (channels, height, width) of the stored image.
+    image was skipped. error: why it was skipped (None on success). pixels: (C, H, W) uint8
+    pixels for the mean when requested. shape: (channels, height, width) of the stored image.
     """
     value: Optional[bytes]
     error: Optional[str] = None
