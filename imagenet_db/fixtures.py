@@ -36,8 +36,13 @@ def _load_photos(photos_dir: Path) -> tuple[tuple[str, np.ndarray], ...]:
     """Decode every photo in ``photos_dir`` once, sorted by file name.
 
     Returns ``(name, image)`` pairs; image is uint8, HxW (gray) or HxWx3 (BGR),
-    read-only.  Raises FileNotFoundError if the folder holds no photo.
+    read-only.  Raises FileNotFoundError if the folder is missing or holds no photo.
     """
+    if not photos_dir.is_dir():
+        raise FileNotFoundError(
+            f"photo folder {photos_dir} not found: the photos ship in the source checkout's "
+            f"examples/photos (not in the installed package); run from a checkout or pass "
+            f"photos_dir=")
     files = sorted(p for p in photos_dir.iterdir() if p.suffix.lower() in _PHOTO_SUFFIXES)
     if not files:
         raise FileNotFoundError(f"no .png/.jpg photos in {photos_dir}")
