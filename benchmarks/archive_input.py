@@ -175,14 +175,14 @@ def main():
     print(f"\n{n} train images, {args.classes} classes, payload {payload / 1e6:.1f} MB "
           f"(train tar {tar_bytes / 1e6:.1f} MB), {args.workers} workers, 256x256 raw LMDB; "
           f"index {index_s:.2f} s\n")
-    print(f"| input | page cache | images/s | vs tree | MB/s read | data.mdb MB |")
-    print(f"|---|---|---:|---:|---:|---:|")
+    print("| input | page cache | images/s | vs tree | MB/s read | data.mdb MB |")
+    print("|---|---|---:|---:|---:|---:|")
     tree_rate = {cache: rate for name, cache, rate, _, _ in rows if name == "tree"}
     for name, cache, rate, mbs, size in rows:
         print(f"| {name} | {cache} | {rate:.0f} | {rate / tree_rate[cache]:.2f} | {mbs:.1f} "
               f"| {size / 1e6:.1f} |")
     print(f"\n| read only (cold, {args.workers} threads) | images/s | MB/s |")
-    print(f"|---|---:|---:|")
+    print("|---|---:|---:|")
     for name, rate, mbs in read_rows:
         print(f"| {name} | {rate:.0f} | {mbs:.1f} |")
 

@@ -1,5 +1,4 @@
 """convert_imageset end to end on real JPEGs, read back through plain lmdb/plyvel + protobuf."""
-import os
 import shutil
 
 import cv2
@@ -10,7 +9,7 @@ import pytest
 from conftest import parse_datum, read_lmdb, train_list
 from imagenet_db.cli import compute_image_mean_main, convert_imageset_main
 from imagenet_db.listfile import write_list
-from imagenet_db.mean import compute_db_mean, read_mean
+from imagenet_db.mean import read_mean
 from imagenet_db.sources import shuffle_order
 
 

@@ -2,7 +2,6 @@
 import os
 
 import numpy as np
-import pytest
 
 from conftest import parse_datum, read_lmdb
 from imagenet_db import fixtures
