@@ -309,6 +309,7 @@ def _mean_stage(summary: ConvertSummary, mean_paths: List[str], overwrite: bool,
     for path in stale:
         write_mean(path, mean)
         log(f"wrote {path}")
+    if not stale:
+        log(f"{mean_paths[0]} (+ .npy): up to date")
     values = ", ".join(f"{v:.4f}" for v in channel_means(mean))
-    log(f"{mean_paths[0]} (+ .npy) {'written' if stale else 'up to date'}; "
-        f"mean_value (B, G, R) = {values}")
+    log(f"mean_value (B, G, R) for transform_param: {values}")
