@@ -308,6 +308,7 @@ class SkipLog:
         return kept
 
     def add(self, index: int, relpath: str, reason: str) -> None:
+        """Append one skipped image (index, relpath, reason) to the log, fsync'ed."""
         if self._file is None:
             self._file = open(self.path, "a", encoding="utf-8")
         reason = " ".join(reason.split())  # one line, no tabs
@@ -316,6 +317,7 @@ class SkipLog:
         os.fsync(self._file.fileno())
 
     def close(self) -> None:
+        """Close the log file."""
         if self._file is not None:
             self._file.close()
             self._file = None

@@ -145,6 +145,7 @@ CONVERT_BOOLS = ("gray", "shuffle", "check_size", "encoded", "overwrite", "progr
 
 
 def convert_parser(prog="convert_imageset") -> argparse.ArgumentParser:
+    """Argument parser of convert_imageset (Caffe's flags and defaults, plus ours)."""
     p = argparse.ArgumentParser(
         prog=prog,
         description="Convert a set of images to a Caffe Datum database (LMDB or LevelDB), "
@@ -213,6 +214,7 @@ def convert_imageset_main(argv: Optional[Sequence[str]] = None) -> int:
 
 # ---------------------------------------------------------------- compute_image_mean
 def mean_parser(prog="compute_image_mean") -> argparse.ArgumentParser:
+    """Argument parser of compute_image_mean INPUT_DB [OUTPUT_FILE]."""
     p = argparse.ArgumentParser(
         prog=prog,
         description="Compute the mean image of a Caffe Datum database, as Caffe's "
@@ -250,6 +252,7 @@ CREATE_BOOLS = ("encoded", "overwrite", "progress", "verify", "resume", "strict"
 
 
 def create_parser(prog="create_imagenet") -> argparse.ArgumentParser:
+    """Argument parser of create_imagenet SOURCE OUTDIR."""
     p = argparse.ArgumentParser(
         prog=prog,
         description="Build Caffe's ImageNet data in one step (get_ilsvrc_aux.sh + "
@@ -302,6 +305,7 @@ VERIFY_BOOLS = ("progress", "require_manifest", "allow_mixed_sizes")
 
 
 def verify_parser(prog="imagenet-db verify") -> argparse.ArgumentParser:
+    """Argument parser of imagenet-db verify DB."""
     p = argparse.ArgumentParser(
         prog=prog,
         description="Check a Caffe Datum database end to end: completion record "

@@ -51,6 +51,7 @@ class ExtractSummary:
     counts: Optional[Dict[str, int]] = None
 
     def describe(self) -> str:
+        """One-line human summary of the extraction."""
         rate = (self.written + self.kept) / self.seconds if self.seconds else 0.0
         mb = self.bytes_written / self.seconds / 1e6 if self.seconds else 0.0
         return (f"{self.dest}: wrote {self.written} files ({self.bytes_written / 1e6:.1f} MB), "

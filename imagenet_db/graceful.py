@@ -22,6 +22,7 @@ class GracefulStop:
 
     @property
     def requested(self) -> bool:
+        """True once SIGINT/SIGTERM was received inside the block."""
         return self.signum is not None
 
     def _handle(self, signum, frame):

@@ -41,6 +41,8 @@ class MeanAccumulator:
         self.first_key: Optional[str] = None
 
     def add(self, pixels: np.ndarray, key: str = "?") -> None:
+        """Add one (C, H, W) image (uint8 or float) under ``key``; raises ShapeMismatchError
+        naming it when its shape differs from the first image's."""
         if self.total is None:
             dtype = np.uint64 if pixels.dtype == np.uint8 else np.float64
             self.total = np.zeros(pixels.shape, dtype=dtype)

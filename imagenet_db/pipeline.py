@@ -51,6 +51,7 @@ class ConvertSummary:
 
     @property
     def images_per_second(self) -> float:
+        """Images (written + skipped) processed per second of wall time in this run."""
         done = self.written + len(self.skipped) - self.resumed_at
         return done / self.seconds if self.seconds else 0.0
 

@@ -81,6 +81,9 @@ class LmdbWriter:
         return (self.env.info()["last_pgno"] + 1) * self.page_size
 
     def put(self, key: bytes, value: bytes) -> None:
+        """Add one (key, value); keys must ascend. Commits every ``batch_size`` puts or
+        ``batch_bytes``; raises DatabaseError on a failed write (disk full) or an out-of-order
+        key."""
         if self.last_key is not None and key <= self.last_key:
             raise DatabaseError(f"{self.path}: key {key!r} is not after {self.last_key!r}")
         need = self._pages_for(key, value) * self.page_size
@@ -174,6 +177,8 @@ class LevelDbWriter:
                                               None)
 
     def put(self, key: bytes, value: bytes) -> None:
+        """Add one (key, value) to the pending WriteBatch; written every ``batch_size`` puts
+        or ``batch_bytes``."""
         if self.batch is None:
             self.batch = self.db.write_batch(sync=True)
         self.batch.put(key, value)
@@ -211,6 +216,7 @@ class LevelDbWriter:
             self.db.close()
 
     def abort(self) -> None:
+        """Drop the pending batch and close (what was written before stays)."""
         self.batch = None
         self.db.close()
 

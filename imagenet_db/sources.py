@@ -52,6 +52,7 @@ class Record:
 
     @property
     def key(self) -> bytes:
+        """The Caffe key ``%08d_<relpath>`` (UTF-8 bytes) of this record."""
         return caffe_key(self.index, self.relpath)
 
 

@@ -207,6 +207,7 @@ class TarReader:
         self._fd = self._file.fileno()
 
     def read(self, offset: int, size: int) -> bytes:
+        """Exactly ``size`` bytes at byte ``offset`` of the archive (OSError if it is shorter)."""
         data = os.pread(self._fd, size, offset)
         if len(data) != size:
             raise OSError(f"{self.path}: short read at byte {offset} "
@@ -214,6 +215,7 @@ class TarReader:
         return data
 
     def close(self) -> None:
+        """Close the archive file."""
         self._file.close()
 
     def __getstate__(self):  # pickled as its path (for cluster workers), reopened there

@@ -49,6 +49,7 @@ class TransformOptions:
 
     @property
     def resizing(self) -> bool:
+        """True when both resize sizes are > 0 (Caffe resizes only then)."""
         return self.resize_height > 0 and self.resize_width > 0
 
 

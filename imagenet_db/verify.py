@@ -56,9 +56,11 @@ class VerifyReport:
 
     @property
     def ok(self) -> bool:
+        """True when no problem was found."""
         return self.problem_count == 0
 
     def problem(self, text: str) -> None:
+        """Record a problem (a line of the report that makes verify fail)."""
         self.problem_count += 1
         if len(self.problems) < MAX_LISTED:
             self.problems.append(text)
