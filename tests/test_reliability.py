@@ -40,7 +40,7 @@ CHILD = (
     "import os, sys\n"
     "from imagenet_db import buildstate\n"
     "buildstate.MEAN_CHECKPOINT_SECONDS = float(os.environ.get('CKPT_SECONDS', '30'))\n"
-    "from imagenet_db import cli\n"
+    "from imagenet_db import cli, imagenet, pipeline  # all the build's imports, before READY\n"
     "sys.stderr.write('READY\\n'); sys.stderr.flush()\n"
     "sys.exit(getattr(cli, sys.argv[1])(sys.argv[2:]))\n"
 )
