@@ -22,7 +22,6 @@ settings), mean files (from the train DB's stored mean, else recomputed from the
 any work, every output is checked: nothing existing is replaced without ``overwrite``.
 """
 import os
-import tempfile
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -32,7 +31,7 @@ from imagenet_db.archives import ArchivePaths, find_archives, index_archives, lo
 from imagenet_db.checksums import verify_source
 from imagenet_db.errors import DatabaseError, ImagenetDbError
 from imagenet_db.imagecheck import DEFAULT_MAX_PIXELS
-from imagenet_db.listfile import write_list
+from imagenet_db.listfile import list_text
 from imagenet_db.mean import channel_means, compute_db_mean, read_mean, write_mean
 from imagenet_db.pipeline import DEFAULT_TXN_SIZE, ConvertSummary, convert
 from imagenet_db.sources import DEFAULT_SEED, FileLoader, Record, shuffled
@@ -155,15 +154,10 @@ def write_aux(found: ImagenetSource, outdir: str) -> List[str]:
     """Write Caffe's aux files into ``outdir``: synsets.txt, synset_words.txt (if words are
     known), train.txt, val.txt (sorted 'relpath label' lines). Returns the paths written."""
     os.makedirs(outdir, exist_ok=True)
-    written = [os.path.join(outdir, "synsets.txt")]
-    L.write_synsets(written[0], found.synsets)
-    if found.words:
-        written.append(os.path.join(outdir, "synset_words.txt"))
-        L.write_synset_words(written[-1], found.synsets, found.words)
-    for name, split in found.splits.items():
-        written.append(os.path.join(outdir, f"{name}.txt"))
-        write_list(written[-1], split.entries)
-    return written
+    outputs = aux_outputs(found, outdir)
+    for path, data in outputs.items():
+        B.write_file_atomic(path, data)
+    return list(outputs)
 
 
 def write_labels(source: str, outdir: str, log=print) -> List[str]:
@@ -178,14 +172,14 @@ def write_labels(source: str, outdir: str, log=print) -> List[str]:
         log(f"wrote {path}")
     return written
 def aux_outputs(found: ImagenetSource, outdir: str) -> Dict[str, bytes]:
-    """The aux files ``write_aux`` would write into ``outdir``: {path: bytes} (rendered in a
-    temporary folder, so nothing in ``outdir`` is touched)."""
-    with tempfile.TemporaryDirectory(prefix="imagenet_db-aux-") as tmp:
-        out = {}
-        for path in write_aux(found, tmp):
-            with open(path, "rb") as f:
-                out[os.path.join(outdir, os.path.basename(path))] = f.read()
-        return out
+    """The aux files ``write_aux`` writes into ``outdir``, as {path: UTF-8 bytes}, rendered in
+    memory (nothing in ``outdir`` is touched)."""
+    texts = {"synsets.txt": L.synsets_text(found.synsets)}
+    if found.words:
+        texts["synset_words.txt"] = L.synset_words_text(found.synsets, found.words)
+    for name, split in found.splits.items():
+        texts[f"{name}.txt"] = list_text(split.entries)
+    return {os.path.join(outdir, name): text.encode("utf-8") for name, text in texts.items()}
 
 
 def _stored_options(options: TransformOptions) -> dict:

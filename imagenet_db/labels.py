@@ -29,26 +29,18 @@ def label_map(synsets: List[str]) -> Dict[str, int]:
     return {wnid: label for label, wnid in enumerate(synsets)}
 
 
-def _write_lines(path: str, lines: Iterable[str]) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-        for line in lines:
-            f.write(line + "\n")
-    os.replace(tmp, path)
+def synsets_text(synsets: List[str]) -> str:
+    """The text of ``synsets.txt``: one wnid per line, line i (0-based) = Caffe label i."""
+    return "".join(f"{wnid}\n" for wnid in synsets)
 
 
-def write_synsets(path: str, synsets: List[str]) -> None:
-    """Write ``synsets.txt``: one wnid per line, line i (0-based) = Caffe label i."""
-    _write_lines(path, synsets)
-
-
-def write_synset_words(path: str, synsets: List[str], words: Mapping[str, str]) -> None:
-    """Write ``synset_words.txt``: 'n01440764 tench, Tinca tinca' per line, in label order.
-    Raises ImagenetDbError when a wnid has no words."""
+def synset_words_text(synsets: List[str], words: Mapping[str, str]) -> str:
+    """The text of ``synset_words.txt``: 'n01440764 tench, Tinca tinca' per line, in label
+    order. Raises ImagenetDbError when a wnid has no words."""
     missing = [w for w in synsets if w not in words]
     if missing:
         raise ImagenetDbError(f"no words (class names) known for synset(s) {', '.join(missing[:5])}")
-    _write_lines(path, (f"{wnid} {words[wnid]}" for wnid in synsets))
+    return "".join(f"{wnid} {words[wnid]}\n" for wnid in synsets)
 
 
 def read_synsets(path: str) -> List[str]:

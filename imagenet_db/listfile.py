@@ -57,6 +57,11 @@ def read_list(path: str) -> List[Tuple[str, int]]:
     return entries
 
 
+def list_text(entries: Iterable[Tuple[str, int]]) -> str:
+    """The text of a Caffe list file: 'relpath label\\n' per entry, in the given order."""
+    return "".join(f"{relpath} {label}\n" for relpath, label in entries)
+
+
 def write_list(path: str, entries: Iterable[Tuple[str, int]]) -> None:
     """Write [(relpath, label), ...] as a Caffe list file ('relpath label\\n', '/' separators),
     atomically (a temporary file renamed into place)."""
