@@ -16,69 +16,12 @@ Exit codes (all commands):
 import argparse
 import os
 import sys
-from typing import List, Optional, Sequence
+from typing import Optional, Sequence
 
 from imagenet_db import __version__
-from imagenet_db.errors import ImagenetDbError
-from imagenet_db.executor import default_workers
+from imagenet_db.cliflags import EXIT_STATUS, bool_flag, normalize_gflags, run_command, workers_arg
 from imagenet_db.sinks import BACKENDS
 from imagenet_db.sources import DEFAULT_SEED
-
-TRUE_WORDS = {"true", "1", "yes", "t", "y"}
-FALSE_WORDS = {"false", "0", "no", "f", "n"}
-
-
-def normalize_gflags(argv: Sequence[str], bool_flags: Sequence[str]) -> List[str]:
-    """Rewrite gflags-style arguments into argparse form.
-
-    '-flag[=v]' -> '--flag[=v]'; for boolean flags '--flag=false' -> '--no-flag',
-    '--flag=true' -> '--flag', '--noflag' -> '--no-flag'. Raises SystemExit(2) for a boolean
-    given a value that is not true/false.
-    """
-    out = []
-    for arg in argv:
-        if arg == "--" or not arg.startswith("-") or arg == "-":
-            out.append(arg)
-            continue
-        if not arg.startswith("--") and len(arg) > 2:
-            arg = "-" + arg
-        name, eq, value = arg[2:].partition("=")
-        if name in bool_flags and eq:
-            if value.lower() in TRUE_WORDS:
-                arg = f"--{name}"
-            elif value.lower() in FALSE_WORDS:
-                arg = f"--no-{name}"
-            else:
-                sys.stderr.write(f"error: --{name} takes true or false, not {value!r}\n")
-                raise SystemExit(2)
-        elif name.startswith("no") and name[2:] in bool_flags and not eq:
-            arg = f"--no-{name[2:]}"
-        out.append(arg)
-    return out
-
-
-EXIT_STATUS = ("Exit status: 0 success (skipped images are listed in DB.skipped.tsv); 1 bad "
-               "input, a refused or failed build, a skipped image under --strict, or problems "
-               "found by verify; 2 usage error; 130/143 stopped by Ctrl-C/SIGTERM after "
-               "committing the work done (rerun the same command with --resume).")
-
-
-def _bool(parser, name, help_text, default=False):
-    parser.add_argument(f"--{name}", action=argparse.BooleanOptionalAction, default=default,
-                        help=help_text)
-
-
-def _workers_arg(parser, cluster=False):
-    parser.add_argument("--workers", type=int, default=None, metavar="N",
-                        help=f"worker threads for decode/resize/encode (default: all cores, "
-                             f"{default_workers()} here); the output does not depend on it")
-    if cluster:
-        parser.add_argument("--dask_scheduler", default=None, metavar="ADDRESS",
-                            help="run decode/resize/encode on an existing Dask cluster "
-                                 "(e.g. tcp://host:8786; needs 'imagenet-db[cluster]' and the "
-                                 "images at the same paths on every worker); the database is "
-                                 "written here and is the same as a local build")
-
 
 def _executor(args):
     """The Dask executor for --dask_scheduler, else a null context (local threads)."""
@@ -91,7 +34,7 @@ def _executor(args):
 
 
 def _fast_decode_arg(parser):
-    _bool(parser, "fast_decode", "decode JPEGs at 1/2, 1/4 or 1/8 scale in libjpeg when the output "
+    bool_flag(parser, "fast_decode", "decode JPEGs at 1/2, 1/4 or 1/8 scale in libjpeg when the output "
                                  "is at most half their size on both sides, then resize: faster on "
                                  "large photos, pixels differ slightly from Caffe's (default off: "
                                  "byte-identical to Caffe)")
@@ -107,30 +50,15 @@ def _size(text: str):
     return width, height
 
 
-def _run(func, args) -> int:
-    try:
-        return func(args) or 0
-    except ImagenetDbError as exc:
-        sys.stderr.write(f"error: {exc}\n")
-        return 1
-    except OSError as exc:  # e.g. an output file that cannot be written (disk full)
-        where = f"{exc.filename}: " if exc.filename else ""
-        sys.stderr.write(f"error: {where}{exc.strerror or exc}\n")
-        return 1
-    except KeyboardInterrupt as exc:
-        sys.stderr.write(f"{exc or 'interrupted'}\n")
-        return 128 + getattr(exc, "signum", 2)
-
-
 def _reliability_args(parser, what: str):
     """--resume, --strict, --txn_size, --max_pixels (shared by convert_imageset/create_imagenet)."""
     from imagenet_db.imagecheck import DEFAULT_MAX_PIXELS
     from imagenet_db.pipeline import DEFAULT_TXN_SIZE
 
-    _bool(parser, "resume", f"continue an interrupted build of {what} from its last committed "
+    bool_flag(parser, "resume", f"continue an interrupted build of {what} from its last committed "
                             f"transaction (same command and settings; a changed list or setting "
                             f"is refused); finished outputs with the same settings are kept")
-    _bool(parser, "strict", "fail (exit 1) on the first image that has to be skipped")
+    bool_flag(parser, "strict", "fail (exit 1) on the first image that has to be skipped")
     parser.add_argument("--txn_size", type=int, default=DEFAULT_TXN_SIZE, metavar="N",
                         help=f"datums per database transaction (default {DEFAULT_TXN_SIZE}, as "
                              f"convert_imageset); a crash loses at most one transaction")
@@ -157,23 +85,23 @@ def convert_parser(prog="convert_imageset") -> argparse.ArgumentParser:
     p.add_argument("root", metavar="ROOTFOLDER/", help="folder the list's relpaths are under")
     p.add_argument("listfile", metavar="LISTFILE", help="Caffe list file: 'relpath label' lines")
     p.add_argument("db", metavar="DB_NAME", help="database directory to create")
-    _bool(p, "gray", "decode images as 1-channel grayscale (default: 3-channel BGR)")
-    _bool(p, "shuffle", "shuffle the list before writing (deterministic, see --seed)")
+    bool_flag(p, "gray", "decode images as 1-channel grayscale (default: 3-channel BGR)")
+    bool_flag(p, "shuffle", "shuffle the list before writing (deterministic, see --seed)")
     p.add_argument("--backend", default="lmdb", choices=BACKENDS, help="database type (default lmdb)")
     p.add_argument("--resize_width", type=int, default=0, metavar="W",
                    help="width images are squashed to (bilinear); 0 = keep (needs both sizes)")
     p.add_argument("--resize_height", type=int, default=0, metavar="H",
                    help="height images are squashed to (bilinear); 0 = keep (needs both sizes)")
-    _bool(p, "check_size", "fail if images differ in channels/height/width")
-    _bool(p, "encoded", "store encoded image bytes (the original file when unchanged)")
+    bool_flag(p, "check_size", "fail if images differ in channels/height/width")
+    bool_flag(p, "encoded", "store encoded image bytes (the original file when unchanged)")
     p.add_argument("--encode_type", default="", metavar="EXT",
                    help="encoding for --encoded ('jpg', 'png'; default: each file's extension)")
     _fast_decode_arg(p)
-    _workers_arg(p, cluster=True)
+    workers_arg(p, cluster=True)
     p.add_argument("--seed", type=int, default=DEFAULT_SEED,
                    help=f"seed for --shuffle (default {DEFAULT_SEED}: same order on any machine)")
-    _bool(p, "overwrite", "replace an existing DB_NAME (built beside it, swapped in at the end)")
-    _bool(p, "progress", "progress bar (default: only on a terminal)", default=None)
+    bool_flag(p, "overwrite", "replace an existing DB_NAME (built beside it, swapped in at the end)")
+    bool_flag(p, "progress", "progress bar (default: only on a terminal)", default=None)
     _reliability_args(p, "DB_NAME (kept in DB_NAME.partial)")
     return p
 
@@ -209,7 +137,7 @@ def convert_imageset_main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of ``convert_imageset``."""
     argv = sys.argv[1:] if argv is None else argv
     args = convert_parser().parse_args(normalize_gflags(argv, CONVERT_BOOLS))
-    return _run(_convert, args)
+    return run_command(_convert, args)
 
 
 # ---------------------------------------------------------------- compute_image_mean
@@ -244,7 +172,7 @@ def _mean(args) -> None:
 def compute_image_mean_main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of ``compute_image_mean``."""
     argv = sys.argv[1:] if argv is None else argv
-    return _run(_mean, mean_parser().parse_args(normalize_gflags(argv, ())))
+    return run_command(_mean, mean_parser().parse_args(normalize_gflags(argv, ())))
 
 
 # ---------------------------------------------------------------- create_imagenet
@@ -269,13 +197,13 @@ def create_parser(prog="create_imagenet") -> argparse.ArgumentParser:
     p.add_argument("--resize", type=_size, default=(256, 256), metavar="WxH",
                    help="squash every image to WIDTHxHEIGHT (default 256x256; 0x0 = keep size)")
     p.add_argument("--backend", default="lmdb", choices=BACKENDS, help="database type (default lmdb)")
-    _bool(p, "encoded", "store JPEG bytes instead of raw pixels")
+    bool_flag(p, "encoded", "store JPEG bytes instead of raw pixels")
     _fast_decode_arg(p)
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="shuffle seed")
-    _workers_arg(p, cluster=True)
-    _bool(p, "overwrite", "replace existing outputs (databases are swapped in when complete)")
-    _bool(p, "progress", "progress bar (default: only on a terminal)", default=None)
-    _bool(p, "verify", "archives only: first check their MD5 against the published values "
+    workers_arg(p, cluster=True)
+    bool_flag(p, "overwrite", "replace existing outputs (databases are swapped in when complete)")
+    bool_flag(p, "progress", "progress bar (default: only on a terminal)", default=None)
+    bool_flag(p, "verify", "archives only: first check their MD5 against the published values "
                        "(reads all ~147 GB)")
     _reliability_args(p, "OUTDIR: finished stages (aux files, train DB, val DB, mean) are "
                          "kept, the interrupted one continues")
@@ -297,7 +225,7 @@ def _create(args) -> None:
 def create_imagenet_main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of ``create_imagenet``."""
     argv = sys.argv[1:] if argv is None else argv
-    return _run(_create, create_parser().parse_args(normalize_gflags(argv, CREATE_BOOLS)))
+    return run_command(_create, create_parser().parse_args(normalize_gflags(argv, CREATE_BOOLS)))
 
 
 # ---------------------------------------------------------------- verify
@@ -319,10 +247,10 @@ def verify_parser(prog="imagenet-db verify") -> argparse.ArgumentParser:
                    help="database type (default: detected from the files)")
     p.add_argument("--synsets", metavar="SYNSETS_TXT", default=None,
                    help="synsets.txt: labels must be in 0..(number of lines - 1)")
-    _bool(p, "require_manifest", "a missing completion record is a problem, not a note")
-    _bool(p, "allow_mixed_sizes", "datums of different sizes are not a problem")
-    _workers_arg(p)
-    _bool(p, "progress", "progress bar (default: only on a terminal)", default=None)
+    bool_flag(p, "require_manifest", "a missing completion record is a problem, not a note")
+    bool_flag(p, "allow_mixed_sizes", "datums of different sizes are not a problem")
+    workers_arg(p)
+    bool_flag(p, "progress", "progress bar (default: only on a terminal)", default=None)
     return p
 
 
@@ -339,7 +267,7 @@ def _verify(args) -> int:
 def verify_main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of ``imagenet-db verify``."""
     argv = sys.argv[1:] if argv is None else argv
-    return _run(_verify, verify_parser().parse_args(normalize_gflags(argv, VERIFY_BOOLS)))
+    return run_command(_verify, verify_parser().parse_args(normalize_gflags(argv, VERIFY_BOOLS)))
 
 
 # ---------------------------------------------------------------- imagenet-db

@@ -29,7 +29,7 @@ def labels_parser(prog="imagenet-db labels") -> argparse.ArgumentParser:
 
 def extract_parser(prog="imagenet-db extract") -> argparse.ArgumentParser:
     """Argument parser of ``imagenet-db extract SOURCE DEST``."""
-    from imagenet_db.cli import _bool, _workers_arg
+    from imagenet_db.cliflags import bool_flag, workers_arg
 
     p = argparse.ArgumentParser(
         prog=prog,
@@ -43,11 +43,11 @@ def extract_parser(prog="imagenet-db extract") -> argparse.ArgumentParser:
     p.add_argument("--val_layout", choices=("folders", "flat"), default="folders",
                    help="folders: val/<wnid>/ (default); flat: val/ILSVRC2012_val_*.JPEG and "
                         "DEST/val.txt with 'name wnid' lines (Caffe's layout)")
-    _bool(p, "verify", "first check the archives' MD5 against the published values "
+    bool_flag(p, "verify", "first check the archives' MD5 against the published values "
                        "(reads all ~147 GB)")
-    _bool(p, "overwrite", "replace files in DEST whose size differs from the archive's")
-    _workers_arg(p)
-    _bool(p, "progress", "progress bar (default: only on a terminal)", default=None)
+    bool_flag(p, "overwrite", "replace files in DEST whose size differs from the archive's")
+    workers_arg(p)
+    bool_flag(p, "progress", "progress bar (default: only on a terminal)", default=None)
     return p
 
 
@@ -74,16 +74,16 @@ def _extract(args) -> None:
 
 def labels_main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of ``imagenet-db labels``."""
-    from imagenet_db.cli import _run, normalize_gflags
+    from imagenet_db.cliflags import normalize_gflags, run_command
 
     argv = sys.argv[1:] if argv is None else argv
-    return _run(_labels, labels_parser().parse_args(normalize_gflags(argv, ())))
+    return run_command(_labels, labels_parser().parse_args(normalize_gflags(argv, ())))
 
 
 def extract_main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of ``imagenet-db extract``."""
-    from imagenet_db.cli import _run, normalize_gflags
+    from imagenet_db.cliflags import normalize_gflags, run_command
 
     argv = sys.argv[1:] if argv is None else argv
     args = extract_parser().parse_args(normalize_gflags(argv, ("verify", "overwrite", "progress")))
-    return _run(_extract, args)
+    return run_command(_extract, args)

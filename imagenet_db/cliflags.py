@@ -1,0 +1,83 @@
+"""Flag handling shared by all commands: Caffe's gflags spellings on top of argparse, common
+flags, and the mapping of errors to exit codes (documented in ``imagenet_db.cli``)."""
+import argparse
+import sys
+from typing import List, Sequence
+
+from imagenet_db.errors import ImagenetDbError
+from imagenet_db.executor import default_workers
+
+TRUE_WORDS = {"true", "1", "yes", "t", "y"}
+FALSE_WORDS = {"false", "0", "no", "f", "n"}
+
+
+def normalize_gflags(argv: Sequence[str], bool_flags: Sequence[str]) -> List[str]:
+    """Rewrite gflags-style arguments into argparse form.
+
+    '-flag[=v]' -> '--flag[=v]'; for boolean flags '--flag=false' -> '--no-flag',
+    '--flag=true' -> '--flag', '--noflag' -> '--no-flag'. Raises SystemExit(2) for a boolean
+    given a value that is not true/false.
+    """
+    out = []
+    for arg in argv:
+        if arg == "--" or not arg.startswith("-") or arg == "-":
+            out.append(arg)
+            continue
+        if not arg.startswith("--") and len(arg) > 2:
+            arg = "-" + arg
+        name, eq, value = arg[2:].partition("=")
+        if name in bool_flags and eq:
+            if value.lower() in TRUE_WORDS:
+                arg = f"--{name}"
+            elif value.lower() in FALSE_WORDS:
+                arg = f"--no-{name}"
+            else:
+                sys.stderr.write(f"error: --{name} takes true or false, not {value!r}\n")
+                raise SystemExit(2)
+        elif name.startswith("no") and name[2:] in bool_flags and not eq:
+            arg = f"--no-{name[2:]}"
+        out.append(arg)
+    return out
+
+
+EXIT_STATUS = ("Exit status: 0 success (skipped images are listed in DB.skipped.tsv); 1 bad "
+               "input, a refused or failed build, a skipped image under --strict, or problems "
+               "found by verify; 2 usage error; 130/143 stopped by Ctrl-C/SIGTERM after "
+               "committing the work done (rerun the same command with --resume).")
+
+
+def bool_flag(parser, name, help_text, default=False):
+    """Add a boolean --name / --no-name flag (gflags' --name=false and --noname are mapped to
+    it by normalize_gflags)."""
+    parser.add_argument(f"--{name}", action=argparse.BooleanOptionalAction, default=default,
+                        help=help_text)
+
+
+def workers_arg(parser, cluster=False):
+    """Add --workers N (and, with ``cluster``, --dask_scheduler ADDRESS)."""
+    parser.add_argument("--workers", type=int, default=None, metavar="N",
+                        help=f"worker threads for decode/resize/encode (default: all cores, "
+                             f"{default_workers()} here); the output does not depend on it")
+    if cluster:
+        parser.add_argument("--dask_scheduler", default=None, metavar="ADDRESS",
+                            help="run decode/resize/encode on an existing Dask cluster "
+                                 "(e.g. tcp://host:8786; needs 'imagenet-db[cluster]' and the "
+                                 "images at the same paths on every worker); the database is "
+                                 "written here and is the same as a local build")
+
+
+def run_command(func, args) -> int:
+    """Run ``func(args)`` and map the outcome to an exit code: its return value (or 0), 1 for
+    ImagenetDbError/OSError (one line on stderr, no traceback), 128+signal when interrupted."""
+    try:
+        return func(args) or 0
+    except ImagenetDbError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 1
+    except OSError as exc:  # e.g. an output file that cannot be written (disk full)
+        where = f"{exc.filename}: " if exc.filename else ""
+        sys.stderr.write(f"error: {where}{exc.strerror or exc}\n")
+        return 1
+    except KeyboardInterrupt as exc:
+        sys.stderr.write(f"{exc or 'interrupted'}\n")
+        return 128 + getattr(exc, "signum", 2)
