@@ -55,13 +55,12 @@ def encoded_datum(file_bytes: bytes, label: int, shape: Optional[tuple] = None) 
     return datum
 
 
-def decode_flag_for(datum: Datum) -> int:
-    """The cv2.imdecode flag for an encoded Datum: the stored channel count when known
-    (3 -> IMREAD_COLOR, 1 -> IMREAD_GRAYSCALE), else IMREAD_ANYCOLOR like Caffe's
-    ``DecodeDatumNative``."""
-    if datum.channels == 3:
+def decode_flag_for(channels: int) -> int:
+    """The cv2.imdecode flag for an encoded Datum with ``channels`` set (3 -> IMREAD_COLOR,
+    1 -> IMREAD_GRAYSCALE), else (0: unset) IMREAD_ANYCOLOR like Caffe's ``DecodeDatumNative``."""
+    if channels == 3:
         return cv2.IMREAD_COLOR
-    if datum.channels == 1:
+    if channels == 1:
         return cv2.IMREAD_GRAYSCALE
     return cv2.IMREAD_ANYCOLOR
 
@@ -75,7 +74,7 @@ def datum_to_chw(datum: Datum, key: str = "?") -> np.ndarray:
     """
     if datum.encoded:
         buf = np.frombuffer(datum.data, dtype=np.uint8)
-        image = cv2.imdecode(buf, decode_flag_for(datum)) if buf.size else None
+        image = cv2.imdecode(buf, decode_flag_for(datum.channels)) if buf.size else None
         if image is None:
             raise DatabaseError(f"datum {key}: encoded image data cannot be decoded")
         if image.ndim == 2:

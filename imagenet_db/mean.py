@@ -28,6 +28,14 @@ from imagenet_db.sinks import detect_backend, iterate_db
 from imagenet_db.wire import locate_raw_pixels
 
 
+def size_mismatch(key: str, shape: tuple, first_key: str, first_shape: tuple) -> ShapeMismatchError:
+    """The error for datum ``key`` of (C, H, W) ``shape`` in a mean of ``first_shape`` images."""
+    return ShapeMismatchError(
+        f"datum {key} has channels/height/width {tuple(shape)} but the first datum {first_key} "
+        f"has {tuple(first_shape)}; the mean needs one size (resize with "
+        f"--resize_height/--resize_width)")
+
+
 class MeanAccumulator:
     """Running exact sum of equally sized (C, H, W) images.
 
@@ -48,10 +56,7 @@ class MeanAccumulator:
             self.total = np.zeros(pixels.shape, dtype=dtype)
             self.first_key = key
         elif pixels.shape != self.total.shape:
-            raise ShapeMismatchError(
-                f"datum {key} has channels/height/width {tuple(pixels.shape)} but the first "
-                f"datum {self.first_key} has {tuple(self.total.shape)}; the mean needs one size "
-                f"(resize with --resize_height/--resize_width)")
+            raise size_mismatch(key, pixels.shape, self.first_key, self.total.shape)
         np.add(self.total, pixels, out=self.total, casting="unsafe")
         self.count += 1
 
@@ -150,11 +155,7 @@ class _SumWorker:
         """Add one serialized datum; False when it has another shape (then stop)."""
         found = locate_raw_pixels(value)
         if found is not None and found[0] == self.shape and found[2] == self.size:
-            pixels = np.frombuffer(value, dtype=np.uint8, count=self.size, offset=found[1])
-            np.add(self.partial, pixels, out=self.partial, casting="unsafe")
-            self.staged += 1
-            if self.staged == self.PARTIAL_LIMIT:
-                self.fold()
+            self._stage(np.frombuffer(value, dtype=np.uint8, count=self.size, offset=found[1]))
             return True
         name = bytes(key).decode("utf-8", "replace")
         try:
@@ -166,15 +167,19 @@ class _SumWorker:
             self.mismatch = (position, name, tuple(pixels.shape))
             return False
         if pixels.dtype == np.uint8:
-            np.add(self.partial, pixels.ravel(), out=self.partial, casting="unsafe")
-            self.staged += 1
-            if self.staged == self.PARTIAL_LIMIT:
-                self.fold()
+            self._stage(pixels.ravel())
         else:
             self.other.add(pixels, name)
         return True
 
+    def _stage(self, pixels: np.ndarray) -> None:
+        np.add(self.partial, pixels, out=self.partial, casting="unsafe")
+        self.staged += 1
+        if self.staged == self.PARTIAL_LIMIT:
+            self.fold()
+
     def fold(self) -> None:
+        """Move the uint16 partial sum into the uint64 total."""
         np.add(self.total, self.partial, out=self.total, casting="unsafe")
         self.count += self.staged
         self.partial[:] = 0
@@ -250,9 +255,7 @@ def compute_db_mean(path: str, backend: Optional[str] = None,
     mismatches = [w.mismatch for w in sums if w.mismatch is not None]
     if mismatches:
         _, key, other = min(mismatches)
-        raise ShapeMismatchError(
-            f"datum {key} has channels/height/width {other} but the first datum {first_key} has "
-            f"{shape}; the mean needs one size (resize with --resize_height/--resize_width)")
+        raise size_mismatch(key, other, first_key, shape)
     count = sum(w.count + w.other.count for w in sums)
     total = sum(w.total for w in sums).reshape(shape).astype(np.float64)
     for worker in sums:

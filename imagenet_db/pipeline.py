@@ -79,19 +79,6 @@ def _load_and_transform(record: Record, options: TransformOptions, max_pixels: i
     return result
 
 
-def prepare_output(db_path: str, overwrite: bool) -> str:
-    """Check that ``db_path`` may be written and return the build directory beside it
-    (DB.partial). Raises DatabaseError as ``buildstate.plan_output`` does for a new build."""
-    db_path = os.path.normpath(db_path)
-    B.plan_output(db_path, {}, overwrite, resume=False)
-    return db_path + PARTIAL_SUFFIX
-
-
-def publish(build: str, db_path: str) -> None:
-    """Move a finished build to ``db_path`` (see ``buildstate.publish``)."""
-    B.publish(build, db_path)
-
-
 def skip_report_path(db_path: str) -> str:
     """Where the skip report of ``db_path`` goes: ``DB.skipped.tsv`` beside the database."""
     return os.path.normpath(db_path) + ".skipped.tsv"

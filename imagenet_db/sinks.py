@@ -284,15 +284,3 @@ def open_lmdb_reader(path: str) -> "lmdb.Environment":
             return lmdb.open(path, readonly=True, lock=False, subdir=True, create=False)
         except lmdb.Error:
             raise DatabaseError(f"{path}: cannot open as LMDB: {first}") from None
-
-
-def count_entries(path: str, backend: Optional[str] = None) -> int:
-    """Number of entries in a database (LMDB: from its stats, LevelDB: by iterating)."""
-    backend = backend or detect_backend(path)
-    if backend == "lmdb":
-        env = open_lmdb_reader(path)
-        try:
-            return env.stat()["entries"]
-        finally:
-            env.close()
-    return sum(1 for _ in iterate_db(path, backend))

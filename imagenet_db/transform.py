@@ -23,7 +23,6 @@ import numpy as np
 
 from imagenet_db.datum import encoded_datum, decode_flag_for
 from imagenet_db.fastdecode import decode_reduced
-from imagenet_db.protos import Datum
 from imagenet_db.wire import raw_datum_buffer
 
 
@@ -120,8 +119,9 @@ def transform_image(data: bytes, relpath: str, label: int, options: TransformOpt
         return Transformed(value, pixels=pixels if options.want_pixels else None, shape=shape)
 
     encoding = options.encode_type or _extension(relpath)
-    unchanged = not options.resizing and (options.is_color or _is_gray_file(data))
-    if unchanged and encoding and matches_encoding(relpath, encoding):
+    passthrough = (not options.resizing and encoding and matches_encoding(relpath, encoding)
+                   and (options.is_color or _is_gray_file(data)))
+    if passthrough:
         stored = data
         pixels = _chw_view(image) if options.want_pixels else None
     else:
@@ -131,8 +131,7 @@ def transform_image(data: bytes, relpath: str, label: int, options: TransformOpt
         stored = buf.tobytes()
         pixels = None
         if options.want_pixels:  # the mean must be of what a reader decodes, not of pre-encode pixels
-            probe = Datum(channels=channels)
-            pixels = _chw_view(cv2.imdecode(buf, decode_flag_for(probe)))
+            pixels = _chw_view(cv2.imdecode(buf, decode_flag_for(channels)))
     value = encoded_datum(stored, label, shape).SerializeToString()
     return Transformed(value, pixels=pixels, shape=shape)
 
