@@ -1,7 +1,7 @@
 """Benchmark: building the shuffled train database from the raw ILSVRC2012 archives versus
 from the same images extracted, and the two ways to keep the shuffled order with tar input.
 
-Writes a fixture archive triple (imagenet_db.fixture_archives, ImageNet-like JPEGs) plus the
+Writes a fixture archive triple (imagenet_db.testing.archives, ImageNet-like JPEGs) plus the
 same images as an extracted tree, then converts the train split (shuffled, 256x256 raw Datums,
 LMDB) four ways, each with a warm page cache and with the input evicted from it
 (posix_fadvise DONTNEED on the input files only, so other processes are not affected):
@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import lmdb  # noqa: E402
 
-from imagenet_db import fixture_archives  # noqa: E402
+from imagenet_db.testing import archives as fixture_archives  # noqa: E402
 from imagenet_db.archives import index_archives  # noqa: E402
 from imagenet_db.executor import ordered_map  # noqa: E402
 from imagenet_db.imagenet import locate  # noqa: E402

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """imagenet-db benchmark: our tools against a Caffe-style reference loop, on the same JPEGs.
 
-Makes (or takes) a corpus of ImageNet-like JPEGs (``imagenet_db.fixtures.write_corpus``:
+Makes (or takes) a corpus of ImageNet-like JPEGs (``imagenet_db.testing.photos.write_corpus``:
 ~500x375 colour photos) and, in each of ``--repeats`` rounds, runs every job below in its own
 subprocess (so each job's peak RSS is its own: VmHWM, as /usr/bin/time -v reports it), timing the work inside
 the subprocess (interpreter start-up and imports excluded, for every job alike):
@@ -242,7 +242,7 @@ def pixel_difference(db_a: str, db_b: str) -> tuple:
 def make_corpus(folder: str, count: int, size=None, seed: int = 0) -> None:
     """Ensure ``folder`` holds img_000000.JPEG .. (count-1) ImageNet-like JPEGs."""
     import numpy as np
-    from imagenet_db.fixtures import imagenet_like_jpeg, write_corpus
+    from imagenet_db.testing.photos import imagenet_like_jpeg, write_corpus
 
     have = os.path.isdir(folder) and sum(1 for n in os.listdir(folder) if n.endswith(".JPEG"))
     if have and have >= count:

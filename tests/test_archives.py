@@ -1,6 +1,6 @@
 """Raw ILSVRC2012 archives as SOURCE: devkit labels, aux files, DBs equal to extracted input,
 extract, checksums and clear errors. Fixtures are real tars of real-photo JPEGs
-(imagenet_db.fixture_archives)."""
+(imagenet_db.testing.archives)."""
 import gzip
 import hashlib
 import io
@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import pytest
 
-from imagenet_db import fixture_archives
+from imagenet_db.testing import archives as fixture_archives
 from imagenet_db.archives import ArchiveError, index_archives
 from imagenet_db.checksums import ChecksumError, verify_archives
 from imagenet_db.cli import create_imagenet_main, main

@@ -2,7 +2,7 @@
 import pytest
 
 from conftest import read_lmdb
-from imagenet_db import fixture_archives
+from imagenet_db.testing import archives as fixture_archives
 from imagenet_db.cli import create_imagenet_main
 from imagenet_db.errors import ImagenetDbError
 from imagenet_db.executor import dask_executor

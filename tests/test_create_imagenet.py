@@ -4,7 +4,7 @@ import os
 import numpy as np
 
 from conftest import parse_datum, read_lmdb
-from imagenet_db import fixtures
+from imagenet_db.testing import photos as fixtures
 from imagenet_db.cli import create_imagenet_main
 from imagenet_db.listfile import read_list
 from imagenet_db.mean import compute_db_mean, read_mean

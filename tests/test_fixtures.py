@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
-from imagenet_db import fixtures
+from imagenet_db.testing import photos as fixtures
 
 WNIDS = ["n01440764", "n01443537", "n02123045"]
 

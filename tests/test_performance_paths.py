@@ -7,7 +7,7 @@ import lmdb
 import numpy as np
 import pytest
 
-from imagenet_db import fixtures
+from imagenet_db.testing import photos as fixtures
 from imagenet_db.datum import hwc_to_chw_bytes
 from imagenet_db.errors import ShapeMismatchError
 from imagenet_db.fastdecode import decode_reduced, jpeg_size, reduction_for

@@ -1,7 +1,7 @@
 """Reliability: kill/resume, Ctrl-C, disk full, atomic overwrite, bad input, readers during a build.
 
 Builds run as real subprocesses (the installed CLI code from this source tree) on small real
-JPEGs made by imagenet_db.fixtures, with real LMDB/LevelDB; kills are real SIGKILLs.
+JPEGs made by imagenet_db.testing.photos, with real LMDB/LevelDB; kills are real SIGKILLs.
 """
 import io
 import json

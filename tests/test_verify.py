@@ -6,7 +6,7 @@ import lmdb
 import numpy as np
 import pytest
 
-from imagenet_db import fixtures
+from imagenet_db.testing import photos as fixtures
 from imagenet_db.cli import main
 from imagenet_db.datum import image_to_datum
 from imagenet_db.pipeline import convert

@@ -25,7 +25,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-PHOTOS_DIR = Path(__file__).resolve().parent.parent / "examples" / "photos"
+PHOTOS_DIR = Path(__file__).resolve().parents[2] / "examples" / "photos"
 
 _PHOTO_SUFFIXES = {".png", ".jpg", ".jpeg"}
 _VAL_NAME = "ILSVRC2012_val_%08d.JPEG"

@@ -16,7 +16,7 @@ The ID order is the real one (1 = n02119789 kit fox), which differs from Caffe's
 With all 1,000 classes the ground truth starts with the real first ten IDs (490, 361, 171,
 ...). Odd members as in the real train set: a CMYK JPEG, a grayscale JPEG, and a PNG named
 ``n02105855_2933.JPEG`` (in another class's tar when n02105855 is not among the classes).
-Images are ImageNet-like JPEGs from ``imagenet_db.fixtures``. Optionally the same bytes are
+Images are ImageNet-like JPEGs from ``imagenet_db.testing.photos``. Optionally the same bytes are
 also written as an extracted Caffe-layout tree (train/<wnid>/, flat val/ + val.txt,
 synset_words.txt), independently of ``imagenet-db extract``.
 All output is a pure function of the arguments (fixed tar/gzip timestamps).
@@ -31,9 +31,9 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 
-from imagenet_db import fixtures
+from imagenet_db.testing import photos
 
-CLASSES_TSV = Path(__file__).resolve().parent.parent / "examples" / "ilsvrc2012_classes.tsv"
+CLASSES_TSV = Path(__file__).resolve().parents[2] / "examples" / "ilsvrc2012_classes.tsv"
 # The first ten lines of the real data/ILSVRC2012_validation_ground_truth.txt; with the real
 # ID->wnid table they give Caffe's val.txt labels 65, 970, 230, 809, 516, 57, 334, 415, 674, 332.
 REAL_GROUND_TRUTH_HEAD = (490, 361, 171, 822, 297, 482, 13, 704, 599, 164)
@@ -155,7 +155,7 @@ def write_archives(root, wnids=None, train_per_class: int = 3, val_count: int = 
     rng = np.random.default_rng(seed)
 
     def image() -> bytes:
-        return fixtures.imagenet_like_jpeg(rng, photos_dir, size=image_size)
+        return photos.imagenet_like_jpeg(rng, photos_dir, size=image_size)
 
     files: dict[str, dict[str, bytes]] = {}
     for _, wnid, _ in classes:
@@ -166,7 +166,7 @@ def write_archives(root, wnids=None, train_per_class: int = 3, val_count: int = 
 
     odd: dict[str, str] = {}
     if odd_members and len(classes) >= 2:
-        weird = fixtures.odd_images(photos_dir)
+        weird = photos.odd_images(photos_dir)
         order = [c[1] for c in classes]
         cmyk_wnid, gray_wnid = order[0], order[1]
         for wnid, kind in ((cmyk_wnid, "cmyk"), (gray_wnid, "grayscale")):
@@ -206,7 +206,7 @@ def write_archives(root, wnids=None, train_per_class: int = 3, val_count: int = 
     blacklist = sorted(rng.choice(np.arange(1, val_count + 1), size=min(2, val_count),
                                   replace=False).tolist())
     devkit = _tar_with_dirs([
-        (f"{DEVKIT_DIR}/COPYING", b"Synthetic devkit made by imagenet_db.fixture_archives.\n"),
+        (f"{DEVKIT_DIR}/COPYING", b"Synthetic devkit made by imagenet_db.testing.archives.\n"),
         (f"{DEVKIT_DIR}/readme.txt", b"Test fixture with the layout of the ILSVRC2012 devkit.\n"),
         (f"{DEVKIT_DIR}/data/meta.mat", meta_mat_bytes(classes, counts)),
         (f"{DEVKIT_DIR}/data/ILSVRC2012_validation_ground_truth.txt",

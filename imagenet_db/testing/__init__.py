@@ -1,0 +1,6 @@
+"""Test data made from the real photos in ``examples/photos`` (for tests, the sample and benchmarks).
+
+``photos``: ImageNet-like JPEGs, odd/broken image files, extracted trees, flat corpora.
+``archives``: faithful ILSVRC2012 archive triples (nested train tars, val tar, devkit).
+Needs a source checkout (the photos are not installed with the package).
+"""
