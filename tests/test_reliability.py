@@ -19,7 +19,8 @@ import lmdb
 import numpy as np
 import pytest
 
-from imagenet_db import buildstate, fixtures
+from imagenet_db import buildstate
+from imagenet_db.testing import photos as fixtures
 from imagenet_db.cli import compute_image_mean_main, convert_imageset_main, create_imagenet_main
 from imagenet_db.errors import SkippedImageError
 from imagenet_db.imagecheck import check_image_bytes, jpeg_structure
