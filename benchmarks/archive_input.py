@@ -30,14 +30,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import lmdb  # noqa: E402
 
 from imagenet_db.testing import archives as fixture_archives  # noqa: E402
-from imagenet_db.archives import index_archives  # noqa: E402
-from imagenet_db.executor import ordered_map  # noqa: E402
-from imagenet_db.imagenet import locate  # noqa: E402
+from imagenet_db.sources.ilsvrc2012 import index_archives  # noqa: E402
+from imagenet_db.engine.executor import ordered_map  # noqa: E402
+from imagenet_db.recipes.imagenet import locate  # noqa: E402
 from imagenet_db.pipeline import convert  # noqa: E402
-from imagenet_db.sinks import iterate_db  # noqa: E402
-from imagenet_db.sources import caffe_key, shuffle_order  # noqa: E402
-from imagenet_db.tarindex import TarReader  # noqa: E402
-from imagenet_db.transform import TransformOptions, transform_image  # noqa: E402
+from imagenet_db.outputs.lmdb import iterate_db  # noqa: E402
+from imagenet_db.sources.base import caffe_key, shuffle_order  # noqa: E402
+from imagenet_db.sources.tarindex import TarReader  # noqa: E402
+from imagenet_db.imaging.transform import TransformOptions, transform_image  # noqa: E402
 
 OPTIONS = TransformOptions(resize_height=256, resize_width=256)
 

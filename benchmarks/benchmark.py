@@ -17,7 +17,7 @@ the subprocess (interpreter start-up and imports excluded, for every job alike):
   writer alone   pre-serialized raw 256x256 datums -> LmdbWriter (default fsync per commit, and
                  sync_commits=False),
                  steady state (after an untimed identical run); the final flush is timed apart
-  mean           compute_image_mean (imagenet_db.mean.compute_db_mean) on the xN database,
+  mean           compute_image_mean (imagenet_db.observers.mean.compute_db_mean) on the xN database,
                  against a plain baseline: protobuf parse + numpy add into uint64, per datum
   10x images     the reference and convert xN on 10x the images (the corpus listed 10 times
                  through symlinks): peak RSS must stay flat (and under 1 GiB)
@@ -111,8 +111,8 @@ def job_writer(corpus: str, listfile: str, db: str, count: int, sync_commits: bo
     The same database is first written once untimed and deleted, so the timed run reuses
     warm heap and page-cache memory as a long build does (the steady-state rate)."""
     import cv2
-    from imagenet_db.sinks import LmdbWriter
-    from imagenet_db.wire import raw_datum_buffer
+    from imagenet_db.outputs.lmdb import LmdbWriter
+    from imagenet_db.outputs.wire import raw_datum_buffer
 
     names = [line.rsplit(" ", 1)[0] for line in open(listfile).read().splitlines()[:32]]
     values = [bytes(raw_datum_buffer(cv2.resize(cv2.imread(os.path.join(corpus, n)), (SIZE, SIZE)),
@@ -136,9 +136,9 @@ def job_writer(corpus: str, listfile: str, db: str, count: int, sync_commits: bo
 def job_mean(db: str, baseline: bool) -> dict:
     """compute_db_mean (ours) or the per-datum protobuf + numpy baseline, on a warm cache."""
     import numpy as np
-    from imagenet_db.mean import compute_db_mean
+    from imagenet_db.observers.mean import compute_db_mean
     from imagenet_db.protos import Datum
-    from imagenet_db.sinks import iterate_db
+    from imagenet_db.outputs.lmdb import iterate_db
 
     payload = sum(len(v) for _, v in iterate_db(db))  # also warms the page cache
     start = time.perf_counter()
@@ -211,7 +211,7 @@ def run_job(name: str, **params) -> dict:
 
 def db_ratio(db: str) -> tuple:
     """(bytes on disk, payload bytes = sum of key + value lengths) of an LMDB or LevelDB."""
-    from imagenet_db.sinks import iterate_db
+    from imagenet_db.outputs.lmdb import iterate_db
 
     payload = sum(len(k) + len(v) for k, v in iterate_db(db))
     disk = sum(os.path.getsize(os.path.join(db, f)) for f in os.listdir(db)
@@ -222,9 +222,9 @@ def db_ratio(db: str) -> tuple:
 def pixel_difference(db_a: str, db_b: str) -> tuple:
     """(mean |a - b|, max |a - b|) over all pixels of two raw databases with the same keys."""
     import numpy as np
-    from imagenet_db.datum import datum_to_chw
+    from imagenet_db.outputs.datum import datum_to_chw
     from imagenet_db.protos import Datum
-    from imagenet_db.sinks import iterate_db
+    from imagenet_db.outputs.lmdb import iterate_db
 
     total = count = worst = 0
     a, b = Datum(), Datum()
@@ -277,14 +277,14 @@ def profile(corpus: str, names: list) -> list:
     import cv2
     import numpy as np
     import lmdb
-    from imagenet_db.executor import ordered_map
+    from imagenet_db.engine.executor import ordered_map
     from imagenet_db.protos import Datum
-    from imagenet_db.sinks import LmdbWriter
-    from imagenet_db.wire import raw_datum_buffer
+    from imagenet_db.outputs.lmdb import LmdbWriter
+    from imagenet_db.outputs.wire import raw_datum_buffer
 
     names = names[:500]
     steps = dict.fromkeys(["read file", "decode (cv2.imdecode)", "resize (cv2.resize)",
-                           "CHW + Datum, protobuf (reference)", "CHW + Datum, imagenet_db.wire",
+                           "CHW + Datum, protobuf (reference)", "CHW + Datum, imagenet_db.outputs.wire",
                            "LMDB put+commit, Caffe-style", "LMDB put, LmdbWriter"], 0.0)
     tmp = tempfile.mkdtemp(prefix="imagenet-db-profile-")
     env = lmdb.open(os.path.join(tmp, "ref"), map_size=1 << 36)
@@ -361,7 +361,7 @@ def main(argv=None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.quick:
         args.images, args.repeats, args.scale = min(args.images, 400), 1, False
-    from imagenet_db.executor import default_workers
+    from imagenet_db.engine.executor import default_workers
 
     workers = args.workers or default_workers()
     out = args.out or tempfile.mkdtemp(prefix="imagenet-db-bench-")

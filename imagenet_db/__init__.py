@@ -2,8 +2,8 @@
 
 Python API (the commands are thin layers over these):
     imagenet_db.pipeline.convert        - records -> Datum database (convert_imageset)
-    imagenet_db.mean.compute_db_mean    - mean image of a database (compute_image_mean)
-    imagenet_db.imagenet.create_imagenet - the whole ImageNet recipe (create_imagenet)
+    imagenet_db.observers.mean.compute_db_mean    - mean image of a database (compute_image_mean)
+    imagenet_db.recipes.imagenet.create_imagenet - the whole ImageNet recipe (create_imagenet)
     imagenet_db.verify.verify_db         - end-to-end check of a database (imagenet-db verify)
 See ARCHITECTURE.md for how records flow through the modules.
 """

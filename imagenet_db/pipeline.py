@@ -7,7 +7,7 @@ inside the database directory): a database at its final name is always a finishe
 An existing database is never replaced unless ``overwrite=True``; then the new one is built
 beside it and swapped in at the end, so a failed rebuild leaves the old one intact.
 An interrupted build (crash, kill, Ctrl-C, disk full) is continued with ``resume=True`` from
-its last committed transaction; ``imagenet_db.buildstate`` describes how.
+its last committed transaction; ``imagenet_db.engine.buildstate`` describes how.
 """
 import functools
 import io
@@ -20,16 +20,16 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 from tqdm import tqdm
 
-from imagenet_db import buildstate as B
-from imagenet_db.buildstate import MANIFEST_NAME, PARTIAL_SUFFIX  # noqa: F401 (public names)
+from imagenet_db.engine import buildstate as B
+from imagenet_db.engine.buildstate import MANIFEST_NAME, PARTIAL_SUFFIX  # noqa: F401 (public names)
 from imagenet_db.errors import (BuildInterrupted, DatabaseError, ImagenetDbError,
                                 ShapeMismatchError, SkippedImageError)
-from imagenet_db.executor import default_workers, ordered_map
-from imagenet_db.graceful import GracefulStop
-from imagenet_db.imagecheck import DEFAULT_MAX_PIXELS, check_image_bytes, describe_undecodable
-from imagenet_db.sinks import open_writer
-from imagenet_db.sources import Record
-from imagenet_db.transform import TransformOptions, Transformed, transform_image
+from imagenet_db.engine.executor import default_workers, ordered_map
+from imagenet_db.engine.graceful import GracefulStop
+from imagenet_db.imaging.headers import DEFAULT_MAX_PIXELS, check_image_bytes, describe_undecodable
+from imagenet_db.outputs.lmdb import open_writer
+from imagenet_db.sources.base import Record
+from imagenet_db.imaging.transform import TransformOptions, Transformed, transform_image
 
 DEFAULT_TXN_SIZE = 1000
 
@@ -129,7 +129,7 @@ def convert(records: Sequence[Record], db_path: str, backend: str = "lmdb",
     options: decode/resize/encode settings. workers: threads (None = all cores); the output
     bytes do not depend on it. check_size: fail (ShapeMismatchError) when a datum's size
     differs from the first one's, as --check_size. compute_mean: accumulate the mean of the
-    stored pixels on the fly (returned in the summary and kept as imagenet_db.mean.npy in the
+    stored pixels on the fly (returned in the summary and kept as imagenet_db.observers.mean.npy in the
     database directory; equal to compute_image_mean on the DB).
     progress: tqdm bar (None = only on a terminal). settings: extra facts that decide the
     output (seed, split...), recorded and compared on resume. info: extra facts recorded only.

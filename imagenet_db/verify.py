@@ -27,13 +27,13 @@ from typing import List, Optional, Tuple
 import numpy as np
 from tqdm import tqdm
 
-from imagenet_db import buildstate as B
-from imagenet_db.datum import datum_to_chw
+from imagenet_db.engine import buildstate as B
+from imagenet_db.outputs.datum import datum_to_chw
 from imagenet_db.errors import DatabaseError, ImagenetDbError
-from imagenet_db.executor import ordered_map
-from imagenet_db.labels import read_synsets
+from imagenet_db.engine.executor import ordered_map
+from imagenet_db.sources.labels import read_synsets
 from imagenet_db.protos import Datum
-from imagenet_db.sinks import detect_backend, iterate_db
+from imagenet_db.outputs.lmdb import detect_backend, iterate_db
 
 KEY_PATTERN = re.compile(rb"^(\d{8,})_(.+)$", re.S)
 MAX_LISTED = 20  # problems listed one by one; the rest are counted

@@ -16,15 +16,15 @@ import numpy as np
 import pytest
 
 from imagenet_db.testing import archives as fixture_archives
-from imagenet_db.archives import ArchiveError, index_archives
-from imagenet_db.checksums import ChecksumError, verify_archives
+from imagenet_db.sources.ilsvrc2012 import ArchiveError, index_archives
+from imagenet_db.sources.checksums import ChecksumError, verify_archives
 from imagenet_db.cli import create_imagenet_main, main
-from imagenet_db.devkit import DevkitError, read_devkit
-from imagenet_db.extract import ExtractError, extract
-from imagenet_db.imagenet import create_imagenet, write_labels
+from imagenet_db.sources.devkit import DevkitError, read_devkit
+from imagenet_db.recipes.extract import ExtractError, extract
+from imagenet_db.recipes.imagenet import create_imagenet, write_labels
 from imagenet_db.protos import Datum
-from imagenet_db.sinks import iterate_db
-from imagenet_db.tarindex import (TarIndexError, TarReader, cache_file, index_nested,
+from imagenet_db.outputs.lmdb import iterate_db
+from imagenet_db.sources.tarindex import (TarIndexError, TarReader, cache_file, index_nested,
                                   index_tar)
 
 SMALL_WNIDS = ["n01440764", "n01443537", "n01751748", "n02105855", "n02119789", "n09193705"]

@@ -5,8 +5,8 @@ from conftest import read_lmdb
 from imagenet_db.testing import archives as fixture_archives
 from imagenet_db.cli import create_imagenet_main
 from imagenet_db.errors import ImagenetDbError
-from imagenet_db.executor import dask_executor
-from imagenet_db.imagenet import create_imagenet
+from imagenet_db.engine.executor import dask_executor
+from imagenet_db.recipes.imagenet import create_imagenet
 
 distributed = pytest.importorskip("distributed")
 

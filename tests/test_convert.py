@@ -8,9 +8,9 @@ import pytest
 
 from conftest import parse_datum, read_lmdb, train_list
 from imagenet_db.cli import compute_image_mean_main, convert_imageset_main
-from imagenet_db.listfile import write_list
-from imagenet_db.mean import read_mean
-from imagenet_db.sources import shuffle_order
+from imagenet_db.sources.listfile import write_list
+from imagenet_db.observers.mean import read_mean
+from imagenet_db.sources.base import shuffle_order
 
 
 @pytest.fixture

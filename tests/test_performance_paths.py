@@ -8,17 +8,17 @@ import numpy as np
 import pytest
 
 from imagenet_db.testing import photos as fixtures
-from imagenet_db.datum import hwc_to_chw_bytes
+from imagenet_db.outputs.datum import hwc_to_chw_bytes
 from imagenet_db.errors import ShapeMismatchError
-from imagenet_db.fastdecode import decode_reduced, jpeg_size, reduction_for
-from imagenet_db.heap import keep_freed_heap
-from imagenet_db.mean import compute_db_mean
+from imagenet_db.imaging.fastdecode import decode_reduced, jpeg_size, reduction_for
+from imagenet_db.outputs.heap import keep_freed_heap
+from imagenet_db.observers.mean import compute_db_mean
 from imagenet_db.pipeline import convert
 from imagenet_db.protos import Datum
-from imagenet_db.sinks import LevelDbWriter, LmdbWriter, iterate_db
-from imagenet_db.sources import list_records
-from imagenet_db.transform import TransformOptions, transform_image
-from imagenet_db.wire import locate_raw_pixels, raw_datum_buffer, varint
+from imagenet_db.outputs.lmdb import LevelDbWriter, LmdbWriter, iterate_db
+from imagenet_db.sources.base import list_records
+from imagenet_db.imaging.transform import TransformOptions, transform_image
+from imagenet_db.outputs.wire import locate_raw_pixels, raw_datum_buffer, varint
 
 
 def decode(data, flags=cv2.IMREAD_COLOR):

@@ -19,16 +19,16 @@ import lmdb
 import numpy as np
 import pytest
 
-from imagenet_db import buildstate
+from imagenet_db.engine import buildstate
 from imagenet_db.testing import photos as fixtures
 from imagenet_db.cli import compute_image_mean_main, convert_imageset_main, create_imagenet_main
 from imagenet_db.errors import SkippedImageError
-from imagenet_db.imagecheck import check_image_bytes, jpeg_structure
+from imagenet_db.imaging.headers import check_image_bytes, jpeg_structure
 from imagenet_db.pipeline import convert
 from imagenet_db.protos import Datum
-from imagenet_db.sinks import iterate_db
-from imagenet_db.sources import list_records
-from imagenet_db.transform import TransformOptions
+from imagenet_db.outputs.lmdb import iterate_db
+from imagenet_db.sources.base import list_records
+from imagenet_db.imaging.transform import TransformOptions
 
 REPO = Path(__file__).resolve().parent.parent
 WNIDS = ["n01440764", "n01443537", "n01751748", "n02119789", "n02123045", "n02124075"]
@@ -39,9 +39,10 @@ BAD = ("truncated", "text", "zero_bytes", "corrupt_markers")
 # (checkpoint + tail, or reading every datum back) are exercised.
 CHILD = (
     "import os, sys\n"
-    "from imagenet_db import buildstate\n"
+    "from imagenet_db.engine import buildstate\n"
     "buildstate.MEAN_CHECKPOINT_SECONDS = float(os.environ.get('CKPT_SECONDS', '30'))\n"
-    "from imagenet_db import cli, imagenet, pipeline  # all the build's imports, before READY\n"
+    "from imagenet_db import cli, pipeline  # all the build's imports, before READY\n"
+    "from imagenet_db.recipes import imagenet  # noqa\n"
     "sys.stderr.write('READY\\n'); sys.stderr.flush()\n"
     "sys.exit(getattr(cli, sys.argv[1])(sys.argv[2:]))\n"
 )
@@ -202,7 +203,7 @@ def test_create_imagenet_survives_sigkill_at_random_points(tree, tmp_path):
     # the mean stage on its own: with the mean files and the mean kept in the train DB gone,
     # --resume recomputes it from the database, to the same bytes
     for name in ("imagenet_mean.binaryproto", "imagenet_mean.npy",
-                 "ilsvrc12_train_lmdb/imagenet_db.mean.npy"):
+                 "ilsvrc12_train_lmdb/imagenet_db.observers.mean.npy"):
         (out / name).unlink()
     rc, err = run_child("create_imagenet_main", *args, "--resume")
     assert rc == 0 and "computing the mean of" in err, err
@@ -423,7 +424,7 @@ def test_mean_is_exact_after_resume_from_checkpoint_or_readback(tree, tmp_path, 
     """Stop a build at a skipped image with strict=True, then resume without it: the mean
     must equal an uninterrupted build's, whether it is restored from a checkpoint + tail or
     by reading every committed datum back."""
-    from imagenet_db.listfile import read_list
+    from imagenet_db.sources.listfile import read_list
 
     records = list_records(str(tree / "images"), read_list(str(tree / "list.txt")))
     opts = TransformOptions(resize_height=20, resize_width=20)

@@ -8,11 +8,11 @@ import pytest
 
 from imagenet_db.testing import photos as fixtures
 from imagenet_db.cli import main
-from imagenet_db.datum import image_to_datum
+from imagenet_db.outputs.datum import image_to_datum
 from imagenet_db.pipeline import convert
 from imagenet_db.protos import Datum
-from imagenet_db.sources import Record
-from imagenet_db.transform import TransformOptions
+from imagenet_db.sources.base import Record
+from imagenet_db.imaging.transform import TransformOptions
 from imagenet_db.verify import verify_db
 
 

@@ -11,7 +11,7 @@ from typing import Callable, Dict, Optional
 
 from tqdm import tqdm
 
-from imagenet_db.archives import DEVKIT_TGZ, TRAIN_TAR, VAL_TAR, ArchivePaths, find_archives
+from imagenet_db.sources.ilsvrc2012 import DEVKIT_TGZ, TRAIN_TAR, VAL_TAR, ArchivePaths, find_archives
 from imagenet_db.errors import ImagenetDbError
 
 PUBLISHED_MD5: Dict[str, str] = {

@@ -36,17 +36,17 @@ import cv2
 import numpy as np
 
 from imagenet_db import __version__
-from imagenet_db.datum import datum_to_chw
+from imagenet_db.outputs.datum import datum_to_chw
 from imagenet_db.errors import DatabaseError
-from imagenet_db.mean import MeanAccumulator
+from imagenet_db.observers.mean import MeanAccumulator
 from imagenet_db.protos import Datum
-from imagenet_db.sources import Record
+from imagenet_db.sources.base import Record
 
 MANIFEST_NAME = "imagenet_db.json"
 BUILD_RECORD_NAME = "imagenet_db.build.json"
 SKIP_LOG_NAME = "imagenet_db.skipped.tsv"
 MEAN_CHECKPOINT_NAME = "imagenet_db.mean_sum.npz"
-MEAN_NAME = "imagenet_db.mean.npy"
+MEAN_NAME = "imagenet_db.observers.mean.npy"
 PARTIAL_SUFFIX = ".partial"
 REPLACED_SUFFIX = ".replaced"
 MEAN_CHECKPOINT_SECONDS = 30.0

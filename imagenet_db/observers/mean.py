@@ -8,7 +8,7 @@ rounding and independent of the order in which images are added.
 
 ``compute_db_mean`` reads raw datums without copying or parsing them: LMDB values are viewed
 in place in the memory map (``buffers=True``), the pixel bytes are found by
-``imagenet_db.wire.locate_raw_pixels``, and images are added in uint16 partial sums of at most
+``imagenet_db.outputs.wire.locate_raw_pixels``, and images are added in uint16 partial sums of at most
 257 images (257 x 255 = 65535, so no partial sum can overflow) that are folded into the uint64
 total. On LMDB the datums are shared out between threads (numpy releases the GIL while it
 adds). Encoded or float datums take the protobuf path (decoded with OpenCV).
@@ -20,12 +20,12 @@ from typing import Optional, Tuple
 import lmdb
 import numpy as np
 
-from imagenet_db.datum import datum_to_chw
+from imagenet_db.outputs.datum import datum_to_chw
 from imagenet_db.errors import DatabaseError, ImagenetDbError, ShapeMismatchError
-from imagenet_db.executor import default_workers
+from imagenet_db.engine.executor import default_workers
 from imagenet_db.protos import BlobProto, Datum
-from imagenet_db.sinks import detect_backend, iterate_db
-from imagenet_db.wire import locate_raw_pixels
+from imagenet_db.outputs.lmdb import detect_backend, iterate_db
+from imagenet_db.outputs.wire import locate_raw_pixels
 
 
 def size_mismatch(key: str, shape: tuple, first_key: str, first_shape: tuple) -> ShapeMismatchError:

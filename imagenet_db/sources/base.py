@@ -6,7 +6,7 @@ read here: ``record.load()`` reads them when a worker needs them, so the list of
 stays small (no pixels are held for the list).
 
 Sources: a Caffe list file under a root folder (``list_records``); the extracted ImageNet tree
-and the raw ILSVRC2012 archives are turned into such lists by ``imagenet_db.imagenet``.
+and the raw ILSVRC2012 archives are turned into such lists by ``imagenet_db.recipes.imagenet``.
 """
 import hashlib
 import os

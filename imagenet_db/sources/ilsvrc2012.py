@@ -12,17 +12,17 @@ synsets, Caffe labels are their positions in ASCII wnid order, each validation i
 wnid of its ground-truth ILSVRC2012_ID. Relpaths are Caffe's (``n01440764/n01440764_10026.JPEG``
 for train, ``ILSVRC2012_val_00000001.JPEG`` for val), so lists, keys and databases equal those
 built from the same images extracted (train/<wnid>/..., flat val/ + val.txt).
-Images are then read by ``os.pread`` at their indexed offsets (``imagenet_db.tarindex``).
+Images are then read by ``os.pread`` at their indexed offsets (``imagenet_db.sources.tarindex``).
 """
 import os
 import re
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional
 
-from imagenet_db import labels as L
-from imagenet_db.devkit import Devkit, read_devkit
+from imagenet_db.sources import labels as L
+from imagenet_db.sources.devkit import Devkit, read_devkit
 from imagenet_db.errors import ImagenetDbError
-from imagenet_db.tarindex import Member, MemberLoader, TarReader, index_nested, index_tar
+from imagenet_db.sources.tarindex import Member, MemberLoader, TarReader, index_nested, index_tar
 
 TRAIN_TAR = "ILSVRC2012_img_train.tar"
 VAL_TAR = "ILSVRC2012_img_val.tar"

@@ -1,13 +1,13 @@
 """Commands for the raw ILSVRC2012 archives: ``imagenet-db labels`` and ``imagenet-db extract``.
 
-Thin wrappers over ``imagenet_db.imagenet.write_labels`` and ``imagenet_db.extract.extract``;
+Thin wrappers over ``imagenet_db.recipes.imagenet.write_labels`` and ``imagenet_db.recipes.extract.extract``;
 flags use Caffe's gflags spelling like the other commands (see ``imagenet_db.cli``).
 """
 import argparse
 import sys
 from typing import Optional, Sequence
 
-from imagenet_db.archives import ARCHIVE_NAMES
+from imagenet_db.sources.ilsvrc2012 import ARCHIVE_NAMES
 
 SOURCE_HELP = (f"folder holding the ILSVRC2012 archives ({', '.join(ARCHIVE_NAMES)}) "
                f"or an extracted ImageNet (train/<wnid>/*.JPEG, val/)")
@@ -29,7 +29,7 @@ def labels_parser(prog="imagenet-db labels") -> argparse.ArgumentParser:
 
 def extract_parser(prog="imagenet-db extract") -> argparse.ArgumentParser:
     """Argument parser of ``imagenet-db extract SOURCE DEST``."""
-    from imagenet_db.cliflags import bool_flag, workers_arg
+    from imagenet_db.cli.flags import bool_flag, workers_arg
 
     p = argparse.ArgumentParser(
         prog=prog,
@@ -52,14 +52,14 @@ def extract_parser(prog="imagenet-db extract") -> argparse.ArgumentParser:
 
 
 def _labels(args) -> None:
-    from imagenet_db.imagenet import write_labels
+    from imagenet_db.recipes.imagenet import write_labels
 
     write_labels(args.source, args.outdir, log=lambda text: print(text, file=sys.stderr))
 
 
 def _extract(args) -> None:
-    from imagenet_db.checksums import verify_source
-    from imagenet_db.extract import extract
+    from imagenet_db.sources.checksums import verify_source
+    from imagenet_db.recipes.extract import extract
 
     log = lambda text: print(text, file=sys.stderr)  # noqa: E731
     if args.verify:
@@ -74,7 +74,7 @@ def _extract(args) -> None:
 
 def labels_main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of ``imagenet-db labels``."""
-    from imagenet_db.cliflags import normalize_gflags, run_command
+    from imagenet_db.cli.flags import normalize_gflags, run_command
 
     argv = sys.argv[1:] if argv is None else argv
     return run_command(_labels, labels_parser().parse_args(normalize_gflags(argv, ())))
@@ -82,7 +82,7 @@ def labels_main(argv: Optional[Sequence[str]] = None) -> int:
 
 def extract_main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of ``imagenet-db extract``."""
-    from imagenet_db.cliflags import normalize_gflags, run_command
+    from imagenet_db.cli.flags import normalize_gflags, run_command
 
     argv = sys.argv[1:] if argv is None else argv
     args = extract_parser().parse_args(normalize_gflags(argv, ("verify", "overwrite", "progress")))

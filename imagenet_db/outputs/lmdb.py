@@ -14,7 +14,7 @@ last transaction is lost, which ``--resume`` redoes. ``sync_commits=False`` (MDB
 drops the per-commit fsync: ~2x the rate of the writer alone, no measurable difference end to
 end here (decoding is the limit), but a power loss could then damage ``DB.partial``.
 glibc's malloc is tuned so that
-transaction memory is reused rather than page-faulted anew each commit (imagenet_db.heap).
+transaction memory is reused rather than page-faulted anew each commit (imagenet_db.outputs.heap).
 
 LevelDB: opened with Caffe's options (block_size 64 KiB, write_buffer_size 256 MiB,
 max_open_files 100, snappy compression), written in WriteBatches with ``sync`` (each batch is
@@ -31,7 +31,7 @@ import lmdb
 import plyvel
 
 from imagenet_db.errors import DatabaseError
-from imagenet_db.heap import keep_freed_heap
+from imagenet_db.outputs.heap import keep_freed_heap
 
 BACKENDS = ("lmdb", "leveldb")
 INITIAL_MAP_SIZE = 1 << 30  # 1 GiB; doubled as needed

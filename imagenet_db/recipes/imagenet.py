@@ -3,7 +3,7 @@
 What Caffe's ``data/ilsvrc12/get_ilsvrc_aux.sh`` + ``examples/imagenet/create_imagenet.sh`` +
 ``make_imagenet_mean.sh`` do, in one call. SOURCE is either the folder holding the raw
 ILSVRC2012 archives (ILSVRC2012_img_train.tar, ILSVRC2012_img_val.tar,
-ILSVRC2012_devkit_t12.tar.gz; read in place, see ``imagenet_db.archives``) or an extracted
+ILSVRC2012_devkit_t12.tar.gz; read in place, see ``imagenet_db.sources.ilsvrc2012``) or an extracted
 ImageNet:
 
     SOURCE/train/<wnid>/<any>.JPEG         one folder per synset (the class list)
@@ -25,17 +25,17 @@ import os
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
 
-from imagenet_db import buildstate as B
-from imagenet_db import labels as L
-from imagenet_db.archives import ArchivePaths, find_archives, index_archives, loader_for
-from imagenet_db.checksums import verify_source
+from imagenet_db.engine import buildstate as B
+from imagenet_db.sources import labels as L
+from imagenet_db.sources.ilsvrc2012 import ArchivePaths, find_archives, index_archives, loader_for
+from imagenet_db.sources.checksums import verify_source
 from imagenet_db.errors import DatabaseError, ImagenetDbError
-from imagenet_db.imagecheck import DEFAULT_MAX_PIXELS
-from imagenet_db.listfile import list_text
-from imagenet_db.mean import channel_means, compute_db_mean, read_mean, write_mean
+from imagenet_db.imaging.headers import DEFAULT_MAX_PIXELS
+from imagenet_db.sources.listfile import list_text
+from imagenet_db.observers.mean import channel_means, compute_db_mean, read_mean, write_mean
 from imagenet_db.pipeline import DEFAULT_TXN_SIZE, ConvertSummary, convert
-from imagenet_db.sources import DEFAULT_SEED, FileLoader, Record, shuffled
-from imagenet_db.transform import TransformOptions
+from imagenet_db.sources.base import DEFAULT_SEED, FileLoader, Record, shuffled
+from imagenet_db.imaging.transform import TransformOptions
 
 IMAGE_EXTENSIONS = {".jpeg", ".jpg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp"}
 
@@ -130,7 +130,7 @@ def _read_val_labels(source: str, labels: Dict[str, int]) -> List[Tuple[str, int
 
 
 def scan_archives(paths: ArchivePaths) -> ImagenetSource:
-    """ImageNet read in place from the raw ILSVRC2012 archives (see imagenet_db.archives):
+    """ImageNet read in place from the raw ILSVRC2012 archives (see imagenet_db.sources.ilsvrc2012):
     relpaths, labels and words as Caffe's aux files; loaders read each image by its offset
     in the tar. Raises ImagenetDbError subclasses naming the bad file."""
     index = index_archives(paths)
@@ -219,7 +219,7 @@ def create_imagenet(source: str, outdir: str, resize: Tuple[int, int] = (256, 25
     create_imagenet.sh (RESIZE=true: 256x256); (0, 0) keeps original sizes (then no mean).
     backend: 'lmdb' or 'leveldb'. encoded: store JPEG bytes instead of raw CHW BGR pixels.
     fast_decode: libjpeg's DCT-domain downscale for JPEGs at least twice the output size
-    (faster, not byte-identical to Caffe; see imagenet_db.fastdecode).
+    (faster, not byte-identical to Caffe; see imagenet_db.imaging.fastdecode).
     seed: shuffle seed (both databases are shuffled). workers: threads (None = all cores).
     executor: a concurrent.futures Executor (e.g. a Dask cluster's) to run the transform on.
     verify: for archive input, first check the archives' MD5 against the published values

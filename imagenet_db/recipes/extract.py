@@ -25,10 +25,10 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from tqdm import tqdm
 
-from imagenet_db.archives import ArchiveIndex, index_archives
+from imagenet_db.sources.ilsvrc2012 import ArchiveIndex, index_archives
 from imagenet_db.errors import ImagenetDbError
-from imagenet_db.executor import ordered_map
-from imagenet_db.tarindex import Member, TarReader
+from imagenet_db.engine.executor import ordered_map
+from imagenet_db.sources.tarindex import Member, TarReader
 
 VAL_LAYOUTS = ("folders", "flat")
 RECORD_NAME = "imagenet_db_extract.json"

@@ -5,7 +5,7 @@ import sys
 from typing import List, Sequence
 
 from imagenet_db.errors import ImagenetDbError
-from imagenet_db.executor import default_workers
+from imagenet_db.engine.executor import default_workers
 
 TRUE_WORDS = {"true", "1", "yes", "t", "y"}
 FALSE_WORDS = {"false", "0", "no", "f", "n"}

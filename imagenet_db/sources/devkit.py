@@ -12,7 +12,7 @@ ancestors and are ignored.
 line n for ``ILSVRC2012_val_%08d.JPEG`` % n (50,000 lines in the real devkit).
 
 The devkit's ILSVRC2012_ID order (1 = n02119789 kit fox) is not Caffe's label order: Caffe
-labels are positions in the ASCII-sorted wnid list (``imagenet_db.labels``), so an ID is
+labels are positions in the ASCII-sorted wnid list (``imagenet_db.sources.labels``), so an ID is
 only ever mapped to its wnid here. ``data/ILSVRC2012_validation_blacklist.txt`` is not used
 (Caffe's val.txt keeps all 50,000 images).
 """
@@ -24,7 +24,7 @@ from typing import Dict, List
 import numpy as np
 
 from imagenet_db.errors import ImagenetDbError
-from imagenet_db.labels import is_wnid
+from imagenet_db.sources.labels import is_wnid
 
 META_MAT = "data/meta.mat"
 GROUND_TRUTH = "data/ILSVRC2012_validation_ground_truth.txt"

@@ -19,16 +19,16 @@ import sys
 from typing import Optional, Sequence
 
 from imagenet_db import __version__
-from imagenet_db.cliflags import EXIT_STATUS, bool_flag, normalize_gflags, run_command, workers_arg
-from imagenet_db.sinks import BACKENDS
-from imagenet_db.sources import DEFAULT_SEED
+from imagenet_db.cli.flags import EXIT_STATUS, bool_flag, normalize_gflags, run_command, workers_arg
+from imagenet_db.outputs.lmdb import BACKENDS
+from imagenet_db.sources.base import DEFAULT_SEED
 
 def _executor(args):
     """The Dask executor for --dask_scheduler, else a null context (local threads)."""
     import contextlib
 
     if getattr(args, "dask_scheduler", None):
-        from imagenet_db.executor import dask_executor
+        from imagenet_db.engine.executor import dask_executor
         return dask_executor(args.dask_scheduler)
     return contextlib.nullcontext(None)
 
@@ -52,7 +52,7 @@ def _size(text: str):
 
 def _reliability_args(parser, what: str):
     """--resume, --strict, --txn_size, --max_pixels (shared by convert_imageset/create_imagenet)."""
-    from imagenet_db.imagecheck import DEFAULT_MAX_PIXELS
+    from imagenet_db.imaging.headers import DEFAULT_MAX_PIXELS
     from imagenet_db.pipeline import DEFAULT_TXN_SIZE
 
     bool_flag(parser, "resume", f"continue an interrupted build of {what} from its last committed "
@@ -107,10 +107,10 @@ def convert_parser(prog="convert_imageset") -> argparse.ArgumentParser:
 
 
 def _convert(args) -> None:
-    from imagenet_db.listfile import read_list
+    from imagenet_db.sources.listfile import read_list
     from imagenet_db.pipeline import convert
-    from imagenet_db.sources import list_records, shuffled
-    from imagenet_db.transform import TransformOptions
+    from imagenet_db.sources.base import list_records, shuffled
+    from imagenet_db.imaging.transform import TransformOptions
 
     entries = read_list(args.listfile)
     if args.shuffle:
@@ -157,7 +157,7 @@ def mean_parser(prog="compute_image_mean") -> argparse.ArgumentParser:
 
 
 def _mean(args) -> None:
-    from imagenet_db.mean import channel_means, compute_db_mean, write_mean
+    from imagenet_db.observers.mean import channel_means, compute_db_mean, write_mean
 
     mean, count = compute_db_mean(args.input_db, args.backend)
     print(f"Processed {count} datums; mean shape (channels, height, width) = {mean.shape}",
@@ -211,7 +211,7 @@ def create_parser(prog="create_imagenet") -> argparse.ArgumentParser:
 
 
 def _create(args) -> None:
-    from imagenet_db.imagenet import create_imagenet
+    from imagenet_db.recipes.imagenet import create_imagenet
 
     with _executor(args) as executor:
         create_imagenet(args.source, args.outdir, resize=args.resize, backend=args.backend,
@@ -284,7 +284,7 @@ SUBCOMMANDS = {
 
 
 def _archives_cli():
-    from imagenet_db import cli_archives
+    from imagenet_db.cli import archives as cli_archives
     return cli_archives
 
 

@@ -10,9 +10,9 @@ Follows Caffe 1.0's ``ReadImageToDatum`` (src/caffe/util/io.cpp) step by step:
    (jpg == jpeg), else ``cv2.imencode('.' + encoding)``.
 Deviation (documented): with ``is_color=False`` and ``encoded``, a colour file is re-encoded
 as grayscale (Caffe stores the colour file unchanged).
-Raw datums are serialized by ``imagenet_db.wire`` (same bytes as protobuf, one pixel copy that
+Raw datums are serialized by ``imagenet_db.outputs.wire`` (same bytes as protobuf, one pixel copy that
 runs outside the GIL). ``fast_decode`` (opt-in, not Caffe-identical) lets libjpeg downscale
-large JPEGs while decoding: see ``imagenet_db.fastdecode``.
+large JPEGs while decoding: see ``imagenet_db.imaging.fastdecode``.
 """
 import os
 from dataclasses import dataclass
@@ -21,9 +21,9 @@ from typing import Optional
 import cv2
 import numpy as np
 
-from imagenet_db.datum import encoded_datum, decode_flag_for
-from imagenet_db.fastdecode import decode_reduced
-from imagenet_db.wire import raw_datum_buffer
+from imagenet_db.outputs.datum import encoded_datum, decode_flag_for
+from imagenet_db.imaging.fastdecode import decode_reduced
+from imagenet_db.outputs.wire import raw_datum_buffer
 
 
 @dataclass(frozen=True)
