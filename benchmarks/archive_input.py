@@ -34,7 +34,7 @@ from imagenet_db.sources.ilsvrc2012 import index_archives  # noqa: E402
 from imagenet_db.engine.executor import ordered_map  # noqa: E402
 from imagenet_db.recipes.imagenet import locate  # noqa: E402
 from imagenet_db.pipeline import convert  # noqa: E402
-from imagenet_db.outputs.lmdb import iterate_db  # noqa: E402
+from imagenet_db.outputs import iterate_db  # noqa: E402
 from imagenet_db.sources.base import caffe_key, shuffle_order  # noqa: E402
 from imagenet_db.sources.tarindex import TarReader  # noqa: E402
 from imagenet_db.imaging.transform import TransformOptions, transform_image  # noqa: E402

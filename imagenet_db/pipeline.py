@@ -1,53 +1,67 @@
-"""The conversion pipeline: records -> transform (on all cores) -> database sink (+ mean).
+"""The pipeline loop: records -> (load, check, transform, encode on all cores) -> output, in order.
 
 ``convert`` is the Python API behind ``convert_imageset`` and each database of
-``create_imagenet``. The database is built beside its final name (``DB.partial``) and renamed
-into place only when it is complete, together with a completion record (``imagenet_db.json``
-inside the database directory): a database at its final name is always a finished one.
-An existing database is never replaced unless ``overwrite=True``; then the new one is built
-beside it and swapped in at the end, so a failed rebuild leaves the old one intact.
-An interrupted build (crash, kill, Ctrl-C, disk full) is continued with ``resume=True`` from
-its last committed transaction; ``imagenet_db.engine.buildstate`` describes how.
+``create_imagenet``. Per record, on a worker thread (or a Dask worker): read the bytes,
+check the header (``imaging.headers``), transform (``imaging.transform``) and encode for
+the output (``Output.encode``). On the calling thread, in list order: the observers see the
+record (the mean, --check_size), then the output stores it; skipped images go to the skip
+log instead.
+
+The output is built beside its final name (``DB.partial``) and renamed into place only when
+it is complete, together with a completion record (``imagenet_db.json`` inside the output
+directory): an output at its final name is always a finished one. ``engine.buildstate``
+decides what a build has to do (build, resume, publish, done) and refuses to replace what
+exists without ``overwrite``. An interrupted build (crash, kill, Ctrl-C, disk full) continues
+with ``resume=True`` from its last committed transaction.
 """
-import functools
-import io
 import os
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Type
 
 import numpy as np
 from tqdm import tqdm
 
 from imagenet_db.engine import buildstate as B
-from imagenet_db.engine.buildstate import MANIFEST_NAME, PARTIAL_SUFFIX  # noqa: F401 (public names)
-from imagenet_db.errors import (BuildInterrupted, DatabaseError, ImagenetDbError,
-                                ShapeMismatchError, SkippedImageError)
-from imagenet_db.engine.executor import default_workers, ordered_map
+from imagenet_db.engine.buildstate import (DEFAULT_TXN_SIZE, MANIFEST_NAME,  # noqa: F401
+                                           PARTIAL_SUFFIX, BuildOptions)
+from imagenet_db.engine.executor import ordered_map
+from imagenet_db.engine.files import remove_path, remove_stale_temporaries, write_file_atomic
+from imagenet_db.engine.files import write_json_atomic
 from imagenet_db.engine.graceful import GracefulStop
-from imagenet_db.imaging.headers import DEFAULT_MAX_PIXELS, check_image_bytes, describe_undecodable
-from imagenet_db.outputs.lmdb import open_writer
+from imagenet_db.errors import BuildInterrupted, DatabaseError, ImagenetDbError, SkippedImageError
+from imagenet_db.imaging.headers import check_image_bytes, describe_undecodable
+from imagenet_db.imaging.transform import ImageSkipped, TransformOptions, transform_image
+from imagenet_db.observers.sizecheck import SizeCheck
+from imagenet_db.outputs import output_class
+from imagenet_db.outputs.base import Encoded, Output
 from imagenet_db.sources.base import Record
-from imagenet_db.imaging.transform import TransformOptions, Transformed, transform_image
-
-DEFAULT_TXN_SIZE = 1000
 
 
 @dataclass
 class ConvertSummary:
     """What a conversion did. written/skipped counts; skipped lists (relpath, reason);
-    seconds is wall time; mean is the (C, H, W) float32 mean when it was computed.
-    resumed_at: records already done when a resumed build started (0 for a fresh build);
-    action: 'build', 'resume', 'publish' or 'done' (see buildstate.plan_output)."""
+    seconds is wall time; results: what the observers give back (e.g. 'mean', a (C, H, W)
+    float32 array, and 'mean_count'). resumed_at: records already done when a resumed build
+    started (0 for a fresh build); action: 'build', 'resume', 'publish' or 'done'."""
     db_path: str
     written: int = 0
     skipped: List[Tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
-    mean: Optional[np.ndarray] = None
-    mean_count: int = 0
     resumed_at: int = 0
     action: str = "build"
+    results: Dict[str, object] = field(default_factory=dict)
+
+    @property
+    def mean(self) -> Optional[np.ndarray]:
+        """The (C, H, W) float32 mean when a mean observer computed it, else None."""
+        return self.results.get("mean")
+
+    @property
+    def mean_count(self) -> int:
+        """Images in the mean (0 when none was computed)."""
+        return int(self.results.get("mean_count", 0))
 
     @property
     def images_per_second(self) -> float:
@@ -65,18 +79,33 @@ class ConvertSummary:
                 f"{resumed}, {self.seconds:.1f} s ({self.images_per_second:.0f} images/s)")
 
 
-def _load_and_transform(record: Record, options: TransformOptions, max_pixels: int) -> Transformed:
-    try:
-        data = record.load()
-    except OSError as exc:
-        return Transformed(None, f"cannot read file: {exc.strerror or exc}")
-    problem = check_image_bytes(data, max_pixels)
-    if problem:
-        return Transformed(None, problem)
-    result = transform_image(data, record.relpath, record.label, options)
-    if result.value is None and (not data or result.error.startswith("cannot decode")):
-        result.error = describe_undecodable(data)
-    return result
+@dataclass(frozen=True)
+class RecordJob:
+    """The work done for one record on a worker: load, check, transform, encode.
+
+    Returns the output's ``Encoded`` value, or a str saying why the image is skipped.
+    Picklable (for a Dask cluster): options, the output class and plain values only.
+    """
+    options: TransformOptions
+    max_pixels: int
+    output: Type[Output]
+    want_pixels: bool
+
+    def __call__(self, record: Record):
+        try:
+            data = record.load()
+        except OSError as exc:
+            return f"cannot read file: {exc.strerror or exc}"
+        problem = check_image_bytes(data, self.max_pixels)
+        if problem:
+            return problem
+        try:
+            image = transform_image(data, record.relpath, self.options, self.want_pixels)
+        except ImageSkipped as exc:
+            reason = str(exc)
+            return describe_undecodable(data) if not data or reason.startswith("cannot decode") \
+                else reason
+        return self.output.encode(record, image)
 
 
 def skip_report_path(db_path: str) -> str:
@@ -89,56 +118,178 @@ def write_skip_report(db_path: str, skipped: Sequence[Tuple[str, str]]) -> Optio
     remove a stale one when nothing was skipped. Returns the report's path or None."""
     report = skip_report_path(db_path)
     if not skipped:
-        B.remove_path(report)
+        remove_path(report)
         return None
-    B.write_file_atomic(report, "".join(f"{relpath}\t{reason}\n" for relpath, reason in skipped)
-                        .encode("utf-8"))
+    write_file_atomic(report, "".join(f"{relpath}\t{reason}\n" for relpath, reason in skipped)
+                      .encode("utf-8"))
     return report
 
 
-def _finished_summary(db_path: str, action: str) -> ConvertSummary:
-    """The summary of an already complete database, from its manifest and skip log."""
+def all_observers(build: BuildOptions, observers: Sequence) -> list:
+    """The observers of a build: --check_size's guard (first), then the caller's."""
+    return ([SizeCheck()] if build.check_size else []) + list(observers)
+
+
+def plan_build(records: Sequence[Record], db_path: str, backend: str,
+               transform: TransformOptions, build: BuildOptions, observers: Sequence,
+               settings: Optional[dict] = None) -> Tuple[dict, str]:
+    """(build record, action) for building ``db_path`` from ``records`` with the caller's
+    ``observers``: see ``buildstate.plan_output`` for the actions; raises DatabaseError when
+    refused. ``convert`` calls it; recipes call it first to refuse before any work."""
+    observed = {}
+    for observer in all_observers(build, observers):
+        observed.update(observer.identity())
+    identity = B.build_identity(records, backend, transform.record(), build, observed, settings)
+    return identity, B.plan_output(os.path.normpath(db_path), identity, build.overwrite,
+                                   build.resume)
+
+
+def _finished_summary(db_path: str, action: str, observers: Sequence) -> ConvertSummary:
+    """The summary of an already complete output, from its manifest and skip log."""
     manifest = B.read_manifest(db_path) or {}
     skipped = [(p, r) for _, p, r in B.read_skip_log(os.path.join(db_path, B.SKIP_LOG_NAME))]
     summary = ConvertSummary(db_path=db_path, written=int(manifest.get("entries", 0)),
                              skipped=skipped, action=action)
-    mean_path = os.path.join(db_path, B.MEAN_NAME)
-    if os.path.isfile(mean_path):
-        summary.mean = np.load(mean_path)
-        summary.mean_count = int(manifest.get("mean_count", summary.written))
+    for observer in observers:
+        observer.finished(db_path, manifest)
+        summary.results.update(observer.results())
     write_skip_report(db_path, skipped)
     return summary
 
 
-def _interrupted_message(build: str, done: int, total: int) -> str:
-    return (f"interrupted: {done} of {total} images are committed in {build}; "
-            f"{B.RESUME_HINT}")
+def _restore(build_dir: str, records, output: Output, observers, strict: bool,
+             summary: ConvertSummary) -> int:
+    """Where an (interrupted) build stands: the next record position; fills ``summary``."""
+    done = output.resume_position(records)
+    summary.written = output.entries() if done else 0
+    summary.skipped = [(p, r) for _, p, r in B.SkipLog(build_dir).restore(done - 1)]
+    if summary.written + len(summary.skipped) != done:
+        raise DatabaseError(f"{build_dir}: {summary.written} datums and {len(summary.skipped)} "
+                            f"skips do not account for records 0..{done - 1}; the partial "
+                            f"build is damaged, pass --overwrite to start again")
+    for observer in observers:
+        observer.restore(build_dir, output, done)
+    if strict and summary.skipped:
+        relpath, reason = summary.skipped[0]
+        raise SkippedImageError(f"{relpath}: {reason} (skipped earlier in this build; --strict)")
+    summary.resumed_at = done
+    return done
+
+
+def _write_all(todo, results, output: Output, observers, build_dir: str, build: BuildOptions,
+               summary: ConvertSummary, bar, stop: GracefulStop) -> None:
+    """The loop: each result in list order to the observers and the output (or the skip log)."""
+    skip_log = B.SkipLog(build_dir)
+    try:
+        for record, result in zip(todo, results):
+            if stop.requested:
+                break
+            bar.update(1)
+            if not isinstance(result, Encoded):
+                skip_log.add(record.index, record.relpath, result)
+                summary.skipped.append((record.relpath, result))
+                bar.write(f"skipped {record.relpath}: {result}", file=sys.stderr)
+                if build.strict:
+                    raise SkippedImageError(f"{record.relpath}: {result} (--strict); "
+                                            f"fix the file, then {B.RESUME_HINT}")
+                continue
+            for observer in observers:  # before the put: a size mismatch stops before it
+                observer.add(record, result)
+            output.add(record, result)
+            summary.written += 1
+            if output.pending == 0:
+                for observer in observers:
+                    observer.committed(build_dir, record.index)
+    finally:
+        skip_log.close()
+
+
+def _disk_error(exc: Exception, build_dir: str) -> DatabaseError:
+    detail = str(exc)
+    if isinstance(exc, OSError) and exc.strerror:
+        detail = f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
+    return DatabaseError(f"{detail}\nthe work committed so far is kept in {build_dir}; "
+                         f"free space or fix the cause, then {B.RESUME_HINT}")
+
+
+def _run(records, todo, output: Output, observers, build_dir: str, transform, build,
+         summary) -> GracefulStop:
+    """Run the workers and the loop; commit what is done on any stop (see convert)."""
+    want_pixels = any(observer.needs_pixels for observer in observers)
+    job = RecordJob(transform, build.max_pixels, type(output), want_pixels)
+    results = ordered_map(job, todo, build.workers, executor=build.executor)
+    bar = tqdm(total=len(records), initial=len(records) - len(todo), unit="img",
+               disable=None if build.progress is None else not build.progress,
+               file=sys.stderr, desc=os.path.basename(summary.db_path), dynamic_ncols=True)
+    stop = GracefulStop()
+    try:
+        with stop:
+            _write_all(todo, results, output, observers, build_dir, build, summary, bar, stop)
+        results.close()
+        output.close()
+    except (ImagenetDbError, OSError) as exc:
+        results.close()
+        if isinstance(exc, (DatabaseError, OSError)):  # the writer failed: keep what is committed
+            output.abort()
+            raise _disk_error(exc, build_dir) from None
+        output.close()  # a bad image under --strict/--check_size: commit the good ones
+        raise
+    except BaseException:
+        results.close()
+        output.abort()
+        raise
+    finally:
+        bar.close()
+    return stop
+
+
+def _publish(build_dir: str, summary: ConvertSummary, identity: dict, observers,
+             info: Optional[dict]) -> None:
+    """Completion record, then the rename into place, then the skip report beside it."""
+    manifest = {**identity, "complete": True, "entries": summary.written,
+                "skipped": len(summary.skipped), **(info or {})}
+    try:
+        for observer in observers:
+            manifest.update(observer.finish(build_dir))
+            summary.results.update(observer.results())
+        write_json_atomic(os.path.join(build_dir, MANIFEST_NAME), manifest)
+        remove_path(os.path.join(build_dir, B.BUILD_RECORD_NAME))
+        B.publish(build_dir, summary.db_path)
+        write_skip_report(summary.db_path, summary.skipped)
+    except OSError as exc:
+        raise DatabaseError(f"{build_dir}: cannot finish the build: {exc.strerror or exc}; "
+                            f"{B.RESUME_HINT}") from None
+
+
+def _start(db_path: str, build_dir: str, action: str, identity: dict) -> None:
+    try:
+        if action == "publish":
+            B.publish(build_dir, db_path)
+            return
+        if action == "build":
+            B.start_build(build_dir, identity)
+        remove_stale_temporaries(build_dir)
+        remove_stale_temporaries(os.path.dirname(db_path) or ".",
+                                 [os.path.basename(skip_report_path(db_path))])
+    except OSError as exc:
+        raise DatabaseError(f"{build_dir}: cannot prepare the build: "
+                            f"{exc.strerror or exc}") from None
 
 
 def convert(records: Sequence[Record], db_path: str, backend: str = "lmdb",
-            options: TransformOptions = TransformOptions(), workers: Optional[int] = None,
-            check_size: bool = False, compute_mean: bool = False, overwrite: bool = False,
-            progress: Optional[bool] = None, settings: Optional[dict] = None,
-            resume: bool = False, strict: bool = False, txn_size: int = DEFAULT_TXN_SIZE,
-            max_pixels: int = DEFAULT_MAX_PIXELS, info: Optional[dict] = None,
-            executor=None) -> ConvertSummary:
-    """Convert images to a Caffe Datum database, as Caffe's convert_imageset (plus the mean).
+            transform: TransformOptions = TransformOptions(),
+            build: BuildOptions = BuildOptions(), observers: Sequence = (),
+            settings: Optional[dict] = None, info: Optional[dict] = None) -> ConvertSummary:
+    """Convert images to an output (a Caffe Datum LMDB/LevelDB...), as Caffe's convert_imageset.
 
-    records: in database order (already shuffled); record i must have index i (its key number).
-    db_path: the LMDB/LevelDB directory to create. backend: 'lmdb' or 'leveldb'.
-    options: decode/resize/encode settings. workers: threads (None = all cores); the output
-    bytes do not depend on it. check_size: fail (ShapeMismatchError) when a datum's size
-    differs from the first one's, as --check_size. compute_mean: accumulate the mean of the
-    stored pixels on the fly (returned in the summary and kept as imagenet_db.observers.mean.npy in the
-    database directory; equal to compute_image_mean on the DB).
-    progress: tqdm bar (None = only on a terminal). settings: extra facts that decide the
-    output (seed, split...), recorded and compared on resume. info: extra facts recorded only.
-    resume: continue an interrupted build of the same records and settings (or accept a
-    finished one). strict: raise SkippedImageError at the first skipped image.
-    txn_size: datums per committed transaction (a crash loses at most one transaction).
-    max_pixels: skip JPEG/PNG files whose header declares more pixels (0 = no cap).
-    executor: a concurrent.futures Executor to run the transform on instead of local threads
-    (e.g. ``executor.dask_executor`` for a cluster); the database is the same.
+    records: in output order (already shuffled); record i must have index i (its key number).
+    db_path: the directory to create. backend: a name in ``outputs.OUTPUTS`` ('lmdb',
+    'leveldb'). transform: decode/resize/encode settings. build: overwrite/resume/strict/
+    txn_size/max_pixels/check_size/workers/progress/executor (``BuildOptions``); the output
+    does not depend on workers or executor. observers: e.g. ``observers.mean.MeanObserver()``
+    (its mean is returned in the summary's results and kept as imagenet_db.mean.npy in the
+    output directory; equal to compute_image_mean on it). settings: extra facts that decide
+    the output (seed, split...), recorded and compared on resume. info: facts recorded only.
 
     Unreadable/undecodable/corrupt/oversized images are skipped, counted and listed in
     ``DB.skipped.tsv``. Raises DatabaseError (existing output, resume refused, disk full...),
@@ -146,131 +297,33 @@ def convert(records: Sequence[Record], db_path: str, backend: str = "lmdb",
     On any error the final path is untouched and the work committed so far stays in
     ``DB.partial`` for ``resume``.
     """
-    workers = default_workers() if workers is None else workers
     db_path = os.path.normpath(db_path)
     if any(record.index != position for position, record in enumerate(records)):
         raise ValueError("records must be numbered 0..n-1 in list order")
-    if compute_mean:
-        options = TransformOptions(**{**options.__dict__, "want_pixels": True})
-    stored_options = {k: v for k, v in options.__dict__.items() if k != "want_pixels"}
-    identity = B.build_identity(records, backend, stored_options, max_pixels, check_size,
-                                compute_mean, settings)
-    action = B.plan_output(db_path, identity, overwrite, resume)
-    build = db_path + PARTIAL_SUFFIX
-    try:
-        if action == "done":
-            return _finished_summary(db_path, action)
-        if action == "publish":
-            B.publish(build, db_path)
-            return _finished_summary(db_path, action)
-        if action == "build":
-            B.start_build(build, identity)
-        B.remove_stale_temporaries(build)
-        B.remove_stale_temporaries(os.path.dirname(db_path) or ".",
-                                   [os.path.basename(skip_report_path(db_path))])
-    except OSError as exc:
-        raise DatabaseError(f"{build}: cannot prepare the build: {exc.strerror or exc}") from None
-
+    identity, action = plan_build(records, db_path, backend, transform, build, observers,
+                                  settings)
+    observers = all_observers(build, observers)
+    build_dir = db_path + PARTIAL_SUFFIX
+    if action != "done":
+        _start(db_path, build_dir, action, identity)
+    if action in ("done", "publish"):
+        return _finished_summary(db_path, action, observers)
     summary = ConvertSummary(db_path=db_path, action=action)
     start = time.perf_counter()
-    writer = open_writer(backend, build, batch_size=max(1, txn_size))
+    output = output_class(backend)(build_dir, batch_size=max(1, build.txn_size))
     try:
-        state = B.restore_progress(build, records, writer, compute_mean, check_size)
+        done = _restore(build_dir, records, output, observers, build.strict, summary)
     except BaseException:
-        writer.abort()
+        output.abort()
         raise
-    summary.written, summary.resumed_at = state.written, state.next_position
-    summary.skipped = [(relpath, reason) for _, relpath, reason in state.skipped]
-    if strict and summary.skipped:
-        writer.abort()
-        relpath, reason = summary.skipped[0]
-        raise SkippedImageError(f"{relpath}: {reason} (skipped earlier in this build; --strict)")
-    acc, first_shape = state.acc, state.first_shape
-    skip_log = B.SkipLog(build)
-    last_checkpoint = time.monotonic()
-    todo = records[state.next_position:]
-    bar = tqdm(total=len(records), initial=state.next_position, unit="img",
-               disable=None if progress is None else not progress, file=sys.stderr,
-               desc=os.path.basename(db_path), dynamic_ncols=True)
-    work = functools.partial(_load_and_transform, options=options, max_pixels=max_pixels)
-    results = ordered_map(work, todo, workers, executor=executor)
-    stop = GracefulStop()
-    try:
-        with stop:
-            for record, result in zip(todo, results):
-                if stop.requested:
-                    break
-                bar.update(1)
-                if result.value is None:
-                    skip_log.add(record.index, record.relpath, result.error)
-                    summary.skipped.append((record.relpath, result.error))
-                    bar.write(f"skipped {record.relpath}: {result.error}", file=sys.stderr)
-                    if strict:
-                        raise SkippedImageError(f"{record.relpath}: {result.error} (--strict); "
-                                                f"fix the file, then {B.RESUME_HINT}")
-                    continue
-                if check_size:
-                    if first_shape is None:
-                        first_shape = result.shape
-                    elif result.shape != first_shape:
-                        raise ShapeMismatchError(
-                            f"{record.relpath}: image size (channels, height, width) "
-                            f"{result.shape} differs from the first image's {first_shape} "
-                            f"(--check_size)")
-                key = record.key
-                if acc is not None:  # before the put: a size mismatch stops before the datum
-                    acc.add(result.pixels, key.decode("utf-8", "replace"))
-                writer.put(key, result.value)
-                summary.written += 1
-                if (acc is not None and writer.pending_puts == 0
-                        and time.monotonic() - last_checkpoint >= B.MEAN_CHECKPOINT_SECONDS):
-                    B.save_mean_checkpoint(build, acc, record.index)  # all added are committed
-                    last_checkpoint = time.monotonic()
-        results.close()
-        writer.close()
-    except (ImagenetDbError, OSError) as exc:
-        results.close()
-        bar.close()
-        skip_log.close()
-        if isinstance(exc, (DatabaseError, OSError)):  # the writer failed: keep what is committed
-            writer.abort()
-            detail = str(exc)
-            if isinstance(exc, OSError) and exc.strerror:
-                detail = f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
-            raise DatabaseError(f"{detail}\nthe work committed so far is kept in {build}; "
-                                f"free space or fix the cause, then {B.RESUME_HINT}") from None
-        writer.close()  # a bad image under --strict/--check_size: commit the good ones
-        raise
-    except BaseException:
-        results.close()
-        bar.close()
-        skip_log.close()
-        writer.abort()
-        raise
-    bar.close()
-    skip_log.close()
-    done = summary.written + len(summary.skipped)
+    stop = _run(records, records[done:], output, observers, build_dir, transform, build, summary)
+    finished = summary.written + len(summary.skipped)
     if stop.requested:
-        raise BuildInterrupted(_interrupted_message(build, done, len(records)), stop.signum)
-    if done != len(records):
-        raise DatabaseError(f"{build}: {summary.written} datums + {len(summary.skipped)} skipped "
-                            f"!= {len(records)} records; pass --overwrite to rebuild")
+        raise BuildInterrupted(f"interrupted: {finished} of {len(records)} images are committed "
+                               f"in {build_dir}; {B.RESUME_HINT}", stop.signum)
+    if finished != len(records):
+        raise DatabaseError(f"{build_dir}: {summary.written} datums + {len(summary.skipped)} "
+                            f"skipped != {len(records)} records; pass --overwrite to rebuild")
     summary.seconds = time.perf_counter() - start
-    manifest = {**identity, "complete": True, "entries": summary.written,
-                "skipped": len(summary.skipped), **(info or {})}
-    try:
-        if acc is not None and acc.count:
-            summary.mean, summary.mean_count = acc.mean(), acc.count
-            buf = io.BytesIO()
-            np.save(buf, summary.mean)
-            B.write_file_atomic(os.path.join(build, B.MEAN_NAME), buf.getvalue())
-            manifest.update(mean_count=acc.count, mean_file=B.MEAN_NAME)
-        B.remove_path(os.path.join(build, B.MEAN_CHECKPOINT_NAME))
-        B.write_json_atomic(os.path.join(build, MANIFEST_NAME), manifest)
-        B.remove_path(os.path.join(build, B.BUILD_RECORD_NAME))
-        B.publish(build, db_path)
-        write_skip_report(db_path, summary.skipped)
-    except OSError as exc:
-        raise DatabaseError(f"{build}: cannot finish the build: {exc.strerror or exc}; "
-                            f"{B.RESUME_HINT}") from None
+    _publish(build_dir, summary, identity, observers, info)
     return summary

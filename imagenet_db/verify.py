@@ -33,7 +33,7 @@ from imagenet_db.errors import DatabaseError, ImagenetDbError
 from imagenet_db.engine.executor import ordered_map
 from imagenet_db.sources.labels import read_synsets
 from imagenet_db.protos import Datum
-from imagenet_db.outputs.lmdb import detect_backend, iterate_db
+from imagenet_db.outputs import detect_backend, iterate_db
 
 KEY_PATTERN = re.compile(rb"^(\d{8,})_(.+)$", re.S)
 MAX_LISTED = 20  # problems listed one by one; the rest are counted

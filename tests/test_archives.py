@@ -21,9 +21,11 @@ from imagenet_db.sources.checksums import ChecksumError, verify_archives
 from imagenet_db.cli import create_imagenet_main, main
 from imagenet_db.sources.devkit import DevkitError, read_devkit
 from imagenet_db.recipes.extract import ExtractError, extract
+from imagenet_db.engine.buildstate import BuildOptions
+from imagenet_db.imaging.transform import TransformOptions
 from imagenet_db.recipes.imagenet import create_imagenet, write_labels
 from imagenet_db.protos import Datum
-from imagenet_db.outputs.lmdb import iterate_db
+from imagenet_db.outputs import iterate_db
 from imagenet_db.sources.tarindex import (TarIndexError, TarReader, cache_file, index_nested,
                                   index_tar)
 
@@ -189,10 +191,9 @@ def datums(db):
 
 def test_archives_and_extracted_tree_give_identical_databases(small, tmp_path):
     out_a, out_t = tmp_path / "from_archives", tmp_path / "from_tree"
-    sa = create_imagenet(str(small["root"] / "arch"), str(out_a), resize=(64, 48), workers=2,
-                         progress=False, log=quiet)
-    st = create_imagenet(str(small["root"] / "tree"), str(out_t), resize=(64, 48), workers=2,
-                         progress=False, log=quiet)
+    opts, build = TransformOptions(48, 64), BuildOptions(workers=2, progress=False)
+    sa = create_imagenet(str(small["root"] / "arch"), str(out_a), opts, build=build, log=quiet)
+    st = create_imagenet(str(small["root"] / "tree"), str(out_t), opts, build=build, log=quiet)
     for split in ("train", "val"):
         a = list(iterate_db(str(out_a / f"ilsvrc12_{split}_lmdb")))
         t = list(iterate_db(str(out_t / f"ilsvrc12_{split}_lmdb")))

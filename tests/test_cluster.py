@@ -6,6 +6,8 @@ from imagenet_db.testing import archives as fixture_archives
 from imagenet_db.cli import create_imagenet_main
 from imagenet_db.errors import ImagenetDbError
 from imagenet_db.engine.executor import dask_executor
+from imagenet_db.engine.buildstate import BuildOptions
+from imagenet_db.imaging.transform import TransformOptions
 from imagenet_db.recipes.imagenet import create_imagenet
 
 distributed = pytest.importorskip("distributed")
@@ -33,10 +35,11 @@ def test_tree_and_archives_on_dask_equal_local_build(sample_copy, tmp_path, sche
     arch = tmp_path / "arch"
     fixture_archives.write_archives(arch, ["n01440764", "n01751748", "n02119789"],
                                     train_per_class=3, val_count=4)
-    create_imagenet(str(arch), str(tmp_path / "a_local"), resize=(16, 16), log=lambda _: None)
+    opts = TransformOptions(16, 16)
+    create_imagenet(str(arch), str(tmp_path / "a_local"), opts, log=lambda _: None)
     with dask_executor(scheduler) as executor:
-        create_imagenet(str(arch), str(tmp_path / "a_dask"), resize=(16, 16), executor=executor,
-                        log=lambda _: None)
+        create_imagenet(str(arch), str(tmp_path / "a_dask"), opts,
+                        build=BuildOptions(executor=executor), log=lambda _: None)
     assert read_lmdb(tmp_path / "a_dask" / "ilsvrc12_train_lmdb") == \
         read_lmdb(tmp_path / "a_local" / "ilsvrc12_train_lmdb")
 

@@ -9,7 +9,7 @@ import pytest
 from conftest import parse_datum, read_lmdb, train_list
 from imagenet_db.cli import compute_image_mean_main, convert_imageset_main
 from imagenet_db.sources.listfile import write_list
-from imagenet_db.observers.mean import read_mean
+from imagenet_db.outputs.meanfile import read_mean
 from imagenet_db.sources.base import shuffle_order
 
 

@@ -7,7 +7,8 @@ from conftest import parse_datum, read_lmdb
 from imagenet_db.testing import photos as fixtures
 from imagenet_db.cli import create_imagenet_main
 from imagenet_db.sources.listfile import read_list
-from imagenet_db.observers.mean import compute_db_mean, read_mean
+from imagenet_db.observers.mean import compute_db_mean
+from imagenet_db.outputs.meanfile import read_mean
 
 
 def test_sample_builds_caffe_aux_files_dbs_and_mean(sample_copy, tmp_path):

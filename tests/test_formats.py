@@ -4,7 +4,7 @@ import struct
 import numpy as np
 
 from imagenet_db.outputs.datum import datum_to_chw, datum_to_image, encoded_datum, image_to_datum
-from imagenet_db.observers.mean import mean_to_blobproto, read_mean, write_mean
+from imagenet_db.outputs.meanfile import mean_to_blobproto, read_mean, write_mean
 from imagenet_db.protos import BlobProto, Datum
 
 

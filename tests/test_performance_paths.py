@@ -10,14 +10,29 @@ import pytest
 from imagenet_db.testing import photos as fixtures
 from imagenet_db.outputs.datum import hwc_to_chw_bytes
 from imagenet_db.errors import ShapeMismatchError
-from imagenet_db.imaging.fastdecode import decode_reduced, jpeg_size, reduction_for
+from imagenet_db.imaging.fastdecode import decode_reduced, reduction_for
+from imagenet_db.imaging.headers import jpeg_size
 from imagenet_db.outputs.heap import keep_freed_heap
 from imagenet_db.observers.mean import compute_db_mean
 from imagenet_db.pipeline import convert
 from imagenet_db.protos import Datum
-from imagenet_db.outputs.lmdb import LevelDbWriter, LmdbWriter, iterate_db
-from imagenet_db.sources.base import list_records
-from imagenet_db.imaging.transform import TransformOptions, transform_image
+from imagenet_db.outputs import iterate_db
+from imagenet_db.outputs.leveldb import LevelDbWriter
+from imagenet_db.outputs.lmdb import LmdbWriter
+from imagenet_db.sources.listfile import list_records
+from imagenet_db.engine.buildstate import BuildOptions
+from imagenet_db.imaging.transform import ImageSkipped, TransformOptions, transform_image
+from imagenet_db.observers.mean import MeanObserver
+from imagenet_db.outputs.datum import encode_datum
+from imagenet_db.sources.base import Record
+
+QUIET = BuildOptions(progress=False)
+
+
+def datum_bytes(data, relpath, label, options):
+    """The serialized Datum the pipeline stores for one image file."""
+    image = transform_image(data, relpath, options)
+    return bytes(encode_datum(Record(0, relpath, label, None), image).value)
 from imagenet_db.outputs.wire import locate_raw_pixels, raw_datum_buffer, varint
 
 
@@ -79,10 +94,10 @@ def test_transform_default_path_is_byte_identical_to_caffe(jpegs, odd):
     options = TransformOptions(resize_height=256, resize_width=256)
     for data in jpegs + [odd["grayscale"], odd["progressive"], odd["cmyk"], odd["exif_rotated"]]:
         expected = caffe_datum_bytes(cv2.resize(decode(data), (256, 256)), 7)
-        assert bytes(transform_image(data, "x.JPEG", 7, options).value) == expected
+        assert datum_bytes(data, "x.JPEG", 7, options) == expected
     gray = TransformOptions(resize_height=64, resize_width=48, is_color=False)
     expected = caffe_datum_bytes(cv2.resize(decode(jpegs[1], cv2.IMREAD_GRAYSCALE), (48, 64)), 3)
-    assert bytes(transform_image(jpegs[1], "x.JPEG", 3, gray).value) == expected
+    assert datum_bytes(jpegs[1], "x.JPEG", 3, gray) == expected
 
 
 def test_locate_raw_pixels_agrees_with_protobuf(jpegs):
@@ -135,30 +150,30 @@ def test_reduction_for_needs_half_the_source_on_both_sides():
 def test_fast_decode_shape_and_closeness():
     rng = np.random.default_rng(9)
     big = fixtures.imagenet_like_jpeg(rng, size=(1024, 768))
-    reduced = decode_reduced(big, True, (256, 256))
+    reduced = decode_reduced(big, True, lambda w, h: (256, 256))
     assert reduced.shape == (384, 512, 3)
-    exact = transform_image(big, "a.JPEG", 1, TransformOptions(256, 256))
-    fast = transform_image(big, "a.JPEG", 1, TransformOptions(256, 256, fast_decode=True))
+    exact = transform_image(big, "a.JPEG", TransformOptions(256, 256))
+    fast = transform_image(big, "a.JPEG", TransformOptions(256, 256, fast_decode=True))
     assert fast.shape == exact.shape == (3, 256, 256)
-    a = np.frombuffer(bytes(exact.value), np.uint8)
-    b = np.frombuffer(bytes(fast.value), np.uint8)
-    assert bytes(fast.value) != bytes(exact.value)
+    a = exact.pixels.astype(np.int16).ravel()
+    b = fast.pixels.astype(np.int16).ravel()
+    assert not np.array_equal(a, b)
     assert np.abs(a.astype(int) - b.astype(int)).mean() < 4
 
 
 def test_fast_decode_falls_back_to_the_exact_path(jpegs, odd):
     # ImageNet-sized JPEG to 256x256: no reduction applies, output byte-identical
-    exact = transform_image(jpegs[0], "a.JPEG", 2, TransformOptions(256, 256))
-    fast = transform_image(jpegs[0], "a.JPEG", 2, TransformOptions(256, 256, fast_decode=True))
-    assert bytes(fast.value) == bytes(exact.value)
+    exact = datum_bytes(jpegs[0], "a.JPEG", 2, TransformOptions(256, 256))
+    fast = datum_bytes(jpegs[0], "a.JPEG", 2, TransformOptions(256, 256, fast_decode=True))
+    assert fast == exact
     # EXIF rotation makes the reduced image too narrow: decoded at full size instead
-    assert decode_reduced(odd["exif_rotated"], True, (150, 100)) is None
-    rotated = transform_image(odd["exif_rotated"], "r.JPEG", 0, TransformOptions(100, 150, fast_decode=True))
-    assert bytes(rotated.value) == caffe_datum_bytes(cv2.resize(decode(odd["exif_rotated"]), (150, 100)), 0)
+    assert decode_reduced(odd["exif_rotated"], True, lambda w, h: (150, 100)) is None
+    rotated = datum_bytes(odd["exif_rotated"], "r.JPEG", 0, TransformOptions(100, 150, fast_decode=True))
+    assert rotated == caffe_datum_bytes(cv2.resize(decode(odd["exif_rotated"]), (150, 100)), 0)
     # PNG bytes and broken files: same results as without the flag
-    assert decode_reduced(odd["png_named_jpeg"], True, (16, 16)) is None
-    broken = transform_image(odd["truncated"], "t.JPEG", 0, TransformOptions(32, 32, fast_decode=True))
-    assert broken.value is None and broken.error
+    assert decode_reduced(odd["png_named_jpeg"], True, lambda w, h: (16, 16)) is None
+    with pytest.raises(ImageSkipped):
+        transform_image(odd["truncated"], "t.JPEG", TransformOptions(32, 32, fast_decode=True))
 
 
 # ---------------------------------------------------------------- mean
@@ -212,10 +227,10 @@ def test_mean_leveldb_and_encoded_datums(tmp_path, jpegs):
         (root / f"{i}.jpg").write_bytes(data)
     records = list_records(str(root), [(f"{i}.jpg", i) for i in range(len(jpegs))])
     opts = TransformOptions(32, 48)
-    convert(records, str(tmp_path / "raw"), options=opts, progress=False)
-    convert(records, str(tmp_path / "enc"), options=TransformOptions(32, 48, encoded=True,
-                                                                      encode_type="png"),
-            progress=False)
+    convert(records, str(tmp_path / "raw"), transform=opts, build=QUIET)
+    convert(records, str(tmp_path / "enc"), transform=TransformOptions(32, 48, encoded=True,
+                                                                        encode_type="png"),
+            build=QUIET)
     assert np.array_equal(compute_db_mean(str(tmp_path / "enc"), workers=2)[0],
                           compute_db_mean(str(tmp_path / "raw"), workers=2)[0])
 
@@ -236,8 +251,8 @@ def test_mean_of_pipeline_output_matches_on_the_fly_mean(tmp_path, jpegs):
     for i, data in enumerate(jpegs):
         (root / f"{i}.JPEG").write_bytes(data)
     records = list_records(str(root), [(f"{i}.JPEG", i) for i in range(len(jpegs))])
-    summary = convert(records, str(tmp_path / "db"), options=TransformOptions(64, 64),
-                      workers=2, compute_mean=True, progress=False)
+    summary = convert(records, str(tmp_path / "db"), transform=TransformOptions(64, 64),
+                      build=BuildOptions(workers=2, progress=False), observers=[MeanObserver()])
     mean, count = compute_db_mean(str(tmp_path / "db"))
     assert count == len(jpegs)
     assert np.array_equal(mean, summary.mean)
@@ -254,8 +269,8 @@ def test_pipeline_output_is_independent_of_workers_and_caffe_identical(tmp_path,
     dbs = []
     for workers in (1, 2, 3):
         dbs.append(str(tmp_path / f"db{workers}"))
-        convert(list_records(str(root), entries), dbs[-1], options=TransformOptions(256, 256),
-                workers=workers, progress=False)
+        convert(list_records(str(root), entries), dbs[-1], transform=TransformOptions(256, 256),
+                build=BuildOptions(workers=workers, progress=False))
     contents = [list(iterate_db(db)) for db in dbs]
     assert contents[0] == contents[1] == contents[2]
     for (key, value), (relpath, label), data in zip(contents[0], entries, jpegs):

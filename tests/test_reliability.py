@@ -4,6 +4,7 @@ Builds run as real subprocesses (the installed CLI code from this source tree) o
 JPEGs made by imagenet_db.testing.photos, with real LMDB/LevelDB; kills are real SIGKILLs.
 """
 import io
+from dataclasses import replace
 import json
 import os
 import random
@@ -19,15 +20,17 @@ import lmdb
 import numpy as np
 import pytest
 
-from imagenet_db.engine import buildstate
 from imagenet_db.testing import photos as fixtures
 from imagenet_db.cli import compute_image_mean_main, convert_imageset_main, create_imagenet_main
 from imagenet_db.errors import SkippedImageError
 from imagenet_db.imaging.headers import check_image_bytes, jpeg_structure
+from imagenet_db.engine.buildstate import BuildOptions
+from imagenet_db.observers import mean as mean_observer
+from imagenet_db.observers.mean import MeanObserver
 from imagenet_db.pipeline import convert
 from imagenet_db.protos import Datum
-from imagenet_db.outputs.lmdb import iterate_db
-from imagenet_db.sources.base import list_records
+from imagenet_db.outputs import iterate_db
+from imagenet_db.sources.listfile import list_records
 from imagenet_db.imaging.transform import TransformOptions
 
 REPO = Path(__file__).resolve().parent.parent
@@ -39,8 +42,8 @@ BAD = ("truncated", "text", "zero_bytes", "corrupt_markers")
 # (checkpoint + tail, or reading every datum back) are exercised.
 CHILD = (
     "import os, sys\n"
-    "from imagenet_db.engine import buildstate\n"
-    "buildstate.MEAN_CHECKPOINT_SECONDS = float(os.environ.get('CKPT_SECONDS', '30'))\n"
+    "from imagenet_db.observers import mean\n"
+    "mean.MEAN_CHECKPOINT_SECONDS = float(os.environ.get('CKPT_SECONDS', '30'))\n"
     "from imagenet_db import cli, pipeline  # all the build's imports, before READY\n"
     "from imagenet_db.recipes import imagenet  # noqa\n"
     "sys.stderr.write('READY\\n'); sys.stderr.flush()\n"
@@ -203,7 +206,7 @@ def test_create_imagenet_survives_sigkill_at_random_points(tree, tmp_path):
     # the mean stage on its own: with the mean files and the mean kept in the train DB gone,
     # --resume recomputes it from the database, to the same bytes
     for name in ("imagenet_mean.binaryproto", "imagenet_mean.npy",
-                 "ilsvrc12_train_lmdb/imagenet_db.observers.mean.npy"):
+                 "ilsvrc12_train_lmdb/imagenet_db.mean.npy"):
         (out / name).unlink()
     rc, err = run_child("create_imagenet_main", *args, "--resume")
     assert rc == 0 and "computing the mean of" in err, err
@@ -428,21 +431,22 @@ def test_mean_is_exact_after_resume_from_checkpoint_or_readback(tree, tmp_path, 
 
     records = list_records(str(tree / "images"), read_list(str(tree / "list.txt")))
     opts = TransformOptions(resize_height=20, resize_width=20)
-    clean = convert(records, str(tmp_path / "clean"), options=opts, compute_mean=True,
-                    workers=1, progress=False)
+    build = BuildOptions(workers=1, progress=False, txn_size=7)
+    clean = convert(records, str(tmp_path / "clean"), transform=opts, observers=[MeanObserver()],
+                    build=BuildOptions(workers=1, progress=False))
     for seconds in (0.0, 1e9):
-        monkeypatch.setattr(buildstate, "MEAN_CHECKPOINT_SECONDS", seconds)
+        monkeypatch.setattr(mean_observer, "MEAN_CHECKPOINT_SECONDS", seconds)
         db = str(tmp_path / f"db{seconds:g}")
         with pytest.raises(SkippedImageError, match="img_0050.jpg"):
-            convert(records, db, options=opts, compute_mean=True, strict=True, txn_size=7,
-                    workers=1, progress=False)
+            convert(records, db, transform=opts, observers=[MeanObserver()],
+                    build=replace(build, strict=True))
         has_checkpoint = os.path.exists(os.path.join(db + ".partial", "imagenet_db.mean_sum.npz"))
         assert has_checkpoint == (seconds == 0.0)
         with pytest.raises(SkippedImageError, match="img_0050.jpg"):  # still broken
-            convert(records, db, options=opts, compute_mean=True, resume=True, strict=True,
-                    txn_size=7, workers=1, progress=False)
-        resumed = convert(records, db, options=opts, compute_mean=True, resume=True,
-                          txn_size=7, workers=1, progress=False)
+            convert(records, db, transform=opts, observers=[MeanObserver()],
+                    build=replace(build, resume=True, strict=True))
+        resumed = convert(records, db, transform=opts, observers=[MeanObserver()],
+                          build=replace(build, resume=True))
         assert resumed.resumed_at == 50  # img_0000..img_0049 were committed
         assert resumed.mean_count == clean.mean_count == 158
         assert np.array_equal(resumed.mean, clean.mean)

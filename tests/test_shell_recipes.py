@@ -8,7 +8,8 @@ import pytest
 
 from conftest import REPO, parse_datum, read_lmdb, train_list
 from imagenet_db.sources.listfile import write_list
-from imagenet_db.observers.mean import compute_db_mean, read_mean
+from imagenet_db.observers.mean import compute_db_mean
+from imagenet_db.outputs.meanfile import read_mean
 
 pytestmark = pytest.mark.skipif(shutil.which("convert_imageset") is None,
                                 reason="console scripts not installed (pip install .)")

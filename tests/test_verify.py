@@ -9,11 +9,16 @@ import pytest
 from imagenet_db.testing import photos as fixtures
 from imagenet_db.cli import main
 from imagenet_db.outputs.datum import image_to_datum
+from imagenet_db.engine.buildstate import BuildOptions
+from imagenet_db.observers.mean import MeanObserver
 from imagenet_db.pipeline import convert
 from imagenet_db.protos import Datum
 from imagenet_db.sources.base import Record
 from imagenet_db.imaging.transform import TransformOptions
 from imagenet_db.verify import verify_db
+
+
+QUIET = BuildOptions(progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -56,14 +61,13 @@ def test_databases_made_by_imagenet_db_pass(jpegs, tmp_path, capsys):
     synsets = tmp_path / "synsets.txt"
     synsets.write_text("n00000000\nn00000001\nn00000002\n")
     convert(records_for(jpegs), str(tmp_path / "raw"), "lmdb",
-            TransformOptions(resize_height=32, resize_width=32), compute_mean=True,
-            progress=False)
+            TransformOptions(resize_height=32, resize_width=32), QUIET, [MeanObserver()])
     rc, out = run(capsys, tmp_path / "raw", "--synsets", synsets)
     assert rc == 0 and out.rstrip().endswith("OK"), out
     assert "12 datums (0 encoded, 12 raw)" in out and "3x32x32 (12)" in out
     assert "labels: 3 distinct, 0..2" in out
     convert(records_for(jpegs), str(tmp_path / "enc"), "leveldb", TransformOptions(encoded=True),
-            progress=False)
+            QUIET)
     rc, out = run(capsys, tmp_path / "enc", "--synsets", synsets)
     assert rc == 0 and "12 encoded" in out, out
     assert "note: datums have" in out  # original sizes kept, as the manifest says: a note
@@ -120,8 +124,8 @@ def test_mixed_sizes_allowed_on_request(tmp_path, capsys):
 
 def test_completion_record_must_match_contents(jpegs, tmp_path, capsys):
     db = tmp_path / "db"
-    convert(records_for(jpegs), str(db), options=TransformOptions(resize_height=8, resize_width=8),
-            progress=False)
+    convert(records_for(jpegs), str(db), transform=TransformOptions(resize_height=8, resize_width=8),
+            build=QUIET)
     env = lmdb.open(str(db))
     with env.begin(write=True) as txn:
         txn.delete(b"00000003_n00000000/img_3.JPEG")
@@ -138,7 +142,7 @@ def test_completion_record_must_match_contents(jpegs, tmp_path, capsys):
 def test_unfinished_build_fails(jpegs, tmp_path, capsys):
     bad = records_for(jpegs[:6] + [b"broken"] + jpegs[6:])
     with pytest.raises(Exception, match="strict"):
-        convert(bad, str(tmp_path / "db"), strict=True, progress=False)
+        convert(bad, str(tmp_path / "db"), build=BuildOptions(strict=True, progress=False))
     rc, out = run(capsys, f"{tmp_path / 'db'}.partial")
     assert rc == 1 and "unfinished imagenet-db build" in out and "--resume" in out
     assert not (tmp_path / "db").exists()
@@ -154,7 +158,7 @@ def test_not_a_database(tmp_path, capsys):
 
 def test_verify_api_counts_labels_and_shapes(jpegs, tmp_path):
     convert(records_for(jpegs, labels=[7] * 12), str(tmp_path / "db"),
-            options=TransformOptions(resize_height=16, resize_width=24), progress=False)
+            transform=TransformOptions(resize_height=16, resize_width=24), build=QUIET)
     report = verify_db(str(tmp_path / "db"), progress=False)
     assert report.ok and report.entries == 12
     assert report.shapes == {(3, 16, 24): 12} and report.labels == {7: 12}

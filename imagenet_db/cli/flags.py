@@ -1,11 +1,15 @@
 """Flag handling shared by all commands: Caffe's gflags spellings on top of argparse, common
 flags, and the mapping of errors to exit codes (documented in ``imagenet_db.cli``)."""
 import argparse
+import contextlib
 import sys
 from typing import List, Sequence
 
-from imagenet_db.errors import ImagenetDbError
+from imagenet_db.engine.buildstate import DEFAULT_TXN_SIZE, BuildOptions
 from imagenet_db.engine.executor import default_workers
+from imagenet_db.errors import ImagenetDbError
+from imagenet_db.imaging.headers import DEFAULT_MAX_PIXELS
+from imagenet_db.outputs import BACKENDS
 
 TRUE_WORDS = {"true", "1", "yes", "t", "y"}
 FALSE_WORDS = {"false", "0", "no", "f", "n"}
@@ -81,3 +85,56 @@ def run_command(func, args) -> int:
     except KeyboardInterrupt as exc:
         sys.stderr.write(f"{exc or 'interrupted'}\n")
         return 128 + getattr(exc, "signum", 2)
+
+
+def backend_arg(parser, default="lmdb"):
+    """Add --backend with the registered output formats as choices."""
+    parser.add_argument("--backend", default=default, choices=BACKENDS,
+                        help="database type (default lmdb)" if default else
+                             "database type (default: detected from the files)")
+
+
+def fast_decode_arg(parser):
+    """Add --fast_decode."""
+    bool_flag(parser, "fast_decode", "decode JPEGs at 1/2, 1/4 or 1/8 scale in libjpeg when the "
+                                     "output is at most half their size on both sides, then "
+                                     "resize: faster on large photos, pixels differ slightly "
+                                     "from Caffe's (default off: byte-identical to Caffe)")
+
+
+def build_args(parser, what: str):
+    """--overwrite, --progress, --resume, --strict, --txn_size, --max_pixels (the
+    ``BuildOptions`` of convert_imageset and create_imagenet)."""
+    bool_flag(parser, "progress", "progress bar (default: only on a terminal)", default=None)
+    bool_flag(parser, "resume", f"continue an interrupted build of {what} from its last "
+                                f"committed transaction (same command and settings; a changed "
+                                f"list or setting is refused); finished outputs with the same "
+                                f"settings are kept")
+    bool_flag(parser, "strict", "fail (exit 1) on the first image that has to be skipped")
+    parser.add_argument("--txn_size", type=int, default=DEFAULT_TXN_SIZE, metavar="N",
+                        help=f"datums per database transaction (default {DEFAULT_TXN_SIZE}, as "
+                             f"convert_imageset); a crash loses at most one transaction")
+    parser.add_argument("--max_pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
+                        help=f"skip JPEG/PNG files whose header declares more than N pixels "
+                             f"(width*height; default {DEFAULT_MAX_PIXELS}; 0 = no cap)")
+
+
+def build_options(args, executor) -> BuildOptions:
+    """The BuildOptions of parsed arguments (see build_args, workers_arg)."""
+    return BuildOptions(overwrite=args.overwrite, resume=args.resume, strict=args.strict,
+                        txn_size=args.txn_size, max_pixels=args.max_pixels,
+                        check_size=getattr(args, "check_size", False), workers=args.workers,
+                        progress=args.progress, executor=executor)
+
+
+def executor_for(args):
+    """The Dask executor for --dask_scheduler, else a null context (local threads)."""
+    if getattr(args, "dask_scheduler", None):
+        from imagenet_db.engine.executor import dask_executor
+        return dask_executor(args.dask_scheduler)
+    return contextlib.nullcontext(None)
+
+
+def stderr_log(text: str) -> None:
+    """Progress lines of the commands go to stderr."""
+    print(text, file=sys.stderr)

@@ -12,8 +12,7 @@ A build of DB happens in the directory ``DB.partial``; besides the LMDB/LevelDB 
     one ``index TAB relpath TAB reason`` line per skipped image, fsync'ed when written (skips
     are rare), so skips already behind a committed transaction survive a crash.
 ``imagenet_db.mean_sum.npz``
-    a checkpoint of the exact uint64 pixel sum (count, last index) taken right after a commit,
-    at most every ``MEAN_CHECKPOINT_SECONDS``.
+    the mean observer's checkpoint (``observers.mean``).
 ``imagenet_db.json``
     the completion record (manifest), written last: build record + counts. A directory without
     it is never treated as a finished database.
@@ -27,56 +26,72 @@ keys and values of an uninterrupted build. The image files' contents are not fin
 (that would mean reading them all): the list is.
 """
 import hashlib
-import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import cv2
-import numpy as np
 
 from imagenet_db import __version__
-from imagenet_db.outputs.datum import datum_to_chw
+from imagenet_db.engine.files import (fsync_dir, read_json, remove_path, write_file_atomic,
+                                      write_json_atomic)
 from imagenet_db.errors import DatabaseError
-from imagenet_db.observers.mean import MeanAccumulator
-from imagenet_db.protos import Datum
+from imagenet_db.imaging.headers import DEFAULT_MAX_PIXELS
 from imagenet_db.sources.base import Record
+
+DEFAULT_TXN_SIZE = 1000  # datums per transaction, as Caffe's convert_imageset
 
 MANIFEST_NAME = "imagenet_db.json"
 BUILD_RECORD_NAME = "imagenet_db.build.json"
 SKIP_LOG_NAME = "imagenet_db.skipped.tsv"
-MEAN_CHECKPOINT_NAME = "imagenet_db.mean_sum.npz"
-MEAN_NAME = "imagenet_db.observers.mean.npy"
 PARTIAL_SUFFIX = ".partial"
 REPLACED_SUFFIX = ".replaced"
-MEAN_CHECKPOINT_SECONDS = 30.0
 RESUME_HINT = "run the same command again with --resume to continue"
 
 
+@dataclass(frozen=True)
+class BuildOptions:
+    """How a build runs (the flags shared by convert_imageset and create_imagenet).
+
+    overwrite: replace existing outputs (built beside them, swapped in when complete).
+    resume: continue an interrupted build, or accept a finished one with the same settings.
+    strict: raise SkippedImageError at the first image that has to be skipped.
+    txn_size: records per committed transaction (a crash loses at most one transaction).
+    max_pixels: skip image files whose header declares more pixels (0 = no cap).
+    check_size: fail when an image's (C, H, W) differs from the first one's (--check_size).
+    workers: threads (None = all cores); progress: tqdm bar (None = only on a terminal);
+    executor: a concurrent.futures Executor (e.g. a Dask cluster's) instead of local threads.
+    The last three never change the output.
+    """
+    overwrite: bool = False
+    resume: bool = False
+    strict: bool = False
+    txn_size: int = DEFAULT_TXN_SIZE
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    check_size: bool = False
+    workers: Optional[int] = None
+    progress: Optional[bool] = None
+    executor: object = None
+
+
 def list_fingerprint(records: Sequence[Record]) -> str:
-    """SHA-256 (hex) of the records' keys and labels in order: 'key TAB label LF' each."""
+    """SHA-256 (hex) of the records in order: '%08d_relpath TAB label LF' each (the Caffe key)."""
     digest = hashlib.sha256()
     for record in records:
-        digest.update(b"%s\t%d\n" % (record.key, record.label))
+        digest.update(b"%08d_%s\t%d\n" % (record.index, record.relpath.encode("utf-8"),
+                                          record.label))
     return digest.hexdigest()
 
 
-def key_index(key: bytes, where: str = "") -> int:
-    """The record index of a Caffe key ``%08d_relpath``. Raises DatabaseError for other keys."""
-    digits, sep, _ = key.partition(b"_")
-    if not sep or not digits.isdigit():
-        raise DatabaseError(f"{where}key {key[:60]!r} is not of Caffe's form '%08d_relpath'")
-    return int(digits)
-
-
-def build_identity(records: Sequence[Record], backend: str, options: dict, max_pixels: int,
-                   check_size: bool, compute_mean: bool, settings: Optional[dict]) -> dict:
-    """The build record: every fact that decides the database's keys and values (see module doc).
-    options: the TransformOptions fields. settings: the caller's extra facts (compared too)."""
+def build_identity(records: Sequence[Record], backend: str, transform: dict, build: BuildOptions,
+                   observed: dict, settings: Optional[dict]) -> dict:
+    """The build record: every fact that decides the output's contents (see module doc).
+    transform: the TransformOptions record. observed: the observers' identities (compute_mean,
+    check_size). settings: the caller's extra facts (seed, split...; compared too)."""
     return {
         "tool": "imagenet-db", "version": __version__, "opencv": cv2.__version__,
-        "backend": backend, "options": dict(options), "max_pixels": int(max_pixels),
-        "check_size": bool(check_size), "compute_mean": bool(compute_mean),
+        "backend": backend, "options": dict(transform), "max_pixels": int(build.max_pixels),
+        "check_size": False, "compute_mean": False, **observed,
         "records": len(records), "list_sha256": list_fingerprint(records),
         **(settings or {}),
     }
@@ -107,81 +122,6 @@ def identity_differences(wanted: dict, found: dict) -> List[str]:
             else:
                 out.append(f"{name}: {flat_found[name]!r} there, {value!r} now")
     return out
-
-
-def fsync_dir(path: str) -> None:
-    """fsync a directory so that renames in it are durable (no-op where unsupported)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def write_file_atomic(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a synced temporary file renamed into place."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    fsync_dir(os.path.dirname(path) or ".")
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def remove_stale_temporaries(folder: str, names: Optional[Sequence[str]] = None) -> None:
-    """Delete ``NAME.tmp-PID*`` files left in ``folder`` by killed processes (PID not alive),
-    for the given file names (None: any name). Temporaries of running processes are kept."""
-    try:
-        entries = os.listdir(folder)
-    except OSError:
-        return
-    for entry in entries:
-        name, sep, rest = entry.partition(".tmp-")
-        pid = rest.split(".")[0]
-        if sep and pid.isdigit() and (names is None or name in names) \
-                and not _pid_alive(int(pid)):
-            remove_path(os.path.join(folder, entry))
-
-
-def write_json_atomic(path: str, obj: dict) -> None:
-    """Write ``obj`` as indented JSON to ``path`` atomically (see write_file_atomic)."""
-    write_file_atomic(path, json.dumps(obj, indent=1, sort_keys=True).encode("utf-8") + b"\n")
-
-
-def read_json(path: str) -> Optional[dict]:
-    """The JSON object in ``path``; None when the file does not exist. Raises DatabaseError
-    for a file that is not a JSON object."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            obj = json.load(f)
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:
-        raise DatabaseError(f"{path}: unreadable build record: {exc}") from None
-    if not isinstance(obj, dict):
-        raise DatabaseError(f"{path}: not a build record")
-    return obj
 
 
 def read_manifest(db_dir: str) -> Optional[dict]:
@@ -264,15 +204,6 @@ def start_build(build: str, identity: dict) -> None:
     write_json_atomic(os.path.join(build, BUILD_RECORD_NAME), identity)
 
 
-def remove_path(path: str) -> None:
-    """Remove a file or directory tree if it exists."""
-    if os.path.isdir(path) and not os.path.islink(path):
-        import shutil
-        shutil.rmtree(path)
-    elif os.path.lexists(path):
-        os.remove(path)
-
-
 def publish(build: str, db_path: str) -> None:
     """Move a finished build to ``db_path``. An old database there is first renamed to
     ``DB.replaced`` and deleted only after the new one is in place, so at every moment one
@@ -340,94 +271,3 @@ def read_skip_log(path: str) -> List[Tuple[int, str, str]]:
     return sorted(entries)
 
 
-def save_mean_checkpoint(build: str, acc: MeanAccumulator, last_index: int) -> None:
-    """Checkpoint the exact pixel sum of all records up to ``last_index`` (all committed)."""
-    if acc.total is None:
-        return
-    path = os.path.join(build, MEAN_CHECKPOINT_NAME)
-    tmp = f"{path}.tmp-{os.getpid()}.npz"
-    with open(tmp, "wb") as f:
-        np.savez(f, total=acc.total, count=np.int64(acc.count), last_index=np.int64(last_index),
-                 first_key=np.array(acc.first_key or ""))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def load_mean_checkpoint(build: str, upto_index: int) -> Tuple[MeanAccumulator, int]:
-    """The checkpointed accumulator and its last index; a fresh one and -1 when there is no
-    usable checkpoint (none, unreadable, or beyond ``upto_index``)."""
-    acc = MeanAccumulator()
-    try:
-        with np.load(os.path.join(build, MEAN_CHECKPOINT_NAME)) as z:
-            last_index = int(z["last_index"])
-            if last_index <= upto_index:
-                acc.total, acc.count = z["total"].copy(), int(z["count"])
-                acc.first_key = str(z["first_key"]) or None
-                return acc, last_index
-    except (OSError, ValueError, KeyError):
-        pass
-    return MeanAccumulator(), -1
-
-
-@dataclass
-class Progress:
-    """Where a resumed build stands. next_position: first record (list position) to do;
-    written: datums in the database; skipped: (index, relpath, reason) so far; acc: mean sum
-    of the written datums (None when no mean is computed); first_shape: (C, H, W) of the first
-    datum (for --check_size); reread: datums read back to rebuild the mean."""
-    next_position: int = 0
-    written: int = 0
-    skipped: List[Tuple[int, str, str]] = field(default_factory=list)
-    acc: Optional[MeanAccumulator] = None
-    first_shape: Optional[tuple] = None
-    reread: int = 0
-
-
-def _parse_datum(value: bytes, key: bytes, where: str) -> Datum:
-    datum = Datum()
-    try:
-        datum.ParseFromString(value)
-    except Exception:
-        raise DatabaseError(f"{where}: value of key {key[:60]!r} is not a Caffe Datum") from None
-    return datum
-
-
-def restore_progress(build: str, records: Sequence[Record], writer, compute_mean: bool,
-                     check_size: bool) -> Progress:
-    """Rebuild the state of an interrupted build from its directory and open ``writer``.
-
-    Checks that the database's last key is the key of a record of this list (else raises
-    DatabaseError: the partial database does not belong to this list).
-    """
-    progress = Progress(acc=MeanAccumulator() if compute_mean else None)
-    last_key = writer.last_key
-    last_index = -1
-    if last_key is not None:
-        last_index = key_index(last_key, f"{build}: ")
-        if last_index >= len(records) or records[last_index].key != last_key:
-            raise DatabaseError(f"{build}: its last key {last_key[:60]!r} is not in the list; "
-                                f"the partial database belongs to another list")
-        progress.written = writer.entries()
-    log = SkipLog(build)
-    progress.skipped = log.restore(last_index)
-    if progress.written + len(progress.skipped) != last_index + 1:
-        raise DatabaseError(f"{build}: {progress.written} datums and {len(progress.skipped)} "
-                            f"skips do not account for records 0..{last_index}; the partial "
-                            f"build is damaged, pass --overwrite to start again")
-    progress.next_position = last_index + 1
-    if progress.written and check_size:
-        key, value = next(iter(writer.items()))
-        datum = _parse_datum(value, key, build)
-        progress.first_shape = (datum.channels, datum.height, datum.width)
-    if progress.written and compute_mean:
-        acc, done = load_mean_checkpoint(build, last_index)
-        if done + 1 <= last_index:
-            for key, value in writer.items(records[done + 1].key):
-                name = key.decode("utf-8", "replace")
-                acc.add(datum_to_chw(_parse_datum(value, key, build), name), name)
-                progress.reread += 1
-                if key == last_key:
-                    break
-        progress.acc = acc
-    return progress

@@ -27,8 +27,10 @@ import numpy as np
 DEFAULT_MAX_PIXELS = 100_000_000
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# SOFn markers that carry the frame size (all of C0..CF but DHT=C4, JPG=C8, DAC=CC)
 _SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 _RST_MARKERS = range(0xD0, 0xD8)
+_STANDALONE = frozenset({0x01, *_RST_MARKERS, 0xD8})  # markers without a length field
 
 _FORMATS = (  # (signature test, name) for sniff_format
     (lambda d: d[:3] == b"\xff\xd8\xff", "JPEG"),
@@ -77,6 +79,36 @@ def _check_dqt(payload: bytes) -> bool:
             return False
         pos += 1 + 64 * (precision + 1)
     return pos == len(payload)
+
+
+def jpeg_size(data: bytes) -> Optional[Tuple[int, int]]:
+    """(width, height) in pixels from a JPEG's frame header (SOFn marker), as stored in the
+    file (before any EXIF rotation); None when ``data`` is not a JPEG or the header is cut
+    short. Reads only the marker segments before the frame header, not the image data."""
+    if len(data) < 4 or data[0] != 0xFF or data[1] != 0xD8:
+        return None
+    pos, end = 2, len(data)
+    while pos + 4 <= end:
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            pos += 1
+            continue
+        if marker in _STANDALONE:
+            pos += 2
+            continue
+        length = data[pos + 2] << 8 | data[pos + 3]
+        if marker in _SOF_MARKERS:
+            if pos + 9 > end or length < 7:
+                return None
+            height = data[pos + 5] << 8 | data[pos + 6]
+            width = data[pos + 7] << 8 | data[pos + 8]
+            return (width, height) if width and height else None
+        if marker == 0xDA or length < 2:  # start of scan before any frame header: malformed
+            return None
+        pos += 2 + length
+    return None
 
 
 def jpeg_structure(data: bytes) -> Tuple[Optional[Tuple[int, int]], Optional[str]]:

@@ -13,19 +13,27 @@ in place in the memory map (``buffers=True``), the pixel bytes are found by
 total. On LMDB the datums are shared out between threads (numpy releases the GIL while it
 adds). Encoded or float datums take the protobuf path (decoded with OpenCV).
 """
+import io
 import os
 import threading
+import time
 from typing import Optional, Tuple
 
 import lmdb
 import numpy as np
 
-from imagenet_db.outputs.datum import datum_to_chw
-from imagenet_db.errors import DatabaseError, ImagenetDbError, ShapeMismatchError
 from imagenet_db.engine.executor import default_workers
-from imagenet_db.protos import BlobProto, Datum
-from imagenet_db.outputs.lmdb import detect_backend, iterate_db
+from imagenet_db.engine.files import write_file_atomic
+from imagenet_db.errors import DatabaseError, ImagenetDbError, ShapeMismatchError
+from imagenet_db.observers.base import Observer
+from imagenet_db.outputs import detect_backend, iterate_db
+from imagenet_db.outputs.datum import datum_to_chw
 from imagenet_db.outputs.wire import locate_raw_pixels
+from imagenet_db.protos import Datum
+
+MEAN_NAME = "imagenet_db.mean.npy"  # the finished mean, inside the database directory
+MEAN_CHECKPOINT_NAME = "imagenet_db.mean_sum.npz"  # the running sum, inside DB.partial
+MEAN_CHECKPOINT_SECONDS = 30.0
 
 
 def size_mismatch(key: str, shape: tuple, first_key: str, first_shape: tuple) -> ShapeMismatchError:
@@ -80,55 +88,105 @@ class MeanAccumulator:
         return (self.total.astype(np.float64) / self.count).astype(np.float32)
 
 
-def mean_to_blobproto(mean: np.ndarray) -> BlobProto:
-    """A (C, H, W) float mean as Caffe's BlobProto: num=1, channels, height, width, float data."""
-    channels, height, width = mean.shape
-    blob = BlobProto(num=1, channels=channels, height=height, width=width)
-    blob.data.extend(np.asarray(mean, dtype=np.float32).ravel().tolist())
-    return blob
+class MeanObserver(Observer):
+    """The mean of the stored images, accumulated while a database is written.
+
+    Equal to ``compute_db_mean`` on the finished database (exact integer sums). Kept across
+    interruptions: right after a commit, at most every ``MEAN_CHECKPOINT_SECONDS``, the exact
+    sum is saved in ``DB.partial/imagenet_db.mean_sum.npz`` with the index of the last record
+    in it; a resumed build loads it and reads the datums committed after it back from the
+    database. The finished mean is kept as ``DB/imagenet_db.mean.npy``. Results: ``mean``
+    ((C, H, W) float32, BGR) and ``mean_count``.
+    """
+    name = "mean"
+    needs_pixels = True
+
+    def __init__(self):
+        self.acc = MeanAccumulator()
+        self.mean: Optional[np.ndarray] = None
+        self.count = 0
+        self._last_checkpoint = time.monotonic()
+
+    def identity(self) -> dict:
+        return {"compute_mean": True}
+
+    def restore(self, build: str, output, done: int) -> int:
+        """Load the checkpoint and add the committed datums after it (records < ``done``)."""
+        self.acc, upto = _load_checkpoint(build, done - 1)
+        reread = 0
+        if done and upto + 1 < done:
+            for index, name, pixels in output.stored(upto + 1):
+                if index >= done:
+                    break
+                self.acc.add(pixels, name)
+                reread += 1
+        return reread
+
+    def add(self, record, encoded) -> None:
+        self.acc.add(encoded.pixels, encoded.name)
+
+    def committed(self, build: str, last_index: int) -> None:
+        if time.monotonic() - self._last_checkpoint >= MEAN_CHECKPOINT_SECONDS:
+            _save_checkpoint(build, self.acc, last_index)
+            self._last_checkpoint = time.monotonic()
+
+    def finish(self, build: str) -> dict:
+        """Write ``imagenet_db.mean.npy`` into the build; the manifest's mean fields."""
+        _remove(os.path.join(build, MEAN_CHECKPOINT_NAME))
+        if not self.acc.count:
+            return {}
+        self.mean, self.count = self.acc.mean(), self.acc.count
+        buf = io.BytesIO()
+        np.save(buf, self.mean)
+        write_file_atomic(os.path.join(build, MEAN_NAME), buf.getvalue())
+        return {"mean_count": self.count, "mean_file": MEAN_NAME}
+
+    def finished(self, db_path: str, manifest: dict) -> None:
+        """Take the mean of an already finished database from its ``imagenet_db.mean.npy``."""
+        path = os.path.join(db_path, MEAN_NAME)
+        if os.path.isfile(path):
+            self.mean = np.load(path)
+            self.count = int(manifest.get("mean_count", manifest.get("entries", 0)))
+
+    def results(self) -> dict:
+        return {"mean": self.mean, "mean_count": self.count} if self.mean is not None else {}
 
 
-def write_mean(path: str, mean: np.ndarray) -> None:
-    """Write a (C, H, W) mean to ``path``: a ``.npy`` file (float32 C x H x W) when the name ends
-    in .npy, else a binary BlobProto (mean_file for Caffe's transform_param). Atomic."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    if path.endswith(".npy"):
-        with open(tmp, "wb") as f:
-            np.save(f, np.asarray(mean, dtype=np.float32))
-    else:
-        with open(tmp, "wb") as f:
-            f.write(mean_to_blobproto(mean).SerializeToString())
+def _remove(path: str) -> None:
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
+
+
+def _save_checkpoint(build: str, acc: MeanAccumulator, last_index: int) -> None:
+    """Checkpoint the exact pixel sum of all records up to ``last_index`` (all committed)."""
+    if acc.total is None:
+        return
+    path = os.path.join(build, MEAN_CHECKPOINT_NAME)
+    tmp = f"{path}.tmp-{os.getpid()}.npz"
+    with open(tmp, "wb") as f:
+        np.savez(f, total=acc.total, count=np.int64(acc.count), last_index=np.int64(last_index),
+                 first_key=np.array(acc.first_key or ""))
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
 
 
-def read_mean(path: str) -> np.ndarray:
-    """Read a mean file (binaryproto BlobProto, or .npy) as a (C, H, W) float32 array.
-
-    Accepts both the legacy num/channels/height/width and the ``shape`` form of BlobProto.
-    Raises ImagenetDbError when the file is neither or its size disagrees with its shape.
-    """
-    if path.endswith(".npy"):
-        return np.load(path).astype(np.float32)
-    blob = BlobProto()
+def _load_checkpoint(build: str, upto_index: int) -> Tuple[MeanAccumulator, int]:
+    """The checkpointed accumulator and its last index; a fresh one and -1 when there is no
+    usable checkpoint (none, unreadable, or beyond ``upto_index``)."""
+    acc = MeanAccumulator()
     try:
-        with open(path, "rb") as f:
-            blob.ParseFromString(f.read())
-    except Exception as exc:
-        raise ImagenetDbError(f"{path}: not a BlobProto mean file: {exc}") from None
-    if blob.HasField("shape"):
-        dims = tuple(int(d) for d in blob.shape.dim)
-    else:
-        dims = (blob.num, blob.channels, blob.height, blob.width)
-    data = np.asarray(blob.data if len(blob.data) else blob.double_data, dtype=np.float32)
-    if int(np.prod(dims)) != data.size or data.size == 0:
-        raise ImagenetDbError(f"{path}: BlobProto holds {data.size} values for shape {dims}")
-    shape = dims[-3:] if len(dims) >= 3 else (1,) * (3 - len(dims)) + dims
-    return data.reshape(shape)
-
-
-def channel_means(mean: np.ndarray) -> np.ndarray:
-    """Per-channel mean values (the ``mean_value`` entries of a transform_param), float64 (C,)."""
-    return mean.astype(np.float64).reshape(mean.shape[0], -1).mean(axis=1)
+        with np.load(os.path.join(build, MEAN_CHECKPOINT_NAME)) as z:
+            last_index = int(z["last_index"])
+            if last_index <= upto_index:
+                acc.total, acc.count = z["total"].copy(), int(z["count"])
+                acc.first_key = str(z["first_key"]) or None
+                return acc, last_index
+    except (OSError, ValueError, KeyError):
+        pass
+    return MeanAccumulator(), -1
 
 
 class _SumWorker:

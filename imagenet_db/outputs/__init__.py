@@ -1,1 +1,63 @@
-"""TODO"""
+"""Output formats: one module per format, registered in ``OUTPUTS`` by the name the commands use.
+
+Each format is a class implementing ``outputs.base.Output`` (encode on the workers; add /
+commit / close / abort on the writing thread; resume by record index) and, for reading an
+existing output, a module-level ``iterate(path)``. Caffe's Datum databases share
+``outputs.datumdb`` (keys ``%08d_relpath``, Datum values from ``outputs.datum``).
+
+To add a format: write ``outputs/<format>.py`` with its ``Output`` class and add one line to
+``OUTPUTS``; ``--backend`` choices, ``verify`` and the mean tools find it here.
+"""
+import os
+from types import ModuleType
+from typing import Dict, Iterator, Optional, Tuple, Type
+
+from imagenet_db.errors import DatabaseError
+from imagenet_db.outputs import leveldb, lmdb
+from imagenet_db.outputs.base import Output
+
+OUTPUTS: Dict[str, Type[Output]] = {
+    "lmdb": lmdb.LmdbWriter,        # Caffe's default: data_param { backend: LMDB }
+    "leveldb": leveldb.LevelDbWriter,  # data_param { backend: LEVELDB }
+}
+READERS: Dict[str, ModuleType] = {"lmdb": lmdb, "leveldb": leveldb}
+BACKENDS = tuple(OUTPUTS)
+
+
+def output_class(name: str) -> Type[Output]:
+    """The Output class registered as ``name``; DatabaseError for an unknown name."""
+    try:
+        return OUTPUTS[name]
+    except KeyError:
+        raise DatabaseError(f"unknown backend {name!r}; expected one of "
+                            f"{', '.join(OUTPUTS)}") from None
+
+
+def open_writer(backend: str, path: str, **kwargs) -> Output:
+    """A writer of format ``backend`` creating (or continuing) the output at ``path``."""
+    return output_class(backend)(path, **kwargs)
+
+
+def detect_backend(path: str) -> Optional[str]:
+    """The registered format whose files ``path`` holds ('lmdb', 'leveldb', ...), else None."""
+    for name, cls in OUTPUTS.items():
+        if cls.detect(path):
+            return name
+    return None
+
+
+def iterate_db(path: str, backend: Optional[str] = None) -> Iterator[Tuple[bytes, bytes]]:
+    """Yield (key, value) pairs of an existing LMDB or LevelDB in key order, read-only.
+
+    backend: 'lmdb', 'leveldb', or None to detect from the files. Raises DatabaseError when
+    ``path`` is not a database of that backend.
+    """
+    if not os.path.isdir(path):
+        raise DatabaseError(f"{path}: no such database directory")
+    found = detect_backend(path)
+    if backend is None:
+        backend = found
+    if found is None or found != backend:
+        what = f"a {found} database" if found else "neither an LMDB nor a LevelDB database"
+        raise DatabaseError(f"{path}: is {what}" + (f", not {backend}" if backend else ""))
+    yield from READERS[backend].iterate(path)

@@ -13,7 +13,52 @@ import cv2
 import numpy as np
 
 from imagenet_db.errors import DatabaseError
+from imagenet_db.imaging.decode import chw_view, decode_flag_for
+from imagenet_db.outputs.base import Encoded
+from imagenet_db.outputs.wire import raw_datum_buffer
 from imagenet_db.protos import Datum
+
+
+def caffe_key(index: int, relpath: str) -> bytes:
+    """Database key as Caffe's convert_imageset writes it: ``format_int(index, 8) + "_" + relpath``,
+    UTF-8 encoded. Zero-padding makes byte order equal list order (below 10^8 entries)."""
+    return b"%08d_%s" % (index, relpath.encode("utf-8"))
+
+
+def key_index(key: bytes, where: str = "") -> int:
+    """The record index of a Caffe key ``%08d_relpath``. Raises DatabaseError for other keys."""
+    digits, sep, _ = bytes(key).partition(b"_")
+    if not sep or not digits.isdigit():
+        raise DatabaseError(f"{where}key {bytes(key)[:60]!r} is not of Caffe's form '%08d_relpath'")
+    return int(digits)
+
+
+def parse_datum(value: bytes, name: str, where: str) -> Datum:
+    """Parse a stored value as a Datum; DatabaseError naming ``where`` and the key ``name``."""
+    datum = Datum()
+    try:
+        datum.ParseFromString(value)
+    except Exception:
+        raise DatabaseError(f"{where}: value of key {name[:60]!r} is not a Caffe Datum") from None
+    return datum
+
+
+def encode_datum(record, image) -> Encoded:
+    """The Datum of one transformed image (``imaging.transform.Image``) for ``record``.
+
+    Raw (``image.encoded`` is None): channels/height/width, uint8 CHW BGR data, label,
+    encoded=false, written straight to wire bytes by ``outputs.wire`` (one pixel copy); the
+    returned pixels are a (C, H, W) view into those bytes. Encoded: the image file bytes with
+    encoded=true and channels/height/width filled in; pixels = ``image.pixels`` in CHW when
+    given. The name is the record's Caffe key.
+    """
+    name = caffe_key(record.index, record.relpath).decode("utf-8", "replace")
+    if image.encoded is None:
+        value, pixels = raw_datum_buffer(image.pixels, record.label)
+        return Encoded(value, pixels, image.shape, name)
+    value = encoded_datum(image.encoded, record.label, image.shape).SerializeToString()
+    pixels = chw_view(image.pixels) if image.pixels is not None else None
+    return Encoded(value, pixels, image.shape, name)
 
 
 def hwc_to_chw_bytes(image: np.ndarray) -> bytes:
@@ -53,16 +98,6 @@ def encoded_datum(file_bytes: bytes, label: int, shape: Optional[tuple] = None) 
     if shape is not None:
         datum.channels, datum.height, datum.width = shape
     return datum
-
-
-def decode_flag_for(channels: int) -> int:
-    """The cv2.imdecode flag for an encoded Datum with ``channels`` set (3 -> IMREAD_COLOR,
-    1 -> IMREAD_GRAYSCALE), else (0: unset) IMREAD_ANYCOLOR like Caffe's ``DecodeDatumNative``."""
-    if channels == 3:
-        return cv2.IMREAD_COLOR
-    if channels == 1:
-        return cv2.IMREAD_GRAYSCALE
-    return cv2.IMREAD_ANYCOLOR
 
 
 def datum_to_chw(datum: Datum, key: str = "?") -> np.ndarray:

@@ -1,50 +1,34 @@
-"""Database sinks and readers: LMDB and LevelDB as Caffe 1.0 creates and reads them.
+"""LMDB output: Caffe Datums in an LMDB environment, as Caffe 1.0 creates and reads it.
 
-Writers take (key, value) pairs in key order and commit every ``batch_size`` puts (1,000 as
-in convert_imageset) or ``batch_bytes`` bytes, whichever comes first.
-
-LMDB: a directory with data.mdb/lock.mdb (Caffe's layout, not MDB_NOSUBDIR). Keys arrive in
+A directory with data.mdb/lock.mdb (Caffe's layout, not MDB_NOSUBDIR). Keys arrive in
 ascending byte order, so puts use MDB_APPEND (dense pages, ~2.5x faster). The LMDB map size
 grows by itself: before a put that could overflow the map, the open transaction is committed
 and the map doubled, so the user never sees MDB_MAP_FULL; transaction boundaries do not change
 the stored bytes. No ``writemap`` (it would make data.mdb as large as the map size).
-Every commit is durable (fsync of the data pages; the meta page is written without its own
-fsync, MDB_NOMETASYNC): after an OS crash or power loss the database is intact and at most the
-last transaction is lost, which ``--resume`` redoes. ``sync_commits=False`` (MDB_NOSYNC)
-drops the per-commit fsync: ~2x the rate of the writer alone, no measurable difference end to
-end here (decoding is the limit), but a power loss could then damage ``DB.partial``.
-glibc's malloc is tuned so that
-transaction memory is reused rather than page-faulted anew each commit (imagenet_db.outputs.heap).
-
-LevelDB: opened with Caffe's options (block_size 64 KiB, write_buffer_size 256 MiB,
-max_open_files 100, snappy compression), written in WriteBatches with ``sync`` (each batch is
-on disk when ``commit`` returns, like an LMDB commit).
-
-Resuming: both writers open an existing database and continue after its last key
-(``last_key``); ``items(start)`` and ``entries()`` read back what is committed. A write that
-fails (disk full, file-size limit) raises DatabaseError; what was committed before stays intact.
+Puts are committed every ``batch_size`` puts (1,000 as in convert_imageset) or
+``batch_bytes`` bytes, whichever comes first. Every commit is durable (fsync of the data
+pages; the meta page is written without its own fsync, MDB_NOMETASYNC): after an OS crash or
+power loss the database is intact and at most the last transaction is lost, which
+``--resume`` redoes. ``sync_commits=False`` (MDB_NOSYNC) drops the per-commit fsync: ~2x the
+rate of the writer alone, no measurable difference end to end here (decoding is the limit),
+but a power loss could then damage ``DB.partial``. glibc's malloc is tuned so that
+transaction memory is reused rather than page-faulted anew each commit (``outputs.heap``).
+A write that fails (disk full, file-size limit) raises DatabaseError; what was committed
+before stays intact.
 """
 import os
 from typing import Iterator, Optional, Tuple
 
 import lmdb
-import plyvel
 
 from imagenet_db.errors import DatabaseError
+from imagenet_db.outputs.datumdb import DatumWriter
 from imagenet_db.outputs.heap import keep_freed_heap
 
-BACKENDS = ("lmdb", "leveldb")
 INITIAL_MAP_SIZE = 1 << 30  # 1 GiB; doubled as needed
-LEVELDB_OPTIONS = dict(block_size=65536, write_buffer_size=268435456, max_open_files=100)
 
 
-def _error_text(exc: Exception) -> str:
-    """The message of an lmdb/plyvel error as text (plyvel gives bytes)."""
-    text = exc.args[0] if exc.args else str(exc)
-    return text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
-
-
-class LmdbWriter:
+class LmdbWriter(DatumWriter):
     """Append-only LMDB writer with automatic map-size growth.
 
     path: directory to create the environment in (created if missing); an existing
@@ -53,6 +37,9 @@ class LmdbWriter:
     Values: bytes-like (bytes, bytearray, memoryview). sync_commits: fsync every commit
     (default; False: only once, in close()).
     """
+
+    name = "lmdb"
+    description = "Caffe Datum LMDB (Caffe's default backend)"
 
     def __init__(self, path: str, batch_size: int = 1000, batch_bytes: int = 128 << 20,
                  map_size: int = INITIAL_MAP_SIZE, sync_commits: bool = True):
@@ -157,120 +144,21 @@ class LmdbWriter:
                 pass
         self.env.close()
 
-
-class LevelDbWriter:
-    """LevelDB writer with Caffe's options; puts are grouped in WriteBatches.
-
-    path: database directory (created if missing; an existing database is appended to,
-    ``last_key`` being its last key)."""
-
-    def __init__(self, path: str, batch_size: int = 1000, batch_bytes: int = 128 << 20):
-        self.path = path
-        self.batch_size, self.batch_bytes = batch_size, batch_bytes
-        try:
-            self.db = plyvel.DB(path, create_if_missing=True, **LEVELDB_OPTIONS)
-        except plyvel.Error as exc:
-            raise DatabaseError(f"{path}: cannot create LevelDB: {_error_text(exc)}") from None
-        self.batch = None
-        self.pending_puts = self.pending_bytes = 0
-        self.last_key: Optional[bytes] = next(self.db.iterator(reverse=True, include_value=False),
-                                              None)
-
-    def put(self, key: bytes, value: bytes) -> None:
-        """Add one (key, value) to the pending WriteBatch; written every ``batch_size`` puts
-        or ``batch_bytes``."""
-        if self.batch is None:
-            self.batch = self.db.write_batch(sync=True)
-        self.batch.put(key, value)
-        self.last_key = key
-        self.pending_puts += 1
-        self.pending_bytes += len(key) + len(value)
-        if self.pending_puts >= self.batch_size or self.pending_bytes >= self.batch_bytes:
-            self.commit()
-
-    def commit(self) -> None:
-        """Write the pending batch atomically and synced to disk (one LevelDB log record).
-        Raises DatabaseError (e.g. disk full); the batch is then dropped."""
-        if self.batch is not None:
-            batch, self.batch = self.batch, None
-            self.pending_puts = self.pending_bytes = 0
-            try:
-                batch.write()
-            except plyvel.Error as exc:
-                raise DatabaseError(f"{self.path}: LevelDB write failed: {_error_text(exc)}") \
-                    from None
-
-    def entries(self) -> int:
-        """Number of written entries (counted by iterating the keys)."""
-        return sum(1 for _ in self.db.iterator(include_value=False))
-
-    def items(self, start: bytes = b"") -> Iterator[Tuple[bytes, bytes]]:
-        """Written (key, value) pairs with key >= ``start``, in key order."""
-        return self.db.iterator(start=start)
-
-    def close(self) -> None:
-        """Write the pending batch and close the database."""
-        try:
-            self.commit()
-        finally:
-            self.db.close()
-
-    def abort(self) -> None:
-        """Drop the pending batch and close (what was written before stays)."""
-        self.batch = None
-        self.db.close()
+    @classmethod
+    def detect(cls, path: str) -> bool:
+        """True when ``path`` holds data.mdb."""
+        return os.path.isfile(os.path.join(path, "data.mdb"))
 
 
-def open_writer(backend: str, path: str, **kwargs):
-    """A writer for ``backend`` ('lmdb' or 'leveldb') creating the database at ``path``."""
-    if backend == "lmdb":
-        return LmdbWriter(path, **kwargs)
-    if backend == "leveldb":
-        return LevelDbWriter(path, **kwargs)
-    raise DatabaseError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
-
-
-def detect_backend(path: str) -> Optional[str]:
-    """'lmdb' if ``path`` holds data.mdb, 'leveldb' if it holds a CURRENT file, else None."""
-    if os.path.isfile(os.path.join(path, "data.mdb")):
-        return "lmdb"
-    if os.path.isfile(os.path.join(path, "CURRENT")):
-        return "leveldb"
-    return None
-
-
-def iterate_db(path: str, backend: Optional[str] = None) -> Iterator[Tuple[bytes, bytes]]:
-    """Yield (key, value) pairs of an existing LMDB or LevelDB in key order, read-only.
-
-    backend: 'lmdb', 'leveldb', or None to detect from the files. Raises DatabaseError when
-    ``path`` is not a database of that backend.
-    """
-    found = detect_backend(path)
-    if not os.path.isdir(path):
-        raise DatabaseError(f"{path}: no such database directory")
-    if backend is None:
-        backend = found
-    if found is None or found != backend:
-        what = f"a {found} database" if found else "neither an LMDB nor a LevelDB database"
-        raise DatabaseError(f"{path}: is {what}" + (f", not {backend}" if backend else ""))
-    if backend == "lmdb":
-        env = open_lmdb_reader(path)
-        try:
-            with env.begin(buffers=False) as txn:
-                yield from txn.cursor()
-        finally:
-            env.close()
-    elif backend == "leveldb":
-        try:
-            db = plyvel.DB(path, create_if_missing=False)
-        except plyvel.Error as exc:
-            raise DatabaseError(f"{path}: cannot open as LevelDB: {_error_text(exc)}") from None
-        try:
-            yield from db.iterator()
-        finally:
-            db.close()
-    else:
-        raise DatabaseError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
+def iterate(path: str) -> Iterator[Tuple[bytes, bytes]]:
+    """(key, value) pairs of an existing LMDB in key order, read-only (DatabaseError if it
+    cannot be opened)."""
+    env = open_lmdb_reader(path)
+    try:
+        with env.begin(buffers=False) as txn:
+            yield from txn.cursor()
+    finally:
+        env.close()
 
 
 def open_lmdb_reader(path: str) -> "lmdb.Environment":

@@ -1,1 +1,42 @@
-"""TODO"""
+"""Sources: the ImageNet distributions (and Caffe list files) records come from.
+
+Every distribution is a module with ``NAME``, ``LOOKS_FOR`` (what it is recognised by, for
+messages), ``detect(path) -> bool`` (cheap; may raise when a file set is incomplete),
+``open_dataset(path) -> base.Dataset`` and optionally ``verify(path, progress, log)`` (the
+published checksums). ``DISTRIBUTIONS`` lists them in detection order; the first one that
+detects a SOURCE reads it. Labels are always Caffe's (``labels``: wnids in ASCII order).
+
+To add a distribution: write ``sources/<name>.py`` with those functions and add it to
+``DISTRIBUTIONS`` (before more general layouts such as the plain tree); ``create_imagenet``,
+``imagenet-db labels`` and ``--verify`` then accept it. The tar index (``tarindex``), devkit
+parsing (``devkit``) and checksums (``checksums``) are helpers for such modules; the Caffe
+list file of ``convert_imageset`` is ``listfile``.
+"""
+import os
+from types import ModuleType
+from typing import List
+
+from imagenet_db.errors import ImagenetDbError
+from imagenet_db.sources import ilsvrc2012, tree
+from imagenet_db.sources.base import Dataset
+
+DISTRIBUTIONS: List[ModuleType] = [
+    ilsvrc2012,  # ILSVRC2012_img_train.tar, ILSVRC2012_img_val.tar, ILSVRC2012_devkit_t12.tar.gz
+    tree,        # an extracted train/<wnid>/, val/ tree (the fallback)
+]
+
+
+def detect(source: str) -> ModuleType:
+    """The distribution module that reads ``source``. Raises ImagenetDbError naming the
+    folder and what was looked for when none matches (the last, most general one reports)."""
+    if not os.path.isdir(source):
+        raise ImagenetDbError(f"{source}: no such directory")
+    for distribution in DISTRIBUTIONS:
+        if distribution.detect(source):
+            return distribution
+    return DISTRIBUTIONS[-1]
+
+
+def open_dataset(source: str) -> Dataset:
+    """Find ImageNet under ``source`` (see ``detect``) and read its lists and labels."""
+    return detect(source).open_dataset(source)

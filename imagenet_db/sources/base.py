@@ -1,25 +1,24 @@
-"""Sources of records: (image bytes loader, label, key) in database order.
+"""What every source yields: a ``Dataset`` of synsets, words and ``Split``s of ``Record``s.
 
-A ``Record`` is one line of a Caffe list: its position in the (shuffled) list gives the key
-``%08d_<relpath>`` exactly as Caffe's ``convert_imageset`` forms it. The image bytes are not
-read here: ``record.load()`` reads them when a worker needs them, so the list of records
-stays small (no pixels are held for the list).
-
-Sources: a Caffe list file under a root folder (``list_records``); the extracted ImageNet tree
-and the raw ILSVRC2012 archives are turned into such lists by ``imagenet_db.recipes.imagenet``.
+A ``Record`` is one line of a Caffe list: its position in the (shuffled) list (``index``)
+becomes the number in Caffe's key ``%08d_<relpath>`` (formed by the output). The image bytes
+are not read here: ``record.load()`` reads them when a worker needs them, so the list of
+records stays small (no pixels are held for the list).
 """
 import hashlib
 import os
-from dataclasses import dataclass
-from typing import Callable, List, Sequence, Tuple
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Sequence, Tuple
 
 DEFAULT_SEED = 0
+# file name extensions of the images a folder tree may hold (case-insensitive; OpenCV decodes all)
+IMAGE_EXTENSIONS = frozenset({".jpeg", ".jpg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff",
+                              ".webp"})
 
 
-def caffe_key(index: int, relpath: str) -> bytes:
-    """Database key as Caffe's convert_imageset writes it: ``format_int(index, 8) + "_" + relpath``,
-    UTF-8 encoded. Zero-padding makes byte order equal list order (below 10^8 entries)."""
-    return b"%08d_%s" % (index, relpath.encode("utf-8"))
+def is_image_name(name: str) -> bool:
+    """True when ``name`` ends in one of IMAGE_EXTENSIONS (any case)."""
+    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
 class FileLoader:
@@ -50,11 +49,6 @@ class Record:
     label: int
     load: Callable[[], bytes]
 
-    @property
-    def key(self) -> bytes:
-        """The Caffe key ``%08d_<relpath>`` (UTF-8 bytes) of this record."""
-        return caffe_key(self.index, self.relpath)
-
 
 def shuffle_order(n: int, seed: int = DEFAULT_SEED) -> List[int]:
     """A deterministic permutation of range(n) for ``--shuffle``.
@@ -76,8 +70,30 @@ def shuffled(entries: Sequence, seed: int = DEFAULT_SEED) -> list:
     return [entries[i] for i in shuffle_order(len(entries), seed)]
 
 
-def list_records(root: str, entries: Sequence[Tuple[str, int]]) -> List[Record]:
-    """Records for list entries [(relpath, label), ...] whose files live under ``root``;
-    record i gets key number i (so shuffle ``entries`` first, as convert_imageset does)."""
-    return [Record(i, relpath, label, FileLoader(os.path.join(root, relpath)))
-            for i, (relpath, label) in enumerate(entries)]
+@dataclass
+class Split:
+    """One split (train or val): sorted [(relpath, label)] and how to load a relpath's bytes."""
+    name: str
+    entries: List[Tuple[str, int]]
+    loader: Callable[[str], Callable[[], bytes]]
+
+    def records(self, shuffle: bool, seed: int) -> List[Record]:
+        """Records in database order (shuffled with ``seed`` when ``shuffle``)."""
+        order = shuffled(self.entries, seed) if shuffle else self.entries
+        return [Record(i, relpath, label, self.loader(relpath))
+                for i, (relpath, label) in enumerate(order)]
+
+
+@dataclass
+class Dataset:
+    """A located ImageNet: synsets in Caffe label order (label i = synsets[i]), optional words
+    (wnid -> 'tench, Tinca tinca'), the splits by name, and notes for the log."""
+    synsets: List[str]
+    splits: Dict[str, Split]
+    words: Dict[str, str] = field(default_factory=dict)
+    notes: List[str] = field(default_factory=list)
+
+
+def file_loader(root: str) -> Callable[[str], Callable[[], bytes]]:
+    """relpath -> loader of the file ``root/relpath``."""
+    return lambda relpath: FileLoader(os.path.join(root, relpath))

@@ -19,15 +19,19 @@ import re
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional
 
-from imagenet_db.sources import labels as L
-from imagenet_db.sources.devkit import Devkit, read_devkit
 from imagenet_db.errors import ImagenetDbError
+from imagenet_db.sources import labels as L
+from imagenet_db.sources.base import Dataset, Split
+from imagenet_db.sources.devkit import Devkit, read_devkit
 from imagenet_db.sources.tarindex import Member, MemberLoader, TarReader, index_nested, index_tar
+
+NAME = "ilsvrc2012"
 
 TRAIN_TAR = "ILSVRC2012_img_train.tar"
 VAL_TAR = "ILSVRC2012_img_val.tar"
 DEVKIT_TGZ = "ILSVRC2012_devkit_t12.tar.gz"
 ARCHIVE_NAMES = (TRAIN_TAR, VAL_TAR, DEVKIT_TGZ)
+LOOKS_FOR = f"the ILSVRC2012 archives: {', '.join(ARCHIVE_NAMES)}"
 VAL_NAME = re.compile(r"^ILSVRC2012_val_(\d{8})\.JPEG$")
 VAL_FORMAT = "ILSVRC2012_val_%08d.JPEG"
 # Published sizes of ILSVRC2012 (for information in messages; fixtures are smaller).
@@ -218,3 +222,25 @@ def loader_for(path: str, members: Dict[str, Member]) -> Callable[[str], Callabl
         m = members[relpath]
         return MemberLoader(reader, m.offset, m.size)
     return make
+
+
+def detect(source: str) -> bool:
+    """True when ``source`` holds any of the three files (ArchiveError when only some)."""
+    return find_archives(source) is not None
+
+
+def open_dataset(source: str) -> Dataset:
+    """ImageNet read in place from the archives in ``source``: relpaths, labels and words as
+    Caffe's aux files; loaders read each image by its offset in the tar. Raises
+    ImagenetDbError subclasses naming the bad file (see index_archives)."""
+    index = index_archives(source)
+    splits = {"train": Split("train", index.train_entries(), loader_for(index.paths.train,
+                                                                        index.train)),
+              "val": Split("val", index.val_entries(), loader_for(index.paths.val, index.val))}
+    return Dataset(index.synsets, splits, index.words, index.notes)
+
+
+def verify(source: str, progress=None, log=print) -> None:
+    """``--verify``: the archives' MD5 against the published values (see sources.checksums)."""
+    from imagenet_db.sources.checksums import verify_archives
+    verify_archives(find_archives(source), progress=progress, log=log)

@@ -5,11 +5,14 @@ so paths may contain spaces. Stricter than Caffe (whose ``atoi`` turns garbage i
 a line without a label, a non-integer, negative or out-of-int32 label, or a path listed twice
 raises ListFileError naming the file and the 1-based line number. CRLF endings and a UTF-8 BOM
 are accepted; blank lines are ignored; a list with no entries is an error.
+``list_records`` makes the records of such a list under a root folder: the source of
+``convert_imageset``.
 """
 import os
-from typing import Iterable, List, Tuple
+from typing import Iterable, List, Sequence, Tuple
 
 from imagenet_db.errors import ListFileError
+from imagenet_db.sources.base import FileLoader, Record
 
 INT32_MAX = 2**31 - 1
 
@@ -70,3 +73,10 @@ def write_list(path: str, entries: Iterable[Tuple[str, int]]) -> None:
         for relpath, label in entries:
             f.write(f"{relpath} {label}\n")
     os.replace(tmp, path)
+
+
+def list_records(root: str, entries: Sequence[Tuple[str, int]]) -> List[Record]:
+    """Records for list entries [(relpath, label), ...] whose files live under ``root``;
+    record i gets key number i (so shuffle ``entries`` first, as convert_imageset does)."""
+    return [Record(i, relpath, label, FileLoader(os.path.join(root, relpath)))
+            for i, (relpath, label) in enumerate(entries)]

@@ -1,0 +1,77 @@
+"""``convert_imageset ROOTFOLDER/ LISTFILE DB_NAME``: Caffe's tool, same flags and defaults."""
+import argparse
+import os
+import sys
+from typing import Optional, Sequence
+
+from imagenet_db.cli.flags import (EXIT_STATUS, backend_arg, bool_flag, build_args, build_options,
+                                   executor_for, fast_decode_arg, normalize_gflags, run_command,
+                                   workers_arg)
+from imagenet_db.sources.base import DEFAULT_SEED
+
+CONVERT_BOOLS = ("gray", "shuffle", "check_size", "encoded", "overwrite", "progress", "resume",
+                 "strict", "fast_decode")
+
+
+def convert_parser(prog="convert_imageset") -> argparse.ArgumentParser:
+    """Argument parser of convert_imageset (Caffe's flags and defaults, plus ours)."""
+    p = argparse.ArgumentParser(
+        prog=prog,
+        description="Convert a set of images to a Caffe Datum database (LMDB or LevelDB), "
+                    "as Caffe's tools/convert_imageset, using all cores. LISTFILE lines are "
+                    "'relpath label' (split on the last space); keys are '%08d_relpath' in list "
+                    "order; raw datums hold uint8 pixels in CHW order, BGR channels.",
+        epilog="Example: convert_imageset --resize_height=256 --resize_width=256 --shuffle "
+               "/data/train/ train.txt ilsvrc12_train_lmdb. " + EXIT_STATUS)
+    p.add_argument("root", metavar="ROOTFOLDER/", help="folder the list's relpaths are under")
+    p.add_argument("listfile", metavar="LISTFILE", help="Caffe list file: 'relpath label' lines")
+    p.add_argument("db", metavar="DB_NAME", help="database directory to create")
+    bool_flag(p, "gray", "decode images as 1-channel grayscale (default: 3-channel BGR)")
+    bool_flag(p, "shuffle", "shuffle the list before writing (deterministic, see --seed)")
+    backend_arg(p)
+    p.add_argument("--resize_width", type=int, default=0, metavar="W",
+                   help="width images are squashed to (bilinear); 0 = keep (needs both sizes)")
+    p.add_argument("--resize_height", type=int, default=0, metavar="H",
+                   help="height images are squashed to (bilinear); 0 = keep (needs both sizes)")
+    bool_flag(p, "check_size", "fail if images differ in channels/height/width")
+    bool_flag(p, "encoded", "store encoded image bytes (the original file when unchanged)")
+    p.add_argument("--encode_type", default="", metavar="EXT",
+                   help="encoding for --encoded ('jpg', 'png'; default: each file's extension)")
+    fast_decode_arg(p)
+    workers_arg(p, cluster=True)
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED,
+                   help=f"seed for --shuffle (default {DEFAULT_SEED}: same order on any machine)")
+    bool_flag(p, "overwrite", "replace an existing DB_NAME (built beside it, swapped in at the end)")
+    build_args(p, "DB_NAME (kept in DB_NAME.partial)")
+    return p
+
+
+def _convert(args) -> None:
+    from imagenet_db.imaging.transform import TransformOptions
+    from imagenet_db.pipeline import convert
+    from imagenet_db.sources.base import shuffled
+    from imagenet_db.sources.listfile import list_records, read_list
+
+    entries = read_list(args.listfile)
+    if args.shuffle:
+        entries = shuffled(entries, args.seed)
+    print(f"A total of {len(entries)} images.", file=sys.stderr)
+    options = TransformOptions(resize_height=max(0, args.resize_height),
+                               resize_width=max(0, args.resize_width), is_color=not args.gray,
+                               encoded=args.encoded, encode_type=args.encode_type,
+                               fast_decode=args.fast_decode)
+    with executor_for(args) as executor:
+        summary = convert(list_records(args.root, entries), args.db, args.backend, options,
+                          build_options(args, executor),
+                          settings={"shuffle": args.shuffle, "seed": args.seed},
+                          info={"listfile": os.path.abspath(args.listfile)})
+    print(summary.describe(), file=sys.stderr)
+    if summary.skipped:
+        print(f"skipped images are listed in {summary.db_path}.skipped.tsv", file=sys.stderr)
+
+
+def convert_imageset_main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of ``convert_imageset``."""
+    argv = sys.argv[1:] if argv is None else argv
+    args = convert_parser().parse_args(normalize_gflags(argv, CONVERT_BOOLS))
+    return run_command(_convert, args)

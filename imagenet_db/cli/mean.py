@@ -1,0 +1,40 @@
+"""``compute_image_mean INPUT_DB [OUTPUT_FILE]``: Caffe's mean tool."""
+import argparse
+import sys
+from typing import Optional, Sequence
+
+from imagenet_db.cli.flags import backend_arg, normalize_gflags, run_command
+
+def mean_parser(prog="compute_image_mean") -> argparse.ArgumentParser:
+    """Argument parser of compute_image_mean INPUT_DB [OUTPUT_FILE]."""
+    p = argparse.ArgumentParser(
+        prog=prog,
+        description="Compute the mean image of a Caffe Datum database, as Caffe's "
+                    "tools/compute_image_mean: a BlobProto (num=1, channels, height, width, float "
+                    "data in CHW/BGR order) for transform_param { mean_file }, and the per-channel "
+                    "mean_value. Sums exactly in 64-bit integers. Encoded datums are decoded.")
+    p.add_argument("input_db", metavar="INPUT_DB", help="LMDB or LevelDB directory")
+    p.add_argument("output", metavar="OUTPUT_FILE", nargs="?",
+                   help="mean file to write: .binaryproto (BlobProto) or .npy (float32 CxHxW)")
+    backend_arg(p)
+    return p
+
+
+def _mean(args) -> None:
+    from imagenet_db.observers.mean import compute_db_mean
+    from imagenet_db.outputs.meanfile import channel_means, write_mean
+
+    mean, count = compute_db_mean(args.input_db, args.backend)
+    print(f"Processed {count} datums; mean shape (channels, height, width) = {mean.shape}",
+          file=sys.stderr)
+    if args.output:
+        write_mean(args.output, mean)
+        print(f"Write to {args.output}", file=sys.stderr)
+    for c, value in enumerate(channel_means(mean)):
+        print(f"mean_value channel [{c}]: {value:.6g}")
+
+
+def compute_image_mean_main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of ``compute_image_mean``."""
+    argv = sys.argv[1:] if argv is None else argv
+    return run_command(_mean, mean_parser().parse_args(normalize_gflags(argv, ())))

@@ -1,0 +1,46 @@
+"""``imagenet-db verify DB``: check a Datum database end to end."""
+import argparse
+import sys
+from typing import Optional, Sequence
+
+from imagenet_db.cli.flags import (EXIT_STATUS, backend_arg, bool_flag, normalize_gflags,
+                                   run_command, workers_arg)
+
+VERIFY_BOOLS = ("progress", "require_manifest", "allow_mixed_sizes")
+
+
+def verify_parser(prog="imagenet-db verify") -> argparse.ArgumentParser:
+    """Argument parser of imagenet-db verify DB."""
+    p = argparse.ArgumentParser(
+        prog=prog,
+        description="Check a Caffe Datum database end to end: completion record "
+                    "(imagenet_db.json; a database made elsewhere, e.g. by Caffe, is checked "
+                    "without it), entry count, key format ('%08d_relpath') and order, every "
+                    "datum parses and (encoded) decodes, one channels/height/width, labels in "
+                    "range. Prints a summary; exit 0 when no problem is found, 1 otherwise.",
+        epilog=EXIT_STATUS)
+    p.add_argument("db", metavar="DB", help="LMDB or LevelDB directory")
+    backend_arg(p, default=None)
+    p.add_argument("--synsets", metavar="SYNSETS_TXT", default=None,
+                   help="synsets.txt: labels must be in 0..(number of lines - 1)")
+    bool_flag(p, "require_manifest", "a missing completion record is a problem, not a note")
+    bool_flag(p, "allow_mixed_sizes", "datums of different sizes are not a problem")
+    workers_arg(p)
+    bool_flag(p, "progress", "progress bar (default: only on a terminal)", default=None)
+    return p
+
+
+def _verify(args) -> int:
+    from imagenet_db.verify import verify_db
+
+    report = verify_db(args.db, args.backend, args.synsets, args.workers, args.progress,
+                       require_manifest=args.require_manifest,
+                       allow_mixed_sizes=args.allow_mixed_sizes)
+    print(report.describe())
+    return 0 if report.ok else 1
+
+
+def verify_main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of ``imagenet-db verify``."""
+    argv = sys.argv[1:] if argv is None else argv
+    return run_command(_verify, verify_parser().parse_args(normalize_gflags(argv, VERIFY_BOOLS)))

@@ -1,0 +1,44 @@
+"""Decoding image file bytes with OpenCV, as Caffe's ``cv::imread`` / ``cv::imdecode`` do.
+
+Colour images come out as (H, W, 3) uint8 in OpenCV's BGR order, grayscale as (H, W) uint8.
+EXIF orientation is applied (OpenCV >= 3.1 does so in ``imdecode``, as Caffe's readers get it).
+The cheap checks that run before a decode are in ``imaging.headers``; the opt-in libjpeg
+downscale in ``imaging.fastdecode``.
+"""
+from typing import Optional
+
+import cv2
+import numpy as np
+
+
+def decode_image(data: bytes, is_color: bool) -> Optional[np.ndarray]:
+    """Decode image file bytes: (H, W, 3) BGR uint8 (``is_color``) or (H, W) uint8 grayscale;
+    None when OpenCV cannot decode them."""
+    if not data:
+        return None
+    buf = np.frombuffer(data, dtype=np.uint8)
+    try:
+        return cv2.imdecode(buf, cv2.IMREAD_COLOR if is_color else cv2.IMREAD_GRAYSCALE)
+    except cv2.error:
+        return None
+
+
+def decode_flag_for(channels: int) -> int:
+    """The cv2.imdecode flag for a stored image with ``channels`` channels (3 -> IMREAD_COLOR,
+    1 -> IMREAD_GRAYSCALE), else (0: unknown) IMREAD_ANYCOLOR like Caffe's ``DecodeDatumNative``."""
+    if channels == 3:
+        return cv2.IMREAD_COLOR
+    if channels == 1:
+        return cv2.IMREAD_GRAYSCALE
+    return cv2.IMREAD_ANYCOLOR
+
+
+def is_gray_file(data: bytes) -> bool:
+    """True when the image file decodes (unchanged) to a single channel."""
+    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    return image is not None and image.ndim == 2
+
+
+def chw_view(image: np.ndarray) -> np.ndarray:
+    """(C, H, W) view of an (H, W) or (H, W, C) image (no copy)."""
+    return image[np.newaxis] if image.ndim == 2 else image.transpose(2, 0, 1)

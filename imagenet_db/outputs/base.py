@@ -1,0 +1,88 @@
+"""The output interface: what every output format implements (one class per format).
+
+Records reach an output in list order (record.index ascending, with gaps where images were
+skipped). Work is split in two so that all cores share it:
+
+``encode(record, image) -> Encoded``   (class method, runs on the worker threads or a cluster)
+    turn one transformed ``imaging.transform.Image`` into the bytes this format stores;
+``add(record, encoded)``                (the one writing thread, in list order)
+    store it; ``commit()`` makes everything added durable; ``close()`` commits and closes;
+    ``abort()`` drops what is not committed and closes.
+
+Resuming goes by record index: ``resume_position(records)`` opens what an interrupted build
+left and says which record comes next (it also checks that what is stored belongs to this
+list); ``stored(start)`` reads committed records back (for the observers' catch-up).
+"""
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar, Iterator, Optional, Sequence, Tuple
+
+import numpy as np
+
+
+@dataclass
+class Encoded:
+    """One record as the output stores it.
+
+    value: the stored bytes (bytes, bytearray or memoryview). pixels: (C, H, W) uint8 pixels
+    a reader gets back (for the observers; None when not asked for). shape: (channels,
+    height, width). name: how the record is called in messages (e.g. its database key).
+    """
+    value: object
+    pixels: Optional[np.ndarray]
+    shape: Tuple[int, int, int]
+    name: str
+
+
+class Output(ABC):
+    """An output being written at ``path`` (a directory), committing every ``txn_size`` records.
+
+    Class attributes: ``name`` (the registry name, e.g. 'lmdb') and ``description``.
+    Raises DatabaseError for any failed write (disk full...); what was committed stays.
+    """
+    name: ClassVar[str]
+    description: ClassVar[str]
+
+    @classmethod
+    @abstractmethod
+    def encode(cls, record, image) -> Encoded:
+        """Bytes to store for ``record`` (a sources.Record) and its transformed ``image``."""
+
+    @classmethod
+    @abstractmethod
+    def detect(cls, path: str) -> bool:
+        """True when ``path`` holds an output of this format."""
+
+    @property
+    @abstractmethod
+    def pending(self) -> int:
+        """Records added since the last commit."""
+
+    @abstractmethod
+    def add(self, record, encoded: Encoded) -> None:
+        """Store one record (after every record of lower index)."""
+
+    @abstractmethod
+    def commit(self) -> None:
+        """Make every added record durable."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Commit and close."""
+
+    @abstractmethod
+    def abort(self) -> None:
+        """Drop what is not committed and close."""
+
+    @abstractmethod
+    def resume_position(self, records: Sequence) -> int:
+        """Index of the first record not stored yet (0 for a new output). Raises DatabaseError
+        when the stored records are not a prefix of ``records``."""
+
+    @abstractmethod
+    def entries(self) -> int:
+        """Number of committed records."""
+
+    @abstractmethod
+    def stored(self, start: int = 0) -> Iterator[Tuple[int, str, np.ndarray]]:
+        """Committed records with index >= ``start``, in order: (index, name, (C, H, W) pixels)."""
