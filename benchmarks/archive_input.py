@@ -29,15 +29,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import lmdb  # noqa: E402
 
-from imagenet_db.testing import archives as fixture_archives  # noqa: E402
-from imagenet_db.sources.ilsvrc2012 import index_archives  # noqa: E402
+from imagenet_db.engine.buildstate import BuildOptions  # noqa: E402
 from imagenet_db.engine.executor import ordered_map  # noqa: E402
-from imagenet_db.recipes.imagenet import locate  # noqa: E402
-from imagenet_db.pipeline import convert  # noqa: E402
-from imagenet_db.outputs import iterate_db  # noqa: E402
-from imagenet_db.sources.base import caffe_key, shuffle_order  # noqa: E402
-from imagenet_db.sources.tarindex import TarReader  # noqa: E402
 from imagenet_db.imaging.transform import TransformOptions, transform_image  # noqa: E402
+from imagenet_db.outputs import iterate_db  # noqa: E402
+from imagenet_db.outputs.datum import caffe_key, encode_datum  # noqa: E402
+from imagenet_db.pipeline import convert  # noqa: E402
+from imagenet_db.sources import open_dataset  # noqa: E402
+from imagenet_db.sources.base import Record, shuffle_order  # noqa: E402
+from imagenet_db.sources.ilsvrc2012 import index_archives  # noqa: E402
+from imagenet_db.sources.tarindex import TarReader  # noqa: E402
+from imagenet_db.testing import archives as fixture_archives  # noqa: E402
 
 OPTIONS = TransformOptions(resize_height=256, resize_width=256)
 
@@ -67,7 +69,8 @@ def stream_out_of_order(index, db_path, workers, seed=0):
     def work(j):
         relpath, label = entries[j]
         m = index.train[relpath]
-        return j, transform_image(reader.read(m.offset, m.size), relpath, label, OPTIONS)
+        image = transform_image(reader.read(m.offset, m.size), relpath, OPTIONS)
+        return j, encode_datum(Record(position[j], relpath, label, None), image)
 
     env = lmdb.open(db_path, map_size=1 << 34, subdir=True, meminit=False)
     txn, pending = env.begin(write=True), 0
@@ -116,15 +119,15 @@ def main():
     tar_bytes = os.path.getsize(index.paths.train)
     payload = sum(m.size for m in index.train.values())
 
+    build = BuildOptions(workers=args.workers, progress=False)
+
     def split_records(source):
-        return locate(str(source)).splits["train"].records(True, 0)
+        return open_dataset(str(source)).splits["train"].records(True, 0)
 
     cases = {
-        "tree": (tree_files, lambda db: convert(split_records(tree), db, "lmdb", OPTIONS,
-                                                args.workers, progress=False)),
+        "tree": (tree_files, lambda db: convert(split_records(tree), db, "lmdb", OPTIONS, build)),
         "tar-pread": ([index.paths.train],
-                      lambda db: convert(split_records(arch), db, "lmdb", OPTIONS,
-                                         args.workers, progress=False)),
+                      lambda db: convert(split_records(arch), db, "lmdb", OPTIONS, build)),
         "tar-stream": ([index.paths.train],
                        lambda db: stream_out_of_order(index, db, args.workers)),
     }

@@ -1,7 +1,7 @@
 """Command-line entry points: convert_imageset, compute_image_mean, create_imagenet, imagenet-db.
 
 Thin wrappers over the Python API, one module per command (``convert``, ``mean``, ``create``,
-``verify``, ``archives`` for labels/extract); shared flags in ``flags``, whose choices come
+``verify``, ``labels``, ``extract``); shared flags in ``flags``, whose choices come
 from the registries (``outputs.OUTPUTS`` for --backend). Flags follow Caffe's gflags spelling so existing scripts
 run unchanged: ``--flag=value``, ``--flag value``, single-dash ``-flag``, and for booleans
 ``--flag``, ``--flag=true|false``, ``--noflag``.
@@ -19,7 +19,8 @@ import sys
 from typing import Optional, Sequence
 
 from imagenet_db import __version__
-from imagenet_db.cli.archives import extract_main, labels_main
+from imagenet_db.cli.extract import extract_main
+from imagenet_db.cli.labels import labels_main
 from imagenet_db.cli.convert import convert_imageset_main, convert_parser  # noqa: F401
 from imagenet_db.cli.create import create_imagenet_main, create_parser  # noqa: F401
 from imagenet_db.cli.mean import compute_image_mean_main, mean_parser  # noqa: F401

@@ -1,12 +1,18 @@
-"""``convert_imageset ROOTFOLDER/ LISTFILE DB_NAME``: Caffe's tool, same flags and defaults."""
+"""``convert_imageset ROOTFOLDER/ LISTFILE DB_NAME``: Caffe's tool, same flags and defaults.
+
+Convert a set of images to a Caffe Datum database (LMDB or LevelDB), as Caffe's
+tools/convert_imageset, using all cores. LISTFILE lines are 'relpath label' (split on the last
+space); keys are '%08d_relpath' in list order; raw datums hold uint8 pixels in CHW order, BGR
+channels.
+"""
 import argparse
 import os
 import sys
 from typing import Optional, Sequence
 
-from imagenet_db.cli.flags import (EXIT_STATUS, backend_arg, bool_flag, build_args, build_options,
-                                   executor_for, fast_decode_arg, normalize_gflags, run_command,
-                                   workers_arg)
+from imagenet_db.cli.flags import (EXIT_STATUS, backend_arg, bool_flag, build_args,
+                                   build_options, executor_for, fast_decode_arg, help_text,
+                                   normalize_gflags, run_command, workers_arg)
 from imagenet_db.sources.base import DEFAULT_SEED
 
 CONVERT_BOOLS = ("gray", "shuffle", "check_size", "encoded", "overwrite", "progress", "resume",
@@ -17,10 +23,7 @@ def convert_parser(prog="convert_imageset") -> argparse.ArgumentParser:
     """Argument parser of convert_imageset (Caffe's flags and defaults, plus ours)."""
     p = argparse.ArgumentParser(
         prog=prog,
-        description="Convert a set of images to a Caffe Datum database (LMDB or LevelDB), "
-                    "as Caffe's tools/convert_imageset, using all cores. LISTFILE lines are "
-                    "'relpath label' (split on the last space); keys are '%08d_relpath' in list "
-                    "order; raw datums hold uint8 pixels in CHW order, BGR channels.",
+        description=help_text(__doc__),
         epilog="Example: convert_imageset --resize_height=256 --resize_width=256 --shuffle "
                "/data/train/ train.txt ilsvrc12_train_lmdb. " + EXIT_STATUS)
     p.add_argument("root", metavar="ROOTFOLDER/", help="folder the list's relpaths are under")

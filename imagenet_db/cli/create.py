@@ -1,11 +1,16 @@
-"""``create_imagenet SOURCE OUTDIR``: the whole ImageNet recipe in one command."""
+"""``create_imagenet SOURCE OUTDIR``: the whole ImageNet recipe in one command.
+
+Build Caffe's ImageNet data in one step (get_ilsvrc_aux.sh + create_imagenet.sh +
+make_imagenet_mean.sh): synsets.txt, train.txt, val.txt (labels = position of the wnid in ASCII
+order), shuffled ilsvrc12_{train,val}_<backend> databases and imagenet_mean.binaryproto/.npy.
+"""
 import argparse
 import sys
 from typing import Optional, Sequence
 
-from imagenet_db.cli.flags import (EXIT_STATUS, backend_arg, bool_flag, build_args, build_options,
-                                   executor_for, fast_decode_arg, normalize_gflags, run_command,
-                                   stderr_log, workers_arg)
+from imagenet_db.cli.flags import (EXIT_STATUS, backend_arg, bool_flag, build_args,
+                                   build_options, executor_for, fast_decode_arg, help_text,
+                                   normalize_gflags, run_command, stderr_log, workers_arg)
 from imagenet_db.sources.base import DEFAULT_SEED
 
 
@@ -27,10 +32,7 @@ def create_parser(prog="create_imagenet") -> argparse.ArgumentParser:
     """Argument parser of create_imagenet SOURCE OUTDIR."""
     p = argparse.ArgumentParser(
         prog=prog,
-        description="Build Caffe's ImageNet data in one step (get_ilsvrc_aux.sh + "
-                    "create_imagenet.sh + make_imagenet_mean.sh): synsets.txt, train.txt, val.txt "
-                    "(labels = position of the wnid in ASCII order), shuffled "
-                    "ilsvrc12_{train,val}_<backend> databases and imagenet_mean.binaryproto/.npy.",
+        description=help_text(__doc__),
         epilog="SOURCE: the folder holding the raw ILSVRC2012_img_train.tar, "
                "ILSVRC2012_img_val.tar and ILSVRC2012_devkit_t12.tar.gz (read in place, "
                "nothing extracted; labels from the devkit), or an extracted ImageNet with "

@@ -138,3 +138,8 @@ def executor_for(args):
 def stderr_log(text: str) -> None:
     """Progress lines of the commands go to stderr."""
     print(text, file=sys.stderr)
+
+
+def help_text(module_doc: str) -> str:
+    """A command's --help description: its module docstring without the title line."""
+    return module_doc.split("\n\n", 1)[1].strip()

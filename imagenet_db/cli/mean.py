@@ -1,18 +1,20 @@
-"""``compute_image_mean INPUT_DB [OUTPUT_FILE]``: Caffe's mean tool."""
+"""``compute_image_mean INPUT_DB [OUTPUT_FILE]``: Caffe's mean tool.
+
+Compute the mean image of a Caffe Datum database, as Caffe's tools/compute_image_mean: a
+BlobProto (num=1, channels, height, width, float data in CHW/BGR order) for transform_param {
+mean_file }, and the per-channel mean_value. Sums exactly in 64-bit integers. Encoded datums are
+decoded.
+"""
 import argparse
 import sys
 from typing import Optional, Sequence
 
-from imagenet_db.cli.flags import backend_arg, normalize_gflags, run_command
-
+from imagenet_db.cli.flags import backend_arg, help_text, normalize_gflags, run_command
 def mean_parser(prog="compute_image_mean") -> argparse.ArgumentParser:
     """Argument parser of compute_image_mean INPUT_DB [OUTPUT_FILE]."""
     p = argparse.ArgumentParser(
         prog=prog,
-        description="Compute the mean image of a Caffe Datum database, as Caffe's "
-                    "tools/compute_image_mean: a BlobProto (num=1, channels, height, width, float "
-                    "data in CHW/BGR order) for transform_param { mean_file }, and the per-channel "
-                    "mean_value. Sums exactly in 64-bit integers. Encoded datums are decoded.")
+        description=help_text(__doc__))
     p.add_argument("input_db", metavar="INPUT_DB", help="LMDB or LevelDB directory")
     p.add_argument("output", metavar="OUTPUT_FILE", nargs="?",
                    help="mean file to write: .binaryproto (BlobProto) or .npy (float32 CxHxW)")

@@ -1,9 +1,15 @@
-"""``imagenet-db verify DB``: check a Datum database end to end."""
+"""``imagenet-db verify DB``: check a Datum database end to end.
+
+Check a Caffe Datum database end to end: completion record (imagenet_db.json; a database made
+elsewhere, e.g. by Caffe, is checked without it), entry count, key format ('%08d_relpath') and
+order, every datum parses and (encoded) decodes, one channels/height/width, labels in range.
+Prints a summary; exit 0 when no problem is found, 1 otherwise.
+"""
 import argparse
 import sys
 from typing import Optional, Sequence
 
-from imagenet_db.cli.flags import (EXIT_STATUS, backend_arg, bool_flag, normalize_gflags,
+from imagenet_db.cli.flags import (EXIT_STATUS, backend_arg, bool_flag, help_text, normalize_gflags,
                                    run_command, workers_arg)
 
 VERIFY_BOOLS = ("progress", "require_manifest", "allow_mixed_sizes")
@@ -13,11 +19,7 @@ def verify_parser(prog="imagenet-db verify") -> argparse.ArgumentParser:
     """Argument parser of imagenet-db verify DB."""
     p = argparse.ArgumentParser(
         prog=prog,
-        description="Check a Caffe Datum database end to end: completion record "
-                    "(imagenet_db.json; a database made elsewhere, e.g. by Caffe, is checked "
-                    "without it), entry count, key format ('%08d_relpath') and order, every "
-                    "datum parses and (encoded) decodes, one channels/height/width, labels in "
-                    "range. Prints a summary; exit 0 when no problem is found, 1 otherwise.",
+        description=help_text(__doc__),
         epilog=EXIT_STATUS)
     p.add_argument("db", metavar="DB", help="LMDB or LevelDB directory")
     backend_arg(p, default=None)
