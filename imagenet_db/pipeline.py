@@ -176,10 +176,20 @@ def _restore(build_dir: str, records, output: Output, observers, strict: bool,
     return done
 
 
-def _write_all(todo, results, output: Output, observers, build_dir: str, build: BuildOptions,
-               summary: ConvertSummary, bar, stop: GracefulStop) -> None:
+@dataclass
+class _Build:
+    """One build in progress: where it is written, by what, for whom."""
+    build_dir: str
+    output: Output
+    observers: list
+    options: BuildOptions
+    summary: ConvertSummary
+
+
+def _write_all(todo, results, run: _Build, bar, stop: GracefulStop) -> None:
     """The loop: each result in list order to the observers and the output (or the skip log)."""
-    skip_log = B.SkipLog(build_dir)
+    output, observers, summary = run.output, run.observers, run.summary
+    skip_log = B.SkipLog(run.build_dir)
     try:
         for record, result in zip(todo, results):
             if stop.requested:
@@ -189,7 +199,7 @@ def _write_all(todo, results, output: Output, observers, build_dir: str, build: 
                 skip_log.add(record.index, record.relpath, result)
                 summary.skipped.append((record.relpath, result))
                 bar.write(f"skipped {record.relpath}: {result}", file=sys.stderr)
-                if build.strict:
+                if run.options.strict:
                     raise SkippedImageError(f"{record.relpath}: {result} (--strict); "
                                             f"fix the file, then {B.RESUME_HINT}")
                 continue
@@ -199,7 +209,7 @@ def _write_all(todo, results, output: Output, observers, build_dir: str, build: 
             summary.written += 1
             if output.pending == 0:
                 for observer in observers:
-                    observer.committed(build_dir, record.index)
+                    observer.committed(run.build_dir, record.index)
     finally:
         skip_log.close()
 
@@ -212,19 +222,19 @@ def _disk_error(exc: Exception, build_dir: str) -> DatabaseError:
                          f"free space or fix the cause, then {B.RESUME_HINT}")
 
 
-def _run(records, todo, output: Output, observers, build_dir: str, transform, build,
-         summary) -> GracefulStop:
+def _run(records, todo, run: _Build, transform: TransformOptions) -> GracefulStop:
     """Run the workers and the loop; commit what is done on any stop (see convert)."""
+    output, observers, build, build_dir = run.output, run.observers, run.options, run.build_dir
     want_pixels = any(observer.needs_pixels for observer in observers)
     job = RecordJob(transform, build.max_pixels, type(output), want_pixels)
     results = ordered_map(job, todo, build.workers, executor=build.executor)
     bar = tqdm(total=len(records), initial=len(records) - len(todo), unit="img",
                disable=None if build.progress is None else not build.progress,
-               file=sys.stderr, desc=os.path.basename(summary.db_path), dynamic_ncols=True)
+               file=sys.stderr, desc=os.path.basename(run.summary.db_path), dynamic_ncols=True)
     stop = GracefulStop()
     try:
         with stop:
-            _write_all(todo, results, output, observers, build_dir, build, summary, bar, stop)
+            _write_all(todo, results, run, bar, stop)
         results.close()
         output.close()
     except (ImagenetDbError, OSError) as exc:
@@ -316,7 +326,8 @@ def convert(records: Sequence[Record], db_path: str, backend: str = "lmdb",
     except BaseException:
         output.abort()
         raise
-    stop = _run(records, records[done:], output, observers, build_dir, transform, build, summary)
+    stop = _run(records, records[done:], _Build(build_dir, output, observers, build, summary),
+                transform)
     finished = summary.written + len(summary.skipped)
     if stop.requested:
         raise BuildInterrupted(f"interrupted: {finished} of {len(records)} images are committed "

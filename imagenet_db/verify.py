@@ -111,29 +111,8 @@ def _check_entry(item: Tuple[bytes, bytes]):
     return key, datum.label, shape, datum.encoded, None
 
 
-def verify_db(path: str, backend: Optional[str] = None, synsets_path: Optional[str] = None,
-              workers: Optional[int] = None, progress: Optional[bool] = None,
-              require_manifest: bool = False, allow_mixed_sizes: bool = False) -> VerifyReport:
-    """Check the database at ``path`` (see the module docstring) and return a VerifyReport.
-
-    backend: 'lmdb', 'leveldb' or None to detect. synsets_path: synsets.txt (or
-    synset_words.txt) whose line count bounds the labels. workers: threads for parsing and
-    decoding (None = all cores). Raises DatabaseError when ``path`` cannot be opened as a
-    database of that backend (not a database, wrong --backend), ImagenetDbError for an
-    unreadable synsets file.
-    """
-    path = os.path.normpath(path)
-    report = VerifyReport(path=path)
-    if not os.path.isdir(path):
-        raise DatabaseError(f"{path}: no such database directory")
-    num_labels = None
-    if synsets_path:
-        try:
-            num_labels = len(read_synsets(synsets_path))
-        except OSError as exc:
-            raise ImagenetDbError(f"{synsets_path}: cannot read: {exc.strerror}") from None
-    report.backend = backend or detect_backend(path) or "?"
-
+def _check_record(report: VerifyReport, path: str, require_manifest: bool) -> dict:
+    """The completion record's presence and backend; returns the record ({} when none)."""
     report.manifest = B.read_manifest(path)
     if report.manifest is None:
         if os.path.exists(os.path.join(path, B.BUILD_RECORD_NAME)):
@@ -152,8 +131,13 @@ def verify_db(path: str, backend: Optional[str] = None, synsets_path: Optional[s
         report.problem(f"completion record says backend {manifest.get('backend')}, the files "
                        f"are {report.backend}")
 
-    entries = iterate_db(path, backend)
-    first = next(entries, None)  # opens the database: raises DatabaseError now if it cannot
+    return manifest
+
+
+def _scan(report: VerifyReport, entries, first, manifest: dict, num_labels: Optional[int],
+          workers: Optional[int], progress: Optional[bool]) -> None:
+    """Check every entry (parsed and decoded on ``workers`` threads) into ``report``."""
+    path = report.path
     bar = tqdm(unit="datum", disable=None if progress is None else not progress,
                file=sys.stderr, desc=os.path.basename(path), dynamic_ncols=True)
 
@@ -199,6 +183,11 @@ def verify_db(path: str, backend: Optional[str] = None, synsets_path: Optional[s
         bar.close()
         entries.close()
 
+
+
+def _check_totals(report: VerifyReport, path: str, manifest: dict,
+                  allow_mixed_sizes: bool) -> None:
+    """Counts against the completion record, the stored mean, one size."""
     if manifest:
         if manifest.get("entries") != report.entries:
             report.problem(f"completion record says {manifest.get('entries')} entries, the "
@@ -227,4 +216,34 @@ def verify_db(path: str, backend: Optional[str] = None, synsets_path: Optional[s
             report.notes.append(text)
         else:
             report.problem(text)
+
+
+def verify_db(path: str, backend: Optional[str] = None, synsets_path: Optional[str] = None,
+              workers: Optional[int] = None, progress: Optional[bool] = None,
+              require_manifest: bool = False, allow_mixed_sizes: bool = False) -> VerifyReport:
+    """Check the database at ``path`` (see the module docstring) and return a VerifyReport.
+
+    backend: 'lmdb', 'leveldb' or None to detect. synsets_path: synsets.txt (or
+    synset_words.txt) whose line count bounds the labels. workers: threads for parsing and
+    decoding (None = all cores). Raises DatabaseError when ``path`` cannot be opened as a
+    database of that backend (not a database, wrong --backend), ImagenetDbError for an
+    unreadable synsets file.
+    """
+    path = os.path.normpath(path)
+    report = VerifyReport(path=path)
+    if not os.path.isdir(path):
+        raise DatabaseError(f"{path}: no such database directory")
+    num_labels = None
+    if synsets_path:
+        try:
+            num_labels = len(read_synsets(synsets_path))
+        except OSError as exc:
+            raise ImagenetDbError(f"{synsets_path}: cannot read: {exc.strerror}") from None
+    report.backend = backend or detect_backend(path) or "?"
+
+    manifest = _check_record(report, path, require_manifest)
+    entries = iterate_db(path, backend)
+    first = next(entries, None)  # opens the database: raises DatabaseError now if it cannot
+    _scan(report, entries, first, manifest, num_labels, workers, progress)
+    _check_totals(report, path, manifest, allow_mixed_sizes)
     return report
