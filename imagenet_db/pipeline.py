@@ -30,6 +30,7 @@ from imagenet_db.engine.executor import ordered_map
 from imagenet_db.engine.files import remove_path, remove_stale_temporaries, write_file_atomic
 from imagenet_db.engine.files import write_json_atomic
 from imagenet_db.engine.graceful import GracefulStop
+from imagenet_db.engine.lock import OutputLock, lock_path_for
 from imagenet_db.errors import BuildInterrupted, DatabaseError, ImagenetDbError, SkippedImageError
 from imagenet_db.imaging.headers import check_image_bytes, describe_undecodable
 from imagenet_db.imaging.transform import ImageSkipped, TransformOptions, transform_image
@@ -140,7 +141,7 @@ def plan_build(records: Sequence[Record], db_path: str, backend: str,
     for observer in all_observers(build, observers):
         observed.update(observer.identity())
     identity = B.build_identity(records, backend, transform.record(), build, observed, settings)
-    return identity, B.plan_output(os.path.normpath(db_path), identity, build.overwrite,
+    return identity, B.plan_output(output_path(db_path), identity, build.overwrite,
                                    build.resume)
 
 
@@ -303,13 +304,32 @@ def convert(records: Sequence[Record], db_path: str, backend: str = "lmdb",
 
     Unreadable/undecodable/corrupt/oversized images are skipped, counted and listed in
     ``DB.skipped.tsv``. Raises DatabaseError (existing output, resume refused, disk full...),
-    ShapeMismatchError, SkippedImageError, BuildInterrupted (SIGINT/SIGTERM: work committed).
-    On any error the final path is untouched and the work committed so far stays in
-    ``DB.partial`` for ``resume``.
+    OutputBusyError (another live process is building ``db_path``: it holds ``DB.lock``, see
+    ``engine.lock``), ShapeMismatchError, SkippedImageError, BuildInterrupted (SIGINT/SIGTERM:
+    work committed). On any error the final path is untouched and the work committed so far
+    stays in ``DB.partial`` for ``resume``.
     """
-    db_path = os.path.normpath(db_path)
+    db_path = output_path(db_path)
     if any(record.index != position for position, record in enumerate(records)):
         raise ValueError("records must be numbered 0..n-1 in list order")
+    with OutputLock(lock_path_for(db_path), f"{db_path} is being built"):
+        return _convert_locked(records, db_path, backend, transform, build, observers,
+                               settings, info)
+
+
+def output_path(path: str) -> str:
+    """``path`` normalized; absolute when it names the current folder or a parent ('.',
+    '..'), so that ``DB.partial`` and ``DB.lock`` are siblings of the output, not files
+    named '..partial' inside it."""
+    path = os.path.normpath(path)
+    if os.path.basename(path) in ("", ".", ".."):
+        path = os.path.abspath(path)
+    return path
+
+
+def _convert_locked(records, db_path, backend, transform, build, observers, settings,
+                    info) -> ConvertSummary:
+    """convert() with the output's lock held (one build per output)."""
     identity, action = plan_build(records, db_path, backend, transform, build, observers,
                                   settings)
     observers = all_observers(build, observers)

@@ -6,10 +6,15 @@ mean_file }, and the per-channel mean_value. Sums exactly in 64-bit integers. En
 decoded.
 """
 import argparse
+import contextlib
+import os
 import sys
 from typing import Optional, Sequence
 
 from imagenet_db.cli.flags import backend_arg, help_text, normalize_gflags, run_command
+from imagenet_db.errors import ImagenetDbError
+
+
 def mean_parser(prog="compute_image_mean") -> argparse.ArgumentParser:
     """Argument parser of compute_image_mean INPUT_DB [OUTPUT_FILE]."""
     p = argparse.ArgumentParser(
@@ -23,15 +28,23 @@ def mean_parser(prog="compute_image_mean") -> argparse.ArgumentParser:
 
 
 def _mean(args) -> None:
+    from imagenet_db.engine.lock import OutputLock, lock_path_for
     from imagenet_db.observers.mean import compute_db_mean
     from imagenet_db.outputs.meanfile import channel_means, write_mean
 
-    mean, count = compute_db_mean(args.input_db, args.backend)
-    print(f"Processed {count} datums; mean shape (channels, height, width) = {mean.shape}",
-          file=sys.stderr)
+    lock = contextlib.nullcontext()
     if args.output:
-        write_mean(args.output, mean)
-        print(f"Write to {args.output}", file=sys.stderr)
+        if os.path.isdir(args.output):
+            raise ImagenetDbError(f"{args.output}: is a directory; OUTPUT_FILE is the mean file "
+                                  f"to write (.binaryproto or .npy)")
+        lock = OutputLock(lock_path_for(args.output), f"{args.output} is being written")
+    with lock:
+        mean, count = compute_db_mean(args.input_db, args.backend)
+        print(f"Processed {count} datums; mean shape (channels, height, width) = {mean.shape}",
+              file=sys.stderr)
+        if args.output:
+            write_mean(args.output, mean)
+            print(f"Write to {args.output}", file=sys.stderr)
     for c, value in enumerate(channel_means(mean)):
         print(f"mean_value channel [{c}]: {value:.6g}")
 

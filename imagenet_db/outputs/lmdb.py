@@ -80,9 +80,13 @@ class LmdbWriter(DatumWriter):
             self._reserve(need)
             self.txn = self.env.begin(write=True)
         try:
-            self.txn.put(key, value, append=True)
+            stored = self.txn.put(key, value, append=True)
         except lmdb.Error as exc:
             raise DatabaseError(f"{self.path}: LMDB put failed: {exc}") from None
+        if not stored:  # MDB_KEYEXIST: the database holds this key or a later one
+            raise DatabaseError(f"{self.path}: LMDB refused key {key[:60]!r}: the database "
+                                f"already holds it or a later key (written by another "
+                                f"process?)")
         self.last_key = key
         self.pending_puts += 1
         self.pending_bytes += need

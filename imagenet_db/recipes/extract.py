@@ -28,6 +28,7 @@ from tqdm import tqdm
 from imagenet_db.sources.ilsvrc2012 import ArchiveIndex, index_archives
 from imagenet_db.errors import ImagenetDbError
 from imagenet_db.engine.executor import ordered_map
+from imagenet_db.engine.lock import OutputLock, folder_lock_path
 from imagenet_db.sources.tarindex import Member, TarReader
 
 VAL_LAYOUTS = ("folders", "flat")
@@ -141,13 +142,26 @@ def extract(source: str, dest: str, val_layout: str = "folders", overwrite: bool
     workers: writer threads (None = all cores). progress: tqdm bar (None = only on a terminal).
     Resumable: rerun after an interruption; complete files are kept, not rewritten.
     Raises ImagenetDbError subclasses for bad archives (see index_archives), ExtractError for
-    a conflicting file or a final count that differs from the archives.
+    a conflicting file or a final count that differs from the archives, OutputBusyError while
+    another extraction writes into ``dest`` (it holds ``DEST/.imagenet_db.lock``).
     """
     start = time.perf_counter()
     index = index_archives(source)
     for note in index.notes:
         log(f"note: {note}")
     plan = plan_extraction(index, val_layout)
+    try:
+        os.makedirs(dest, exist_ok=True)
+    except OSError as exc:
+        raise ExtractError(f"{dest}: cannot create it: {exc.strerror or exc}") from None
+    with OutputLock(folder_lock_path(dest), f"{dest} is being extracted into"):
+        return _extract_locked(index, plan, dest, val_layout, overwrite, workers, progress, start)
+
+
+def _extract_locked(index: ArchiveIndex, plan, dest: str, val_layout: str, overwrite: bool,
+                    workers: Optional[int], progress: Optional[bool], start: float
+                    ) -> ExtractSummary:
+    """extract() with DEST's lock held (one extraction per folder)."""
     counts: Dict[str, int] = {}
     for _, relpath, _ in plan:
         folder = relpath.rsplit("/", 1)[0]

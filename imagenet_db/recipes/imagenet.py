@@ -19,6 +19,7 @@ from typing import Callable, Dict, List, Optional
 
 from imagenet_db.engine.buildstate import BuildOptions
 from imagenet_db.engine.files import remove_stale_temporaries, write_file_atomic
+from imagenet_db.engine.lock import OutputLock, folder_lock_path
 from imagenet_db.errors import DatabaseError, ImagenetDbError
 from imagenet_db.imaging.transform import TransformOptions
 from imagenet_db.observers.mean import MeanObserver, compute_db_mean
@@ -141,7 +142,9 @@ def create_imagenet(source: str, outdir: str, transform: Optional[TransformOptio
     (reads every byte: ~147 GB for the real ones; ChecksumError on a mismatch).
     log: where progress lines go. Returns {'train': summary, 'val': summary}. Raises
     ImagenetDbError for bad input, and refuses (before doing any work) to replace existing
-    outputs unless ``build.overwrite``.
+    outputs unless ``build.overwrite``; OutputBusyError while another create_imagenet runs in
+    ``outdir`` (it holds ``OUTDIR/.imagenet_db.lock``) or another build writes one of its
+    databases.
     """
     transform = transform or DEFAULT_TRANSFORM
     if verify:
@@ -150,6 +153,13 @@ def create_imagenet(source: str, outdir: str, transform: Optional[TransformOptio
     for note in found.notes:
         log(f"note: {note}")
     os.makedirs(outdir, exist_ok=True)
+    with OutputLock(folder_lock_path(outdir), f"{outdir} is being built by create_imagenet"):
+        return _create_locked(found, outdir, transform, backend, seed, build, log)
+
+
+def _create_locked(found: Dataset, outdir: str, transform: TransformOptions, backend: str,
+                   seed: int, build: BuildOptions, log) -> Dict[str, ConvertSummary]:
+    """create_imagenet's stages, with OUTDIR's lock held (one recipe per folder)."""
     stages = [_Stage(name, found, outdir, backend, seed, name == "train" and transform.resizing)
               for name in found.splits]
     mean_paths = [os.path.join(outdir, "imagenet_mean" + ext) for ext in (".binaryproto", ".npy")]
