@@ -27,6 +27,7 @@ keys and values of an uninterrupted build. The image files' contents are not fin
 """
 import hashlib
 import os
+import re
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -133,6 +134,42 @@ def read_manifest(db_dir: str) -> Optional[dict]:
     return manifest
 
 
+# What --overwrite may delete: the files of an LMDB (data.mdb, lock.mdb) or a LevelDB, and
+# this tool's own records and temporaries (imagenet_db.*, NAME.tmp-PID...)
+_DATABASE_FILE = re.compile(r"^(data\.mdb|lock\.mdb|CURRENT|LOCK|LOG|LOG\.old|MANIFEST-\d+|"
+                            r"\d+\.(ldb|sst|log)|imagenet_db\..+|.+\.tmp-\d+.*)$")
+
+
+def foreign_entry(path: str) -> Optional[str]:
+    """What stops ``--overwrite`` from replacing ``path``: ``path`` itself when it is not a
+    directory (a user's file, a symlink), else the first entry in it (sorted) that is not a
+    file of an LMDB/LevelDB or of this tool; None when ``path`` only holds such files (or
+    does not exist)."""
+    if not os.path.lexists(path):
+        return None
+    if os.path.islink(path) or not os.path.isdir(path):
+        return path
+    for entry in sorted(os.listdir(path)):
+        full = os.path.join(path, entry)
+        if not _DATABASE_FILE.match(entry) or os.path.islink(full) or not os.path.isfile(full):
+            return full
+    return None
+
+
+def refuse_foreign(path: str) -> None:
+    """Raise DatabaseError when ``path`` holds anything ``--overwrite`` must not delete
+    (see foreign_entry), naming it: --overwrite only replaces what this tool made or a bare
+    LMDB/LevelDB (as Caffe's convert_imageset makes them)."""
+    foreign = foreign_entry(path)
+    if foreign is not None:
+        what = "is not a directory" if foreign == path else "holds"
+        found = "" if foreign == path else f" {foreign}"
+        raise DatabaseError(f"{path} {what}{found}, which is not part of a database: refusing "
+                            f"to replace it even with --overwrite (it only replaces LMDB/LevelDB "
+                            f"databases and what imagenet-db made); move it away or choose "
+                            f"another output name")
+
+
 def has_database_files(path: str) -> bool:
     """True when ``path`` holds LMDB (data.mdb) or LevelDB (CURRENT) files."""
     return any(os.path.exists(os.path.join(path, name)) for name in ("data.mdb", "CURRENT"))
@@ -147,8 +184,10 @@ def plan_output(db_path: str, identity: dict, overwrite: bool, resume: bool) -> 
     'done'    DB is complete and was built with ``identity`` (``resume``, no ``overwrite``).
 
     Raises DatabaseError, naming the path and what to do, when an existing output would be
-    replaced without ``overwrite`` or a resume finds other settings, another list, or a
-    directory it did not make.
+    replaced without ``overwrite``, when ``db_path`` or ``DB.partial`` holds anything but a
+    database and this tool's files (never replaced, even with ``overwrite``: see
+    foreign_entry), or when a resume finds other settings, another list, or a directory it
+    did not make.
     """
     build = db_path + PARTIAL_SUFFIX
     parent = os.path.dirname(db_path) or "."
@@ -163,6 +202,9 @@ def plan_output(db_path: str, identity: dict, overwrite: bool, resume: bool) -> 
                                 f"--resume refused: {'; '.join(diffs)}. Pass --overwrite "
                                 f"(without --resume) to rebuild from scratch")
 
+    if overwrite:  # what would be replaced must be ours (or a bare database)
+        for path in (db_path, build):
+            refuse_foreign(path)
     if resume and partial_exists:
         manifest = read_manifest(build)
         if manifest is not None:
@@ -180,6 +222,7 @@ def plan_output(db_path: str, identity: dict, overwrite: bool, resume: bool) -> 
         refuse_if_different(record, build)
         return "resume"
     if db_exists and not overwrite:
+        refuse_foreign(db_path)
         if not resume:
             raise DatabaseError(f"{db_path} already exists; pass --overwrite to replace it "
                                 f"(or --resume to accept it when it is a finished build with "
