@@ -26,7 +26,7 @@ from tqdm import tqdm
 from imagenet_db.engine import buildstate as B
 from imagenet_db.engine.buildstate import (DEFAULT_TXN_SIZE, MANIFEST_NAME,  # noqa: F401
                                            PARTIAL_SUFFIX, BuildOptions)
-from imagenet_db.engine.executor import ordered_map
+from imagenet_db.engine.executor import ClusterError, ordered_map
 from imagenet_db.engine.files import remove_path, remove_stale_temporaries, write_file_atomic
 from imagenet_db.engine.files import write_json_atomic
 from imagenet_db.engine.graceful import GracefulStop
@@ -228,11 +228,12 @@ def _run(records, todo, run: _Build, transform: TransformOptions) -> GracefulSto
     output, observers, build, build_dir = run.output, run.observers, run.options, run.build_dir
     want_pixels = any(observer.needs_pixels for observer in observers)
     job = RecordJob(transform, build.max_pixels, type(output), want_pixels)
-    results = ordered_map(job, todo, build.workers, executor=build.executor)
+    stop = GracefulStop()
+    results = ordered_map(job, todo, build.workers, executor=build.executor,
+                          stop=lambda: stop.requested)
     bar = tqdm(total=len(records), initial=len(records) - len(todo), unit="img",
                disable=None if build.progress is None else not build.progress,
                file=sys.stderr, desc=os.path.basename(run.summary.db_path), dynamic_ncols=True)
-    stop = GracefulStop()
     try:
         with stop:
             _write_all(todo, results, run, bar, stop)
@@ -243,7 +244,11 @@ def _run(records, todo, run: _Build, transform: TransformOptions) -> GracefulSto
         if isinstance(exc, (DatabaseError, OSError)):  # the writer failed: keep what is committed
             output.abort()
             raise _disk_error(exc, build_dir) from None
-        output.close()  # a bad image under --strict/--check_size: commit the good ones
+        output.close()  # a bad image, a failed cluster...: commit the good ones
+        if isinstance(exc, ClusterError):
+            raise ClusterError(f"{exc}; the work committed so far is kept in {build_dir}: "
+                               f"{B.RESUME_HINT} (on this machine without --dask_scheduler, "
+                               f"or on a working cluster)") from None
         raise
     except BaseException:
         results.close()

@@ -1067,16 +1067,25 @@ def test_8_an_empty_devkit_is_a_one_line_error(tmp_path):
     assert "ILSVRC2012_devkit_t12.tar.gz" in one_line_error(err)
 
 
-def test_8_ctrl_c_before_the_build_loop_says_interrupted(tmp_path):
-    arch = tmp_path / "arch"
-    fixture_archives.write_archives(arch, WNIDS, train_per_class=20, val_count=20,
-                                    image_size=(40, 30))
-    proc = start("create", arch, tmp_path / "out", "--resize=16x16")
-    proc.send_signal(signal.SIGINT)  # while it parses flags and indexes the archives
-    rc, err = finish(proc, 60)
-    assert rc == 130, err
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_8_a_signal_outside_the_build_loop_ends_the_command_in_one_line(data, tmp_path, signum):
+    listener = socket.socket()  # a "scheduler" that accepts but never answers
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    listener.settimeout(30)
+    try:
+        proc = start(*convert_args(data, tmp_path / "db", "--dask_timeout=60",
+                                   f"--dask_scheduler=tcp://127.0.0.1:{listener.getsockname()[1]}"))
+        connection, _ = listener.accept()  # the command is now connecting, before any build
+        proc.send_signal(signum)
+        rc, err = finish(proc, 20)
+        connection.close()
+    finally:
+        listener.close()
+    assert rc == 128 + signum, err
     lines = err.splitlines()
-    assert lines and all(line.strip() for line in lines) and "interrupted" in lines[-1], err
+    assert "Traceback" not in err and all(line.strip() for line in lines), err
+    assert lines[-1] == "interrupted", err
 
 
 def test_8_a_subset_archive_notes_its_counts_once(tmp_path):

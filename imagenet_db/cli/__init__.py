@@ -20,6 +20,7 @@ from typing import Optional, Sequence
 
 from imagenet_db import __version__
 from imagenet_db.cli.extract import extract_main
+from imagenet_db.cli.flags import entry_point
 from imagenet_db.cli.labels import labels_main
 from imagenet_db.cli.convert import convert_imageset_main, convert_parser  # noqa: F401
 from imagenet_db.cli.create import create_imagenet_main, create_parser  # noqa: F401
@@ -38,6 +39,7 @@ SUBCOMMANDS = {
 }
 
 
+@entry_point
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of ``imagenet-db SUBCOMMAND ...``."""
     argv = list(sys.argv[1:] if argv is None else argv)

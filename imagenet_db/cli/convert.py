@@ -11,8 +11,8 @@ import sys
 from typing import Optional, Sequence
 
 from imagenet_db.cli.flags import (EXIT_STATUS, backend_arg, bool_flag, build_args,
-                                   build_options, executor_for, fast_decode_arg, help_text,
-                                   normalize_gflags, run_command, workers_arg)
+                                   build_options, entry_point, executor_for, fast_decode_arg,
+                                   help_text, normalize_gflags, run_command, workers_arg)
 from imagenet_db.sources.base import DEFAULT_SEED
 
 CONVERT_BOOLS = ("gray", "shuffle", "check_size", "encoded", "overwrite", "progress", "resume",
@@ -73,6 +73,7 @@ def _convert(args) -> None:
         print(f"skipped images are listed in {summary.db_path}.skipped.tsv", file=sys.stderr)
 
 
+@entry_point
 def convert_imageset_main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of ``convert_imageset``."""
     argv = sys.argv[1:] if argv is None else argv

@@ -9,8 +9,9 @@ import sys
 from typing import Optional, Sequence
 
 from imagenet_db.cli.flags import (EXIT_STATUS, backend_arg, bool_flag, build_args,
-                                   build_options, executor_for, fast_decode_arg, help_text,
-                                   normalize_gflags, run_command, stderr_log, workers_arg)
+                                   build_options, entry_point, executor_for, fast_decode_arg,
+                                   help_text, normalize_gflags, run_command, stderr_log,
+                                   workers_arg)
 from imagenet_db.sources.base import DEFAULT_SEED
 
 
@@ -67,6 +68,7 @@ def _create(args) -> None:
                         build_options(args, executor), verify=args.verify, log=stderr_log)
 
 
+@entry_point
 def create_imagenet_main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of ``create_imagenet``."""
     argv = sys.argv[1:] if argv is None else argv

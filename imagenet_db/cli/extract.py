@@ -9,8 +9,8 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from imagenet_db.cli.flags import (bool_flag, help_text, normalize_gflags, run_command,
-                                   stderr_log, workers_arg)
+from imagenet_db.cli.flags import (bool_flag, entry_point, help_text, normalize_gflags,
+                                   run_command, stderr_log, workers_arg)
 from imagenet_db.sources.ilsvrc2012 import ARCHIVE_NAMES
 
 
@@ -48,6 +48,7 @@ def _extract(args) -> None:
         f"against the archives: all present")
 
 
+@entry_point
 def extract_main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of ``imagenet-db extract``."""
 

@@ -2,12 +2,15 @@
 flags, and the mapping of errors to exit codes (documented in ``imagenet_db.cli``)."""
 import argparse
 import contextlib
+import functools
+import signal
 import sys
-from typing import List, Sequence
+import threading
+from typing import List, Optional, Sequence
 
 from imagenet_db.engine.buildstate import DEFAULT_TXN_SIZE, BuildOptions
-from imagenet_db.engine.executor import default_workers
-from imagenet_db.errors import ImagenetDbError
+from imagenet_db.engine.executor import DEFAULT_DASK_TIMEOUT, default_workers
+from imagenet_db.errors import BuildInterrupted, ImagenetDbError
 from imagenet_db.imaging.headers import DEFAULT_MAX_PIXELS
 from imagenet_db.outputs import BACKENDS
 
@@ -68,6 +71,23 @@ def workers_arg(parser, cluster=False):
                                  "(e.g. tcp://host:8786; needs 'imagenet-db[cluster]' and the "
                                  "images at the same paths on every worker); the database is "
                                  "written here and is the same as a local build")
+        parser.add_argument("--dask_timeout", type=positive_seconds,
+                            default=DEFAULT_DASK_TIMEOUT, metavar="SECONDS",
+                            help=f"give up connecting to the cluster after SECONDS, and end the "
+                                 f"build (work committed, resumable) when the scheduler is lost "
+                                 f"or no worker returns a result for SECONDS (default "
+                                 f"{DEFAULT_DASK_TIMEOUT:g})")
+
+
+def positive_seconds(text: str) -> float:
+    """argparse type: a number of seconds > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not 0 < value < 1e9:
+        raise argparse.ArgumentTypeError(f"must be > 0 seconds, got {text!r}")
+    return value
 
 
 def run_command(func, args) -> int:
@@ -83,8 +103,38 @@ def run_command(func, args) -> int:
         sys.stderr.write(f"error: {where}{exc.strerror or exc}\n")
         return 1
     except KeyboardInterrupt as exc:
-        sys.stderr.write(f"{exc or 'interrupted'}\n")
-        return 128 + getattr(exc, "signum", 2)
+        return _interrupted(exc)
+
+
+def _interrupted(exc: KeyboardInterrupt) -> int:
+    """Report a Ctrl-C/SIGTERM in one line ("interrupted", or the build's own message saying
+    what is committed) and return 128 + the signal number (130, 143)."""
+    sys.stderr.write(f"{str(exc).strip() or 'interrupted'}\n")
+    return 128 + getattr(exc, "signum", signal.SIGINT)
+
+
+def _terminate(signum, frame):
+    raise BuildInterrupted("", signum)
+
+
+def entry_point(main):
+    """Decorator of the commands' entry points: SIGTERM is handled like Ctrl-C for the whole
+    command (also outside a build's loop, e.g. while archives are indexed or flags parsed),
+    and either ends the command with one line and exit code 130/143, never a traceback.
+    (Inside a build, ``engine.graceful`` first commits the work done.)"""
+    @functools.wraps(main)
+    def wrapper(argv: Optional[Sequence[str]] = None) -> int:
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGTERM, _terminate)
+        try:
+            return main(argv)
+        except KeyboardInterrupt as exc:
+            return _interrupted(exc)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+    return wrapper
 
 
 def backend_arg(parser, default="lmdb"):
@@ -131,7 +181,7 @@ def executor_for(args):
     """The Dask executor for --dask_scheduler, else a null context (local threads)."""
     if getattr(args, "dask_scheduler", None):
         from imagenet_db.engine.executor import dask_executor
-        return dask_executor(args.dask_scheduler)
+        return dask_executor(args.dask_scheduler, args.dask_timeout)
     return contextlib.nullcontext(None)
 
 

@@ -9,7 +9,7 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from imagenet_db.cli.flags import help_text, normalize_gflags, run_command, stderr_log
+from imagenet_db.cli.flags import entry_point, help_text, normalize_gflags, run_command, stderr_log
 from imagenet_db.sources.ilsvrc2012 import ARCHIVE_NAMES
 
 SOURCE_HELP = (f"folder holding the ILSVRC2012 archives ({', '.join(ARCHIVE_NAMES)}) "
@@ -32,6 +32,7 @@ def _labels(args) -> None:
     write_labels(args.source, args.outdir, log=stderr_log)
 
 
+@entry_point
 def labels_main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of ``imagenet-db labels``."""
 

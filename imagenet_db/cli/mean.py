@@ -11,7 +11,7 @@ import os
 import sys
 from typing import Optional, Sequence
 
-from imagenet_db.cli.flags import backend_arg, help_text, normalize_gflags, run_command
+from imagenet_db.cli.flags import backend_arg, entry_point, help_text, normalize_gflags, run_command
 from imagenet_db.errors import ImagenetDbError
 
 
@@ -49,6 +49,7 @@ def _mean(args) -> None:
         print(f"mean_value channel [{c}]: {value:.6g}")
 
 
+@entry_point
 def compute_image_mean_main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of ``compute_image_mean``."""
     argv = sys.argv[1:] if argv is None else argv

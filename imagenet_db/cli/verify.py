@@ -9,8 +9,8 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from imagenet_db.cli.flags import (EXIT_STATUS, backend_arg, bool_flag, help_text, normalize_gflags,
-                                   run_command, workers_arg)
+from imagenet_db.cli.flags import (EXIT_STATUS, backend_arg, bool_flag, entry_point, help_text,
+                                   normalize_gflags, run_command, workers_arg)
 
 VERIFY_BOOLS = ("progress", "require_manifest", "allow_mixed_sizes")
 
@@ -42,6 +42,7 @@ def _verify(args) -> int:
     return 0 if report.ok else 1
 
 
+@entry_point
 def verify_main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of ``imagenet-db verify``."""
     argv = sys.argv[1:] if argv is None else argv

@@ -15,9 +15,23 @@ existing Dask (dask.distributed) cluster instead; the records' loaders and the t
 plain picklable objects, and results come back in list order to the one writer, so the
 database is the same as a local build. The image files (or archives) must be readable at the
 same paths on every Dask worker (a shared filesystem).
+
+A cluster can fail in ways local threads cannot; none of them may hang a build or end it with
+a traceback. ``dask_executor`` gives up connecting after ``timeout`` seconds (also when the
+address answers but is not a Dask scheduler, e.g. the dashboard's HTTP port, where
+distributed's own handshake would wait forever). While results are awaited, no result for
+``timeout`` seconds with the scheduler lost or no workers left (or any task cancelled by the
+cluster) raises ``ClusterError``: the build commits what it has and says how to resume (here,
+or on a working cluster). distributed's own log lines (with tracebacks) are silenced while the
+cluster is in use. Waiting is done in short slices, so a ``stop`` request (SIGINT/SIGTERM, see
+``engine.graceful``) ends the map within about half a second whatever the cluster does.
 """
+import concurrent.futures
 import contextlib
+import logging
 import os
+import threading
+import time
 from collections import deque
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Callable, Iterable, Iterator, Optional, TypeVar
@@ -26,6 +40,16 @@ from imagenet_db.errors import ImagenetDbError
 
 T = TypeVar("T")
 R = TypeVar("R")
+POLL_SECONDS = 0.5  # waits for a result are sliced so that a stop request is seen this fast
+DEFAULT_DASK_TIMEOUT = 60.0  # seconds without any result before a cluster is given up
+
+
+class ClusterError(ImagenetDbError):
+    """The Dask cluster cannot be reached, lost its scheduler or workers, or cancelled work."""
+
+
+class _Stopped(Exception):
+    """Raised inside the map when ``stop()`` turned true while a result was awaited."""
 
 
 def default_workers() -> int:
@@ -37,61 +61,189 @@ def default_workers() -> int:
 
 
 def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: Optional[int] = None,
-                window: Optional[int] = None, executor: Optional[Executor] = None) -> Iterator[R]:
+                window: Optional[int] = None, executor: Optional[Executor] = None,
+                stop: Optional[Callable[[], bool]] = None) -> Iterator[R]:
     """Yield fn(item) for each item, in order, computed by ``workers`` threads.
 
     workers: thread count (None = all cores; 1 = run inline in the calling thread).
     window: most results computed ahead of the consumer (default 16 per worker).
     executor: an existing concurrent.futures Executor to submit to instead of a thread pool
-    (e.g. ``dask_executor``); then fn and the items must be picklable.
-    An exception raised by fn propagates to the consumer at that item's position.
+    (e.g. ``dask_executor``'s); then fn and the items must be picklable.
+    stop: checked at least every POLL_SECONDS while a result is awaited; when it returns True
+    the map ends early (yields no more), so a consumer blocked on a stuck cluster sees a
+    Ctrl-C at once.
+    An exception raised by fn propagates to the consumer at that item's position; a failing
+    cluster raises ClusterError (see the module docstring).
     """
     workers = default_workers() if workers is None else max(1, int(workers))
     if executor is not None:
-        yield from _windowed(executor, fn, items, window or 64)
+        yield from _windowed(executor, fn, items, window or 64, stop)
         return
     if workers == 1:
         for item in items:
             yield fn(item)
         return
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="imagenet-db") as pool:
-        yield from _windowed(pool, fn, items, window or 16 * workers)
+        yield from _windowed(pool, fn, items, window or 16 * workers, stop)
 
 
-def _windowed(pool: Executor, fn, items, window: int):
+def _wait(future, stop: Optional[Callable[[], bool]]):
+    """The result of a concurrent.futures Future, waited for in slices (see ordered_map)."""
+    while True:
+        try:
+            return future.result(timeout=POLL_SECONDS)
+        except (TimeoutError, concurrent.futures.TimeoutError):
+            if stop is not None and stop():
+                raise _Stopped from None
+
+
+def _windowed(pool, fn, items, window: int, stop):
+    wait = getattr(pool, "wait", None) or _wait
     pending: deque = deque()
     try:
         for item in items:
             pending.append(pool.submit(fn, item))
             if len(pending) >= window:
-                yield pending.popleft().result()
+                yield wait(pending.popleft(), stop)
         while pending:
-            yield pending.popleft().result()
+            yield wait(pending.popleft(), stop)
+    except _Stopped:
+        return
     finally:
-        for future in pending:
-            future.cancel()
+        drop = getattr(pool, "drop", None)
+        if drop is not None:
+            drop(pending)
+        else:
+            for future in pending:
+                future.cancel()
+
+
+class DaskExecutor:
+    """Submits work to a Dask cluster (a ``distributed.Client``) and waits for results with a
+    bound on the time without progress; see the module docstring.
+
+    address: the scheduler's address (for messages). timeout: seconds without any result
+    after which a lost scheduler, an empty cluster or a stuck one is reported (ClusterError).
+    """
+
+    def __init__(self, client, address: str, timeout: float):
+        self.client, self.address, self.timeout = client, address, timeout
+        self.last_progress = time.monotonic()
+
+    def submit(self, fn, *args, **kwargs):
+        """A distributed Future of fn(*args, **kwargs) (never cached: ``pure=False``)."""
+        return self.client.submit(fn, *args, pure=False, **kwargs)
+
+    def wait(self, future, stop: Optional[Callable[[], bool]] = None):
+        """The future's result; raises ClusterError when the cluster fails (see the class)."""
+        while True:
+            try:
+                result = future.result(timeout=POLL_SECONDS)
+            except (TimeoutError, concurrent.futures.TimeoutError):
+                if stop is not None and stop():
+                    raise _Stopped from None
+                idle = time.monotonic() - self.last_progress
+                if idle > self.timeout:
+                    raise ClusterError(self._diagnosis(idle)) from None
+                continue
+            except ImagenetDbError:
+                raise  # the work's own error (e.g. an archive that changed)
+            except (KeyboardInterrupt, SystemExit, GeneratorExit):
+                raise
+            except BaseException as exc:  # cancelled by a lost scheduler, connection closed...
+                raise ClusterError(self._diagnosis(time.monotonic() - self.last_progress, exc)) \
+                    from None
+            self.last_progress = time.monotonic()
+            return result
+
+    def _diagnosis(self, idle: float, exc: Optional[BaseException] = None) -> str:
+        where = f"the Dask scheduler at {self.address}"
+        if self.client.status != "running":
+            return f"lost {where} (no result for {idle:.0f} s)"
+        try:
+            workers = len(self.client.scheduler_info().get("workers", {}))
+        except Exception:  # noqa: BLE001 (any failure here means the cluster is unusable)
+            workers = None
+        if exc is not None:
+            text = " ".join(str(exc).split()) or type(exc).__name__
+            return f"{where} gave up on a task ({type(exc).__name__}: {text[:200]})"
+        if workers == 0:
+            return f"{where} has had no workers for {idle:.0f} s"
+        return f"no result from the {workers or '?'} workers of {where} for {idle:.0f} s"
+
+    def drop(self, futures) -> None:
+        """Forget pending futures (the cluster releases them; no blocking call to it)."""
+        futures.clear()
+
+
+_QUIET_LOGGERS = ("distributed", "tornado", "asyncio")
 
 
 @contextlib.contextmanager
-def dask_executor(address: str, timeout: float = 30.0):
-    """Context manager giving a concurrent.futures Executor on the Dask cluster whose scheduler
-    listens at ``address`` (e.g. 'tcp://10.0.0.5:8786'), closed on exit; ``timeout`` is the
-    connection timeout in seconds.
+def _quiet_cluster_logs():
+    """Silence distributed's (and tornado's) log output, tracebacks included, while inside
+    (every logger under those names: distributed sets levels on its module loggers)."""
+    names = set(_QUIET_LOGGERS) | {name for name in logging.root.manager.loggerDict
+                                   if name.split(".")[0] in _QUIET_LOGGERS}
+    loggers = [logging.getLogger(name) for name in sorted(names)]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
+
+def _connect(address: str, timeout: float):
+    """A distributed Client connected to ``address`` within ``timeout`` seconds (connected in
+    a helper thread: distributed's handshake has no timeout of its own)."""
+    from distributed import Client
+
+    box = {}
+
+    def connect():
+        try:
+            box["client"] = Client(address, timeout=f"{timeout}s", set_as_default=False)
+        except BaseException as exc:  # reported by the calling thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=connect, name="imagenet-db-dask-connect", daemon=True)
+    thread.start()
+    thread.join(timeout + 1.0)
+    if thread.is_alive():
+        raise ClusterError(f"cannot reach the Dask scheduler at {address}: no Dask answer "
+                           f"within {timeout:g} s (is it the scheduler's address, e.g. "
+                           f"tcp://host:8786, and not the dashboard's?)")
+    if "error" in box:
+        exc = box["error"]
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        raise ClusterError(f"cannot reach the Dask scheduler at {address}: {text}")
+    return box["client"]
+
+
+@contextlib.contextmanager
+def dask_executor(address: str, timeout: float = DEFAULT_DASK_TIMEOUT):
+    """Context manager giving an executor (``DaskExecutor``) on the Dask cluster whose scheduler
+    listens at ``address`` (e.g. 'tcp://10.0.0.5:8786'), closed on exit.
+
+    timeout: seconds to connect, and seconds without any result after which a lost scheduler
+    or an empty or stuck cluster ends the build (ClusterError, see the module docstring).
     Needs the optional 'distributed' package (pip install 'imagenet-db[cluster]'); raises
-    ImagenetDbError when it is missing or the scheduler cannot be reached.
+    ClusterError (an ImagenetDbError) when it is missing or the scheduler cannot be reached.
     """
     try:
-        from distributed import Client
+        import distributed  # noqa: F401
     except ImportError:
-        raise ImagenetDbError("--dask_scheduler needs the 'distributed' package: "
-                              "pip install 'imagenet-db[cluster]'") from None
-    try:
-        client = Client(address, timeout=f"{timeout}s")
-    except (OSError, TimeoutError) as exc:
-        raise ImagenetDbError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
-    try:
-        executor = client.get_executor(pure=False)
-        yield executor
-    finally:
-        client.close()
+        raise ClusterError("--dask_scheduler needs the 'distributed' package: "
+                           "pip install 'imagenet-db[cluster]'") from None
+    with _quiet_cluster_logs():
+        client = _connect(address, timeout)
+        try:
+            yield DaskExecutor(client, address, timeout)
+        finally:
+            try:
+                client.close(timeout=min(timeout, 10.0))
+            except Exception:  # noqa: BLE001 (a dead cluster cannot be closed cleanly)
+                pass
