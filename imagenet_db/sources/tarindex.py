@@ -24,6 +24,7 @@ import gzip
 import hashlib
 import os
 import tarfile
+import time
 from typing import BinaryIO, Dict, List, NamedTuple, Optional, Tuple
 
 from imagenet_db.errors import ImagenetDbError
@@ -194,35 +195,57 @@ def index_nested(path: str, cache: bool = True) -> Dict[str, List[Member]]:
     return result
 
 
+class ArchiveChangedError(ImagenetDbError):
+    """An archive changed (size or modification time) or got shorter than its index while it
+    was being read: what is read from it can no longer be trusted to be what was indexed."""
+
+
 class TarReader:
     """Positioned reads from one archive file, shared by all worker threads.
 
-    ``read(offset, size)`` returns exactly ``size`` bytes (os.pread; raises OSError when the
-    file is shorter, e.g. truncated after it was indexed).
+    ``read(offset, size)`` returns exactly ``size`` bytes (os.pread). The file's size and
+    modification time (ns) when the reader was opened are its ``identity``; a read from a file
+    whose size or mtime has changed since, or that is shorter than the member, raises
+    ArchiveChangedError naming the file: an archive truncated, rewritten or still being
+    copied under a running build is an error, never a stream of skipped images. The identity
+    travels with the reader to cluster workers (pickled), so they check the same.
     """
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, identity: Optional[Tuple[int, int]] = None):
         self.path = path
         self._file = open(path, "rb")
         self._fd = self._file.fileno()
+        st = os.fstat(self._fd)
+        self.identity = identity or (st.st_size, st.st_mtime_ns)
+
+    def _changed(self, detail: str) -> ArchiveChangedError:
+        return ArchiveChangedError(
+            f"{self.path}: changed while it was being read ({detail}); what was read before "
+            f"is kept: once the archive is whole again (the same file as when the run began), "
+            f"run the same command again with --resume")
 
     def read(self, offset: int, size: int) -> bytes:
-        """Exactly ``size`` bytes at byte ``offset`` of the archive (OSError if it is shorter)."""
+        """Exactly ``size`` bytes at byte ``offset`` of the archive. Raises ArchiveChangedError
+        when the file's size or mtime differs from its identity or it is too short."""
+        st = os.fstat(self._fd)
+        if (st.st_size, st.st_mtime_ns) != self.identity:
+            raise self._changed(f"now {st.st_size:,} bytes, modified "
+                                f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(st.st_mtime))}"
+                                f"; it was {self.identity[0]:,} bytes")
         data = os.pread(self._fd, size, offset)
         if len(data) != size:
-            raise OSError(f"{self.path}: short read at byte {offset} "
-                          f"({len(data)} of {size} bytes): the archive is truncated")
+            raise self._changed(f"short read at byte {offset:,}: {len(data)} of {size} bytes")
         return data
 
     def close(self) -> None:
         """Close the archive file."""
         self._file.close()
 
-    def __getstate__(self):  # pickled as its path (for cluster workers), reopened there
-        return {"path": self.path}
+    def __getstate__(self):  # pickled as its path and identity (for cluster workers)
+        return {"path": self.path, "identity": self.identity}
 
     def __setstate__(self, state):
-        self.__init__(state["path"])
+        self.__init__(state["path"], tuple(state["identity"]))
 
     def __enter__(self) -> "TarReader":
         return self
