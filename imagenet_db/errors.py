@@ -13,6 +13,11 @@ class DatabaseError(ImagenetDbError):
     """A database cannot be opened, created, or has inconsistent contents."""
 
 
+class DamagedDatabaseError(DatabaseError):
+    """A database opens (or nearly) but its files are damaged: a truncated data.mdb, a page or
+    block that fails LMDB's or LevelDB's checks. ``verify`` reports it as a problem."""
+
+
 class ShapeMismatchError(ImagenetDbError):
     """Datums of differing channels/height/width where one size is required (mean, --check_size)."""
 

@@ -34,6 +34,7 @@ from imagenet_db.engine.lock import OutputLock, lock_path_for
 from imagenet_db.errors import BuildInterrupted, DatabaseError, ImagenetDbError, SkippedImageError
 from imagenet_db.imaging.headers import check_image_bytes, describe_undecodable
 from imagenet_db.imaging.transform import ImageSkipped, TransformOptions, transform_image
+from imagenet_db.observers.checksum import ContentChecksum
 from imagenet_db.observers.sizecheck import SizeCheck
 from imagenet_db.outputs import output_class
 from imagenet_db.outputs.base import Encoded, Output
@@ -127,8 +128,9 @@ def write_skip_report(db_path: str, skipped: Sequence[Tuple[str, str]]) -> Optio
 
 
 def all_observers(build: BuildOptions, observers: Sequence) -> list:
-    """The observers of a build: --check_size's guard (first), then the caller's."""
-    return ([SizeCheck()] if build.check_size else []) + list(observers)
+    """The observers of a build: --check_size's guard (first), then the caller's, then the
+    content checksum kept in the completion record (``observers.checksum``)."""
+    return ([SizeCheck()] if build.check_size else []) + list(observers) + [ContentChecksum()]
 
 
 def plan_build(records: Sequence[Record], db_path: str, backend: str,
@@ -259,11 +261,21 @@ def _run(records, todo, run: _Build, transform: TransformOptions) -> GracefulSto
     return stop
 
 
-def _publish(build_dir: str, summary: ConvertSummary, identity: dict, observers,
-             info: Optional[dict]) -> None:
-    """Completion record, then the rename into place, then the skip report beside it."""
+def _written_records(records: Sequence[Record], summary: ConvertSummary) -> List[Record]:
+    """The records that were stored (all but the skipped ones), in order."""
+    skipped = {relpath for relpath, _ in summary.skipped}
+    return [record for record in records if record.relpath not in skipped]
+
+
+def _publish(build_dir: str, records: Sequence[Record], summary: ConvertSummary,
+             identity: dict, observers, info: Optional[dict]) -> None:
+    """Completion record (with the fingerprint of the stored keys and labels,
+    ``entries_sha256``, which ``verify`` recomputes), then the rename into place, then the
+    skip report beside it."""
     manifest = {**identity, "complete": True, "entries": summary.written,
-                "skipped": len(summary.skipped), **(info or {})}
+                "skipped": len(summary.skipped),
+                "entries_sha256": B.list_fingerprint(_written_records(records, summary)),
+                **(info or {})}
     try:
         for observer in observers:
             manifest.update(observer.finish(build_dir))
@@ -361,5 +373,5 @@ def _convert_locked(records, db_path, backend, transform, build, observers, sett
         raise DatabaseError(f"{build_dir}: {summary.written} datums + {len(summary.skipped)} "
                             f"skipped != {len(records)} records; pass --overwrite to rebuild")
     summary.seconds = time.perf_counter() - start
-    _publish(build_dir, summary, identity, observers, info)
+    _publish(build_dir, records, summary, identity, observers, info)
     return summary

@@ -15,10 +15,24 @@ Checks, in one pass over the database (datums are parsed and decoded on all core
   says images kept their size, or ``allow_mixed_sizes``): Caffe's data layer and the mean
   need one size;
 * labels: in 0..len(synsets)-1 when a synsets.txt is given, else at least >= 0;
-* the mean stored by imagenet-db beside the datums has their shape.
+* the mean stored by imagenet-db beside the datums has their shape;
+* what the completion record can prove: the keys and labels equal those of the list the
+  database was built from (``entries_sha256``: SHA-256 of 'key TAB label' of each stored
+  record), and every stored byte is what was written (``entries_crc32_sum``: the sum of the
+  CRC-32 of each key + value, see ``observers.checksum``);
+* everything a reader would trip on: LevelDB is opened with ``paranoid_checks`` and read
+  with every block checksum verified (and a damaged log is reported, not "recovered" by
+  dropping data); an LMDB shorter than its meta page says, or with damaged pages, is
+  reported. A damaged LMDB can kill its reader outright (SIGBUS when an entry points outside
+  the file, as it would kill Caffe), so LMDBs are read in a child process and such a crash
+  becomes a problem line too. ``verify`` never writes to an LMDB; opening a LevelDB always
+  writes its info log.
 """
+import hashlib
+import multiprocessing
 import os
 import re
+import signal
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
@@ -28,8 +42,9 @@ import numpy as np
 from tqdm import tqdm
 
 from imagenet_db.engine import buildstate as B
-from imagenet_db.outputs.datum import datum_to_chw
-from imagenet_db.errors import DatabaseError, ImagenetDbError
+from imagenet_db.observers.checksum import MANIFEST_FIELD as CHECKSUM_FIELD, add_checksum
+from imagenet_db.outputs.datum import datum_to_chw, entry_checksum
+from imagenet_db.errors import DamagedDatabaseError, DatabaseError, ImagenetDbError
 from imagenet_db.engine.executor import ordered_map
 from imagenet_db.sources.labels import read_synsets
 from imagenet_db.protos import Datum
@@ -89,26 +104,27 @@ class VerifyReport:
 
 
 def _check_entry(item: Tuple[bytes, bytes]):
-    """Parse (and decode) one entry. Returns (key, label, shape, encoded, problem)."""
+    """Parse (and decode) one entry. Returns (key, label, shape, encoded, problem, checksum)."""
     key, value = item
+    checksum = entry_checksum(key, value)
     name = key.decode("utf-8", "replace")
     datum = Datum()
     try:
         datum.ParseFromString(value)
     except Exception:
-        return key, None, None, False, f"{name}: value is not a Caffe Datum"
+        return key, None, None, False, f"{name}: value is not a Caffe Datum", checksum
     stored = (datum.channels, datum.height, datum.width)
     try:
         pixels = datum_to_chw(datum, name)
     except ImagenetDbError as exc:
-        return key, datum.label, None, datum.encoded, str(exc)
+        return key, datum.label, None, datum.encoded, str(exc), checksum
     shape = tuple(pixels.shape)
     if datum.encoded and any(stored) and stored != shape:
         return key, datum.label, shape, True, (f"{name}: decodes to {shape} but the datum says "
-                                               f"channels/height/width {stored}")
+                                               f"channels/height/width {stored}"), checksum
     if not datum.encoded and 0 in shape:
-        return key, datum.label, shape, False, f"{name}: empty image {shape}"
-    return key, datum.label, shape, datum.encoded, None
+        return key, datum.label, shape, False, f"{name}: empty image {shape}", checksum
+    return key, datum.label, shape, datum.encoded, None, checksum
 
 
 def _check_record(report: VerifyReport, path: str, require_manifest: bool) -> dict:
@@ -147,10 +163,13 @@ def _scan(report: VerifyReport, entries, first, manifest: dict, num_labels: Opti
             yield from entries
 
     last_index, seen_bad_key = -1, False
+    fingerprint, checksum_sum = hashlib.sha256(), 0
     try:
-        for key, label, shape, encoded, problem in ordered_map(_check_entry, all_entries(),
-                                                               workers):
+        for key, label, shape, encoded, problem, checksum in ordered_map(
+                _check_entry, all_entries(), workers):
             bar.update(1)
+            checksum_sum = add_checksum(checksum_sum, checksum)
+            fingerprint.update(b"%s\t%d\n" % (key, -1 if label is None else label))
             report.entries += 1
             report.encoded += bool(encoded)
             name = key.decode("utf-8", "replace")
@@ -179,9 +198,25 @@ def _scan(report: VerifyReport, entries, first, manifest: dict, num_labels: Opti
                     report.problem(f"{name}: label {label} is outside {bound}")
     except (ImagenetDbError, OSError) as exc:
         report.problem(f"reading stopped: {exc}")
+        return
     finally:
         bar.close()
         entries.close()
+    _check_fingerprints(report, manifest, fingerprint.hexdigest(), checksum_sum)
+
+
+def _check_fingerprints(report: VerifyReport, manifest: dict, fingerprint: str,
+                        checksum_sum: int) -> None:
+    """The stored keys/labels and bytes against what the completion record proves."""
+    if manifest.get("entries_sha256") not in (None, fingerprint):
+        report.problem("the stored keys or labels differ from the list the database was built "
+                       "from (entries_sha256 of the completion record): a key or a label "
+                       "was changed")
+    recorded = manifest.get(CHECKSUM_FIELD)
+    if recorded is not None and recorded != f"{checksum_sum:016x}":
+        report.problem("the stored bytes differ from those written at build time (content "
+                       f"checksum {CHECKSUM_FIELD} of the completion record): the database "
+                       "is damaged")
 
 
 
@@ -220,16 +255,22 @@ def _check_totals(report: VerifyReport, path: str, manifest: dict,
 
 def verify_db(path: str, backend: Optional[str] = None, synsets_path: Optional[str] = None,
               workers: Optional[int] = None, progress: Optional[bool] = None,
-              require_manifest: bool = False, allow_mixed_sizes: bool = False) -> VerifyReport:
+              require_manifest: bool = False, allow_mixed_sizes: bool = False,
+              isolate: bool = True) -> VerifyReport:
     """Check the database at ``path`` (see the module docstring) and return a VerifyReport.
 
     backend: 'lmdb', 'leveldb' or None to detect. synsets_path: synsets.txt (or
     synset_words.txt) whose line count bounds the labels. workers: threads for parsing and
-    decoding (None = all cores). Raises DatabaseError when ``path`` cannot be opened as a
-    database of that backend (not a database, wrong --backend), ImagenetDbError for an
+    decoding (None = all cores). isolate: read an LMDB in a child process, so that a damaged
+    one that kills its reader (SIGBUS) is reported as a problem instead of ending this
+    process. Raises DatabaseError when ``path`` cannot be opened as a database of that
+    backend (not a database, wrong --backend, damaged beyond opening), ImagenetDbError for an
     unreadable synsets file.
     """
     path = os.path.normpath(path)
+    if isolate and (backend or detect_backend(path)) == "lmdb":
+        return _verify_in_child(path, backend, synsets_path, workers, progress,
+                                require_manifest, allow_mixed_sizes)
     report = VerifyReport(path=path)
     if not os.path.isdir(path):
         raise DatabaseError(f"{path}: no such database directory")
@@ -243,7 +284,57 @@ def verify_db(path: str, backend: Optional[str] = None, synsets_path: Optional[s
 
     manifest = _check_record(report, path, require_manifest)
     entries = iterate_db(path, backend)
-    first = next(entries, None)  # opens the database: raises DatabaseError now if it cannot
+    try:
+        first = next(entries, None)  # opens the database: raises DatabaseError now if it cannot
+    except DamagedDatabaseError as exc:
+        report.problem(str(exc))
+        return report
     _scan(report, entries, first, manifest, num_labels, workers, progress)
     _check_totals(report, path, manifest, allow_mixed_sizes)
+    return report
+
+
+def _verify_child(connection, args) -> None:
+    """Run verify_db in this (child) process and send ('report', report) or ('error', exc)."""
+    try:
+        outcome = ("report", verify_db(*args, isolate=False))
+    except ImagenetDbError as exc:
+        outcome = ("error", exc)
+    connection.send(outcome)
+    connection.close()
+
+
+def _verify_in_child(path: str, *args) -> VerifyReport:
+    """verify_db in a child process; a child killed by a signal becomes a problem line."""
+    try:
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["imagenet_db.verify"])
+    except ValueError:  # no forkserver on this platform
+        context = multiprocessing.get_context("spawn")
+    receiver, sender = context.Pipe(duplex=False)
+    child = context.Process(target=_verify_child, args=(sender, (path, *args)),
+                            name="imagenet-db-verify", daemon=True)
+    child.start()
+    sender.close()
+    try:
+        try:
+            kind, value = receiver.recv()
+        except EOFError:  # the child died without an answer
+            kind, value = "died", None
+        child.join()
+    finally:
+        if child.is_alive():
+            child.terminate()
+            child.join()
+        receiver.close()
+    if kind == "error":
+        raise value
+    if kind == "report":
+        return value
+    report = VerifyReport(path=path, backend="lmdb")
+    report.manifest = B.read_manifest(path)
+    code = child.exitcode or 0
+    how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+    report.problem(f"reading the database killed the reader ({how}): data.mdb is damaged (a "
+                   f"page or an entry points outside the file); Caffe would crash on it too")
     return report

@@ -24,10 +24,11 @@ import numpy as np
 
 from imagenet_db.engine.executor import default_workers
 from imagenet_db.engine.files import write_file_atomic
-from imagenet_db.errors import DatabaseError, ImagenetDbError, ShapeMismatchError
+from imagenet_db.errors import DamagedDatabaseError, ImagenetDbError, ShapeMismatchError
 from imagenet_db.observers.base import Observer
 from imagenet_db.outputs import detect_backend, iterate_db
 from imagenet_db.outputs.datum import datum_to_chw
+from imagenet_db.outputs.lmdb import open_lmdb_reader
 from imagenet_db.outputs.wire import locate_raw_pixels
 from imagenet_db.protos import Datum
 
@@ -288,10 +289,7 @@ def compute_db_mean(path: str, backend: Optional[str] = None,
     shares = max(1, default_workers() if workers is None else int(workers))
     if backend == "lmdb":
         sums = [_SumWorker(shape, path) for _ in range(shares)]
-        try:
-            env = lmdb.open(path, readonly=True, lock=False, subdir=True, max_readers=shares + 2)
-        except lmdb.Error as exc:
-            raise DatabaseError(f"{path}: cannot open as LMDB: {exc}") from None
+        env = open_lmdb_reader(path, lock=False, max_readers=shares + 2)
         try:
             threads = [threading.Thread(target=_lmdb_share, args=(sums[i], env, i, shares),
                                         name=f"imagenet-db-mean-{i}") for i in range(shares)]
@@ -302,6 +300,8 @@ def compute_db_mean(path: str, backend: Optional[str] = None,
         finally:
             env.close()
         for worker in sums:
+            if isinstance(worker.error, lmdb.Error):
+                raise DamagedDatabaseError(f"{path}: damaged LMDB: {worker.error}")
             if worker.error is not None:
                 raise worker.error
     else:

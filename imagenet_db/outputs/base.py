@@ -27,11 +27,15 @@ class Encoded:
     value: the stored bytes (bytes, bytearray or memoryview). pixels: (C, H, W) uint8 pixels
     a reader gets back (for the observers; None when not asked for). shape: (channels,
     height, width). name: how the record is called in messages (e.g. its database key).
+    checksum: CRC-32 of what is stored for the record (for a key-value output: key + value),
+    computed on the worker; summed into the completion record by ``observers.checksum``
+    (None: the format keeps no content checksum).
     """
     value: object
     pixels: Optional[np.ndarray]
     shape: Tuple[int, int, int]
     name: str
+    checksum: Optional[int] = None
 
 
 class Output(ABC):
@@ -86,3 +90,8 @@ class Output(ABC):
     @abstractmethod
     def stored(self, start: int = 0) -> Iterator[Tuple[int, str, np.ndarray]]:
         """Committed records with index >= ``start``, in order: (index, name, (C, H, W) pixels)."""
+
+    def checksums(self, start: int = 0) -> Iterator[Tuple[int, int]]:
+        """Committed records with index >= ``start``, in order: (index, Encoded.checksum of
+        what is stored). For formats that keep a content checksum (see Encoded)."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no content checksum")

@@ -7,6 +7,7 @@ and ``encoded = false`` all explicitly set, so its wire bytes are
 An encoded Datum (``ReadFileToDatum`` / ``cv::imencode``) holds the bytes of an image file
 with ``encoded = true``; imagenet-db also fills in channels/height/width, which Caffe leaves out.
 """
+import zlib
 from typing import Optional
 
 import cv2
@@ -50,15 +51,23 @@ def encode_datum(record, image) -> Encoded:
     encoded=false, written straight to wire bytes by ``outputs.wire`` (one pixel copy); the
     returned pixels are a (C, H, W) view into those bytes. Encoded: the image file bytes with
     encoded=true and channels/height/width filled in; pixels = ``image.pixels`` in CHW when
-    given. The name is the record's Caffe key.
+    given. The name is the record's Caffe key; the checksum is the CRC-32 of key + value
+    (``entry_checksum``), computed here on the worker.
     """
-    name = caffe_key(record.index, record.relpath).decode("utf-8", "replace")
+    key = caffe_key(record.index, record.relpath)
+    name = key.decode("utf-8", "replace")
     if image.encoded is None:
         value, pixels = raw_datum_buffer(image.pixels, record.label)
-        return Encoded(value, pixels, image.shape, name)
-    value = encoded_datum(image.encoded, record.label, image.shape).SerializeToString()
-    pixels = chw_view(image.pixels) if image.pixels is not None else None
-    return Encoded(value, pixels, image.shape, name)
+    else:
+        value = encoded_datum(image.encoded, record.label, image.shape).SerializeToString()
+        pixels = chw_view(image.pixels) if image.pixels is not None else None
+    return Encoded(value, pixels, image.shape, name, entry_checksum(key, value))
+
+
+def entry_checksum(key: bytes, value) -> int:
+    """CRC-32 (zlib's) of a database entry's key followed by its value: what the completion
+    record's content checksum sums (``observers.checksum``) and ``verify`` recomputes."""
+    return zlib.crc32(value, zlib.crc32(key))
 
 
 def hwc_to_chw_bytes(image: np.ndarray) -> bytes:

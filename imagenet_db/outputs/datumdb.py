@@ -12,7 +12,8 @@ import numpy as np
 
 from imagenet_db.errors import DatabaseError
 from imagenet_db.outputs.base import Encoded, Output
-from imagenet_db.outputs.datum import caffe_key, encode_datum, key_index, parse_datum, datum_to_chw
+from imagenet_db.outputs.datum import (caffe_key, datum_to_chw, encode_datum, entry_checksum,
+                                      key_index, parse_datum)
 
 
 class DatumWriter(Output):
@@ -41,6 +42,11 @@ class DatumWriter(Output):
             raise DatabaseError(f"{self.path}: its last key {self.last_key[:60]!r} is not in the "
                                 f"list; the partial database belongs to another list")
         return index + 1
+
+    def checksums(self, start: int = 0) -> Iterator[Tuple[int, int]]:
+        """Committed entries from record index ``start`` on, as (index, CRC-32 of key + value)."""
+        for key, value in self.items(b"%08d_" % start):
+            yield key_index(key), entry_checksum(key, value)
 
     def stored(self, start: int = 0) -> Iterator[Tuple[int, str, np.ndarray]]:
         """Committed datums from record index ``start`` on, as (index, key, CHW pixels)."""

@@ -11,7 +11,7 @@ from typing import Iterator, Optional, Tuple
 
 import plyvel
 
-from imagenet_db.errors import DatabaseError
+from imagenet_db.errors import DamagedDatabaseError, DatabaseError
 from imagenet_db.outputs.datumdb import DatumWriter
 
 LEVELDB_OPTIONS = dict(block_size=65536, write_buffer_size=268435456, max_open_files=100)
@@ -30,7 +30,8 @@ class LevelDbWriter(DatumWriter):
         self.path = path
         self.batch_size, self.batch_bytes = batch_size, batch_bytes
         try:
-            self.db = plyvel.DB(path, create_if_missing=True, **LEVELDB_OPTIONS)
+            self.db = plyvel.DB(path, create_if_missing=True, paranoid_checks=True,
+                                **LEVELDB_OPTIONS)
         except plyvel.Error as exc:
             raise DatabaseError(f"{path}: cannot create LevelDB: {_error_text(exc)}") from None
         self.batch = None
@@ -67,8 +68,13 @@ class LevelDbWriter(DatumWriter):
         return sum(1 for _ in self.db.iterator(include_value=False))
 
     def items(self, start: bytes = b"") -> Iterator[Tuple[bytes, bytes]]:
-        """Written (key, value) pairs with key >= ``start``, in key order."""
-        return self.db.iterator(start=start)
+        """Written (key, value) pairs with key >= ``start``, in key order (checksums verified;
+        DatabaseError when a block is damaged)."""
+        try:
+            yield from self.db.iterator(start=start, verify_checksums=True)
+        except plyvel.Error as exc:
+            raise DamagedDatabaseError(f"{self.path}: damaged LevelDB: {_error_text(exc)}") \
+                from None
 
     def close(self) -> None:
         """Write the pending batch and close the database."""
@@ -89,14 +95,21 @@ class LevelDbWriter(DatumWriter):
 
 
 def iterate(path: str) -> Iterator[Tuple[bytes, bytes]]:
-    """(key, value) pairs of an existing LevelDB in key order (DatabaseError if it cannot be
-    opened)."""
+    """(key, value) pairs of an existing LevelDB in key order, every block's checksum
+    verified. DatabaseError when it cannot be opened or is damaged: opened with
+    ``paranoid_checks``, so a damaged log is reported instead of "recovered" by dropping the
+    damaged write batches (LevelDB's default, which would lose datums for good)."""
     try:
-        db = plyvel.DB(path, create_if_missing=False)
+        db = plyvel.DB(path, create_if_missing=False, paranoid_checks=True)
+    except plyvel.CorruptionError as exc:
+        raise DamagedDatabaseError(f"{path}: damaged LevelDB: {_error_text(exc)}") from None
     except plyvel.Error as exc:
         raise DatabaseError(f"{path}: cannot open as LevelDB: {_error_text(exc)}") from None
     try:
-        yield from db.iterator()
+        try:
+            yield from db.iterator(verify_checksums=True)
+        except plyvel.Error as exc:
+            raise DamagedDatabaseError(f"{path}: damaged LevelDB: {_error_text(exc)}") from None
     finally:
         db.close()
 
