@@ -38,12 +38,15 @@ WNIDS = ["n01440764", "n01443537", "n01751748", "n02119789", "n02123045", "n0212
 BAD = ("truncated", "text", "zero_bytes", "corrupt_markers")
 
 # The child prints READY once its imports are done, so kill delays measure build time only.
-# MEAN_CHECKPOINT_SECONDS comes from the environment so both ways of restoring the mean
-# (checkpoint + tail, or reading every datum back) are exercised.
+# MEAN_CHECKPOINT_SECONDS (and the content checksum's) come from the environment so both
+# ways of restoring the mean and the checksum (checkpoint + tail, or reading every datum
+# back) are exercised.
 CHILD = (
     "import os, sys\n"
     "from imagenet_db.observers import mean\n"
     "mean.MEAN_CHECKPOINT_SECONDS = float(os.environ.get('CKPT_SECONDS', '30'))\n"
+    "from imagenet_db.observers import checksum\n"
+    "checksum.CHECKPOINT_SECONDS = float(os.environ.get('CKPT_SECONDS', '30'))\n"
     "from imagenet_db import cli, pipeline  # all the build's imports, before READY\n"
     "from imagenet_db.recipes import imagenet  # noqa\n"
     "sys.stderr.write('READY\\n'); sys.stderr.flush()\n"
@@ -136,8 +139,9 @@ def snapshot(outdir):
         if entry.endswith("_lmdb") or entry.endswith("_leveldb"):
             out[entry] = db_items(path)
             manifest = json.loads(Path(path, "imagenet_db.json").read_text())
-            out[entry + " manifest"] = {k: manifest[k] for k in ("entries", "skipped", "records",
-                                                                 "list_sha256")}
+            out[entry + " manifest"] = {k: manifest[k] for k in (
+                "entries", "skipped", "records", "list_sha256", "entries_sha256",
+                "entries_crc32_sum")}
         elif os.path.isfile(path):
             out[entry] = Path(path).read_bytes()
         else:

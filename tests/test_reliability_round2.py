@@ -157,7 +157,8 @@ def snapshot(outdir):
         if entry.endswith(("_lmdb", "_leveldb")):
             out[entry] = db_items(path)
             manifest = json.loads(Path(path, "imagenet_db.json").read_text())
-            out[entry + " counts"] = (manifest["entries"], manifest["skipped"])
+            out[entry + " record"] = {k: manifest[k] for k in (
+                "entries", "skipped", "entries_sha256", "entries_crc32_sum")}
         elif os.path.isfile(path):
             out[entry] = Path(path).read_bytes()
         else:
@@ -250,6 +251,12 @@ def test_1_second_build_of_a_db_is_refused_while_the_first_runs(data, tmp_path):
     rc, err = run(*convert_args(data, db, *flags, "--resume"))  # works once it is gone
     assert rc == 0, err
     assert db_items(db) == clean
+    assert record(db) == record(tmp_path / "clean")  # incl. the content checksum
+
+
+def record(db, fields=("entries", "skipped", "entries_sha256", "entries_crc32_sum")):
+    manifest = json.loads(Path(db, "imagenet_db.json").read_text())
+    return {name: manifest[name] for name in fields}
 
 
 def test_1_second_create_imagenet_is_refused_and_the_first_finishes_intact(data, tmp_path):
