@@ -535,10 +535,13 @@ def test_structure_check_accepts_valid_jpegs_from_many_encoders(tmp_path):
         Image.fromarray(photo[:, :, ::-1]).save(buf, "JPEG", **kwargs)
         variants.append(buf.getvalue())
     variants += [p.read_bytes() for p in fixtures.PHOTOS_DIR.glob("*.jpg")]
-    variants += [v for k, v in fixtures.odd_images().items()
-                 if k not in ("truncated", "corrupt_markers")]
+    odd = fixtures.odd_images()
+    variants += [v for k, v in odd.items() if k not in ("truncated", "corrupt_markers", "text")]
     for data in variants:
         assert check_image_bytes(data) is None, jpeg_structure(data)
+    # under a pixel cap, a file of no image format is not handed to a decoder at all
+    assert check_image_bytes(odd["text"]).startswith("not an image file")
+    assert check_image_bytes(odd["text"], max_pixels=0) is None
     good = variants[2]  # with restart markers
     assert check_image_bytes(good + b"trailing bytes after EOI") is None
     dqt = good.find(b"\xff\xdb")  # extraneous bytes before a marker: libjpeg skips them

@@ -12,7 +12,7 @@ from typing import Optional, Sequence
 
 from imagenet_db.cli.flags import (EXIT_STATUS, backend_arg, bool_flag, build_args,
                                    build_options, entry_point, executor_for, fast_decode_arg,
-                                   help_text, normalize_gflags, run_command, workers_arg)
+                                   help_text, normalize_gflags, run_command, seed_arg, workers_arg)
 from imagenet_db.sources.base import DEFAULT_SEED
 
 CONVERT_BOOLS = ("gray", "shuffle", "check_size", "encoded", "overwrite", "progress", "resume",
@@ -42,8 +42,8 @@ def convert_parser(prog="convert_imageset") -> argparse.ArgumentParser:
                    help="encoding for --encoded ('jpg', 'png'; default: each file's extension)")
     fast_decode_arg(p)
     workers_arg(p, cluster=True)
-    p.add_argument("--seed", type=int, default=DEFAULT_SEED,
-                   help=f"seed for --shuffle (default {DEFAULT_SEED}: same order on any machine)")
+    seed_arg(p, f"seed for --shuffle, a 64-bit integer (default {DEFAULT_SEED}: the same order "
+                f"on any machine)")
     bool_flag(p, "overwrite", "replace an existing DB_NAME (built beside it, swapped in at the end)")
     build_args(p, "DB_NAME (kept in DB_NAME.partial)")
     return p

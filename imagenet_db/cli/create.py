@@ -10,7 +10,7 @@ from typing import Optional, Sequence
 
 from imagenet_db.cli.flags import (EXIT_STATUS, backend_arg, bool_flag, build_args,
                                    build_options, entry_point, executor_for, fast_decode_arg,
-                                   help_text, normalize_gflags, run_command, stderr_log,
+                                   help_text, normalize_gflags, run_command, seed_arg, stderr_log,
                                    workers_arg)
 from imagenet_db.sources.base import DEFAULT_SEED
 
@@ -46,7 +46,7 @@ def create_parser(prog="create_imagenet") -> argparse.ArgumentParser:
     backend_arg(p)
     bool_flag(p, "encoded", "store JPEG bytes instead of raw pixels")
     fast_decode_arg(p)
-    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="shuffle seed")
+    seed_arg(p, f"shuffle seed, a 64-bit integer (default {DEFAULT_SEED})")
     workers_arg(p, cluster=True)
     bool_flag(p, "overwrite", "replace existing outputs (databases are swapped in when complete)")
     bool_flag(p, "verify", "archives only: first check their MD5 against the published values "

@@ -13,6 +13,7 @@ from imagenet_db.engine.executor import DEFAULT_DASK_TIMEOUT, default_workers
 from imagenet_db.errors import BuildInterrupted, ImagenetDbError
 from imagenet_db.imaging.headers import DEFAULT_MAX_PIXELS
 from imagenet_db.outputs import BACKENDS
+from imagenet_db.sources.base import DEFAULT_SEED
 
 TRUE_WORDS = {"true", "1", "yes", "t", "y"}
 FALSE_WORDS = {"false", "0", "no", "f", "n"}
@@ -77,6 +78,29 @@ def workers_arg(parser, cluster=False):
                                  f"build (work committed, resumable) when the scheduler is lost "
                                  f"or no worker returns a result for SECONDS (default "
                                  f"{DEFAULT_DASK_TIMEOUT:g})")
+
+
+def int_range(low: Optional[int], high: Optional[int]):
+    """argparse type: an integer in low..high (None: unbounded on that side)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if (low is not None and value < low) or (high is not None and value > high):
+            bounds = f"{low if low is not None else '...'}..{high if high is not None else ''}"
+            raise argparse.ArgumentTypeError(f"must be in {bounds}, got {text}")
+        return value
+    return parse
+
+
+SEED_RANGE = (-2**63, 2**63 - 1)  # the seed is hashed as 8 signed bytes (sources.base)
+
+
+def seed_arg(parser, help_text: str) -> None:
+    """Add --seed (a 64-bit signed integer)."""
+    parser.add_argument("--seed", type=int_range(*SEED_RANGE), default=DEFAULT_SEED,
+                        help=help_text)
 
 
 def positive_seconds(text: str) -> float:
@@ -164,9 +188,12 @@ def build_args(parser, what: str):
     parser.add_argument("--txn_size", type=int, default=DEFAULT_TXN_SIZE, metavar="N",
                         help=f"datums per database transaction (default {DEFAULT_TXN_SIZE}, as "
                              f"convert_imageset); a crash loses at most one transaction")
-    parser.add_argument("--max_pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
-                        help=f"skip JPEG/PNG files whose header declares more than N pixels "
-                             f"(width*height; default {DEFAULT_MAX_PIXELS}; 0 = no cap)")
+    parser.add_argument("--max_pixels", type=int_range(0, None), default=DEFAULT_MAX_PIXELS,
+                        metavar="N",
+                        help=f"skip image files whose header declares more than N pixels "
+                             f"(width*height), before decoding, in every format OpenCV decodes; "
+                             f"under a cap, files whose size cannot be read from their header "
+                             f"are skipped too (default {DEFAULT_MAX_PIXELS}; 0 = no cap)")
 
 
 def build_options(args, executor) -> BuildOptions:

@@ -3,11 +3,15 @@
 Two problems OpenCV does not report well are caught here, from the headers and markers only
 (no pixel is decoded; a few tens of microseconds per file):
 
-* **Huge images.** A JPEG or PNG whose header declares more than ``max_pixels`` pixels
-  (width x height; default ``DEFAULT_MAX_PIXELS`` = 100 megapixels, about 300 MB once decoded
-  to BGR, far above any camera photo) is skipped before it is decoded, so one bad file cannot
-  make every worker allocate gigabytes. Other formats are bounded by OpenCV's own limit
-  (``OPENCV_IO_MAX_IMAGE_PIXELS``, 2^30 pixels by default), above which imdecode fails.
+* **Huge images.** An image whose header declares more than ``max_pixels`` pixels (width x
+  height; default ``DEFAULT_MAX_PIXELS`` = 100 megapixels, about 300 MB once decoded to BGR,
+  far above any camera photo) is skipped before it is decoded, in every format OpenCV decodes
+  (JPEG, PNG, GIF, BMP, TIFF, WebP, JPEG 2000, PNM/PAM/PFM, Sun raster, HDR, AVIF, OpenEXR:
+  sizes read by ``imaging.sizes``), so one bad file (a 35-byte GIF declaring 30000x30000)
+  cannot make every worker allocate gigabytes: peak memory stays near workers x max_pixels x
+  3 bytes (a few times more for 16-bit and float formats). Under a cap, a file whose size
+  cannot be read from its header, or of no known format, is not decoded either. With no cap
+  (0) only OpenCV's own limit applies (``OPENCV_IO_MAX_IMAGE_PIXELS``, 2^30 pixels).
 * **Broken JPEG streams.** libjpeg decodes a JPEG whose entropy-coded data holds stray markers
   "successfully": it prints "Corrupt JPEG data: ..." on stderr (without the file name) and
   fills the rest of the image with one colour. Caffe stores that garbage. imagenet-db walks the
@@ -24,40 +28,22 @@ from typing import Optional, Tuple
 
 import numpy as np
 
+from imagenet_db.imaging.sizes import (PNG_SIGNATURE, declared_size, image_format,  # noqa: F401
+                                       jpeg_size, png_size)
+
 DEFAULT_MAX_PIXELS = 100_000_000
 
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # SOFn markers that carry the frame size (all of C0..CF but DHT=C4, JPG=C8, DAC=CC)
 _SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 _RST_MARKERS = range(0xD0, 0xD8)
-_STANDALONE = frozenset({0x01, *_RST_MARKERS, 0xD8})  # markers without a length field
-
-_FORMATS = (  # (signature test, name) for sniff_format
-    (lambda d: d[:3] == b"\xff\xd8\xff", "JPEG"),
-    (lambda d: d[:8] == _PNG_SIGNATURE, "PNG"),
-    (lambda d: d[:6] in (b"GIF87a", b"GIF89a"), "GIF"),
-    (lambda d: d[:2] == b"BM", "BMP"),
-    (lambda d: d[:4] in (b"II*\x00", b"MM\x00*"), "TIFF"),
-    (lambda d: d[:4] == b"RIFF" and d[8:12] == b"WEBP", "WebP"),
-    (lambda d: len(d) > 2 and d[:1] == b"P" and d[1:2] in b"1234567" and d[2:3].isspace(),
-     "PNM"),
-)
-
 
 def sniff_format(data: bytes) -> Optional[str]:
-    """The image format named by the file's first bytes ('JPEG', 'PNG', 'GIF', 'BMP', 'TIFF',
-    'WebP', 'PNM'), whatever the file is called; None when no known signature matches."""
-    for test, name in _FORMATS:
-        if test(data):
-            return name
-    return None
+    """The image format named by the file's first bytes (see ``imaging.sizes.image_format``),
+    whatever the file is called; None when no known signature matches."""
+    return image_format(data)
 
 
-def png_dimensions(data: bytes) -> Optional[Tuple[int, int]]:
-    """(width, height) in pixels from a PNG's IHDR chunk, or None when it is not a PNG."""
-    if data[:8] != _PNG_SIGNATURE or data[12:16] != b"IHDR" or len(data) < 24:
-        return None
-    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+png_dimensions = png_size  # (width, height) from a PNG's IHDR, None when not a PNG
 
 
 def _check_dht(payload: bytes) -> bool:
@@ -79,36 +65,6 @@ def _check_dqt(payload: bytes) -> bool:
             return False
         pos += 1 + 64 * (precision + 1)
     return pos == len(payload)
-
-
-def jpeg_size(data: bytes) -> Optional[Tuple[int, int]]:
-    """(width, height) in pixels from a JPEG's frame header (SOFn marker), as stored in the
-    file (before any EXIF rotation); None when ``data`` is not a JPEG or the header is cut
-    short. Reads only the marker segments before the frame header, not the image data."""
-    if len(data) < 4 or data[0] != 0xFF or data[1] != 0xD8:
-        return None
-    pos, end = 2, len(data)
-    while pos + 4 <= end:
-        if data[pos] != 0xFF:
-            return None
-        marker = data[pos + 1]
-        if marker == 0xFF:  # fill byte before a marker
-            pos += 1
-            continue
-        if marker in _STANDALONE:
-            pos += 2
-            continue
-        length = data[pos + 2] << 8 | data[pos + 3]
-        if marker in _SOF_MARKERS:
-            if pos + 9 > end or length < 7:
-                return None
-            height = data[pos + 5] << 8 | data[pos + 6]
-            width = data[pos + 7] << 8 | data[pos + 8]
-            return (width, height) if width and height else None
-        if marker == 0xDA or length < 2:  # start of scan before any frame header: malformed
-            return None
-        pos += 2 + length
-    return None
 
 
 def jpeg_structure(data: bytes) -> Tuple[Optional[Tuple[int, int]], Optional[str]]:
@@ -221,21 +177,30 @@ def _skip_entropy_data(data: bytes, markers: np.ndarray, pos: int,
 def check_image_bytes(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Optional[str]:
     """Why an image file must be skipped before decoding, or None when it may be decoded.
 
-    data: the file's bytes. max_pixels: cap on width*height declared by a JPEG/PNG header
-    (0 = no cap). Returns a reason such as "corrupt JPEG: stray marker ... at byte 1234" or
-    "image is 30000x30000 = 900000000 pixels, above the cap of 100000000 (--max_pixels)".
-    Files in other formats (and empty files) return None: the decoder judges them.
+    data: the file's bytes. max_pixels: cap on width*height as the header declares them, for
+    every format OpenCV decodes (``imaging.sizes``; 0 = no cap). Under a cap, a file whose
+    size cannot be read from its header, or whose format is unknown, is not handed to a
+    decoder either. Returns a reason such as "corrupt JPEG: stray marker ... at byte 1234" or
+    "GIF image is 30000x30000 = 900000000 pixels, above the cap of 100000000 (--max_pixels)".
+    An empty file returns None: the decoder reports it.
     """
-    dims = None
     if data[:2] == b"\xff\xd8":
-        dims, problem = jpeg_structure(data)
+        dims, problem = jpeg_structure(data)  # the frame header, as libjpeg reaches it
         if problem:
             return f"{problem.split(':')[0]} JPEG:{problem.split(':', 1)[1]}"
-    elif data[:8] == _PNG_SIGNATURE:
-        dims = png_dimensions(data)
-    if dims and max_pixels and dims[0] * dims[1] > max_pixels:
-        return (f"image is {dims[0]}x{dims[1]} = {dims[0] * dims[1]} pixels, above the cap of "
-                f"{max_pixels} (--max_pixels)")
+        name = "JPEG"
+    elif max_pixels and data:
+        name, dims = declared_size(data)
+    if not max_pixels or not data:
+        return None
+    if name is None:
+        return describe_undecodable(data)
+    if dims is None:
+        return (f"cannot read the image size from this {name} file's header; not decoded "
+                f"under the --max_pixels cap (damaged header?)")
+    if dims[0] * dims[1] > max_pixels:
+        return (f"{name} image is {dims[0]}x{dims[1]} = {dims[0] * dims[1]} pixels, above the "
+                f"cap of {max_pixels} (--max_pixels)")
     return None
 
 
