@@ -243,6 +243,11 @@ class MemberLoader:
     def __call__(self) -> bytes:
         return self.reader.read(self.offset, self.size)
 
+    @property
+    def sort_key(self):
+        """(archive path, offset): orders loaders for sequential reading."""
+        return (self.reader.path, self.offset)
+
     def __repr__(self) -> str:
         return f"MemberLoader({self.reader.path!r}, offset={self.offset}, size={self.size})"
 
