@@ -136,12 +136,25 @@ def test_create_imagenet_builds_the_ilsvrc2012_databases(small, tmp_path, name):
         (ref / "imagenet_mean.binaryproto").read_bytes()
 
 
-def test_loaders_pickle_for_cluster_workers(small):
+def test_loaders_pickle_for_cluster_workers(small, monkeypatch, tmp_path):
     for name in ("2015 tar.gz + devkit", "kaggle zip", "kaggle zip-targz"):
         dataset = open_dataset(small["sources"][name])
         for split in dataset.splits.values():
             record = split.records(True, 0)[0]
             assert pickle.loads(pickle.dumps(record.load))() == record.load(), name
+    # a large index travels as the path of its cache file, rebuilt once per process
+    monkeypatch.setattr(gzindex, "INLINE_SEEK_POINTS", 0)
+    monkeypatch.setattr(gzindex, "_SHARED", {})
+    shutil.copytree(small["sources"]["2015 tar.gz + devkit"], tmp_path / "c15")
+    load = open_dataset(str(tmp_path / "c15")).splits["train"].records(False, 0)[3].load
+    payload = pickle.dumps(load)
+    assert len(payload) < 1000 and load.reader.seek_file.encode() in payload
+    a, b = pickle.loads(payload), pickle.loads(payload)
+    assert a.reader is b.reader and a() == load()
+    monkeypatch.setattr(gzindex, "_SHARED", {})
+    Path(load.reader.seek_file).write_bytes(b"stale")
+    with pytest.raises(OSError, match="is not the one the build uses"):
+        pickle.loads(payload)
 
 
 def test_targz_index_is_cached(small, monkeypatch, tmp_path):

@@ -126,7 +126,8 @@ class TarGzContainer(_Listed):
 
     def __init__(self, path: str, index: GzipTarIndex, window=None):
         self.path = path
-        self.reader = GzipTarReader(window[0] if window else path, index.seek_points, window)
+        self.reader = GzipTarReader(window[0] if window else path, index.seek_points, window,
+                                    index.seek_file)
         self._small = {_clean(k): v for k, v in index.small.items()}
         self._set_members({_clean(m.name): m for m in index.members})
 

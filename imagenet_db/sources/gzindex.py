@@ -36,7 +36,7 @@ from typing import Callable, Dict, List, NamedTuple, Optional
 
 from tqdm import tqdm
 
-from imagenet_db.sources.tarindex import BLOCK, Member, TarIndexError, cache_file
+from imagenet_db.sources.tarindex import BLOCK, CACHE_ENV, Member, TarIndexError, cache_file
 
 CHUNK = int(os.environ.get("IMAGENET_DB_GZIP_SPACING", 64 << 10))  # compressed bytes per seek point
 GZIP_MAGIC = b"\x1f\x8b"
@@ -45,12 +45,13 @@ INDEX_FORMAT = f"imagenet-db tar.gz index v1 spacing {CHUNK}"
 
 class GzipTarIndex(NamedTuple):
     """What the index pass learns: the regular-file members (offsets into the uncompressed tar),
-    rapidgzip's seek points (gztool format bytes), the uncompressed size, and the kept small
-    members {name: bytes}."""
+    rapidgzip's seek points (gztool format bytes), the uncompressed size, the kept small
+    members {name: bytes}, and where the seek points are cached (None when not cached)."""
     members: List[Member]
     seek_points: bytes
     length: int
     small: Dict[str, bytes]
+    seek_file: Optional[str] = None
 
 
 def _describe(exc: BaseException) -> str:
@@ -219,7 +220,7 @@ def _load(paths: Dict[str, str]) -> Optional[GzipTarIndex]:
             for info in tar:
                 if info.isfile():
                     small[info.name] = tar.extractfile(info).read()
-        return GzipTarIndex(members, seek_points, length, small)
+        return GzipTarIndex(members, seek_points, length, small, paths["seek"])
     except (OSError, ValueError, EOFError, tarfile.TarError):
         return None
 
@@ -267,33 +268,82 @@ def index_targz(path: str, keep: Optional[Callable[[str, int], bool]] = None, ca
     index = build_index(path, keep, progress=progress, window=window)
     if paths is not None:
         _save(paths, index)
+        if os.path.isfile(paths["members"]):
+            index = index._replace(seek_file=paths["seek"])
     return index
+
+
+INLINE_SEEK_POINTS = 4 << 20  # larger indexes travel to cluster workers as a cache path
+_SHARED: Dict[tuple, "GzipTarReader"] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def _digest(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()[:32]
+
+
+def shared_reader(path: str, window, digest: str, seek_file: Optional[str],
+                  seek_points: Optional[bytes]) -> "GzipTarReader":
+    """The process's one GzipTarReader for this archive (how a pickled reader is rebuilt on a
+    cluster worker: once per process, not once per task). The seek points come inline (small
+    indexes) or from ``seek_file`` (the cache, which must then be readable on the worker).
+    Raises OSError naming the files when they are not."""
+    key = (path, window, digest)
+    with _SHARED_LOCK:
+        reader = _SHARED.get(key)
+        if reader is None:
+            if seek_points is None:
+                try:
+                    with open(seek_file, "rb") as f:
+                        seek_points = f.read()
+                except (OSError, TypeError):
+                    raise OSError(f"{path}: this worker cannot read the cached .tar.gz index "
+                                  f"{seek_file}: set {CACHE_ENV} to a folder the workers share") from None
+                if _digest(seek_points) != digest:
+                    raise OSError(f"{path}: the cached index {seek_file} on this worker is not the "
+                                  f"one the build uses (stale cache?)")
+            reader = GzipTarReader(path, seek_points, window, seek_file)
+            _SHARED[key] = reader
+    return reader
 
 
 class GzipTarReader:
     """Positioned reads of the uncompressed tar inside a .tar.gz, one rapidgzip reader per
-    thread (created on a thread's first read, importing the seek points).
+    thread (created on a thread's first read, importing the seek points; a reader whose thread
+    has ended is handed to the next new thread, so each live thread costs one index import).
 
     ``read(offset, size)`` returns exactly ``size`` bytes at ``offset`` of the uncompressed tar;
-    raises OSError naming the file when the data cannot be decoded or is short. Pickled as
-    (path, window, seek points) for cluster workers, which reopen the file at the same path.
+    raises OSError naming the file when the data cannot be decoded or is short. Pickled for
+    cluster workers as the path plus the seek points (or, when large, the cache file holding
+    them), rebuilt once per worker process (``shared_reader``).
     """
 
-    def __init__(self, path: str, seek_points: bytes, window=None):
-        self.path, self.seek_points, self.window = path, seek_points, window
+    def __init__(self, path: str, seek_points: bytes, window=None, seek_file: Optional[str] = None):
+        self.path, self.seek_points, self.window, self.seek_file = path, seek_points, window, seek_file
         self._local = threading.local()
         self._lock = threading.Lock()
-        self._readers: list = []
+        self._readers: list = []  # [(owning thread, rapidgzip reader)]
 
     def _reader(self):
         reader = getattr(self._local, "reader", None)
+        if reader is not None:
+            return reader
+        me = threading.current_thread()
+        with self._lock:
+            for i, (owner, candidate) in enumerate(self._readers):
+                if not owner.is_alive():
+                    self._readers[i] = (me, candidate)
+                    reader = candidate
+                    break
         if reader is None:
             _, fileobj = _window_of(self.path, self.window)
             reader = _open(self.path, 1, fileobj)
             reader.import_index(io.BytesIO(self.seek_points))
-            self._local.reader = reader
             with self._lock:
-                self._readers.append(reader)
+                self._readers.append((me, reader))
+        self._local.reader = reader
         return reader
 
     def read(self, offset: int, size: int) -> bytes:
@@ -313,13 +363,13 @@ class GzipTarReader:
     def close(self) -> None:
         """Close every thread's reader."""
         with self._lock:
-            for reader in self._readers:
+            for _, reader in self._readers:
                 reader.close()
             self._readers.clear()
         self._local = threading.local()
 
-    def __getstate__(self):
-        return {"path": self.path, "seek_points": self.seek_points, "window": self.window}
-
-    def __setstate__(self, state):
-        self.__init__(state["path"], state["seek_points"], state["window"])
+    def __reduce__(self):
+        inline = self.seek_points if (len(self.seek_points) <= INLINE_SEEK_POINTS
+                                      or self.seek_file is None) else None
+        return (shared_reader, (self.path, self.window, _digest(self.seek_points), self.seek_file,
+                                inline))
