@@ -8,7 +8,9 @@ zip, then runs the whole create_imagenet recipe (aux files, shuffled train and v
 so that load from other processes hits every case alike. The .tar.gz's one-time index pass
 and the zip's central-directory read are timed separately (the rounds use the cached index).
 Every build must give the same databases. Prints one table: images/s (median of the rounds,
-with min..max), ratio to the extracted tree, the other processes' CPU use during the runs.
+with min..max), ratio to the extracted tree, this process's CPU time per image (less sensitive
+to other load than the wall-clock rate; its inverse ratio is what the rate would be on idle
+cores), and the other processes' CPU use during the runs.
 
     python benchmarks/distributions.py --classes 20 --per-class 50 --rounds 3
 """
@@ -33,18 +35,24 @@ from imagenet_db.testing import clsloc  # noqa: E402
 
 
 def cpu_ticks_of_others():
-    """Total CPU ticks of every process but this one (from /proc)."""
-    total = 0
+    """{pid: CPU ticks} of every process but this one (from /proc)."""
+    ticks = {}
     for pid in os.listdir("/proc"):
         if not pid.isdigit() or int(pid) == os.getpid():
             continue
         try:
             with open(f"/proc/{pid}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
+            ticks[pid] = int(fields[11]) + int(fields[12])
         except (OSError, IndexError):
             pass
-    return total
+    return ticks
+
+
+def others_used(before, after) -> float:
+    """CPU ticks other processes used between two snapshots (processes that ended in between
+    are missed, so this is a lower bound)."""
+    return sum(t - before.get(pid, 0) for pid, t in after.items())
 
 
 def main():
@@ -84,19 +92,23 @@ def main():
 
     transform = TransformOptions(resize_height=256, resize_width=256)
     times = {name: [] for name in sources}
+    cpu = {name: [] for name in sources}
     others = {name: [] for name in sources}
     for _ in range(args.rounds):
         for name, source in sources.items():
             out = work / f"out-{name.split()[0]}"
             shutil.rmtree(out, ignore_errors=True)
             ticks = cpu_ticks_of_others()
+            c = time.process_time()
             t = time.perf_counter()
             create_imagenet(str(source), str(out), transform,
                             build=BuildOptions(workers=args.workers, progress=False),
                             log=lambda _: None)
             seconds = time.perf_counter() - t
             times[name].append(seconds)
-            others[name].append((cpu_ticks_of_others() - ticks) / os.sysconf("SC_CLK_TCK") / seconds)
+            cpu[name].append((time.process_time() - c) / images * 1e3)
+            others[name].append(others_used(ticks, cpu_ticks_of_others())
+                                / os.sysconf("SC_CLK_TCK") / seconds)
     ref = work / "out-extracted"
     for name in sources:
         out = work / f"out-{name.split()[0]}"
@@ -108,14 +120,17 @@ def main():
           f"create_imagenet 256x256 raw LMDB + mean, {args.workers} workers, {args.rounds} "
           f"interleaved rounds; load average at the end {os.getloadavg()[0]:.1f} on "
           f"{os.cpu_count()} cores\n")
-    print("| SOURCE | images/s (median) | min..max | vs extracted tree | other processes (cores) |")
-    print("|---|---:|---:|---:|---:|")
+    print("| SOURCE | images/s (median) | min..max | vs extracted tree | CPU ms/image (ours) "
+          "| CPU vs tree | other processes (cores) |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    tree_cpu = statistics.median(cpu["extracted tree"])
     tree_rate = images / statistics.median(times["extracted tree"])
     for name in sources:
         rates = [images / s for s in times[name]]
         rate = images / statistics.median(times[name])
+        ms = statistics.median(cpu[name])
         print(f"| {name} | {rate:.0f} | {min(rates):.0f}..{max(rates):.0f} | {rate / tree_rate:.2f}x "
-              f"| {statistics.median(others[name]):.2f} |")
+              f"| {ms:.2f} | {tree_cpu / ms:.2f}x | {statistics.median(others[name]):.2f} |")
     print(f"\none-time .tar.gz index pass: {index_s:.2f} s for {targz.stat().st_size / 1e6:.0f} MB "
           f"({targz.stat().st_size / index_s / 1e6:.0f} MB/s, seek point every "
           f"{gzindex.CHUNK >> 10} KiB), cached index load {cached_s:.2f} s; zip central directory "
