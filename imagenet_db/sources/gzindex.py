@@ -60,12 +60,13 @@ def _describe(exc: BaseException) -> str:
 
 
 def is_gzip(path: str) -> bool:
-    """True when the file at ``path`` starts with the gzip magic bytes 1f 8b."""
+    """True when the file at ``path`` starts with the gzip magic bytes 1f 8b. Raises
+    TarIndexError naming the file when it cannot be read."""
     try:
         with open(path, "rb") as f:
             return f.read(2) == GZIP_MAGIC
-    except OSError:
-        return False
+    except OSError as exc:
+        raise TarIndexError(f"{path}: cannot read: {exc.strerror or exc}") from None
 
 
 _OPEN_READERS: "weakref.WeakSet" = weakref.WeakSet()
