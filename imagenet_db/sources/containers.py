@@ -161,6 +161,7 @@ class TarGzMemberLoader:
 
     @property
     def sort_key(self):
+        """(archive path, offset in the uncompressed tar): archive order."""
         return (self.reader.path, self.offset)
 
     def __repr__(self) -> str:
@@ -195,6 +196,7 @@ class ZipMemberLoader:
 
     @property
     def sort_key(self):
+        """(zip path, local header offset): archive order."""
         return (self.reader.path, self.member.header_offset)
 
     def __repr__(self) -> str:
