@@ -277,3 +277,12 @@ def test_nothing_found_lists_what_was_looked_for(tmp_path, capsys):
                  "ILSVRC2012_img_train.tar", "ILSVRC2014_devkit.tgz", "train/<wnid>/"):
         assert name in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_clsloc_val_sorted_into_folders_is_not_silently_dropped(small, tmp_path):
+    shutil.copytree(small["sources"]["2015 extracted"], tmp_path / "x")
+    val = tmp_path / "x" / "ILSVRC2015" / "Data" / "CLS-LOC" / "val"
+    (val / "n01751748").mkdir()
+    (val / "ILSVRC2012_val_00000001.JPEG").rename(val / "n01751748" / "ILSVRC2012_val_00000001.JPEG")
+    with pytest.raises(ImagenetDbError, match="is sorted into synset folders"):
+        open_dataset(str(tmp_path / "x"))

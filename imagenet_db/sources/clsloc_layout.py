@@ -69,6 +69,11 @@ def _check_classes(synsets: List[str], tables: List[Tuple[str, set]]) -> None:
 
 
 def _val_files(container: Container, data: str) -> Dict[int, str]:
+    sorted_val = [d for d in container.dirs(data + "val/") if L.is_wnid(d.rsplit("/", 1)[1])]
+    if sorted_val:
+        raise ClslocDataError(f"{container.where(data + 'val/')} is sorted into synset folders "
+                              f"(valprep.sh); use {container.where(data.rstrip('/'))} itself as "
+                              f"SOURCE (read as an extracted train/ + val/<wnid>/ tree)")
     files = {}
     for name in container.files(data + "val/"):
         base = name.rsplit("/", 1)[1]
