@@ -9,7 +9,6 @@ Only the fixture generators are imported from the project (at the top, in one pl
 """
 import fcntl
 import gzip
-import hashlib
 import http.server
 import json
 import os
