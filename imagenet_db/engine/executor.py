@@ -22,9 +22,10 @@ address answers but is not a Dask scheduler, e.g. the dashboard's HTTP port, whe
 distributed's own handshake would wait forever). While results are awaited, no result for
 ``timeout`` seconds with the scheduler lost or no workers left (or any task cancelled by the
 cluster) raises ``ClusterError``: the build commits what it has and says how to resume (here,
-or on a working cluster). distributed's own log lines (with tracebacks) are silenced while the
-cluster is in use. Waiting is done in short slices, so a ``stop`` request (SIGINT/SIGTERM, see
-``engine.graceful``) ends the map within about half a second whatever the cluster does.
+or on a working cluster). Waiting is done in short slices, so a ``stop`` request
+(SIGINT/SIGTERM, see ``engine.graceful``) ends the map within about half a second whatever
+the cluster does. Once a cluster has been used, distributed's (and asyncio's) log output
+stays silenced in the process: its errors reach the user as ClusterError lines instead.
 """
 import concurrent.futures
 import contextlib
@@ -179,21 +180,15 @@ class DaskExecutor:
 _QUIET_LOGGERS = ("distributed", "tornado", "asyncio")
 
 
-@contextlib.contextmanager
-def _quiet_cluster_logs():
-    """Silence distributed's (and tornado's) log output, tracebacks included, while inside
-    (every logger under those names: distributed sets levels on its module loggers)."""
+def _quiet_cluster_logs() -> None:
+    """Silence distributed's (and tornado's, asyncio's) log output, tracebacks included, for
+    the rest of the process: every logger under those names (distributed sets levels on its
+    module loggers), and for good, because some of it comes late (asyncio's "Task exception
+    was never retrieved" when a dead cluster's tasks are collected)."""
     names = set(_QUIET_LOGGERS) | {name for name in logging.root.manager.loggerDict
                                    if name.split(".")[0] in _QUIET_LOGGERS}
-    loggers = [logging.getLogger(name) for name in sorted(names)]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.CRITICAL + 1)
-    try:
-        yield
-    finally:
-        for logger, level in zip(loggers, levels):
-            logger.setLevel(level)
+    for name in names:
+        logging.getLogger(name).setLevel(logging.CRITICAL + 1)
 
 
 def _connect(address: str, timeout: float):
@@ -238,12 +233,12 @@ def dask_executor(address: str, timeout: float = DEFAULT_DASK_TIMEOUT):
     except ImportError:
         raise ClusterError("--dask_scheduler needs the 'distributed' package: "
                            "pip install 'imagenet-db[cluster]'") from None
-    with _quiet_cluster_logs():
-        client = _connect(address, timeout)
+    _quiet_cluster_logs()
+    client = _connect(address, timeout)
+    try:
+        yield DaskExecutor(client, address, timeout)
+    finally:
         try:
-            yield DaskExecutor(client, address, timeout)
-        finally:
-            try:
-                client.close(timeout=min(timeout, 10.0))
-            except Exception:  # noqa: BLE001 (a dead cluster cannot be closed cleanly)
-                pass
+            client.close(timeout=min(timeout, 10.0))
+        except Exception:  # noqa: BLE001 (a dead cluster cannot be closed cleanly)
+            pass
