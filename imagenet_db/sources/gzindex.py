@@ -36,7 +36,8 @@ from typing import Callable, Dict, List, NamedTuple, Optional
 
 from tqdm import tqdm
 
-from imagenet_db.sources.tarindex import BLOCK, CACHE_ENV, Member, TarIndexError, cache_file
+from imagenet_db.sources.tarindex import (BLOCK, CACHE_ENV, Member, TarIndexError, archive_changed,
+                                         cache_file, check_unchanged, file_identity)
 
 CHUNK = int(os.environ.get("IMAGENET_DB_GZIP_SPACING", 64 << 10))  # compressed bytes per seek point
 GZIP_MAGIC = b"\x1f\x8b"
@@ -316,13 +317,15 @@ class GzipTarReader:
     has ended is handed to the next new thread, so each live thread costs one index import).
 
     ``read(offset, size)`` returns exactly ``size`` bytes at ``offset`` of the uncompressed tar;
-    raises OSError naming the file when the data cannot be decoded or is short. Pickled for
+    raises OSError naming the file when the data cannot be decoded, and ArchiveChangedError
+    when the .tar.gz changed (size, mtime) since the reader was made or is short. Pickled for
     cluster workers as the path plus the seek points (or, when large, the cache file holding
     them), rebuilt once per worker process (``shared_reader``).
     """
 
     def __init__(self, path: str, seek_points: bytes, window=None, seek_file: Optional[str] = None):
         self.path, self.seek_points, self.window, self.seek_file = path, seek_points, window, seek_file
+        self.identity = file_identity(os.stat(path))  # a .tar.gz changing under us: an error
         self._local = threading.local()
         self._lock = threading.Lock()
         self._readers: list = []  # [(owning thread, rapidgzip reader)]
@@ -349,6 +352,7 @@ class GzipTarReader:
 
     def read(self, offset: int, size: int) -> bytes:
         """Exactly ``size`` bytes at ``offset`` of the uncompressed tar (OSError otherwise)."""
+        check_unchanged(self.path, self.identity, os.stat(self.path))
         reader = self._reader()
         try:
             reader.seek(offset)
@@ -357,8 +361,8 @@ class GzipTarReader:
             raise OSError(f"{self.path}: cannot decode bytes {offset}..{offset + size} of the "
                           f"tar: {_describe(exc)}") from None
         if len(data) != size:
-            raise OSError(f"{self.path}: short read at byte {offset} of the tar ({len(data)} of "
-                          f"{size} bytes): the archive is truncated")
+            raise archive_changed(self.path, f"short read at byte {offset:,} of the tar "
+                                             f"({len(data)} of {size} bytes)")
         return data
 
     def close(self) -> None:

@@ -201,6 +201,28 @@ class ArchiveChangedError(ImagenetDbError):
     was being read: what is read from it can no longer be trusted to be what was indexed."""
 
 
+def file_identity(st: os.stat_result) -> Tuple[int, int]:
+    """What a reader remembers of an archive to notice it changing: (size, mtime in ns)."""
+    return st.st_size, st.st_mtime_ns
+
+
+def archive_changed(path: str, detail: str) -> ArchiveChangedError:
+    """The error for an archive that changed under a running reader (see TarReader)."""
+    return ArchiveChangedError(
+        f"{path}: changed while it was being read ({detail}); what was read before is kept: "
+        f"once the archive is whole again (the same file as when the run began), run the same "
+        f"command again with --resume")
+
+
+def check_unchanged(path: str, identity: Tuple[int, int], st: os.stat_result) -> None:
+    """Raise ArchiveChangedError when ``st`` (a fresh stat of ``path``) differs from
+    ``identity``."""
+    if file_identity(st) != identity:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(st.st_mtime))
+        raise archive_changed(path, f"now {st.st_size:,} bytes, modified {when}; it was "
+                                    f"{identity[0]:,} bytes")
+
+
 class TarReader:
     """Positioned reads from one archive file, shared by all worker threads.
 
@@ -216,26 +238,16 @@ class TarReader:
         self.path = path
         self._file = open(path, "rb")
         self._fd = self._file.fileno()
-        st = os.fstat(self._fd)
-        self.identity = identity or (st.st_size, st.st_mtime_ns)
-
-    def _changed(self, detail: str) -> ArchiveChangedError:
-        return ArchiveChangedError(
-            f"{self.path}: changed while it was being read ({detail}); what was read before "
-            f"is kept: once the archive is whole again (the same file as when the run began), "
-            f"run the same command again with --resume")
+        self.identity = identity or file_identity(os.fstat(self._fd))
 
     def read(self, offset: int, size: int) -> bytes:
         """Exactly ``size`` bytes at byte ``offset`` of the archive. Raises ArchiveChangedError
         when the file's size or mtime differs from its identity or it is too short."""
-        st = os.fstat(self._fd)
-        if (st.st_size, st.st_mtime_ns) != self.identity:
-            raise self._changed(f"now {st.st_size:,} bytes, modified "
-                                f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(st.st_mtime))}"
-                                f"; it was {self.identity[0]:,} bytes")
+        check_unchanged(self.path, self.identity, os.fstat(self._fd))
         data = os.pread(self._fd, size, offset)
         if len(data) != size:
-            raise self._changed(f"short read at byte {offset:,}: {len(data)} of {size} bytes")
+            raise archive_changed(self.path, f"short read at byte {offset:,}: {len(data)} of "
+                                             f"{size} bytes")
         return data
 
     def close(self) -> None:

@@ -12,9 +12,10 @@ import os
 import struct
 import zipfile
 import zlib
-from typing import Dict, NamedTuple
+from typing import Dict, NamedTuple, Optional, Tuple
 
 from imagenet_db.errors import ImagenetDbError
+from imagenet_db.sources.tarindex import check_unchanged, file_identity
 
 LOCAL_HEADER = struct.Struct("<4s5H3L2H")  # signature .. name length, extra length (30 bytes)
 LOCAL_SIGNATURE = b"PK\x03\x04"
@@ -69,17 +70,21 @@ def index_zip(path: str) -> Dict[str, ZipMember]:
 
 
 class ZipReader:
-    """Positioned reads of zip members from one shared file descriptor (thread-safe)."""
+    """Positioned reads of zip members from one shared file descriptor (thread-safe). Like
+    ``tarindex.TarReader``, it remembers the file's size and mtime (``identity``, also on
+    cluster workers) and raises ArchiveChangedError when the zip changes under it."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, identity: Optional[Tuple[int, int]] = None):
         self.path = path
         self._file = open(path, "rb")
         self._fd = self._file.fileno()
+        self.identity = identity or file_identity(os.fstat(self._fd))
 
     def read(self, m: ZipMember) -> bytes:
         """The member's uncompressed bytes. Raises OSError naming the zip and member when the
         local header is not where the central directory says, the data is short (truncated),
         does not inflate, or its size or CRC-32 differ from the directory's."""
+        check_unchanged(self.path, self.identity, os.fstat(self._fd))
         want = 30 + m.name_length + m.extra_length + m.compressed_size
         buf = os.pread(self._fd, want + SLACK, m.header_offset)
         if len(buf) < 30:
@@ -114,7 +119,7 @@ class ZipReader:
         self._file.close()
 
     def __getstate__(self):
-        return {"path": self.path}
+        return {"path": self.path, "identity": self.identity}
 
     def __setstate__(self, state):
-        self.__init__(state["path"])
+        self.__init__(state["path"], tuple(state["identity"]))
