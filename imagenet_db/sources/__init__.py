@@ -18,7 +18,7 @@ from typing import Callable, List
 
 from imagenet_db.errors import ImagenetDbError
 from imagenet_db.sources import ilsvrc2012, ilsvrc2015, kaggle, tree
-from imagenet_db.sources.base import Dataset, drop_val_blacklist
+from imagenet_db.sources.base import Dataset, check_names, drop_val_blacklist
 
 DISTRIBUTIONS: List[ModuleType] = [
     kaggle,      # imagenet-object-localization-challenge.zip, or LOC_*.csv/txt + ILSVRC/
@@ -41,8 +41,11 @@ def detect(source: str) -> ModuleType:
 
 
 def open_dataset(source: str) -> Dataset:
-    """Find ImageNet under ``source`` (see ``detect``) and read its lists and labels."""
-    return detect(source).open_dataset(source)
+    """Find ImageNet under ``source`` (see ``detect``) and read its lists and labels. Raises
+    ImagenetDbError when an image's name cannot go into a Caffe list (``base.check_names``)."""
+    dataset = detect(source).open_dataset(source)
+    check_names(dataset, source)
+    return dataset
 
 
 def load_dataset(source: str, drop_blacklist: bool = False,

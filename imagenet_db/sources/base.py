@@ -10,6 +10,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
 
+from imagenet_db.errors import ImagenetDbError
+
 DEFAULT_SEED = 0
 # file name extensions of the images a folder tree may hold (case-insensitive; OpenCV decodes all)
 IMAGE_EXTENSIONS = frozenset({".jpeg", ".jpg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff",
@@ -104,7 +106,6 @@ def drop_val_blacklist(dataset: Dataset) -> Dataset:
     ILSVRC's localization evaluation skips; the classification task keeps them). Adds a note.
     Raises ImagenetDbError when the SOURCE has no devkit blacklist (Kaggle's download and an
     extracted tree have none: put a devkit beside it)."""
-    from imagenet_db.errors import ImagenetDbError
 
     if dataset.val_blacklist is None:
         raise ImagenetDbError("--drop_val_blacklist: this SOURCE has no devkit with a validation "
@@ -120,6 +121,28 @@ def drop_val_blacklist(dataset: Dataset) -> Dataset:
             f"listed in {dataset.blacklist_where}")
     return Dataset(dataset.synsets, splits, dataset.words, dataset.notes + [note],
                    dataset.val_blacklist, dataset.blacklist_where)
+
+
+def check_list_name(relpath: str, where: str) -> None:
+    """Raise ImagenetDbError (naming ``where`` and the name) when ``relpath`` cannot be a line
+    of a Caffe list file or part of a key: not valid UTF-8 (a file name in another encoding),
+    or holding a line break or a NUL byte."""
+    try:
+        relpath.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ImagenetDbError(f"{where}: the name {os.fsencode(relpath)!r} is not valid UTF-8, "
+                              f"which Caffe's list files and keys need: rename it") from None
+    for char, what in (("\n", "a line break"), ("\r", "a line break"), ("\0", "a NUL byte")):
+        if char in relpath:
+            raise ImagenetDbError(f"{where}: the name {relpath!r} holds {what}, which a Caffe "
+                                  f"list file cannot hold: rename it")
+
+
+def check_names(dataset: "Dataset", where: str) -> None:
+    """check_list_name for every image of every split of ``dataset``."""
+    for split in dataset.splits.values():
+        for relpath, _ in split.entries:
+            check_list_name(relpath, f"{where}: {split.name} image")
 
 
 def file_loader(root: str) -> Callable[[str], Callable[[], bytes]]:

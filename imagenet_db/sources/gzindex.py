@@ -32,6 +32,7 @@ import sys
 import tarfile
 import threading
 import weakref
+import zlib
 from typing import Callable, Dict, List, NamedTuple, Optional
 
 from tqdm import tqdm
@@ -223,7 +224,7 @@ def _load(paths: Dict[str, str]) -> Optional[GzipTarIndex]:
                 if info.isfile():
                     small[info.name] = tar.extractfile(info).read()
         return GzipTarIndex(members, seek_points, length, small, paths["seek"])
-    except (OSError, ValueError, EOFError, tarfile.TarError):
+    except (OSError, ValueError, EOFError, tarfile.TarError, zlib.error):  # damaged: re-index
         return None
 
 

@@ -23,7 +23,7 @@ from typing import Callable, Dict, List, Optional
 
 from imagenet_db.errors import ImagenetDbError
 from imagenet_db.sources import labels as L
-from imagenet_db.sources.base import Dataset, Split
+from imagenet_db.sources.base import Dataset, Split, check_list_name
 from imagenet_db.sources import devkits as D
 from imagenet_db.sources.devkit import Devkit, Synset, read_devkit
 from imagenet_db.sources.tarindex import Member, MemberLoader, TarReader, index_nested, index_tar
@@ -130,6 +130,7 @@ def _plain_name(name: str, where: str) -> str:
     clean = name[2:] if name.startswith("./") else name
     if not clean or "/" in clean or clean in (".", ".."):
         raise ArchiveError(f"{where}: member {name!r} is not a plain file name")
+    check_list_name(clean, f"{where}: member")
     return clean
 
 

@@ -65,10 +65,9 @@ def parse_label_token(token: str, labels: Mapping[str, int], where: str) -> int:
         if token not in labels:
             raise ImagenetDbError(f"{where}: synset {token} has no train folder")
         return labels[token]
-    try:
-        label = int(token)
-    except ValueError:
-        raise ImagenetDbError(f"{where}: {token!r} is neither a wnid nor an integer label") from None
+    if not (token.isascii() and token.isdigit()):  # not int(): it takes '+7', '1_000'...
+        raise ImagenetDbError(f"{where}: {token!r} is neither a wnid nor an integer label")
+    label = int(token)
     if not 0 <= label < len(labels):
         raise ImagenetDbError(f"{where}: label {label} is outside 0..{len(labels) - 1}")
     return label

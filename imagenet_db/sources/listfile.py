@@ -2,19 +2,23 @@
 
 Read as Caffe's ``convert_imageset`` reads them: the label is what follows the *last* space,
 so paths may contain spaces. Stricter than Caffe (whose ``atoi`` turns garbage into label 0):
-a line without a label, a non-integer, negative or out-of-int32 label, or a path listed twice
-raises ListFileError naming the file and the 1-based line number. CRLF endings and a UTF-8 BOM
+a line without a label, a label that is not ASCII digits ('+7', '1_000' and other scripts'
+digits, which Python's int() would take, are refused), a negative or out-of-int32 label, a
+path holding a NUL byte, or a path listed twice raises ListFileError naming the file and the
+1-based line number. CRLF endings and a UTF-8 BOM
 are accepted; blank lines are ignored; a list with no entries is an error.
 ``list_records`` makes the records of such a list under a root folder: the source of
 ``convert_imageset``.
 """
 import os
+import re
 from typing import Iterable, List, Sequence, Tuple
 
 from imagenet_db.errors import ListFileError
 from imagenet_db.sources.base import FileLoader, Record
 
 INT32_MAX = 2**31 - 1
+_LABEL = re.compile(r"-?[0-9]+\Z")  # what Caffe's list format means by a label
 
 
 def parse_list_line(line: str, where: str) -> Tuple[str, int]:
@@ -23,10 +27,12 @@ def parse_list_line(line: str, where: str) -> Tuple[str, int]:
     if pos <= 0:
         raise ListFileError(f"{where}: expected 'relpath label', got {line!r}")
     relpath, label_text = line[:pos], line[pos + 1:]
-    try:
-        label = int(label_text)
-    except ValueError:
-        raise ListFileError(f"{where}: label {label_text!r} is not an integer") from None
+    if "\0" in relpath:
+        raise ListFileError(f"{where}: the path {relpath!r} holds a NUL byte, which no file "
+                            f"name can")
+    if not _LABEL.match(label_text):  # not int(): it also takes '+7', '1_000', other digits
+        raise ListFileError(f"{where}: label {label_text!r} is not an integer (ASCII digits)")
+    label = int(label_text)
     if not 0 <= label <= INT32_MAX:
         raise ListFileError(f"{where}: label {label} is outside 0..{INT32_MAX}")
     return relpath, label

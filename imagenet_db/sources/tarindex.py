@@ -13,7 +13,8 @@ real train archive, plus the disk reads), so an index is saved, gzipped, in the 
 (``$XDG_CACHE_HOME/imagenet-db/tar-index``, default ``~/.cache``) under a key made of the
 archive's real path, size, mtime and inode: any change to the file makes a new index. Set
 ``IMAGENET_DB_TAR_INDEX_CACHE=off`` to disable it (or to a folder to move it). A cache that
-cannot be read or written is ignored; loading the cached train index takes ~2 s.
+cannot be read (damaged, cut short) or written is ignored, and a damaged one is replaced by
+the fresh index; loading the cached train index takes ~2 s.
 
 Truncation: ``tarfile`` treats a file that simply stops as the end of the archive, so a
 truncated download would silently lose members. ``index_tar`` therefore requires every
@@ -25,6 +26,7 @@ import hashlib
 import os
 import tarfile
 import time
+import zlib
 from typing import BinaryIO, Dict, List, NamedTuple, Optional, Tuple
 
 from imagenet_db.errors import ImagenetDbError
@@ -117,7 +119,7 @@ def _load_cache(path: str) -> Optional[Dict[str, List[Member]]]:
                 members = groups.setdefault(outer, [])
                 if name:  # an empty name marks an outer member without files
                     members.append(Member(name, int(offset), int(size)))
-    except (OSError, ValueError, EOFError):
+    except (OSError, ValueError, EOFError, zlib.error):  # a damaged cache: indexed anew
         return None
     return groups
 

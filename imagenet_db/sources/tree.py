@@ -13,15 +13,19 @@ from typing import Dict, List, Tuple
 
 from imagenet_db.errors import ImagenetDbError
 from imagenet_db.sources import labels as L
-from imagenet_db.sources.base import Dataset, Split, file_loader, is_image_name
+from imagenet_db.sources.base import (Dataset, Split, check_list_name, file_loader,
+                                      is_image_name)
 
 NAME = "tree"
 LOOKS_FOR = "an extracted tree: train/<wnid>/*.JPEG and val/"
 
 
 def _image_files(folder: str) -> List[str]:
-    return sorted(name for name in os.listdir(folder)
-                  if is_image_name(name) and os.path.isfile(os.path.join(folder, name)))
+    names = sorted(name for name in os.listdir(folder)
+                   if is_image_name(name) and os.path.isfile(os.path.join(folder, name)))
+    for name in names:
+        check_list_name(name, folder)
+    return names
 
 
 def _wnid_folders(root: str) -> List[str]:
