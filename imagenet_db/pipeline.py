@@ -344,9 +344,19 @@ def output_path(path: str) -> str:
     return path
 
 
+def _check_records(records: Sequence[Record], output: Type[Output]) -> None:
+    """Refuse, before any work, a record the output format cannot store (e.g. a key over
+    LMDB's size limit), naming it."""
+    for record in records:
+        problem = output.record_problem(record.relpath, record.index)
+        if problem:
+            raise DatabaseError(f"record {record.index} ({record.relpath[:80]!r}): {problem}")
+
+
 def _convert_locked(records, db_path, backend, transform, build, observers, settings,
                     info) -> ConvertSummary:
     """convert() with the output's lock held (one build per output)."""
+    _check_records(records, output_class(backend))
     identity, action = plan_build(records, db_path, backend, transform, build, observers,
                                   settings)
     observers = all_observers(build, observers)

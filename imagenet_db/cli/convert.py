@@ -55,7 +55,11 @@ def _convert(args) -> None:
     from imagenet_db.sources.base import shuffled
     from imagenet_db.sources.listfile import list_records, read_list
 
-    entries = read_list(args.listfile)
+    from imagenet_db.outputs import output_class
+
+    # the largest key number is the list's length - 1; checked before any image is read
+    output = output_class(args.backend)
+    entries = read_list(args.listfile, lambda relpath: output.record_problem(relpath, 10**7))
     if args.shuffle:
         entries = shuffled(entries, args.seed)
     print(f"A total of {len(entries)} images.", file=sys.stderr)

@@ -42,3 +42,36 @@ def is_gray_file(data: bytes) -> bool:
 def chw_view(image: np.ndarray) -> np.ndarray:
     """(C, H, W) view of an (H, W) or (H, W, C) image (no copy)."""
     return image[np.newaxis] if image.ndim == 2 else image.transpose(2, 0, 1)
+
+
+# Bytes slipped in before the end-of-image marker to probe a JPEG (see jpeg_ends_early).
+_PROBE = b"\x55" * 64
+
+
+def _grey_edge(image: np.ndarray) -> bool:
+    """True when a whole edge row or column of ``image`` is exactly mid-grey (128)."""
+    return any(bool((edge == 128).all()) for edge in (image[0], image[-1], image[:, 0],
+                                                       image[:, -1]))
+
+
+def jpeg_ends_early(data: bytes, image: np.ndarray, is_color: bool) -> bool:
+    """True when the JPEG ``data`` (decoded as ``image``) ends before its last block: half a
+    file with an end-of-image marker appended. libjpeg then warns "premature end of data
+    segment" (on stderr, where no caller sees it) and fills every missing block with zero
+    coefficients, i.e. exactly mid-grey (128): Caffe stores such images half grey.
+
+    Cheap first: only an image with a whole edge (the end of the data may be any edge once
+    EXIF orientation is applied) of exactly 128 is looked at again. Then a probe: the file is
+    decoded once more with a few bytes slipped in before its end-of-image marker. A complete
+    stream ignores them (libjpeg skips extraneous bytes after the last block); a stream that
+    ends early decodes them as image data, so the pixels differ. Valid images with a flat
+    grey edge are thus kept.
+    """
+    if not _grey_edge(image):
+        return False
+    end = data.rfind(b"\xff\xd9")
+    if end < 0:
+        return False
+    full = decode_image(data, is_color)
+    probe = decode_image(data[:end] + _PROBE + data[end:], is_color)
+    return full is None or probe is None or not np.array_equal(full, probe)

@@ -21,7 +21,7 @@ from typing import Optional, Tuple
 import cv2
 import numpy as np
 
-from imagenet_db.imaging.decode import decode_flag_for, decode_image, is_gray_file
+from imagenet_db.imaging.decode import decode_flag_for, decode_image, is_gray_file, jpeg_ends_early
 from imagenet_db.imaging.fastdecode import decode_reduced
 from imagenet_db.imaging.resize import DEFAULT_MODE, resize_mode
 
@@ -102,6 +102,9 @@ def _decode(data: bytes, options: TransformOptions) -> np.ndarray:
         image = decode_image(data, options.is_color)
     if image is None:
         raise ImageSkipped("cannot decode image data" if data else "empty file (0 bytes)")
+    if data[:2] == b"\xff\xd8" and jpeg_ends_early(data, image, options.is_color):
+        raise ImageSkipped("truncated JPEG: the image data ends before the last block (libjpeg's "
+                           "'premature end of data segment'; the rest would be flat grey)")
     return mode.apply(image, options)
 
 

@@ -53,6 +53,13 @@ class Output(ABC):
         """Bytes to store for ``record`` (a sources.Record) and its transformed ``image``."""
 
     @classmethod
+    def record_problem(cls, relpath: str, index: int = 0) -> Optional[str]:
+        """Why this format cannot store the record ``relpath`` at list position ``index`` (e.g.
+        a key over LMDB's size limit), or None. Checked for every record before a build
+        starts, so that such a record fails it at once, not hours in."""
+        return None
+
+    @classmethod
     @abstractmethod
     def detect(cls, path: str) -> bool:
         """True when ``path`` holds an output of this format."""

@@ -6,7 +6,7 @@ build continues after the record named by the last key. Values are serialized Da
 (``outputs.datum``). A backend subclass supplies ``put``, ``commit``, ``close``, ``abort``,
 ``entries``, ``items(start_key)`` and ``last_key``.
 """
-from typing import Iterator, Sequence, Tuple
+from typing import Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -17,7 +17,21 @@ from imagenet_db.outputs.datum import (caffe_key, datum_to_chw, encode_datum, en
 
 
 class DatumWriter(Output):
-    """Base of the Caffe Datum key-value outputs (LMDB, LevelDB)."""
+    """Base of the Caffe Datum key-value outputs (LMDB, LevelDB). ``max_key_bytes``: the
+    backend's key size limit (None: none)."""
+    max_key_bytes: Optional[int] = None
+
+    @classmethod
+    def record_problem(cls, relpath: str, index: int = 0) -> Optional[str]:
+        """A key (``%08d_relpath``, UTF-8) longer than the backend allows."""
+        if cls.max_key_bytes is None:
+            return None
+        size = len(caffe_key(index, relpath))
+        if size <= cls.max_key_bytes:
+            return None
+        return (f"the key of {relpath[:60]!r}... is {size} bytes, above the "
+                f"{cls.max_key_bytes}-byte key limit of {cls.description.split(' (')[0]} "
+                f"(shorten the path, or use --backend=leveldb)")
 
     @classmethod
     def encode(cls, record, image) -> Encoded:

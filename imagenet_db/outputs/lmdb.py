@@ -40,6 +40,7 @@ class LmdbWriter(DatumWriter):
 
     name = "lmdb"
     description = "Caffe Datum LMDB (Caffe's default backend)"
+    max_key_bytes = 511  # MDB_MAXKEYSIZE of a default LMDB build (mdb_env_get_maxkeysize)
 
     def __init__(self, path: str, batch_size: int = 1000, batch_bytes: int = 128 << 20,
                  map_size: int = INITIAL_MAP_SIZE, sync_commits: bool = True):

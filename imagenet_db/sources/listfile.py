@@ -12,7 +12,7 @@ are accepted; blank lines are ignored; a list with no entries is an error.
 """
 import os
 import re
-from typing import Iterable, List, Sequence, Tuple
+from typing import Callable, Iterable, List, Optional, Sequence, Tuple
 
 from imagenet_db.errors import ListFileError
 from imagenet_db.sources.base import FileLoader, Record
@@ -38,11 +38,14 @@ def parse_list_line(line: str, where: str) -> Tuple[str, int]:
     return relpath, label
 
 
-def read_list(path: str) -> List[Tuple[str, int]]:
+def read_list(path: str, check_path: Optional[Callable[[str], Optional[str]]] = None
+              ) -> List[Tuple[str, int]]:
     """Read a Caffe list file into [(relpath, label), ...] in file order.
 
-    Raises ListFileError (file and line named) for malformed lines, duplicate paths or an
-    empty list, and ListFileError for a file that cannot be read.
+    check_path: the output's own limit on a path (e.g. ``Output.record_problem``: LMDB's key
+    size), returning why a path cannot be stored (or None); checked on every line, before any
+    image is read. Raises ListFileError (file and line named) for malformed lines, duplicate
+    paths, paths check_path refuses or an empty list, and for a file that cannot be read.
     """
     try:
         with open(path, "r", encoding="utf-8-sig", newline=None) as f:
@@ -56,6 +59,9 @@ def read_list(path: str) -> List[Tuple[str, int]]:
         if not line.strip():
             continue
         relpath, label = parse_list_line(line, f"{path}:{number}")
+        problem = check_path(relpath) if check_path else None
+        if problem:
+            raise ListFileError(f"{path}:{number}: {problem}")
         if relpath in first_seen:
             raise ListFileError(f"{path}:{number}: {relpath!r} is listed again "
                                 f"(first at line {first_seen[relpath]})")
