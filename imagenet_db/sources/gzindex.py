@@ -38,7 +38,8 @@ from typing import Callable, Dict, List, NamedTuple, Optional
 from tqdm import tqdm
 
 from imagenet_db.sources.tarindex import (BLOCK, CACHE_ENV, Member, TarIndexError, archive_changed,
-                                         cache_file, check_unchanged, file_identity)
+                                         cache_file, check_unchanged, file_identity,
+                                         sparse_member)
 
 CHUNK = int(os.environ.get("IMAGENET_DB_GZIP_SPACING", 64 << 10))  # compressed bytes per seek point
 GZIP_MAGIC = b"\x1f\x8b"
@@ -163,6 +164,8 @@ def build_index(path: str, keep: Optional[Callable[[str, int], bool]] = None,
         try:
             tar = tarfile.open(fileobj=reader, mode="r:")
             for info in tar:
+                if info.isfile() and info.issparse():
+                    raise TarIndexError(sparse_member(name, info.name))
                 if info.isfile():
                     members.append(Member(info.name, info.offset_data, info.size))
                     if keep is not None and keep(info.name, info.size):

@@ -16,6 +16,9 @@ archive's real path, size, mtime and inode: any change to the file makes a new i
 cannot be read (damaged, cut short) or written is ignored, and a damaged one is replaced by
 the fresh index; loading the cached train index takes ~2 s.
 
+Sparse members (GNU tar --sparse) store their data in pieces; they are refused
+(TarIndexError naming the member) rather than read as if contiguous. ImageNet's tars have none.
+
 Truncation: ``tarfile`` treats a file that simply stops as the end of the archive, so a
 truncated download would silently lose members. ``index_tar`` therefore requires every
 member's data to end inside the file and the end-of-archive marker (a zero 512-byte block,
@@ -61,6 +64,14 @@ def _check_end_marker(fileobj: BinaryIO, tar: tarfile.TarFile, length: int, what
                             f"at byte {tar.offset:,}")
 
 
+def sparse_member(what: str, name: str) -> str:
+    """The error for a GNU sparse member (its bytes are not stored in one piece, so it cannot
+    be read by offset): refused rather than read wrong."""
+    return (f"{what}: member {name!r} is a sparse file (made with tar --sparse): its bytes are "
+            f"not stored in one piece, and imagenet-db reads members by offset; re-create the "
+            f"tar without --sparse")
+
+
 def _scan(fileobj: BinaryIO, length: int, what: str) -> Tuple[tarfile.TarFile, List[tarfile.TarInfo]]:
     """Open the tar in ``fileobj`` (``length`` bytes; positions relative to its own start)
     and list its members, checked to lie within the file; ``what`` names it in errors."""
@@ -71,6 +82,8 @@ def _scan(fileobj: BinaryIO, length: int, what: str) -> Tuple[tarfile.TarFile, L
     infos = []
     try:
         for info in tar:
+            if info.isfile() and info.issparse():
+                raise TarIndexError(sparse_member(what, info.name))
             if info.isfile() and info.offset_data + info.size > length:
                 raise TarIndexError(
                     f"{what}: truncated: member {info.name!r} needs bytes up to "
