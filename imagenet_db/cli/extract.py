@@ -26,8 +26,11 @@ def extract_parser(prog="imagenet-db extract") -> argparse.ArgumentParser:
                    help="folders: val/<wnid>/ (default); flat: val/ILSVRC2012_val_*.JPEG and "
                         "DEST/val.txt with 'name wnid' lines (Caffe's layout)")
     bool_flag(p, "verify", "first check the archives' MD5 against the published values "
-                       "(reads all ~147 GB)")
-    bool_flag(p, "overwrite", "replace files in DEST whose size differs from the archive's")
+                       "(reads all ~147 GB), then extract with --check_contents")
+    bool_flag(p, "check_contents", "compare the bytes of files already in DEST with the "
+                                   "SOURCE's instead of trusting a matching size (reads them)")
+    bool_flag(p, "overwrite", "replace files in DEST whose size (or, with --check_contents, "
+                              "bytes) differ from the SOURCE's; empty files are always replaced")
     blacklist_arg(p)
     workers_arg(p)
     bool_flag(p, "progress", "progress bar (default: only on a terminal)", default=None)
@@ -43,9 +46,10 @@ def _extract(args) -> None:
         verify_source(args.source, progress=args.progress, log=log)
     summary = extract(args.source, args.dest, val_layout=args.val_layout,
                       overwrite=args.overwrite, workers=args.workers, progress=args.progress,
-                      log=log, drop_blacklist=args.drop_val_blacklist)
+                      log=log, drop_blacklist=args.drop_val_blacklist,
+                      check_contents=args.check_contents or args.verify)
     log(summary.describe())
-    log(f"checked {sum(summary.counts.values())} images in {len(summary.counts)} folders "
+    log(f"checked {sum(summary.counts.values())} files in {len(summary.counts)} folders "
         f"against the SOURCE: all present")
 
 
@@ -55,5 +59,6 @@ def extract_main(argv: Optional[Sequence[str]] = None) -> int:
 
     argv = sys.argv[1:] if argv is None else argv
     args = extract_parser().parse_args(normalize_gflags(argv, ("verify", "overwrite", "progress",
-                                                                  "drop_val_blacklist")))
+                                                                  "drop_val_blacklist",
+                                                                  "check_contents")))
     return run_command(_extract, args)

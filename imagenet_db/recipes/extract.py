@@ -13,10 +13,12 @@ layout PyTorch's ImageFolder and Torch's imagenet loaders expect)::
 Both layouts are valid SOURCEs for ``create_imagenet``/``labels``. Images are read in archive
 order (by offset: sequential I/O; runs of consecutive members go to one worker thread, so a
 .tar.gz is decompressed about once) and written by worker threads; each file is written as
-``.<name>.partial`` and renamed, so a file at its final name is complete. An interrupted run
-is resumed by running the same command again: files already present with the right size are
-kept. A file present with a different size is not ours to replace: it is an error unless
-``overwrite``. At the end every folder's image count is checked against the archive index.
+``.<name>.partial``, fsync'ed and renamed, so a file at its final name is complete. An
+interrupted run is resumed by running the same command again: files already present with the
+right size are kept (with ``check_contents``, only when their bytes match too), empty ones
+(a crashed copy's leftovers) are replaced. A file present with other contents is not ours to
+replace: it is an error unless ``overwrite``. At the end every planned file is checked to be
+present with the SOURCE's size, whatever its name (a README in a class folder included).
 """
 import json
 import os
@@ -28,10 +30,11 @@ from typing import Callable, Dict, List, NamedTuple, Optional
 from tqdm import tqdm
 
 from imagenet_db.engine.executor import ordered_map
+from imagenet_db.engine.files import fsync_dir
 from imagenet_db.engine.lock import OutputLock, folder_lock_path
 from imagenet_db.errors import ImagenetDbError
 from imagenet_db.sources import load_dataset
-from imagenet_db.sources.base import Dataset, is_image_name
+from imagenet_db.sources.base import Dataset
 
 VAL_LAYOUTS = ("folders", "flat")
 RECORD_NAME = "imagenet_db_extract.json"
@@ -111,33 +114,51 @@ def plan_extraction(dataset: Dataset, val_layout: str = "folders") -> List[Item]
     return sorted(items, key=_order)
 
 
-def _write_item(dest: str, item: Item, overwrite: bool) -> int:
-    """Write one file; returns bytes written (0 when kept). Raises ExtractError."""
+def _write_item(dest: str, item: Item, overwrite: bool, check_contents: bool) -> int:
+    """Write one file; returns bytes written (0 when kept). Raises ExtractError.
+
+    A file already there is kept when its size matches (and, with ``check_contents``, its
+    bytes); an empty one (a leftover of a crashed copy, not data) is replaced; any other is
+    not ours to replace unless ``overwrite``. Written through ``.<name>.partial``, fsync'ed,
+    then renamed, so a file at its final name is whole even after a power loss.
+    """
     path = os.path.join(dest, *item.relpath.split("/"))
     try:
         size = os.stat(path).st_size
     except FileNotFoundError:
         size = None
-    if size is not None and size == item.size:
+    if size and size == item.size and not check_contents:
         return 0
     data = item.load()
-    if size is not None:
-        if size == len(data):
+    if size:
+        if size == len(data) and (not check_contents or _same_bytes(path, data)):
             return 0
         if not overwrite:
-            raise ExtractError(f"{path} exists with {size} bytes but the SOURCE's file has "
-                               f"{len(data)}; not replacing it (pass --overwrite to replace such "
-                               f"files)")
+            what = (f"{size} bytes but the SOURCE's file has {len(data)}" if size != len(data)
+                    else "other bytes than the SOURCE's file (same size)")
+            raise ExtractError(f"{path} exists with {what}; not replacing it (pass --overwrite "
+                               f"to replace such files)")
     folder, name = os.path.split(path)
     tmp = os.path.join(folder, f".{name}.partial")
     with open(tmp, "wb") as f:
         f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
     return len(data)
 
 
-def _write_batch(dest: str, batch: List[Item], overwrite: bool) -> List[int]:
-    return [_write_item(dest, item, overwrite) for item in batch]
+def _same_bytes(path: str, data: bytes) -> bool:
+    with open(path, "rb") as f:
+        return f.read() == data
+
+
+def _write_batch(dest: str, batch: List[Item], overwrite: bool, check_contents: bool
+                 ) -> List[int]:
+    written = [_write_item(dest, item, overwrite, check_contents) for item in batch]
+    if any(written):
+        fsync_dir(os.path.join(dest, *batch[0].relpath.split("/")[:-1]))
+    return written
 
 
 def _write_text(path: str, text: str, overwrite: bool) -> None:
@@ -156,35 +177,35 @@ def _write_text(path: str, text: str, overwrite: bool) -> None:
     os.replace(tmp, path)
 
 
-def _count_images(folder: str) -> int:
-    try:
-        return sum(1 for e in os.scandir(folder)
-                   if e.is_file() and is_image_name(e.name)
-                   and not e.name.startswith("."))
-    except FileNotFoundError:
-        return 0
-
-
-def check_counts(dest: str, counts: Dict[str, int]) -> None:
-    """Compare the image files in each folder of ``counts`` (relative to DEST) with the
-    expected number. Raises ExtractError listing the first mismatches."""
+def check_present(dest: str, plan: List[Item]) -> None:
+    """Every planned file is in DEST (with the SOURCE's size when known beforehand). Raises
+    ExtractError naming the first missing or wrong ones."""
     bad = []
-    for folder, want in sorted(counts.items()):
-        have = _count_images(os.path.join(dest, *folder.split("/")))
-        if have != want:
-            bad.append(f"{folder}: {have} images, expected {want}")
+    for item in plan:
+        path = os.path.join(dest, *item.relpath.split("/"))
+        try:
+            size = os.stat(path).st_size
+        except FileNotFoundError:
+            bad.append(f"{item.relpath} is missing")
+            continue
+        if item.size is not None and size != item.size:
+            bad.append(f"{item.relpath} has {size} bytes, not {item.size}")
     if bad:
-        raise ExtractError(f"{dest}: the extracted tree does not match the archives "
-                           f"({len(bad)} folder(s)): " + "; ".join(bad[:5]))
+        raise ExtractError(f"{dest}: the extracted tree does not match the SOURCE "
+                           f"({len(bad)} file(s)): " + "; ".join(bad[:5]))
 
 
 def extract(source: str, dest: str, val_layout: str = "folders", overwrite: bool = False,
             workers: Optional[int] = None, progress: Optional[bool] = None,
-            log: Callable[[str], None] = print, drop_blacklist: bool = False) -> ExtractSummary:
+            log: Callable[[str], None] = print, drop_blacklist: bool = False,
+            check_contents: bool = False) -> ExtractSummary:
     """Extract any SOURCE ``sources`` reads into the folder layout above.
 
     val_layout: 'folders' (val/<wnid>/, as valprep.sh) or 'flat' (val/ + val.txt, Caffe).
-    overwrite: replace files whose size differs from the SOURCE's (default: error).
+    overwrite: replace files whose size (or, with check_contents, bytes) differ from the
+    SOURCE's (default: error; an empty file is always replaced).
+    check_contents: compare the bytes of files already present with the SOURCE's instead of
+    trusting a matching size (reads them all; ``--check_contents``, implied by ``--verify``).
     workers: writer threads (None = all cores). progress: tqdm bar (None = only on a terminal).
     drop_blacklist: leave out the validation images the devkit blacklists (see
     ``base.drop_val_blacklist``). Resumable: rerun after an interruption; complete files are
@@ -202,12 +223,12 @@ def extract(source: str, dest: str, val_layout: str = "folders", overwrite: bool
         raise ExtractError(f"{dest}: cannot create it: {exc.strerror or exc}") from None
     with OutputLock(folder_lock_path(dest), f"{dest} is being extracted into"):
         return _extract_locked(dataset, plan, dest, val_layout, overwrite, workers, progress,
-                               start)
+                               start, check_contents)
 
 
 def _extract_locked(dataset: Dataset, plan: List[Item], dest: str, val_layout: str,
                     overwrite: bool, workers: Optional[int], progress: Optional[bool],
-                    start: float) -> ExtractSummary:
+                    start: float, check_contents: bool) -> ExtractSummary:
     """extract() with DEST's lock held (one extraction per folder)."""
     counts: Dict[str, int] = {}
     for item in plan:
@@ -226,8 +247,9 @@ def _extract_locked(dataset: Dataset, plan: List[Item], dest: str, val_layout: s
     bar = tqdm(total=len(plan), unit="file", file=sys.stderr, desc="extract", dynamic_ncols=True,
                disable=None if progress is None else not progress)
     try:
-        for written_batch in ordered_map(lambda batch: _write_batch(dest, batch, overwrite),
-                                         batches, workers, window=4):
+        for written_batch in ordered_map(
+                lambda batch: _write_batch(dest, batch, overwrite, check_contents), batches,
+                workers, window=4):
             for written in written_batch:
                 bar.update(1)
                 if written:
@@ -248,7 +270,7 @@ def _extract_locked(dataset: Dataset, plan: List[Item], dest: str, val_layout: s
         _write_text(os.path.join(dest, "val.txt"),
                     "".join(f"{rel.rsplit('/', 1)[-1]} {dataset.synsets[label]}\n"
                             for rel, label in val.entries), overwrite)
-    check_counts(dest, counts)
+    check_present(dest, plan)
     summary.seconds = time.perf_counter() - start
     with open(record + ".tmp", "w", encoding="utf-8") as f:
         json.dump({"tool": "imagenet-db extract", "complete": True, "val_layout": val_layout,
