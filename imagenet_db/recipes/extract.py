@@ -18,7 +18,8 @@ interrupted run is resumed by running the same command again: files already pres
 right size are kept (with ``check_contents``, only when their bytes match too), empty ones
 (a crashed copy's leftovers) are replaced. A file present with other contents is not ours to
 replace: it is an error unless ``overwrite``. At the end every planned file is checked to be
-present with the SOURCE's size, whatever its name (a README in a class folder included).
+present with the SOURCE's size, whatever its name (a README in a class folder included), and
+each folder to hold no other image file.
 """
 import json
 import os
@@ -34,7 +35,7 @@ from imagenet_db.engine.files import fsync_dir
 from imagenet_db.engine.lock import OutputLock, folder_lock_path
 from imagenet_db.errors import ImagenetDbError
 from imagenet_db.sources import load_dataset
-from imagenet_db.sources.base import Dataset
+from imagenet_db.sources.base import Dataset, is_image_name
 
 VAL_LAYOUTS = ("folders", "flat")
 RECORD_NAME = "imagenet_db_extract.json"
@@ -177,11 +178,22 @@ def _write_text(path: str, text: str, overwrite: bool) -> None:
     os.replace(tmp, path)
 
 
+def _count_images(folder: str) -> int:
+    try:
+        return sum(1 for e in os.scandir(folder)
+                   if e.is_file() and is_image_name(e.name) and not e.name.startswith("."))
+    except FileNotFoundError:
+        return 0
+
+
 def check_present(dest: str, plan: List[Item]) -> None:
-    """Every planned file is in DEST (with the SOURCE's size when known beforehand). Raises
-    ExtractError naming the first missing or wrong ones."""
-    bad = []
+    """Every planned file is in DEST (with the SOURCE's size when known beforehand), and each
+    folder holds as many image files as planned (no stray image that a build from the tree
+    would pick up). Raises ExtractError naming the first missing, wrong or extra ones."""
+    bad, images = [], {}
     for item in plan:
+        folder, name = item.relpath.rsplit("/", 1)
+        images[folder] = images.get(folder, 0) + is_image_name(name)
         path = os.path.join(dest, *item.relpath.split("/"))
         try:
             size = os.stat(path).st_size
@@ -190,9 +202,13 @@ def check_present(dest: str, plan: List[Item]) -> None:
             continue
         if item.size is not None and size != item.size:
             bad.append(f"{item.relpath} has {size} bytes, not {item.size}")
+    for folder, want in sorted(images.items()):
+        have = _count_images(os.path.join(dest, *folder.split("/")))
+        if have != want:
+            bad.append(f"{folder}: {have} images, expected {want}")
     if bad:
         raise ExtractError(f"{dest}: the extracted tree does not match the SOURCE "
-                           f"({len(bad)} file(s)): " + "; ".join(bad[:5]))
+                           f"({len(bad)} problem(s)): " + "; ".join(bad[:5]))
 
 
 def extract(source: str, dest: str, val_layout: str = "folders", overwrite: bool = False,
