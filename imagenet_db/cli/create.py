@@ -9,9 +9,10 @@ import sys
 from typing import Optional, Sequence
 
 from imagenet_db.cli.flags import (EXIT_STATUS, SOURCE_EPILOG, backend_arg, blacklist_arg,
-                                   bool_flag, build_args, build_options, entry_point,
-                                   executor_for, fast_decode_arg, help_text, normalize_gflags,
-                                   run_command, seed_arg, stderr_log, workers_arg)
+                                   bool_flag, build_args, build_options, empty_classes_arg,
+                                   entry_point, executor_for, fast_decode_arg, help_text,
+                                   normalize_gflags, run_command, seed_arg, stderr_log,
+                                   workers_arg)
 from imagenet_db.sources.base import DEFAULT_SEED
 
 
@@ -27,7 +28,7 @@ def size_arg(text: str):
 
 
 CREATE_BOOLS = ("encoded", "overwrite", "progress", "verify", "resume", "strict", "fast_decode",
-                "drop_val_blacklist")
+                "drop_val_blacklist", "allow_empty_classes")
 
 
 def create_parser(prog="create_imagenet") -> argparse.ArgumentParser:
@@ -49,6 +50,7 @@ def create_parser(prog="create_imagenet") -> argparse.ArgumentParser:
     bool_flag(p, "verify", "archives only: first check their MD5 against the published values "
                        "(reads all ~147 GB)")
     blacklist_arg(p)
+    empty_classes_arg(p)
     build_args(p, "OUTDIR: finished stages (aux files, train DB, val DB, mean) are "
                          "kept, the interrupted one continues")
     return p
@@ -64,7 +66,8 @@ def _create(args) -> None:
     with executor_for(args) as executor:
         create_imagenet(args.source, args.outdir, transform, args.backend, args.seed,
                         build_options(args, executor), verify=args.verify, log=stderr_log,
-                        drop_blacklist=args.drop_val_blacklist)
+                        drop_blacklist=args.drop_val_blacklist,
+                        allow_empty_classes=args.allow_empty_classes)
 
 
 @entry_point

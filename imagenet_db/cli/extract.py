@@ -9,9 +9,9 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from imagenet_db.cli.flags import (SOURCE_EPILOG, blacklist_arg, bool_flag, entry_point,
-                                   help_text, normalize_gflags, run_command, stderr_log,
-                                   workers_arg)
+from imagenet_db.cli.flags import (SOURCE_EPILOG, blacklist_arg, bool_flag, empty_classes_arg,
+                                   entry_point, help_text, normalize_gflags, run_command,
+                                   stderr_log, workers_arg)
 
 
 def extract_parser(prog="imagenet-db extract") -> argparse.ArgumentParser:
@@ -32,6 +32,7 @@ def extract_parser(prog="imagenet-db extract") -> argparse.ArgumentParser:
     bool_flag(p, "overwrite", "replace files in DEST whose size (or, with --check_contents, "
                               "bytes) differ from the SOURCE's; empty files are always replaced")
     blacklist_arg(p)
+    empty_classes_arg(p)
     workers_arg(p)
     bool_flag(p, "progress", "progress bar (default: only on a terminal)", default=None)
     return p
@@ -47,7 +48,8 @@ def _extract(args) -> None:
     summary = extract(args.source, args.dest, val_layout=args.val_layout,
                       overwrite=args.overwrite, workers=args.workers, progress=args.progress,
                       log=log, drop_blacklist=args.drop_val_blacklist,
-                      check_contents=args.check_contents or args.verify)
+                      check_contents=args.check_contents or args.verify,
+                      allow_empty_classes=args.allow_empty_classes)
     log(summary.describe())
     log(f"checked {sum(summary.counts.values())} files in {len(summary.counts)} folders "
         f"against the SOURCE: all present")
@@ -58,7 +60,7 @@ def extract_main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of ``imagenet-db extract``."""
 
     argv = sys.argv[1:] if argv is None else argv
-    args = extract_parser().parse_args(normalize_gflags(argv, ("verify", "overwrite", "progress",
-                                                                  "drop_val_blacklist",
-                                                                  "check_contents")))
+    bools = ("verify", "overwrite", "progress", "drop_val_blacklist", "allow_empty_classes",
+             "check_contents")
+    args = extract_parser().parse_args(normalize_gflags(argv, bools))
     return run_command(_extract, args)

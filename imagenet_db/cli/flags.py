@@ -222,6 +222,13 @@ def help_text(module_doc: str) -> str:
     return module_doc.split("\n\n", 1)[1].strip()
 
 
+def empty_classes_arg(parser) -> None:
+    """--allow_empty_classes (create_imagenet, labels, extract)."""
+    bool_flag(parser, "allow_empty_classes",
+              "keep a synset without training images (an empty train/<wnid>/ folder) as a "
+              "label; by default that is an error, since it shifts the labels after it")
+
+
 def blacklist_arg(parser) -> None:
     """--drop_val_blacklist (create_imagenet, labels, extract)."""
     bool_flag(parser, "drop_val_blacklist",

@@ -10,8 +10,9 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from imagenet_db.cli.flags import (SOURCE_EPILOG, blacklist_arg, entry_point, help_text,
-                                   normalize_gflags, run_command, stderr_log)
+from imagenet_db.cli.flags import (SOURCE_EPILOG, blacklist_arg, empty_classes_arg,
+                                   entry_point, help_text, normalize_gflags, run_command,
+                                   stderr_log)
 
 SOURCE_HELP = "an ImageNet distribution (see below)"
 
@@ -24,13 +25,15 @@ def labels_parser(prog="imagenet-db labels") -> argparse.ArgumentParser:
     p.add_argument("source", metavar="SOURCE", help=SOURCE_HELP)
     p.add_argument("outdir", metavar="OUTDIR", help="folder for the four text files")
     blacklist_arg(p)
+    empty_classes_arg(p)
     return p
 
 
 def _labels(args) -> None:
     from imagenet_db.recipes.imagenet import write_labels
 
-    write_labels(args.source, args.outdir, log=stderr_log, drop_blacklist=args.drop_val_blacklist)
+    write_labels(args.source, args.outdir, log=stderr_log, drop_blacklist=args.drop_val_blacklist,
+                 allow_empty_classes=args.allow_empty_classes)
 
 
 @entry_point
@@ -39,4 +42,4 @@ def labels_main(argv: Optional[Sequence[str]] = None) -> int:
 
     argv = sys.argv[1:] if argv is None else argv
     return run_command(_labels, labels_parser().parse_args(
-        normalize_gflags(argv, ("drop_val_blacklist",))))
+        normalize_gflags(argv, ("drop_val_blacklist", "allow_empty_classes"))))

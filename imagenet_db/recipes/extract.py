@@ -214,7 +214,7 @@ def check_present(dest: str, plan: List[Item]) -> None:
 def extract(source: str, dest: str, val_layout: str = "folders", overwrite: bool = False,
             workers: Optional[int] = None, progress: Optional[bool] = None,
             log: Callable[[str], None] = print, drop_blacklist: bool = False,
-            check_contents: bool = False) -> ExtractSummary:
+            check_contents: bool = False, allow_empty_classes: bool = False) -> ExtractSummary:
     """Extract any SOURCE ``sources`` reads into the folder layout above.
 
     val_layout: 'folders' (val/<wnid>/, as valprep.sh) or 'flat' (val/ + val.txt, Caffe).
@@ -231,7 +231,7 @@ def extract(source: str, dest: str, val_layout: str = "folders", overwrite: bool
     (it holds ``DEST/.imagenet_db.lock``).
     """
     start = time.perf_counter()
-    dataset = load_dataset(source, drop_blacklist, log)
+    dataset = load_dataset(source, drop_blacklist, log, allow_empty_classes)
     plan = plan_extraction(dataset, val_layout)
     try:
         os.makedirs(dest, exist_ok=True)

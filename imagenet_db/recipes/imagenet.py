@@ -45,13 +45,14 @@ def write_aux(found: Dataset, outdir: str) -> List[str]:
     return list(outputs)
 
 
-def write_labels(source: str, outdir: str, log=print, drop_blacklist: bool = False) -> List[str]:
+def write_labels(source: str, outdir: str, log=print, drop_blacklist: bool = False,
+                 allow_empty_classes: bool = False) -> List[str]:
     """Only the aux files (synsets.txt, synset_words.txt, train.txt, val.txt) for ``source``
     (archives: from the devkits, annotations and archive indexes, no image is read; or an
     extracted tree). drop_blacklist: leave out the devkit's blacklisted validation images
     (``base.drop_val_blacklist``). Returns the paths written. Raises ImagenetDbError
     subclasses naming the bad file."""
-    found = load_dataset(source, drop_blacklist, log)
+    found = load_dataset(source, drop_blacklist, log, allow_empty_classes)
     written = write_aux(found, outdir)
     for path in written:
         log(f"wrote {path}")
@@ -132,7 +133,8 @@ def create_imagenet(source: str, outdir: str, transform: Optional[TransformOptio
                     backend: str = "lmdb", seed: int = DEFAULT_SEED,
                     build: BuildOptions = BuildOptions(), verify: bool = False,
                     log: Callable[[str], None] = print,
-                    drop_blacklist: bool = False) -> Dict[str, ConvertSummary]:
+                    drop_blacklist: bool = False,
+                    allow_empty_classes: bool = False) -> Dict[str, ConvertSummary]:
     """Build Caffe's ImageNet training data from ``source`` into ``outdir``.
 
     transform: decode/resize/encode settings (default: squash to 256x256, bilinear, raw
@@ -153,7 +155,7 @@ def create_imagenet(source: str, outdir: str, transform: Optional[TransformOptio
     transform = transform or DEFAULT_TRANSFORM
     if verify:
         verify_source(source, progress=build.progress, log=log)
-    found = load_dataset(source, drop_blacklist, log)
+    found = load_dataset(source, drop_blacklist, log, allow_empty_classes)
     os.makedirs(outdir, exist_ok=True)
     with OutputLock(folder_lock_path(outdir), f"{outdir} is being built by create_imagenet"):
         return _create_locked(found, outdir, transform, backend, seed, build, log)

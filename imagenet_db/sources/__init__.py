@@ -49,10 +49,26 @@ def open_dataset(source: str) -> Dataset:
 
 
 def load_dataset(source: str, drop_blacklist: bool = False,
-                 log: Callable[[str], None] = print) -> Dataset:
+                 log: Callable[[str], None] = print,
+                 allow_empty_classes: bool = False) -> Dataset:
     """``open_dataset``, then (``drop_blacklist``) without the devkit's blacklisted val images
-    (``base.drop_val_blacklist``), its notes logged as 'note: ...' lines."""
+    (``base.drop_val_blacklist``), its notes logged as 'note: ...' lines.
+
+    A synset without any training image (an empty train/<wnid>/ folder, say) still gets a
+    label and shifts the labels of every synset after it; that is refused (ImagenetDbError
+    naming it) unless ``allow_empty_classes``, when the label is kept on purpose (e.g. to keep
+    the full set's numbering for a subset)."""
     dataset = open_dataset(source)
+    train = dataset.splits.get("train")
+    if train is not None and not allow_empty_classes:
+        used = {label for _, label in train.entries}
+        empty = [wnid for label, wnid in enumerate(dataset.synsets) if label not in used]
+        if empty:
+            raise ImagenetDbError(
+                f"{source}: synset {empty[0]} has no training images ({len(empty)} such "
+                f"synset(s)), but it would still get label {dataset.synsets.index(empty[0])} "
+                f"and shift the labels after it; remove it (e.g. its empty train/{empty[0]}/ "
+                f"folder) or pass --allow_empty_classes to keep it as a label")
     if drop_blacklist:
         dataset = drop_val_blacklist(dataset)
     for note in dataset.notes:
