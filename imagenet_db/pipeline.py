@@ -291,7 +291,8 @@ def _publish(build_dir: str, records: Sequence[Record], summary: ConvertSummary,
 
 def _start(db_path: str, build_dir: str, action: str, identity: dict) -> None:
     try:
-        if action == "publish":
+        if action == "publish":  # a kill after the completion record can leave the build
+            remove_path(os.path.join(build_dir, B.BUILD_RECORD_NAME))  # record: not published
             B.publish(build_dir, db_path)
             return
         if action == "build":

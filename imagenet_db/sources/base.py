@@ -123,6 +123,17 @@ def drop_val_blacklist(dataset: Dataset) -> Dataset:
                    dataset.val_blacklist, dataset.blacklist_where)
 
 
+def archive_problem(path: str, exc: BaseException) -> str:
+    """One line saying why a (gzipped) tar cannot be read: 'empty file (0 bytes)', or the
+    library's message with its line breaks (tarfile lists every method it tried) folded."""
+    try:
+        if os.path.getsize(path) == 0:
+            return "empty file (0 bytes)"
+    except OSError:
+        pass
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
 def check_list_name(relpath: str, where: str) -> None:
     """Raise ImagenetDbError (naming ``where`` and the name) when ``relpath`` cannot be a line
     of a Caffe list file or part of a key: not valid UTF-8 (a file name in another encoding),

@@ -24,6 +24,7 @@ from typing import Dict, List
 import numpy as np
 
 from imagenet_db.errors import ImagenetDbError
+from imagenet_db.sources.base import archive_problem
 from imagenet_db.sources.labels import is_wnid
 
 META_MAT = "data/meta.mat"
@@ -201,7 +202,8 @@ def read_devkit(path: str) -> Devkit:
             truth_bytes = tar.extractfile(truth).read()
     except (tarfile.TarError, EOFError, OSError) as exc:
         # gzip raises EOFError / BadGzipFile (an OSError) for truncated or non-gzip files
-        raise DevkitError(f"{path}: cannot read the devkit archive: {exc}") from None
+        raise DevkitError(f"{path}: cannot read the devkit archive: {archive_problem(path, exc)}") \
+            from None
     synsets = parse_meta_mat(meta_bytes, f"{path}:{meta.name}")
     devkit = Devkit(path, synsets)
     try:

@@ -20,6 +20,7 @@ from typing import Callable, Dict, List, Optional, Set
 
 from imagenet_db.errors import ImagenetDbError
 from imagenet_db.sources import clsloc as P
+from imagenet_db.sources.base import archive_problem
 
 DEVKIT_ARCHIVE = re.compile(r"^ILSVRC20\d\d_devkit(_t12)?\.(tar\.gz|tgz|tar)$")
 DEVKIT_FOLDERS = ("ILSVRC2012_devkit_t12", "ILSVRC2014_devkit", "ILSVRC2015/devkit", "ILSVRC/devkit",
@@ -109,7 +110,8 @@ def read_devkit_archive(path: str) -> DevkitInfo:
                 files[base] = tar.extractfile(info).read()
                 names[base] = info.name
     except (tarfile.TarError, EOFError, OSError) as exc:
-        raise DevkitError(f"{path}: cannot read the devkit archive: {exc}") from None
+        raise DevkitError(f"{path}: cannot read the devkit archive: {archive_problem(path, exc)}") \
+            from None
     return read_devkit_files(files, lambda base: f"{path}:{names[base]}", path)
 
 

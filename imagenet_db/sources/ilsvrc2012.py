@@ -157,6 +157,7 @@ def _index_train(path: str, classes: List[str], notes: List[str],
                            f"({len(missing)} of {len(classes)} classes missing); incomplete "
                            f"or wrong archive?")
     train: Dict[str, Member] = {}
+    differ = []
     for wnid in classes:
         where = f"{path}: member {wnid}.tar"
         files = {}
@@ -168,10 +169,14 @@ def _index_train(path: str, classes: List[str], notes: List[str],
         if not files:
             raise ArchiveError(f"{where}: holds no images")
         if stated.get(wnid) and stated[wnid] != len(files):
-            notes.append(f"{wnid}.tar holds {len(files)} images; meta.mat says "
-                         f"num_train_images = {stated[wnid]}")
+            differ.append((wnid, len(files), stated[wnid]))
         for name in sorted(files):
             train[f"{wnid}/{name}"] = files[name]
+    if differ:  # one note, however many classes (a subset archive differs in all of them)
+        wnid, held, said = differ[0]
+        notes.append(f"{len(differ)} of {len(classes)} class tars hold another number of images "
+                     f"than meta.mat's num_train_images (e.g. {wnid}.tar holds {held}, meta.mat "
+                     f"says {said})")
     return train
 
 
