@@ -330,6 +330,9 @@ def convert(records: Sequence[Record], db_path: str, backend: str = "lmdb",
     db_path = output_path(db_path)
     if any(record.index != position for position, record in enumerate(records)):
         raise ValueError("records must be numbered 0..n-1 in list order")
+    parent = os.path.dirname(db_path) or "."
+    if not os.path.isdir(parent):
+        raise DatabaseError(f"{parent}: output directory does not exist")
     with OutputLock(lock_path_for(db_path), f"{db_path} is being built"):
         return _convert_locked(records, db_path, backend, transform, build, observers,
                                settings, info)
