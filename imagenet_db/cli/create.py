@@ -2,7 +2,8 @@
 
 Build Caffe's ImageNet data in one step (get_ilsvrc_aux.sh + create_imagenet.sh +
 make_imagenet_mean.sh): synsets.txt, train.txt, val.txt (labels = position of the wnid in ASCII
-order), shuffled ilsvrc12_{train,val}_<backend> databases and imagenet_mean.binaryproto/.npy.
+order), shuffled ilsvrc12_{train,val}_<backend> databases and imagenet_mean.binaryproto/.npy;
+then report.html, a page with pictures of what was built (--no-report to skip).
 """
 import argparse
 import sys
@@ -25,7 +26,8 @@ def size_arg(text: str):
     return width, height
 
 
-CREATE_BOOLS = ("encoded", "overwrite", "progress", "verify", "resume", "strict", "fast_decode")
+CREATE_BOOLS = ("encoded", "overwrite", "progress", "verify", "resume", "strict", "fast_decode",
+                "report")
 
 
 def create_parser(prog="create_imagenet") -> argparse.ArgumentParser:
@@ -50,6 +52,9 @@ def create_parser(prog="create_imagenet") -> argparse.ArgumentParser:
     bool_flag(p, "overwrite", "replace existing outputs (databases are swapped in when complete)")
     bool_flag(p, "verify", "archives only: first check their MD5 against the published values "
                        "(reads all ~147 GB)")
+    bool_flag(p, "report", "at the end, write OUTDIR/report.html (imagenet-db report: counts, "
+                       "sizes, class histogram, mean image, samples, skips, settings; default "
+                       "on, --no-report to skip)", default=True)
     build_args(p, "OUTDIR: finished stages (aux files, train DB, val DB, mean) are "
                          "kept, the interrupted one continues")
     return p
@@ -64,7 +69,8 @@ def _create(args) -> None:
                                  fast_decode=args.fast_decode)
     with executor_for(args) as executor:
         create_imagenet(args.source, args.outdir, transform, args.backend, args.seed,
-                        build_options(args, executor), verify=args.verify, log=stderr_log)
+                        build_options(args, executor), verify=args.verify, log=stderr_log,
+                        report=args.report)
 
 
 def create_imagenet_main(argv: Optional[Sequence[str]] = None) -> int:

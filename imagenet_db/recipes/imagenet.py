@@ -7,7 +7,8 @@ What Caffe's ``data/ilsvrc12/get_ilsvrc_aux.sh`` + ``examples/imagenet/create_im
 Outputs in OUTDIR: synsets.txt, synset_words.txt (when words are known), train.txt, val.txt
 (Caffe format, paths sorted), ilsvrc12_{train,val}_{lmdb,leveldb} (shuffled, resized 256x256
 by default), imagenet_mean.binaryproto and imagenet_mean.npy (mean of the train database,
-computed while it is written).
+computed while it is written), report.html (``imagenet-db report`` of OUTDIR; opt out with
+``report=False`` / --no-report).
 
 Stages, each skipped when already finished (``resume``): aux files (kept when identical),
 train DB, val DB (each resumed from its last transaction or kept when complete with the same
@@ -15,6 +16,7 @@ settings), mean files (from the train DB's stored mean, else recomputed from the
 any work, every output is checked: nothing existing is replaced without ``overwrite``.
 """
 import os
+import time
 from typing import Callable, Dict, List, Optional
 
 from imagenet_db.engine.buildstate import BuildOptions
@@ -23,6 +25,7 @@ from imagenet_db.errors import DatabaseError, ImagenetDbError
 from imagenet_db.imaging.transform import TransformOptions
 from imagenet_db.observers.mean import MeanObserver, compute_db_mean
 from imagenet_db.outputs.meanfile import channel_means, read_mean, write_mean
+from imagenet_db.pictures.report import REPORT_NAME, is_report, write_report
 from imagenet_db.pipeline import ConvertSummary, convert, plan_build
 from imagenet_db.sources import labels as L
 from imagenet_db.sources import open_dataset
@@ -129,7 +132,8 @@ def _aux_stage(aux: Dict[str, bytes], log) -> None:
 def create_imagenet(source: str, outdir: str, transform: Optional[TransformOptions] = None,
                     backend: str = "lmdb", seed: int = DEFAULT_SEED,
                     build: BuildOptions = BuildOptions(), verify: bool = False,
-                    log: Callable[[str], None] = print) -> Dict[str, ConvertSummary]:
+                    log: Callable[[str], None] = print,
+                    report: bool = True) -> Dict[str, ConvertSummary]:
     """Build Caffe's ImageNet training data from ``source`` into ``outdir``.
 
     transform: decode/resize/encode settings (default: squash to 256x256, bilinear, raw
@@ -139,7 +143,10 @@ def create_imagenet(source: str, outdir: str, transform: Optional[TransformOptio
     txn_size/max_pixels/workers/progress/executor, as for ``pipeline.convert``.
     verify: for archive input, first check the archives' MD5 against the published values
     (reads every byte: ~147 GB for the real ones; ChecksumError on a mismatch).
-    log: where progress lines go. Returns {'train': summary, 'val': summary}. Raises
+    log: where progress lines go. report: at the end, write OUTDIR/report.html (the page of
+    ``imagenet-db report``: counts, sizes, class histogram, mean image, samples, skips,
+    settings); an existing report.html that is not an imagenet-db report is refused up front
+    unless ``build.overwrite``. Returns {'train': summary, 'val': summary}. Raises
     ImagenetDbError for bad input, and refuses (before doing any work) to replace existing
     outputs unless ``build.overwrite``.
     """
@@ -154,6 +161,11 @@ def create_imagenet(source: str, outdir: str, transform: Optional[TransformOptio
               for name in found.splits]
     mean_paths = [os.path.join(outdir, "imagenet_mean" + ext) for ext in (".binaryproto", ".npy")]
     aux = aux_outputs(found, outdir)
+    report_path = os.path.join(outdir, REPORT_NAME)
+    if report and os.path.exists(report_path) and not is_report(report_path) \
+            and not build.overwrite:
+        raise ImagenetDbError(f"{report_path} exists and is not an imagenet-db report; pass "
+                              f"--overwrite to replace it (or --no-report)")
     _preflight(stages, aux, mean_paths, backend, transform, build)
     remove_stale_temporaries(outdir, [os.path.basename(p) for p in list(aux) + mean_paths])
     _aux_stage(aux, log)
@@ -167,6 +179,10 @@ def create_imagenet(source: str, outdir: str, transform: Optional[TransformOptio
         summaries[stage.name] = summary
         if stage.want_mean:
             _mean_stage(summary, mean_paths, build.overwrite, backend, log)
+    if report:
+        started = time.monotonic()
+        write_report(outdir, report_path, log=log)
+        log(f"wrote {report_path} ({time.monotonic() - started:.1f} s; imagenet-db report)")
     return summaries
 
 
