@@ -127,7 +127,8 @@ def fit_tile(image: np.ndarray, tile: int) -> np.ndarray:
     scale = tile / max(height, width)
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-    return cv2.resize(image, size, interpolation=interpolation)
+    scaled = cv2.resize(image, size, interpolation=interpolation)
+    return scaled.reshape(scaled.shape[:2] + image.shape[2:])  # OpenCV drops a channel axis of 1
 
 
 def spread_positions(count: int, total: int) -> List[int]:
