@@ -9,6 +9,14 @@ layout PyTorch's ImageFolder and Torch's imagenet loaders expect)::
     DEST/synset_words.txt                        'n01440764 tench, Tinca tinca', Caffe order
     DEST/imagenet_db_extract.json                completion record, written last
 
+With a resize (``transform``: --resize_mode with --resize_width/--resize_height, --shorter_side,
+--min_dim/--max_dim; see ``imaging.resize``) every image is decoded (3-channel BGR), resized
+and written as a JPEG of the same name (quality --encode_quality, default OpenCV's 95); an
+image the mode leaves unchanged (e.g. --only_shrink on a small one) and an image OpenCV cannot
+decode are written byte for byte (the latter counted in the summary). The resize settings are
+kept in ``DEST/.imagenet_db_extract_settings.json`` (only for resized extractions): a rerun
+with other settings is refused unless ``overwrite`` (then every image is written again).
+
 Both layouts are valid SOURCEs for ``create_imagenet``/``labels``. Members are read by offset
 in archive order (sequential I/O) and written by worker threads; each file is written as
 ``.<name>.partial`` and renamed, so a file at its final name is complete. An interrupted run
@@ -33,6 +41,7 @@ from imagenet_db.sources.tarindex import Member, TarReader
 
 VAL_LAYOUTS = ("folders", "flat")
 RECORD_NAME = "imagenet_db_extract.json"
+SETTINGS_NAME = ".imagenet_db_extract_settings.json"
 
 
 class ExtractError(ImagenetDbError):
@@ -49,13 +58,16 @@ class ExtractSummary:
     bytes_written: int = 0
     seconds: float = 0.0
     counts: Optional[Dict[str, int]] = None
+    undecodable: int = 0
 
     def describe(self) -> str:
         """One-line human summary of the extraction."""
         rate = (self.written + self.kept) / self.seconds if self.seconds else 0.0
         mb = self.bytes_written / self.seconds / 1e6 if self.seconds else 0.0
+        bad = (f", {self.undecodable} undecodable images copied unresized"
+               if self.undecodable else "")
         return (f"{self.dest}: wrote {self.written} files ({self.bytes_written / 1e6:.1f} MB), "
-                f"kept {self.kept} already present, {self.seconds:.1f} s "
+                f"kept {self.kept} already present{bad}, {self.seconds:.1f} s "
                 f"({rate:.0f} files/s, {mb:.0f} MB/s written)")
 
 
@@ -70,27 +82,58 @@ def plan_extraction(index: ArchiveIndex, val_layout: str = "folders"
     return sorted(train, key=lambda t: t[2].offset) + sorted(val, key=lambda t: t[2].offset)
 
 
+def resized_jpeg(data: bytes, relpath: str, transform) -> Tuple[bytes, bool]:
+    """(file bytes to write, decodable) for one image under a resize: decoded as 3-channel BGR,
+    resized by ``transform``'s mode (``key`` = relpath), encoded as JPEG (``encode_quality``,
+    0 = OpenCV's 95). The original bytes when the mode leaves the image unchanged, or (with
+    decodable False) when OpenCV cannot decode them."""
+    import cv2
+
+    from imagenet_db.imaging.decode import decode_image
+    from imagenet_db.imaging.resize import resize_mode
+
+    image = decode_image(data, True)
+    if image is None:
+        return data, False
+    out = resize_mode(transform.resize_mode).apply(image, transform, relpath)
+    if out is image:
+        return data, True
+    params = [cv2.IMWRITE_JPEG_QUALITY, transform.encode_quality] if transform.encode_quality else []
+    ok, buf = cv2.imencode(".jpg", out, params)
+    if not ok:
+        raise ExtractError(f"{relpath}: cannot encode the resized image as JPEG")
+    return buf.tobytes(), True
+
+
 def _write_member(dest: str, readers: Dict[str, TarReader], item: Tuple[str, str, Member],
-                  overwrite: bool) -> int:
-    """Write one member; returns bytes written (0 when kept). Raises ExtractError."""
+                  overwrite: bool, transform=None, rewrite: bool = False) -> Tuple[int, bool]:
+    """Write one member; returns (bytes written (0 when kept), decodable). Raises ExtractError.
+    Without a resize a file of the member's size is kept; with one, any file at the final name
+    (complete, since files are renamed into place) unless ``rewrite``."""
     archive, relpath, member = item
     path = os.path.join(dest, *relpath.split("/"))
     try:
         size = os.stat(path).st_size
     except FileNotFoundError:
         size = None
-    if size == member.size:
-        return 0
-    if size is not None and not overwrite:
+    if transform is not None:
+        if size is not None and not rewrite:
+            return 0, True
+    elif size == member.size:
+        return 0, True
+    elif size is not None and not overwrite:
         raise ExtractError(f"{path} exists with {size} bytes but {archive} holds {member.size}; "
                            f"not replacing it (pass --overwrite to replace such files)")
     data = readers[archive].read(member.offset, member.size)
+    decodable = True
+    if transform is not None:
+        data, decodable = resized_jpeg(data, relpath, transform)
     folder, name = os.path.split(path)
     tmp = os.path.join(folder, f".{name}.partial")
     with open(tmp, "wb") as f:
         f.write(data)
     os.replace(tmp, path)
-    return len(data)
+    return len(data), decodable
 
 
 def _write_text(path: str, text: str, overwrite: bool) -> None:
@@ -131,14 +174,53 @@ def check_counts(dest: str, counts: Dict[str, int]) -> None:
                            f"({len(bad)} folder(s)): " + "; ".join(bad[:5]))
 
 
+def _settings_check(dest: str, transform, overwrite: bool) -> bool:
+    """Compare this run's resize settings with the ones DEST was extracted with; record them.
+    Returns True when the images already present must be written again (settings changed and
+    ``overwrite``). Raises ExtractError when they changed without ``overwrite``."""
+    wanted = {"resize": transform.record() if transform is not None else None}
+    path = os.path.join(dest, SETTINGS_NAME)
+    try:
+        with open(path, encoding="utf-8") as f:
+            found = json.load(f)
+    except FileNotFoundError:
+        found = None
+    except (OSError, ValueError):
+        found = {"resize": "unreadable"}
+    has_images = any(_count_images(os.path.join(dest, top, entry.name))
+                     for top in ("train", "val") if os.path.isdir(os.path.join(dest, top))
+                     for entry in os.scandir(os.path.join(dest, top)) if entry.is_dir()) or \
+        _count_images(os.path.join(dest, "val"))
+    if found is None and has_images and transform is not None:
+        found = {"resize": None}  # extracted before settings were recorded: unresized
+    rewrite = False
+    if found is not None and found != wanted:
+        if not overwrite:
+            raise ExtractError(f"{dest} was extracted with other resize settings "
+                               f"({found.get('resize')}); pass --overwrite to write every image "
+                               f"again with these ({wanted['resize']})")
+        rewrite = True
+    if transform is None:  # a plain extraction leaves no settings file
+        if os.path.exists(path):
+            os.remove(path)
+        return rewrite
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(wanted, f, sort_keys=True)
+    os.replace(tmp, path)
+    return rewrite
+
+
 def extract(source: str, dest: str, val_layout: str = "folders", overwrite: bool = False,
             workers: Optional[int] = None, progress: Optional[bool] = None,
-            log: Callable[[str], None] = print) -> ExtractSummary:
+            log: Callable[[str], None] = print, transform=None) -> ExtractSummary:
     """Extract the ILSVRC2012 archives in ``source`` into the folder layout above.
 
     val_layout: 'folders' (val/<wnid>/, as valprep.sh) or 'flat' (val/ + val.txt, Caffe).
     overwrite: replace files whose size differs from the archive's member (default: error).
     workers: writer threads (None = all cores). progress: tqdm bar (None = only on a terminal).
+    transform: TransformOptions whose resize mode is applied to every image (written as JPEG,
+    see the module doc), or None to copy the files byte for byte.
     Resumable: rerun after an interruption; complete files are kept, not rewritten.
     Raises ImagenetDbError subclasses for bad archives (see index_archives), ExtractError for
     a conflicting file or a final count that differs from the archives.
@@ -157,6 +239,9 @@ def extract(source: str, dest: str, val_layout: str = "folders", overwrite: bool
             os.makedirs(os.path.join(dest, *folder.split("/")), exist_ok=True)
     except OSError as exc:
         raise ExtractError(f"{dest}: cannot create folders: {exc.strerror or exc}") from None
+    if transform is not None and not transform.resizing:
+        transform = None
+    rewrite = _settings_check(dest, transform, overwrite)
     record = os.path.join(dest, RECORD_NAME)
     if os.path.exists(record):
         os.remove(record)  # the tree is being changed: no longer known to be complete
@@ -166,9 +251,11 @@ def extract(source: str, dest: str, val_layout: str = "folders", overwrite: bool
     bar = tqdm(total=len(plan), unit="file", file=sys.stderr, desc="extract", dynamic_ncols=True,
                disable=None if progress is None else not progress)
     try:
-        for written in ordered_map(lambda item: _write_member(dest, readers, item, overwrite),
-                                   plan, workers):
+        for written, decodable in ordered_map(
+                lambda item: _write_member(dest, readers, item, overwrite, transform, rewrite),
+                plan, workers):
             bar.update(1)
+            summary.undecodable += not decodable
             if written:
                 summary.written += 1
                 summary.bytes_written += written
@@ -191,6 +278,8 @@ def extract(source: str, dest: str, val_layout: str = "folders", overwrite: bool
     with open(record + ".tmp", "w", encoding="utf-8") as f:
         json.dump({"tool": "imagenet-db extract", "complete": True, "val_layout": val_layout,
                    "train_images": len(index.train), "val_images": len(index.val),
-                   "classes": len(index.synsets), "folders": counts}, f, indent=1, sort_keys=True)
+                   "classes": len(index.synsets), "folders": counts,
+                   "resize": transform.record() if transform is not None else None},
+                  f, indent=1, sort_keys=True)
     os.replace(record + ".tmp", record)
     return summary

@@ -2,5 +2,6 @@
 
 ``photos``: ImageNet-like JPEGs, odd/broken image files, extracted trees, flat corpora.
 ``archives``: faithful ILSVRC2012 archive triples (nested train tars, val tar, devkit).
+``caffe``: where a stock Caffe is (tools/install_caffe.sh), for the tests that run it.
 Needs a source checkout (the photos are not installed with the package).
 """
