@@ -385,3 +385,21 @@ def test_degenerate_aspect_is_clamped():
     line = np.full((1, 1000, 3), 200, np.uint8)
     out = R.fill(line, 256, 256, fill_value=0)
     assert out.shape == (256, 256, 3) and (out[127:129] == 200).all()
+
+
+def test_readme_picture_is_drawn_by_the_registered_modes(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    out = tmp_path / "modes.jpg"
+    run = subprocess.run([sys.executable, str(repo / "tools" / "resize_modes_figure.py"),
+                          str(PHOTOS_DIR / "chelsea.png"), str(out)], capture_output=True,
+                         text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    picture = cv2.imread(str(out))
+    committed = cv2.imread(str(repo / "docs" / "resize_modes.jpg"))
+    assert picture.shape == committed.shape            # 8 panels: the original + 7 modes
+    assert np.abs(picture.astype(int) - committed.astype(int)).mean() < 2
+    assert "docs/resize_modes.jpg" in (repo / "README.md").read_text()
