@@ -152,3 +152,42 @@ def test_stock_caffe_parses_every_prototxt_we_write(tmp_path, sample_run):
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "Top shape: 4 3 224 224" in run.stderr and "Iteration 4" in run.stderr
+
+
+@needs_caffe
+def test_default_squash_is_byte_identical_to_stock_caffe(tmp_path):
+    """Caffe's own convert_imageset and ours, same list and flags: the same (key, value) pairs;
+    its compute_image_mean (float32 sums) agrees with our exact mean."""
+    from conftest import parse_datum, read_lmdb, train_list
+    from imagenet_db.outputs.meanfile import read_mean
+
+    root = EXAMPLES / "sample_imagenet" / "train"
+    listfile = tmp_path / "train.txt"
+    listfile.write_text("".join(f"{rel} {label}\n" for rel, label in train_list(root)))
+    for encoded in ("false", "true"):
+        flags = ["--resize_height=256", "--resize_width=256", f"--encoded={encoded}"]
+        theirs, ours = tmp_path / f"caffe_{encoded}", tmp_path / f"ours_{encoded}"
+        run = subprocess.run([find_caffe_tool("convert_imageset"), *flags, f"{root}/",
+                              str(listfile), str(theirs)], capture_output=True, text=True,
+                             timeout=120)
+        assert run.returncode == 0, run.stderr[-1000:]
+        assert main(["convert", *flags, "--progress=false", f"{root}/", str(listfile),
+                     str(ours)]) == 0
+        caffe_pairs, our_pairs = read_lmdb(theirs), read_lmdb(ours)
+        assert len(caffe_pairs) == 40
+        if encoded == "false":
+            assert our_pairs == caffe_pairs
+        else:  # same keys, labels and JPEG bytes; ours also fill channels/height/width
+            for (k1, v1), (k2, v2) in zip(caffe_pairs, our_pairs):
+                theirs_d, ours_d = parse_datum(v1), parse_datum(v2)
+                assert k1 == k2 and theirs_d.data == ours_d.data and theirs_d.encoded
+                assert theirs_d.label == ours_d.label and (theirs_d.height, theirs_d.width) == (0, 0)
+                assert (ours_d.channels, ours_d.height, ours_d.width) == (3, 256, 256)
+    run = subprocess.run([find_caffe_tool("compute_image_mean"), str(tmp_path / "caffe_false"),
+                          str(tmp_path / "caffe_mean.binaryproto")], capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-1000:]
+    assert main(["mean", str(tmp_path / "ours_false"), str(tmp_path / "ours.binaryproto")]) == 0
+    theirs = read_mean(str(tmp_path / "caffe_mean.binaryproto"))
+    assert theirs.shape == (3, 256, 256)
+    assert abs(theirs - read_mean(str(tmp_path / "ours.binaryproto"))).max() < 1e-3

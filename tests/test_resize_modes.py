@@ -375,6 +375,8 @@ def test_dispatch_and_bad_options(photos, mode):
     (dict(resize_mode="convnet2", resize_width=256, resize_height=224), "must equal"),
     (dict(interpolation="nearest"), "--interpolation must be one of"),
     (dict(encode_quality=101), "--encode_quality"),
+    (dict(resize_mode="fill", resize_width=8, resize_height=8, is_color=False,
+          fill_value=(1, 2, 3)), "with --gray takes one value"),
 ])
 def test_contradicting_options_are_refused(options, message):
     with pytest.raises(ImagenetDbError, match=message):

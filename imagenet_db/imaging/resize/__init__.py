@@ -59,7 +59,8 @@ def check_options(options) -> None:
     """Raise ResizeOptionError (one line, naming the flags) for resize settings that cannot
     work together: an unknown mode or interpolation, negative sizes, --shorter_side or
     --min_dim/--max_dim with another mode, a size flag the mode does not read, a non-square
-    convnet2 size, --only_shrink without --shorter_side, a fill value outside 0..255."""
+    convnet2 size, --only_shrink without --shorter_side, a fill value outside 0..255 (or three
+    values for grayscale)."""
     mode = resize_mode(options.resize_mode)
     if options.interpolation not in INTERPOLATION_NAMES:
         raise ResizeOptionError(f"--interpolation must be one of "
@@ -93,3 +94,5 @@ def check_options(options) -> None:
     if any(not 0 <= v <= 255 for v in options.fill_value) or len(options.fill_value) not in (0, 1, 3):
         raise ResizeOptionError(f"--fill_value takes one value or three (B,G,R) in 0..255, "
                                 f"not {','.join(str(v) for v in options.fill_value)}")
+    if len(options.fill_value) == 3 and not options.is_color:
+        raise ResizeOptionError("--fill_value with --gray takes one value, not three")
