@@ -47,7 +47,8 @@ def convert_parser(prog="convert_imageset") -> argparse.ArgumentParser:
     resize_args(p)
     workers_arg(p, cluster=True)
     p.add_argument("--seed", type=int, default=DEFAULT_SEED,
-                   help=f"seed for --shuffle (default {DEFAULT_SEED}: same order on any machine)")
+                   help=f"seed for --shuffle and for the fill/half_crop noise (default "
+                        f"{DEFAULT_SEED}: same database on any machine)")
     bool_flag(p, "overwrite", "replace an existing DB_NAME (built beside it, swapped in at the end)")
     build_args(p, "DB_NAME (kept in DB_NAME.partial)")
     return p
