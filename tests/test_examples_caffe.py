@@ -1,7 +1,6 @@
 """examples/imagenet and examples/sample: they parse as Caffe's NetParameter/SolverParameter with
 the project's compiled caffe_pb2, hold the recipes' settings, name files the sample build really
 writes, and (with a stock Caffe installed by tools/install_caffe.sh) train in it."""
-import os
 import re
 import shutil
 import subprocess
