@@ -192,7 +192,7 @@ def test_variable_sizes_without_mean_crop(tmp_path, capsys):
     assert "pass --mean_crop N" in capsys.readouterr().err
 
 
-def test_caffenet_prototxt_for_the_default_build(tmp_path):
+def test_caffenet_prototxt_for_the_default_build(tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["create", str(SAMPLE), str(out), "--backend=leveldb", "--prototxt",
                  "--progress=false"]) == 0
@@ -211,10 +211,15 @@ def test_caffenet_prototxt_for_the_default_build(tmp_path):
         assert data.transform_param.crop_size == 227
     solver = load_net(out / "solver.prototxt", SolverParameter)
     assert os.path.isfile(solver.net) and solver.test_iter == [1] and solver.max_iter == 450000
-    # a second run keeps identical files; an edited one is not replaced unasked
+    # a second run keeps identical files; a file of the user's is refused before any work
+    before = (out / "train_val.prototxt").read_text()
+    assert main(["create", str(SAMPLE), str(out), "--backend=leveldb", "--prototxt", "--resume",
+                 "--progress=false"]) == 0
+    assert (out / "train_val.prototxt").read_text() == before
     (out / "solver.prototxt").write_text("net: 'mine'\n")
-    assert main(["create", str(SAMPLE), str(out), "--backend=leveldb", "--prototxt",
+    assert main(["create", str(SAMPLE), str(out), "--backend=leveldb", "--prototxt", "--resume",
                  "--progress=false"]) == 1
+    assert "was not written by create_imagenet" in capsys.readouterr().err
     assert (out / "solver.prototxt").read_text() == "net: 'mine'\n"
 
 

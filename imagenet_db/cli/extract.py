@@ -1,19 +1,19 @@
-"""``imagenet-db extract SOURCE DEST``: the archives as train/<wnid>/, val/<wnid>/ folders.
+"""``imagenet-db extract SOURCE DEST``: any distribution as train/<wnid>/, val/<wnid>/ folders.
 
-Extract the ILSVRC2012 archives into train/<wnid>/*.JPEG and val/<wnid>/*.JPEG (the
-PyTorch/Torch layout, what valprep.sh makes) plus synset_words.txt, streaming the nested train
-tars without temporary copies. Resumable: run it again after an interruption. Checks every
-folder's image count against the archives at the end. With a resize flag (--shorter_side 256,
---resize_mode with --resize_width/--resize_height, --min_dim/--max_dim) every image is written
-resized, as a JPEG (--encode_quality).
+Extract the ILSVRC2012 archives, the ILSVRC2015 CLS-LOC .tar.gz, Kaggle's zip (or any SOURCE)
+into train/<wnid>/*.JPEG and val/<wnid>/*.JPEG (the PyTorch/Torch layout, what valprep.sh
+makes) plus synset_words.txt, streaming the archives without temporary copies. Resumable: run
+it again after an interruption. Checks every folder's image count against the SOURCE at the end. With a resize flag
+(--shorter_side 256, --resize_mode with --resize_width/--resize_height, --min_dim/--max_dim)
+every image is written resized, as a JPEG (--encode_quality).
 """
 import argparse
 import sys
 from typing import Optional, Sequence
 
-from imagenet_db.cli.flags import (bool_flag, help_text, normalize_gflags, resize_args,
-                                   run_command, stderr_log, transform_options, workers_arg)
-from imagenet_db.sources.ilsvrc2012 import ARCHIVE_NAMES
+from imagenet_db.cli.flags import (SOURCE_EPILOG, blacklist_arg, bool_flag, help_text,
+                                   normalize_gflags, resize_args, run_command, stderr_log,
+                                   transform_options, workers_arg)
 
 
 def extract_parser(prog="imagenet-db extract") -> argparse.ArgumentParser:
@@ -21,8 +21,8 @@ def extract_parser(prog="imagenet-db extract") -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(
         prog=prog,
-        description=help_text(__doc__))
-    p.add_argument("source", metavar="SOURCE", help=f"folder holding {', '.join(ARCHIVE_NAMES)}")
+        description=help_text(__doc__), epilog=SOURCE_EPILOG)
+    p.add_argument("source", metavar="SOURCE", help="an ImageNet distribution (see below)")
     p.add_argument("dest", metavar="DEST", help="folder to extract into (created)")
     p.add_argument("--val_layout", choices=("folders", "flat"), default="folders",
                    help="folders: val/<wnid>/ (default); flat: val/ILSVRC2012_val_*.JPEG and "
@@ -37,6 +37,7 @@ def extract_parser(prog="imagenet-db extract") -> argparse.ArgumentParser:
     resize_args(p)
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the fill/half_crop noise (default 0)")
+    blacklist_arg(p)
     workers_arg(p)
     bool_flag(p, "progress", "progress bar (default: only on a terminal)", default=None)
     return p
@@ -52,10 +53,11 @@ def _extract(args) -> None:
         verify_source(args.source, progress=args.progress, log=log)
     summary = extract(args.source, args.dest, val_layout=args.val_layout,
                       overwrite=args.overwrite, workers=args.workers, progress=args.progress,
-                      log=log, transform=transform if transform.resizing else None)
+                      log=log, drop_blacklist=args.drop_val_blacklist,
+                      transform=transform if transform.resizing else None)
     log(summary.describe())
     log(f"checked {sum(summary.counts.values())} images in {len(summary.counts)} folders "
-        f"against the archives: all present")
+        f"against the SOURCE: all present")
 
 
 def extract_main(argv: Optional[Sequence[str]] = None) -> int:
@@ -63,5 +65,5 @@ def extract_main(argv: Optional[Sequence[str]] = None) -> int:
 
     argv = sys.argv[1:] if argv is None else argv
     args = extract_parser().parse_args(normalize_gflags(argv, ("verify", "overwrite", "progress",
-                                                               "only_shrink")))
+                                                                  "drop_val_blacklist", "only_shrink")))
     return run_command(_extract, args)

@@ -2,7 +2,8 @@
 
 What Caffe's ``data/ilsvrc12/get_ilsvrc_aux.sh`` + ``examples/imagenet/create_imagenet.sh`` +
 ``make_imagenet_mean.sh`` do, in one call. SOURCE is any distribution ``sources`` detects
-(the raw ILSVRC2012 archives read in place, or an extracted tree).
+(the raw ILSVRC2012 archives, the ILSVRC2015 CLS-LOC .tar.gz or Kaggle's zip read in place, or
+an extracted tree of any of them).
 
 Outputs in OUTDIR: synsets.txt, synset_words.txt (when words are known), train.txt, val.txt
 (Caffe format, paths sorted), ilsvrc12_{train,val}_{lmdb,leveldb} (shuffled, resized 256x256
@@ -26,7 +27,7 @@ from imagenet_db.outputs.meanfile import channel_means, mean_picture, read_mean,
 from imagenet_db.pipeline import ConvertSummary, convert, plan_build
 from imagenet_db.sources import labels as L
 from imagenet_db.sources import open_dataset
-from imagenet_db.sources.base import DEFAULT_SEED, Dataset
+from imagenet_db.sources.base import DEFAULT_SEED, Dataset, drop_val_blacklist
 from imagenet_db.sources.checksums import verify_source
 from imagenet_db.sources.listfile import list_text
 
@@ -43,11 +44,15 @@ def write_aux(found: Dataset, outdir: str) -> List[str]:
     return list(outputs)
 
 
-def write_labels(source: str, outdir: str, log=print) -> List[str]:
+def write_labels(source: str, outdir: str, log=print, drop_blacklist: bool = False) -> List[str]:
     """Only the aux files (synsets.txt, synset_words.txt, train.txt, val.txt) for ``source``
-    (archives: from the devkit and the tar headers, no image is read; or an extracted tree).
-    Returns the paths written. Raises ImagenetDbError subclasses naming the bad file."""
+    (archives: from the devkits, annotations and archive indexes, no image is read; or an
+    extracted tree). drop_blacklist: leave out the devkit's blacklisted validation images
+    (``base.drop_val_blacklist``). Returns the paths written. Raises ImagenetDbError
+    subclasses naming the bad file."""
     found = open_dataset(source)
+    if drop_blacklist:
+        found = drop_val_blacklist(found)
     for note in found.notes:
         log(f"note: {note}")
     written = write_aux(found, outdir)
@@ -134,7 +139,8 @@ def create_imagenet(source: str, outdir: str, transform: Optional[TransformOptio
                     backend: str = "lmdb", seed: int = DEFAULT_SEED,
                     build: BuildOptions = BuildOptions(), verify: bool = False,
                     log: Callable[[str], None] = print, mean_crop: int = 0,
-                    prototxt: bool = False) -> Dict[str, ConvertSummary]:
+                    prototxt: bool = False,
+                    drop_blacklist: bool = False) -> Dict[str, ConvertSummary]:
     """Build Caffe's ImageNet training data from ``source`` into ``outdir``.
 
     transform: decode/resize/encode settings (default: squash to 256x256, bilinear, raw
@@ -151,7 +157,9 @@ def create_imagenet(source: str, outdir: str, transform: Optional[TransformOptio
     txn_size/max_pixels/workers/progress/executor, as for ``pipeline.convert``.
     verify: for archive input, first check the archives' MD5 against the published values
     (reads every byte: ~147 GB for the real ones; ChecksumError on a mismatch).
-    log: where progress lines go. Returns {'train': summary, 'val': summary}. Raises
+    log: where progress lines go. drop_blacklist: leave out the validation images the
+    2014/2015 devkit blacklists (``--drop_val_blacklist``; off by default: the classification
+    task keeps all 50,000). Returns {'train': summary, 'val': summary}. Raises
     ImagenetDbError for bad input, and refuses (before doing any work) to replace existing
     outputs unless ``build.overwrite``.
     """
@@ -159,6 +167,8 @@ def create_imagenet(source: str, outdir: str, transform: Optional[TransformOptio
     if verify:
         verify_source(source, progress=build.progress, log=log)
     found = open_dataset(source)
+    if drop_blacklist:
+        found = drop_val_blacklist(found)
     for note in found.notes:
         log(f"note: {note}")
     os.makedirs(outdir, exist_ok=True)
@@ -174,6 +184,10 @@ def create_imagenet(source: str, outdir: str, transform: Optional[TransformOptio
                   for ext in (".binaryproto", ".npy", ".png")]
     aux = aux_outputs(found, outdir)
     _preflight(stages, aux, mean_paths, backend, transform, build)
+    if prototxt:
+        from imagenet_db.recipes.prototxt import check_prototxt_targets
+
+        check_prototxt_targets(outdir, build.overwrite)
     remove_stale_temporaries(outdir, [os.path.basename(p) for p in list(aux) + mean_paths])
     _aux_stage(aux, log)
     summaries = {}

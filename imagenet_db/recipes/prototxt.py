@@ -356,8 +356,7 @@ def prototxt_files(outdir: str, num_classes: int, backend: str, transform, val_c
                         mean_file=None if mean_crop else os.path.join(root, "imagenet_mean.binaryproto"),
                         mean_values=tuple(channel_means(mean)) if mean_crop else ())
         note = [f"CaffeNet over {root} ({what}; {transform.resize_width}x"
-                f"{transform.resize_height} images, crop {crop}). Written by create_imagenet "
-                f"--prototxt."]
+                f"{transform.resize_height} images, crop {crop}). {MARKER}"]
         return {"train_val.prototxt": caffenet_train_val(spec, num_classes, note),
                 "solver.prototxt": solver(os.path.join(root, "train_val.prototxt"),
                                           os.path.join(root, "caffenet_train"), "caffenet",
@@ -374,13 +373,31 @@ def prototxt_files(outdir: str, num_classes: int, backend: str, transform, val_c
     spec = DataSpec(train_db, val_db, backend, mean_crop, mean_values=tuple(channel_means(mean)),
                     force_color=force_color, train_batch=32, val_batch=VAL_BATCH)
     note = [f"ResNet-50 over {root} ({what}; varying sizes, {note_size}; crop {mean_crop}, "
-            f"mean_value = the mean of the centre {mean_crop}x{mean_crop} crops). Written by "
-            f"create_imagenet --prototxt."]
+            f"mean_value = the mean of the centre {mean_crop}x{mean_crop} crops). {MARKER}"]
     return {"train_val.prototxt": resnet50_train_val(spec, num_classes, note),
             "solver.prototxt": solver(os.path.join(root, "train_val.prototxt"),
                                       os.path.join(root, "resnet50_train"), "resnet50",
                                       test_iter=test_iter, comments=note),
             "deploy.prototxt": resnet50_deploy(num_classes, mean_crop, note)}
+
+
+MARKER = "Written by create_imagenet --prototxt."
+
+
+def check_prototxt_targets(outdir: str, overwrite: bool) -> None:
+    """Before a build: refuse (ImagenetDbError) a train_val/solver/deploy.prototxt already in
+    ``outdir`` that create_imagenet did not write (no MARKER line), unless ``overwrite``; ours
+    are compared with the new text at the end (``write_prototxts``)."""
+    if overwrite:
+        return
+    for name in PROTOTXT_NAMES:
+        path = os.path.join(outdir, name)
+        if os.path.exists(path):
+            with open(path, encoding="utf-8", errors="replace") as f:
+                head = f.read(4096)
+            if "Written by create_imagenet" not in head:
+                raise ImagenetDbError(f"{path} exists and was not written by create_imagenet "
+                                      f"--prototxt; pass --overwrite to replace it")
 
 
 def write_prototxts(outdir: str, found, transform, backend: str, summaries: dict,
