@@ -37,8 +37,8 @@ from tqdm import tqdm
 
 from imagenet_db.engine.executor import ordered_map
 from imagenet_db.errors import ImagenetDbError
-from imagenet_db.sources import open_dataset
-from imagenet_db.sources.base import Dataset, drop_val_blacklist, is_image_name
+from imagenet_db.sources import load_dataset
+from imagenet_db.sources.base import Dataset, is_image_name
 
 VAL_LAYOUTS = ("folders", "flat")
 RECORD_NAME = "imagenet_db_extract.json"
@@ -290,11 +290,7 @@ def extract(source: str, dest: str, val_layout: str = "folders", overwrite: bool
     differs from the SOURCE.
     """
     start = time.perf_counter()
-    dataset = open_dataset(source)
-    if drop_blacklist:
-        dataset = drop_val_blacklist(dataset)
-    for note in dataset.notes:
-        log(f"note: {note}")
+    dataset = load_dataset(source, drop_blacklist, log)
     plan = plan_extraction(dataset, val_layout)
     counts: Dict[str, int] = {}
     for item in plan:

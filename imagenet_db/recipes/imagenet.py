@@ -26,8 +26,8 @@ from imagenet_db.observers.mean import MeanObserver, compute_db_mean
 from imagenet_db.outputs.meanfile import channel_means, mean_picture, read_mean, write_mean
 from imagenet_db.pipeline import ConvertSummary, convert, plan_build
 from imagenet_db.sources import labels as L
-from imagenet_db.sources import open_dataset
-from imagenet_db.sources.base import DEFAULT_SEED, Dataset, drop_val_blacklist
+from imagenet_db.sources import load_dataset
+from imagenet_db.sources.base import DEFAULT_SEED, Dataset
 from imagenet_db.sources.checksums import verify_source
 from imagenet_db.sources.listfile import list_text
 
@@ -50,11 +50,7 @@ def write_labels(source: str, outdir: str, log=print, drop_blacklist: bool = Fal
     extracted tree). drop_blacklist: leave out the devkit's blacklisted validation images
     (``base.drop_val_blacklist``). Returns the paths written. Raises ImagenetDbError
     subclasses naming the bad file."""
-    found = open_dataset(source)
-    if drop_blacklist:
-        found = drop_val_blacklist(found)
-    for note in found.notes:
-        log(f"note: {note}")
+    found = load_dataset(source, drop_blacklist, log)
     written = write_aux(found, outdir)
     for path in written:
         log(f"wrote {path}")
@@ -166,11 +162,7 @@ def create_imagenet(source: str, outdir: str, transform: Optional[TransformOptio
     transform = transform or DEFAULT_TRANSFORM
     if verify:
         verify_source(source, progress=build.progress, log=log)
-    found = open_dataset(source)
-    if drop_blacklist:
-        found = drop_val_blacklist(found)
-    for note in found.notes:
-        log(f"note: {note}")
+    found = load_dataset(source, drop_blacklist, log)
     os.makedirs(outdir, exist_ok=True)
     if mean_crop < 0:
         raise ImagenetDbError(f"--mean_crop must be >= 0, not {mean_crop}")
