@@ -9,9 +9,11 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from imagenet_db.cli.flags import (EXIT_STATUS, backend_arg, bool_flag, build_args,
+from imagenet_db.cli.flags import (EXIT_STATUS, SOURCE_EPILOG, backend_arg, blacklist_arg,
+                                   bool_flag, build_args,
                                    build_options, executor_for, fast_decode_arg, help_text,
-                                   normalize_gflags, run_command, stderr_log, workers_arg)
+                                   normalize_gflags, resize_args, run_command, stderr_log,
+                                   transform_options, workers_arg)
 from imagenet_db.sources.base import DEFAULT_SEED
 
 
@@ -27,7 +29,7 @@ def size_arg(text: str):
 
 
 CREATE_BOOLS = ("encoded", "overwrite", "progress", "verify", "resume", "strict", "fast_decode",
-                "report")
+                "only_shrink", "prototxt", "drop_val_blacklist", "report")
 
 
 def create_parser(prog="create_imagenet") -> argparse.ArgumentParser:
@@ -35,23 +37,31 @@ def create_parser(prog="create_imagenet") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=prog,
         description=help_text(__doc__),
-        epilog="SOURCE: the folder holding the raw ILSVRC2012_img_train.tar, "
-               "ILSVRC2012_img_val.tar and ILSVRC2012_devkit_t12.tar.gz (read in place, "
-               "nothing extracted; labels from the devkit), or an extracted ImageNet with "
-               "train/<wnid>/*.JPEG and val/ either as per-wnid folders or flat with "
-               "SOURCE/val.txt ('file wnid-or-label' lines). " + EXIT_STATUS)
-    p.add_argument("source", metavar="SOURCE", help="ILSVRC2012 archives folder or ImageNet tree")
+        epilog=SOURCE_EPILOG + " " + EXIT_STATUS)
+    p.add_argument("source", metavar="SOURCE", help="an ImageNet distribution (see below)")
     p.add_argument("outdir", metavar="OUTDIR", help="folder for the databases and aux files")
-    p.add_argument("--resize", type=size_arg, default=(256, 256), metavar="WxH",
-                   help="squash every image to WIDTHxHEIGHT (default 256x256; 0x0 = keep size)")
+    p.add_argument("--resize", type=size_arg, default=None, metavar="WxH",
+                   help="resize every image to WIDTHxHEIGHT with --resize_mode (default 256x256 "
+                        "squash, as Caffe's create_imagenet.sh; 0x0 = keep size; not used with "
+                        "--shorter_side or --min_dim/--max_dim)")
     backend_arg(p)
     bool_flag(p, "encoded", "store JPEG bytes instead of raw pixels")
     fast_decode_arg(p)
-    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="shuffle seed")
+    resize_args(p, "--resize")
+    p.add_argument("--mean_crop", type=int, default=0, metavar="N",
+                   help="take the mean over the centre NxN window of every train image (needed "
+                        "when sizes vary, e.g. --shorter_side 256 --mean_crop 224); default: "
+                        "whole images, and no mean when sizes vary")
+    bool_flag(p, "prototxt", "also write Caffe prototxts into OUTDIR (train_val, solver, deploy; "
+                             "CaffeNet for fixed-size builds, ResNet-50 for --shorter_side "
+                             "builds) filled with the real paths, class count and backend")
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED,
+                   help="shuffle seed (and seed of the fill/half_crop noise)")
     workers_arg(p, cluster=True)
     bool_flag(p, "overwrite", "replace existing outputs (databases are swapped in when complete)")
     bool_flag(p, "verify", "archives only: first check their MD5 against the published values "
                        "(reads all ~147 GB)")
+    blacklist_arg(p)
     bool_flag(p, "report", "at the end, write OUTDIR/report.html (imagenet-db report: counts, "
                        "sizes, class histogram, mean image, samples, skips, settings; default "
                        "on, --no-report to skip)", default=True)
@@ -61,16 +71,18 @@ def create_parser(prog="create_imagenet") -> argparse.ArgumentParser:
 
 
 def _create(args) -> None:
-    from imagenet_db.imaging.transform import TransformOptions
     from imagenet_db.recipes.imagenet import create_imagenet
 
-    width, height = args.resize
-    transform = TransformOptions(resize_height=height, resize_width=width, encoded=args.encoded,
-                                 fast_decode=args.fast_decode)
+    keeps_aspect = args.shorter_side or args.min_dim or args.max_dim or \
+        args.resize_mode in ("shorter_side", "min_max_dim")
+    width, height = args.resize or ((0, 0) if keeps_aspect else (256, 256))
+    transform = transform_options(args, width, height, encoded=args.encoded,
+                                  fast_decode=args.fast_decode)
     with executor_for(args) as executor:
         create_imagenet(args.source, args.outdir, transform, args.backend, args.seed,
                         build_options(args, executor), verify=args.verify, log=stderr_log,
-                        report=args.report)
+                        mean_crop=args.mean_crop, prototxt=args.prototxt,
+                        drop_blacklist=args.drop_val_blacklist, report=args.report)
 
 
 def create_imagenet_main(argv: Optional[Sequence[str]] = None) -> int:

@@ -1,17 +1,19 @@
-"""``imagenet-db extract SOURCE DEST``: the archives as train/<wnid>/, val/<wnid>/ folders.
+"""``imagenet-db extract SOURCE DEST``: any distribution as train/<wnid>/, val/<wnid>/ folders.
 
-Extract the ILSVRC2012 archives into train/<wnid>/*.JPEG and val/<wnid>/*.JPEG (the
-PyTorch/Torch layout, what valprep.sh makes) plus synset_words.txt, streaming the nested train
-tars without temporary copies. Resumable: run it again after an interruption. Checks every
-folder's image count against the archives at the end.
+Extract the ILSVRC2012 archives, the ILSVRC2015 CLS-LOC .tar.gz, Kaggle's zip (or any SOURCE)
+into train/<wnid>/*.JPEG and val/<wnid>/*.JPEG (the PyTorch/Torch layout, what valprep.sh
+makes) plus synset_words.txt, streaming the archives without temporary copies. Resumable: run
+it again after an interruption. Checks every folder's image count against the SOURCE at the end. With a resize flag
+(--shorter_side 256, --resize_mode with --resize_width/--resize_height, --min_dim/--max_dim)
+every image is written resized, as a JPEG (--encode_quality).
 """
 import argparse
 import sys
 from typing import Optional, Sequence
 
-from imagenet_db.cli.flags import (bool_flag, help_text, normalize_gflags, run_command,
-                                   stderr_log, workers_arg)
-from imagenet_db.sources.ilsvrc2012 import ARCHIVE_NAMES
+from imagenet_db.cli.flags import (SOURCE_EPILOG, blacklist_arg, bool_flag, help_text,
+                                   normalize_gflags, resize_args, run_command, stderr_log,
+                                   transform_options, workers_arg)
 
 
 def extract_parser(prog="imagenet-db extract") -> argparse.ArgumentParser:
@@ -19,8 +21,8 @@ def extract_parser(prog="imagenet-db extract") -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(
         prog=prog,
-        description=help_text(__doc__))
-    p.add_argument("source", metavar="SOURCE", help=f"folder holding {', '.join(ARCHIVE_NAMES)}")
+        description=help_text(__doc__), epilog=SOURCE_EPILOG)
+    p.add_argument("source", metavar="SOURCE", help="an ImageNet distribution (see below)")
     p.add_argument("dest", metavar="DEST", help="folder to extract into (created)")
     p.add_argument("--val_layout", choices=("folders", "flat"), default="folders",
                    help="folders: val/<wnid>/ (default); flat: val/ILSVRC2012_val_*.JPEG and "
@@ -28,6 +30,14 @@ def extract_parser(prog="imagenet-db extract") -> argparse.ArgumentParser:
     bool_flag(p, "verify", "first check the archives' MD5 against the published values "
                        "(reads all ~147 GB)")
     bool_flag(p, "overwrite", "replace files in DEST whose size differs from the archive's")
+    p.add_argument("--resize_width", type=int, default=0, metavar="W",
+                   help="width to resize to (with --resize_mode; default 0 = keep)")
+    p.add_argument("--resize_height", type=int, default=0, metavar="H",
+                   help="height to resize to (with --resize_mode; default 0 = keep)")
+    resize_args(p)
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the fill/half_crop noise (default 0)")
+    blacklist_arg(p)
     workers_arg(p)
     bool_flag(p, "progress", "progress bar (default: only on a terminal)", default=None)
     return p
@@ -38,19 +48,22 @@ def _extract(args) -> None:
     from imagenet_db.recipes.extract import extract
 
     log = stderr_log
+    transform = transform_options(args, args.resize_width, args.resize_height)
     if args.verify:
         verify_source(args.source, progress=args.progress, log=log)
     summary = extract(args.source, args.dest, val_layout=args.val_layout,
                       overwrite=args.overwrite, workers=args.workers, progress=args.progress,
-                      log=log)
+                      log=log, drop_blacklist=args.drop_val_blacklist,
+                      transform=transform if transform.resizing else None)
     log(summary.describe())
     log(f"checked {sum(summary.counts.values())} images in {len(summary.counts)} folders "
-        f"against the archives: all present")
+        f"against the SOURCE: all present")
 
 
 def extract_main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of ``imagenet-db extract``."""
 
     argv = sys.argv[1:] if argv is None else argv
-    args = extract_parser().parse_args(normalize_gflags(argv, ("verify", "overwrite", "progress")))
+    args = extract_parser().parse_args(normalize_gflags(argv, ("verify", "overwrite", "progress",
+                                                                  "drop_val_blacklist", "only_shrink")))
     return run_command(_extract, args)

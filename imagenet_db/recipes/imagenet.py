@@ -2,7 +2,8 @@
 
 What Caffe's ``data/ilsvrc12/get_ilsvrc_aux.sh`` + ``examples/imagenet/create_imagenet.sh`` +
 ``make_imagenet_mean.sh`` do, in one call. SOURCE is any distribution ``sources`` detects
-(the raw ILSVRC2012 archives read in place, or an extracted tree).
+(the raw ILSVRC2012 archives, the ILSVRC2015 CLS-LOC .tar.gz or Kaggle's zip read in place, or
+an extracted tree of any of them).
 
 Outputs in OUTDIR: synsets.txt, synset_words.txt (when words are known), train.txt, val.txt
 (Caffe format, paths sorted), ilsvrc12_{train,val}_{lmdb,leveldb} (shuffled, resized 256x256
@@ -24,11 +25,11 @@ from imagenet_db.engine.files import remove_stale_temporaries, write_file_atomic
 from imagenet_db.errors import DatabaseError, ImagenetDbError
 from imagenet_db.imaging.transform import TransformOptions
 from imagenet_db.observers.mean import MeanObserver, compute_db_mean
-from imagenet_db.outputs.meanfile import channel_means, read_mean, write_mean
+from imagenet_db.outputs.meanfile import channel_means, mean_picture, read_mean, write_mean
 from imagenet_db.pictures.report import REPORT_NAME, is_report, write_report
 from imagenet_db.pipeline import ConvertSummary, convert, plan_build
 from imagenet_db.sources import labels as L
-from imagenet_db.sources import open_dataset
+from imagenet_db.sources import load_dataset
 from imagenet_db.sources.base import DEFAULT_SEED, Dataset
 from imagenet_db.sources.checksums import verify_source
 from imagenet_db.sources.listfile import list_text
@@ -46,13 +47,13 @@ def write_aux(found: Dataset, outdir: str) -> List[str]:
     return list(outputs)
 
 
-def write_labels(source: str, outdir: str, log=print) -> List[str]:
+def write_labels(source: str, outdir: str, log=print, drop_blacklist: bool = False) -> List[str]:
     """Only the aux files (synsets.txt, synset_words.txt, train.txt, val.txt) for ``source``
-    (archives: from the devkit and the tar headers, no image is read; or an extracted tree).
-    Returns the paths written. Raises ImagenetDbError subclasses naming the bad file."""
-    found = open_dataset(source)
-    for note in found.notes:
-        log(f"note: {note}")
+    (archives: from the devkits, annotations and archive indexes, no image is read; or an
+    extracted tree). drop_blacklist: leave out the devkit's blacklisted validation images
+    (``base.drop_val_blacklist``). Returns the paths written. Raises ImagenetDbError
+    subclasses naming the bad file."""
+    found = load_dataset(source, drop_blacklist, log)
     written = write_aux(found, outdir)
     for path in written:
         log(f"wrote {path}")
@@ -80,6 +81,10 @@ def _same_file(path: str, data: bytes) -> Optional[bool]:
 def _same_mean(path: str, mean) -> Optional[bool]:
     if not os.path.exists(path):
         return None
+    if path.lower().endswith(".png"):
+        import cv2
+
+        return _same_file(path, cv2.imencode(".png", mean_picture(mean))[1].tobytes())
     try:
         old = read_mean(path)
     except (ImagenetDbError, OSError, ValueError):
@@ -91,15 +96,15 @@ class _Stage:
     """One database of the recipe: its split's records, path and settings."""
 
     def __init__(self, name: str, found: Dataset, outdir: str, backend: str, seed: int,
-                 want_mean: bool):
-        self.name, self.want_mean = name, want_mean
+                 want_mean: bool, mean_crop: int = 0):
+        self.name, self.want_mean, self.mean_crop = name, want_mean, mean_crop
         self.db_path = os.path.normpath(os.path.join(outdir, f"ilsvrc12_{name}_{backend}"))
         self.records = found.splits[name].records(True, seed)
         self.settings = {"split": name, "seed": seed, "shuffle": True,
                          "synsets": len(found.synsets)}
 
     def observers(self) -> list:
-        return [MeanObserver()] if self.want_mean else []
+        return [MeanObserver(self.mean_crop)] if self.want_mean else []
 
 
 def _preflight(stages: List[_Stage], aux: Dict[str, bytes], mean_paths: List[str],
@@ -132,18 +137,28 @@ def _aux_stage(aux: Dict[str, bytes], log) -> None:
 def create_imagenet(source: str, outdir: str, transform: Optional[TransformOptions] = None,
                     backend: str = "lmdb", seed: int = DEFAULT_SEED,
                     build: BuildOptions = BuildOptions(), verify: bool = False,
-                    log: Callable[[str], None] = print,
+                    log: Callable[[str], None] = print, mean_crop: int = 0,
+                    prototxt: bool = False, drop_blacklist: bool = False,
                     report: bool = True) -> Dict[str, ConvertSummary]:
     """Build Caffe's ImageNet training data from ``source`` into ``outdir``.
 
     transform: decode/resize/encode settings (default: squash to 256x256, bilinear, raw
-    datums, as Caffe's create_imagenet.sh with RESIZE=true); without a resize (0x0) the
-    images keep their sizes and no mean is computed. backend: 'lmdb' or 'leveldb'.
+    datums, as Caffe's create_imagenet.sh with RESIZE=true); when images keep their sizes
+    (0x0) or come out at varying sizes (shorter_side, min_max_dim) the mean is only computed
+    with ``mean_crop``. backend: 'lmdb' or 'leveldb'.
+    mean_crop: take the mean over the centre mean_crop x mean_crop window of every train image
+    (needed for varying sizes; e.g. 224 for a shorter_side 256 build); 0 = whole images.
+    The mean is written as imagenet_mean.binaryproto, .npy and .png (a picture), and its
+    per-channel values are logged. prototxt: also write Caffe train_val/solver/deploy
+    prototxts filled with OUTDIR's paths, the class count and the backend
+    (``recipes.prototxt.write_prototxts``).
     seed: shuffle seed (both databases are shuffled). build: overwrite/resume/strict/
     txn_size/max_pixels/workers/progress/executor, as for ``pipeline.convert``.
     verify: for archive input, first check the archives' MD5 against the published values
     (reads every byte: ~147 GB for the real ones; ChecksumError on a mismatch).
-    log: where progress lines go. report: at the end, write OUTDIR/report.html (the page of
+    log: where progress lines go. drop_blacklist: leave out the validation images the
+    2014/2015 devkit blacklists (``--drop_val_blacklist``; off by default: the classification
+    task keeps all 50,000). report: at the end, write OUTDIR/report.html (the page of
     ``imagenet-db report``: counts, sizes, class histogram, mean image, samples, skips,
     settings); an existing report.html that is not an imagenet-db report is refused up front
     unless ``build.overwrite``. Returns {'train': summary, 'val': summary}. Raises
@@ -153,13 +168,18 @@ def create_imagenet(source: str, outdir: str, transform: Optional[TransformOptio
     transform = transform or DEFAULT_TRANSFORM
     if verify:
         verify_source(source, progress=build.progress, log=log)
-    found = open_dataset(source)
-    for note in found.notes:
-        log(f"note: {note}")
+    found = load_dataset(source, drop_blacklist, log)
     os.makedirs(outdir, exist_ok=True)
-    stages = [_Stage(name, found, outdir, backend, seed, name == "train" and transform.resizing)
-              for name in found.splits]
-    mean_paths = [os.path.join(outdir, "imagenet_mean" + ext) for ext in (".binaryproto", ".npy")]
+    if mean_crop < 0:
+        raise ImagenetDbError(f"--mean_crop must be >= 0, not {mean_crop}")
+    want_mean = transform.fixed_size or bool(mean_crop)
+    if not want_mean:
+        log("note: the images keep differing sizes, so no mean is computed; pass --mean_crop N "
+            "(e.g. 224) for the mean of their centre NxN windows")
+    stages = [_Stage(name, found, outdir, backend, seed, name == "train" and want_mean,
+                     mean_crop) for name in found.splits]
+    mean_paths = [os.path.join(outdir, "imagenet_mean" + ext)
+                  for ext in (".binaryproto", ".npy", ".png")]
     aux = aux_outputs(found, outdir)
     report_path = os.path.join(outdir, REPORT_NAME)
     if report and os.path.exists(report_path) and not is_report(report_path) \
@@ -167,6 +187,10 @@ def create_imagenet(source: str, outdir: str, transform: Optional[TransformOptio
         raise ImagenetDbError(f"{report_path} exists and is not an imagenet-db report; pass "
                               f"--overwrite to replace it (or --no-report)")
     _preflight(stages, aux, mean_paths, backend, transform, build)
+    if prototxt:
+        from imagenet_db.recipes.prototxt import check_prototxt_targets
+
+        check_prototxt_targets(outdir, build.overwrite)
     remove_stale_temporaries(outdir, [os.path.basename(p) for p in list(aux) + mean_paths])
     _aux_stage(aux, log)
     summaries = {}
@@ -178,7 +202,13 @@ def create_imagenet(source: str, outdir: str, transform: Optional[TransformOptio
             log(f"skipped images are listed in {summary.db_path}.skipped.tsv")
         summaries[stage.name] = summary
         if stage.want_mean:
-            _mean_stage(summary, mean_paths, build.overwrite, backend, log)
+            _mean_stage(summary, mean_paths, build.overwrite, backend, log, mean_crop)
+    if prototxt:
+        from imagenet_db.recipes.prototxt import write_prototxts
+
+        for path in write_prototxts(outdir, found, transform, backend, summaries, mean_crop,
+                                    build.overwrite):
+            log(f"wrote {path}")
     if report:
         started = time.monotonic()
         write_report(outdir, report_path, log=log)
@@ -187,13 +217,14 @@ def create_imagenet(source: str, outdir: str, transform: Optional[TransformOptio
 
 
 def _mean_stage(summary: ConvertSummary, mean_paths: List[str], overwrite: bool, backend: str,
-                log) -> None:
-    """Write imagenet_mean.binaryproto/.npy for the train database: the mean computed while it
-    was written, or (when that is not at hand) recomputed from the database."""
+                log, mean_crop: int = 0) -> None:
+    """Write imagenet_mean.binaryproto/.npy/.png for the train database: the mean computed while
+    it was written, or (when that is not at hand) recomputed from the database."""
     mean = summary.mean
     if mean is None:
         log(f"computing the mean of {summary.db_path}")
-        mean, _ = compute_db_mean(summary.db_path, backend)
+        mean, _ = compute_db_mean(summary.db_path, backend, crop=mean_crop or None)
+        summary.results["mean"] = mean
     stale = [path for path in mean_paths if not _same_mean(path, mean)]
     for path in stale:
         if os.path.exists(path) and not overwrite:
@@ -203,6 +234,6 @@ def _mean_stage(summary: ConvertSummary, mean_paths: List[str], overwrite: bool,
         write_mean(path, mean)
         log(f"wrote {path}")
     if not stale:
-        log(f"{mean_paths[0]} (+ .npy): up to date")
+        log(f"{mean_paths[0]} (+ .npy, .png): up to date")
     values = ", ".join(f"{v:.4f}" for v in channel_means(mean))
     log(f"mean_value (B, G, R) for transform_param: {values}")
