@@ -211,7 +211,7 @@ def contact_sheet(db, positions: Sequence[int], class_names: Sequence[str] = (),
 
 def encode_png(image: np.ndarray) -> bytes:
     """PNG file bytes of a BGR (or gray) uint8 image."""
-    ok, buf = cv2.imencode(".png", image)
+    ok, buf = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, 9])
     if not ok:
         raise ImagenetDbError("OpenCV could not encode a PNG")
     return buf.tobytes()
