@@ -66,6 +66,18 @@ def check_database(path: str, backend: Optional[str] = None) -> str:
     return found
 
 
+_INSTANCES: "weakref.WeakSet[DatumDB]" = weakref.WeakSet()
+
+
+def _new_locks_after_fork() -> None:
+    """A lock that another thread held at fork() would stay locked forever in the child."""
+    for db in list(_INSTANCES):
+        db._lock, db._index_lock = threading.Lock(), threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_locks_after_fork)
+
+
 def _name(key) -> str:
     """A key (bytes or memoryview) as text for messages, at most 60 characters."""
     return bytes(key[:60]).decode("utf-8", "replace")
@@ -128,10 +140,12 @@ class DatumDB:
         self._init_process_state()
 
     def _init_process_state(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()        # opening the reader
+        self._index_lock = threading.Lock()  # listing the keys
         self._reader = None
         self._reader_pid: Optional[int] = None
         self._finalizer = None
+        _INSTANCES.add(self)
 
     # ---------------------------------------------------------------- opening
     def _open(self):
@@ -166,7 +180,7 @@ class DatumDB:
     def __getstate__(self) -> dict:
         self._index()  # workers get the key list instead of each listing the keys again
         state = self.__dict__.copy()
-        for name in ("_lock", "_reader", "_reader_pid", "_finalizer"):
+        for name in ("_lock", "_index_lock", "_reader", "_reader_pid", "_finalizer"):
             del state[name]
         return state
 
@@ -182,16 +196,13 @@ class DatumDB:
     # ---------------------------------------------------------------- positions
     def _index(self) -> Tuple[bytes, array]:
         if self._offsets is None:
-            with self._lock:
+            with self._index_lock:
                 if self._offsets is None:
                     if self.backend == "lmdb" and self._reader is None:
-                        keys = lmdbreader.list_keys(self.path)  # before opening: no readahead
+                        keys = lmdbreader.list_keys(self.path)  # not opened yet: no readahead
                     else:
-                        keys = None
-                if self._offsets is None and keys is not None:
+                        keys = self._open().keys()
                     self._set_index(keys)
-            if self._offsets is None:
-                self._set_index(self._open().keys())
         return self._blob, self._offsets
 
     def _set_index(self, keys: List[bytes]) -> None:
