@@ -182,8 +182,9 @@ def main(argv=None) -> None:
         order = np.random.default_rng(0).permutation(count)
         rows = measure({**plain_loops(path, order), **datumdb_loops(path, order)}, args.rounds)
         base = dict((r[0], r[1]) for r in rows)["lmdb cursor + protobuf, HWC"]
-        print(f"\n{name} 256x256 datums ({os.path.getsize(os.path.join(path, 'data.mdb')) / 1e6:,.0f}"
-              f" MB LMDB); DatumDB key list: {index_ms:.1f} ms for {count:,} keys\n")
+        size = os.path.getsize(os.path.join(path, "data.mdb")) / 1e6
+        print(f"\n{name} 256x256 datums ({size:,.0f} MB LMDB); DatumDB key list: "
+              f"{index_ms:.1f} ms for {count:,} keys\n")
         print("| loop | reads/s | vs cursor + protobuf (HWC) | other processes (cores) |")
         print("|---|---:|---:|---:|")
         for label, rate, others in rows:

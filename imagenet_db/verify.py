@@ -118,7 +118,8 @@ def _check_entry(db: DatumDB, item: Tuple[bytes, bytes]):
         try:
             image, _ = db.decode(key, value)  # (H, W, C)
         except ImagenetDbError:
-            return key, fields.label, None, True, f"datum {name}: encoded image data cannot be decoded"
+            return key, fields.label, None, True, (f"datum {name}: encoded image data cannot "
+                                                   f"be decoded")
         shape = (image.shape[2], image.shape[0], image.shape[1])
     else:
         shape = (fields.channels, fields.height, fields.width)

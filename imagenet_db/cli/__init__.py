@@ -1,10 +1,10 @@
 """Command-line entry points: convert_imageset, compute_image_mean, create_imagenet, imagenet-db.
 
 Thin wrappers over the Python API, one module per command (``convert``, ``mean``, ``create``,
-``verify``, ``labels``, ``extract``, ``show``, ``report``); shared flags in ``flags``, whose choices come
-from the registries (``outputs.OUTPUTS`` for --backend). Flags follow Caffe's gflags spelling so existing scripts
-run unchanged: ``--flag=value``, ``--flag value``, single-dash ``-flag``, and for booleans
-``--flag``, ``--flag=true|false``, ``--noflag``.
+``verify``, ``labels``, ``extract``, ``show``, ``report``); shared flags in ``flags``, whose
+choices come from the registries (``outputs.OUTPUTS`` for --backend). Flags follow Caffe's
+gflags spelling so existing scripts run unchanged: ``--flag=value``, ``--flag value``,
+single-dash ``-flag``, and for booleans ``--flag``, ``--flag=true|false``, ``--noflag``.
 
 Exit codes (all commands):
   0    success; skipped images are counted and reported in DB.skipped.tsv, not failures

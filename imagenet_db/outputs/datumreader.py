@@ -128,7 +128,8 @@ class DatumDB:
     def __init__(self, path: str, backend: Optional[str] = None, channel_order: str = "BGR",
                  layout: str = "HWC"):
         if channel_order not in CHANNEL_ORDERS:
-            raise ValueError(f"channel_order must be one of {CHANNEL_ORDERS}, not {channel_order!r}")
+            raise ValueError(f"channel_order must be one of {CHANNEL_ORDERS}, "
+                             f"not {channel_order!r}")
         if layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {LAYOUTS}, not {layout!r}")
         self.path = os.fspath(path)

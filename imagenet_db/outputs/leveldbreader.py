@@ -21,15 +21,14 @@ So readers open a private *view* instead, in the temporary folder:
   CURRENT and MANIFEST; nothing left to replay. LevelDB writes only LOCK, LOG and a new
   MANIFEST there. One view (one plyvel DB, thread-safe) serves every reader of the process.
 
-The original directory is left byte for byte as it was (tests check sizes, mtimes and
-contents of every file). What LevelDB writes goes to the temporary folder instead: the
-replayed logs (up to the writer's 256 MiB write buffer, twice) and, when the database was
-closed with a compaction pending (a big, freshly written one may be), the tables that
-compaction writes, in the snapshot and possibly again in each process's view. Caffe's own
-LevelDB reader does that compaction in place. Snapshots and views are named with their process id and removed
-when their last reader closes or the process exits; those of processes that are gone (a
-killed parent, a DataLoader worker that ends with ``os._exit``) are removed by the next
-reader that makes one.
+The original directory is left byte for byte as it was (tests check sizes, mtimes and contents
+of every file). What LevelDB writes goes to the temporary folder instead: the replayed logs (up
+to the writer's 256 MiB write buffer, twice) and, when the database was closed with a
+compaction pending (a big, freshly written one may be), the tables that compaction writes, in
+the snapshot and possibly again in each process's view. Caffe's own LevelDB reader does that
+compaction in place. Snapshots and views are named with their process id and removed when their
+last reader closes or the process exits; those of processes that are gone (a killed parent, a
+DataLoader worker that ends with ``os._exit``) are removed by the next reader that makes one.
 """
 import atexit
 import os

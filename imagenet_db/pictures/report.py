@@ -29,7 +29,7 @@ import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -54,7 +54,8 @@ SHEET_TILE = 112
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:24px auto;max-width:1180px;
 color:#222;padding:0 16px}
-h1{font-size:22px}h2{font-size:19px;border-bottom:2px solid #3b6ea5;padding-bottom:4px;margin-top:36px}
+h1{font-size:22px}
+h2{font-size:19px;border-bottom:2px solid #3b6ea5;padding-bottom:4px;margin-top:36px}
 h3{font-size:16px;margin:22px 0 6px}
 table{border-collapse:collapse;margin:6px 0}td,th{border:1px solid #ddd;padding:3px 8px;
 text-align:left;font-size:13px;vertical-align:top}th{background:#f2f4f7}
@@ -160,6 +161,12 @@ def _table(rows, header: Sequence[str] = (), numeric: Sequence[int] = ()) -> str
         out.append(f"<tr>{cells}</tr>")
     out.append("</table>")
     return "\n".join(out)
+
+
+def _anchor(db_path: str) -> str:
+    """The id of a database's heading: 'db-' + its folder name, other characters as '-'."""
+    name = os.path.basename(os.path.normpath(db_path))
+    return "db-" + "".join(ch if ch.isalnum() else "-" for ch in name)
 
 
 def _data_uri(mime: str, data: bytes) -> str:
@@ -272,7 +279,7 @@ def db_section(db_path: str, folder: str, class_names: Sequence[str], count: int
     """The HTML of one database's six sections."""
     started = time.monotonic()
     name = os.path.basename(os.path.normpath(db_path))
-    anchor = "db-" + "".join(ch if ch.isalnum() else "-" for ch in name)
+    anchor = _anchor(db_path)
     with DatumDB(db_path) as db:
         stats = scan(db)
         positions = choose_positions(db, count) if stats.entries else []
@@ -377,8 +384,8 @@ def render_report(target: str, class_file: Optional[str] = None, count: int = DE
     body = [f"<h1>{_e(title)}</h1>",
             f"<p class='note'>made {_e(now)} by imagenet-db {_e(__version__)}; class names: "
             f"{_e(class_file or 'none found')}</p>",
-            "<p>" + " &middot; ".join(f"<a href='#db-{_e(''.join(c if c.isalnum() else '-' for c in os.path.basename(d)))}'>"
-                                      f"{_e(os.path.basename(d))}</a>" for d in databases) + "</p>"]
+            "<p>" + " &middot; ".join(f"<a href='#{_anchor(d)}'>{_e(os.path.basename(d))}</a>"
+                                      for d in databases) + "</p>"]
     if files:
         body.append(_table(files, ("file in " + folder, "size")))
     for db_path in databases:
