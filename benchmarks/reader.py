@@ -6,7 +6,8 @@ and, with this checkout's convert_imageset, a shuffled raw 256x256 LMDB and an e
 pairs out, in this process, for ``--rounds`` rounds (every loop once a round, in turn;
 medians printed):
 
-* ``lmdb cursor, bytes only``: a cursor walk touching no pixel (the floor: LMDB itself);
+* ``lmdb cursor, bytes only``: a cursor walk touching no pixel (LMDB itself), and ``+ one copy
+  of each value``: the least any reader that hands out arrays it does not own must do;
 * ``lmdb cursor + protobuf``: what a user writes without imagenet-db: ``Datum.ParseFromString``,
   ``np.frombuffer(datum.data).reshape(C, H, W)``, ``.transpose(1, 2, 0).copy()`` for HWC;
   ``lmdb get, random order + protobuf``: the same by key in a shuffled order;
@@ -84,6 +85,16 @@ def plain_loops(path: str, order) -> dict:
         env.close()
         return n
 
+    def copy_values():
+        env = lmdb.open(path, readonly=True, lock=False)
+        n = 0
+        with env.begin(buffers=True) as txn:
+            for _, value in txn.cursor():
+                np.frombuffer(value, np.uint8).copy()
+                n += 1
+        env.close()
+        return n
+
     def cursor_protobuf(hwc):
         def run():
             env = lmdb.open(path, readonly=True, lock=False)
@@ -111,6 +122,7 @@ def plain_loops(path: str, order) -> dict:
         return run
 
     return {"lmdb cursor, bytes only (no pixels)": bytes_only,
+            "lmdb cursor + one copy of each value (no parsing)": copy_values,
             "lmdb cursor + protobuf, HWC": cursor_protobuf(True),
             "lmdb cursor + protobuf, CHW": cursor_protobuf(False),
             "lmdb get, random order + protobuf, HWC": random_protobuf(True)}
