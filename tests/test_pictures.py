@@ -128,7 +128,7 @@ def test_create_imagenet_writes_the_report(outdir):
         for section in SECTIONS:
             assert f"id='db-{db.replace('_', '-')}-{section}'" in page
     assert "<td>datums</td><td>40</td>" in page  # 41 train images, one skipped
-    assert f"{wnid_of(outdir)}_99.JPEG" in page and "1 images skipped" in page
+    assert f"{wnid_of(outdir)}_99.JPEG" in page and "1 image skipped" in page
     assert "98.6229" in page  # B of the train mean_value (README), from the stored mean
 
 

@@ -249,7 +249,8 @@ def _skipped_html(db_path: str) -> str:
             relpath, _, reason = line.rstrip("\n").rpartition("\t")
             rows.append((relpath, reason))
     reasons = Counter(reason.split(":")[0].strip() for _, reason in rows)
-    return (f"<p>{len(rows):,} images skipped (listed in {_e(path)})</p>"
+    return (f"<p>{len(rows):,} {'image' if len(rows) == 1 else 'images'} skipped (listed in "
+            f"{_e(path)})</p>"
             + _table(reasons.most_common(), ("reason", "images"), (1,))
             + _table(rows[:LISTED_SKIPS], ("image", "reason"))
             + (f"<p class='note'>... and {len(rows) - LISTED_SKIPS:,} more</p>"
