@@ -208,7 +208,7 @@ def _scan(report: VerifyReport, db: DatumDB, entries, first, manifest: dict,
         report.problem(f"reading stopped: {exc}")
     finally:
         bar.close()
-        entries.close()
+        getattr(entries, "close", lambda: None)()  # a plyvel iterator holds a snapshot
 
 
 

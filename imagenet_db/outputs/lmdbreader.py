@@ -125,11 +125,12 @@ class LmdbReader:
         return self._env().txn().get(key)
 
     def items(self, buffers: bool = False) -> Iterator[Tuple[bytes, object]]:
-        """All (key, value) pairs in key order, in a read transaction of their own.
-        buffers=True gives keys and values as memoryviews valid only until the next pair (no
-        copy); else bytes."""
-        with self._env().env.begin(buffers=buffers) as txn:
-            yield from txn.cursor()
+        """All (key, value) pairs in key order, in a read transaction of their own (ended when
+        the iterator is dropped). buffers=True gives keys and values as memoryviews valid only
+        until the next pair (no copy); else bytes."""
+        # py-lmdb's own cursor iterator (no Python frame per pair: the mean walks it on every
+        # thread); it keeps its transaction alive, which, lock-free, holds no reader slot
+        return self._env().env.begin(buffers=buffers).cursor().iternext()
 
     def entries(self) -> int:
         """Number of entries (from LMDB's statistics, no scan)."""
