@@ -66,6 +66,8 @@ def show(db_path: str, out: Optional[str] = None, count: int = DEFAULT_COUNT,
     with DatumDB(db_path, backend) as db:
         class_file = synsets or find_class_file(db_path)
         names = read_class_names(class_file) if class_file else []
+        if len(db) == 0:
+            raise ImagenetDbError(f"{db_path}: the database is empty")
         positions = choose_positions(db, count, label)
         which = f"label {label}" + (f" ({names[label]})" if 0 <= label < len(names) else "") \
             if label is not None else "spread over the key order"
