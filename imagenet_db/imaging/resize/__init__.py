@@ -15,10 +15,12 @@ from types import ModuleType
 from typing import Dict
 
 from imagenet_db.errors import ImagenetDbError
-from imagenet_db.imaging.resize import squash
+from imagenet_db.imaging.resize import cuda_convnet2, cuda_convnet2_uncropped, squash
 
 RESIZE_MODES: Dict[str, ModuleType] = {
     "squash": squash,  # Caffe's convert_imageset (bilinear to resize_width x resize_height)
+    "cuda_convnet2": cuda_convnet2,  # make-data: shorter side N (round, AREA/CUBIC), centre crop
+    "cuda_convnet2_uncropped": cuda_convnet2_uncropped,  # make-data, CROP_TO_SQUARE=False
 }
 DEFAULT_MODE = "squash"
 
