@@ -136,10 +136,15 @@ def all_observers(build: BuildOptions, observers: Sequence) -> list:
 
 def plan_build(records: Sequence[Record], db_path: str, backend: str,
                transform: TransformOptions, build: BuildOptions, observers: Sequence,
-               settings: Optional[dict] = None) -> Tuple[dict, str]:
+               settings: Optional[dict] = None,
+               output_options: Optional[dict] = None) -> Tuple[dict, str]:
     """(build record, action) for building ``db_path`` from ``records`` with the caller's
     ``observers``: see ``buildstate.plan_output`` for the actions; raises DatabaseError when
-    refused. ``convert`` calls it; recipes call it first to refuse before any work."""
+    refused. ``convert`` calls it; recipes call it first to refuse before any work.
+    output_options: the output constructor's options, recorded with the settings."""
+    output_options = json.loads(json.dumps(output_options or {}))
+    if output_options:
+        settings = {**(settings or {}), "output_options": output_options}
     observed = {}
     for observer in all_observers(build, observers):
         observed.update(observer.identity())
@@ -321,12 +326,10 @@ def convert(records: Sequence[Record], db_path: str, backend: str = "lmdb",
     db_path = os.path.normpath(db_path)
     if any(record.index != position for position, record in enumerate(records)):
         raise ValueError("records must be numbered 0..n-1 in list order")
-    # as JSON would give them back (lists, not tuples), so a resume compares them equal
+    # as JSON gives them back (lists, not tuples), so that a resume compares them equal
     output_options = json.loads(json.dumps(output_options or {}))
-    if output_options:
-        settings = {**(settings or {}), "output_options": output_options}
     identity, action = plan_build(records, db_path, backend, transform, build, observers,
-                                  settings)
+                                  settings, output_options)
     observers = all_observers(build, observers)
     build_dir = db_path + PARTIAL_SUFFIX
     if action != "done":

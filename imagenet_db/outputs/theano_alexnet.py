@@ -13,6 +13,8 @@ subtracted from each batch), in one directory (upstream's ``tar_root_dir``)::
     misc/img_mean.npy                        float64 (3, 256, 256), R, G, B: mean of the
                                              training batches (exact integer sum / count)
     misc/shuffled_train_filenames.npy        the train relpaths in stored order (numpy str)
+    misc/train.txt, misc/val.txt             Caffe-format lists ('relpath label', sorted) of
+                                             the stored images
     imagenet_db.batches.log                  ours: index, label, relpath per stored image
 
 Files are written with ``hickle.dump(array, path, mode='w')`` (readable by ``hickle.load``
@@ -32,7 +34,8 @@ import numpy as np
 from imagenet_db.engine.files import remove_stale_temporaries
 from imagenet_db.errors import DatabaseError, ImagenetDbError
 from imagenet_db.outputs.base import Encoded
-from imagenet_db.outputs.batchfiles import BatchOutput, Unit, sync_file, temporary_path
+from imagenet_db.outputs.batchfiles import (BatchOutput, Unit, sync_file, temporary_path,
+                                             write_file_via)
 from imagenet_db.engine.files import fsync_dir
 
 BATCH_SIZE = 256  # make_hkl.py's batch_size
@@ -184,6 +187,9 @@ class TheanoAlexnetOutput(BatchOutput):
             rows = labels[:batches * self.unit_size].reshape(-1, half)
             save_npy(os.path.join(labels_dir, f"{name}_labels_0.npy"), rows[0::2].ravel())
             save_npy(os.path.join(labels_dir, f"{name}_labels_1.npy"), rows[1::2].ravel())
+            lines = "".join(f"{relpath} {label}\n" for relpath, label in
+                            sorted((relpath, label) for _, label, relpath in entries))
+            write_file_via(os.path.join(misc, f"{name}.txt"), lines.encode("utf-8"))
             if name in self._list_names:
                 save_npy(os.path.join(misc, f"shuffled_{name}_filenames.npy"),
                          np.array([relpath for _, _, relpath in entries], dtype=str))

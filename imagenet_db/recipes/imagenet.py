@@ -21,16 +21,17 @@ from imagenet_db.engine.buildstate import BuildOptions
 from imagenet_db.engine.files import remove_stale_temporaries, write_file_atomic
 from imagenet_db.errors import DatabaseError, ImagenetDbError
 from imagenet_db.imaging.transform import TransformOptions
-from imagenet_db.observers.mean import MeanObserver, compute_db_mean
+from imagenet_db.observers.mean import compute_db_mean
 from imagenet_db.outputs.meanfile import channel_means, read_mean, write_mean
 from imagenet_db.pipeline import ConvertSummary, convert, plan_build
+from imagenet_db.recipes.formats import Stage, default_transform, plan
 from imagenet_db.sources import labels as L
 from imagenet_db.sources import open_dataset
 from imagenet_db.sources.base import DEFAULT_SEED, Dataset
 from imagenet_db.sources.checksums import verify_source
 from imagenet_db.sources.listfile import list_text
 
-DEFAULT_TRANSFORM = TransformOptions(resize_height=256, resize_width=256)  # create_imagenet.sh
+DEFAULT_TRANSFORM = default_transform("caffe")  # create_imagenet.sh: squash to 256x256
 
 
 def write_aux(found: Dataset, outdir: str) -> List[str]:
@@ -84,23 +85,8 @@ def _same_mean(path: str, mean) -> Optional[bool]:
     return old.shape == mean.shape and bool((old == mean).all())
 
 
-class _Stage:
-    """One database of the recipe: its split's records, path and settings."""
-
-    def __init__(self, name: str, found: Dataset, outdir: str, backend: str, seed: int,
-                 want_mean: bool):
-        self.name, self.want_mean = name, want_mean
-        self.db_path = os.path.normpath(os.path.join(outdir, f"ilsvrc12_{name}_{backend}"))
-        self.records = found.splits[name].records(True, seed)
-        self.settings = {"split": name, "seed": seed, "shuffle": True,
-                         "synsets": len(found.synsets)}
-
-    def observers(self) -> list:
-        return [MeanObserver()] if self.want_mean else []
-
-
-def _preflight(stages: List[_Stage], aux: Dict[str, bytes], mean_paths: List[str],
-               backend: str, transform: TransformOptions, build: BuildOptions) -> None:
+def _preflight(stages: List[Stage], aux: Dict[str, bytes], mean_paths: List[str],
+               transform: TransformOptions, build: BuildOptions) -> None:
     """Refuse now, before hours of work, anything that would replace an output unasked."""
     for path, data in aux.items():
         if _same_file(path, data) is False and not build.overwrite:
@@ -108,8 +94,8 @@ def _preflight(stages: List[_Stage], aux: Dict[str, bytes], mean_paths: List[str
                                   f"replace it")
     train_finished = False
     for stage in stages:
-        _, action = plan_build(stage.records, stage.db_path, backend, transform, build,
-                               stage.observers(), stage.settings)
+        _, action = plan_build(stage.records, stage.db_path, stage.backend, transform, build,
+                               stage.observers(), stage.settings, stage.output_options)
         train_finished |= stage.want_mean and action in ("done", "publish")
     if any(stage.want_mean for stage in stages) and not build.overwrite and not train_finished:
         for path in mean_paths:  # no run of this build can have written it yet
@@ -129,44 +115,51 @@ def _aux_stage(aux: Dict[str, bytes], log) -> None:
 def create_imagenet(source: str, outdir: str, transform: Optional[TransformOptions] = None,
                     backend: str = "lmdb", seed: int = DEFAULT_SEED,
                     build: BuildOptions = BuildOptions(), verify: bool = False,
-                    log: Callable[[str], None] = print) -> Dict[str, ConvertSummary]:
-    """Build Caffe's ImageNet training data from ``source`` into ``outdir``.
+                    log: Callable[[str], None] = print, output_format: str = "caffe",
+                    val_layout: str = "folders",
+                    batch_images: Optional[int] = None) -> Dict[str, ConvertSummary]:
+    """Build ImageNet training data for one framework from ``source`` into ``outdir``.
 
-    transform: decode/resize/encode settings (default: squash to 256x256, bilinear, raw
-    datums, as Caffe's create_imagenet.sh with RESIZE=true); without a resize (0x0) the
-    images keep their sizes and no mean is computed. backend: 'lmdb' or 'leveldb'.
-    seed: shuffle seed (both databases are shuffled). build: overwrite/resume/strict/
-    txn_size/max_pixels/workers/progress/executor, as for ``pipeline.convert``.
+    output_format: 'caffe' (default: Caffe's LMDB/LevelDB of ``backend`` + the mean),
+    'cuda-convnet2', 'theano-alexnet' or 'folder'; what each writes, its labels and record
+    order: ``recipes.formats``. transform: decode/resize/encode settings (default: the
+    format's, ``formats.default_transform``: for caffe a squash to 256x256, bilinear, raw
+    datums, as Caffe's create_imagenet.sh; without a resize (0x0) no mean is computed).
+    seed: shuffle seed of the training images (and, for caffe, of val). val_layout: folder
+    format only, 'folders' (val/<wnid>/) or 'flat'. batch_images: images per batch of the
+    batch formats (None: upstream's 3072 / 256; see ``formats.plan``). build: overwrite/resume/strict/txn_size/
+    max_pixels/workers/progress/executor, as for ``pipeline.convert``.
     verify: for archive input, first check the archives' MD5 against the published values
     (reads every byte: ~147 GB for the real ones; ChecksumError on a mismatch).
-    log: where progress lines go. Returns {'train': summary, 'val': summary}. Raises
-    ImagenetDbError for bad input, and refuses (before doing any work) to replace existing
-    outputs unless ``build.overwrite``.
+    log: where progress lines go. Returns {stage name: summary} ('train', 'val'; or the
+    format's name for the one-directory batch formats). Raises ImagenetDbError for bad input,
+    and refuses (before doing any work) to replace existing outputs unless ``build.overwrite``.
     """
-    transform = transform or DEFAULT_TRANSFORM
+    transform = transform or default_transform(output_format)
     if verify:
         verify_source(source, progress=build.progress, log=log)
     found = open_dataset(source)
     for note in found.notes:
         log(f"note: {note}")
     os.makedirs(outdir, exist_ok=True)
-    stages = [_Stage(name, found, outdir, backend, seed, name == "train" and transform.resizing)
-              for name in found.splits]
+    labelled, stages = plan(output_format, found, outdir, backend, seed, transform, val_layout,
+                            batch_images)
     mean_paths = [os.path.join(outdir, "imagenet_mean" + ext) for ext in (".binaryproto", ".npy")]
-    aux = aux_outputs(found, outdir)
-    _preflight(stages, aux, mean_paths, backend, transform, build)
+    aux = aux_outputs(labelled, outdir)
+    _preflight(stages, aux, mean_paths, transform, build)
     remove_stale_temporaries(outdir, [os.path.basename(p) for p in list(aux) + mean_paths])
     _aux_stage(aux, log)
     summaries = {}
     for stage in stages:
-        summary = convert(stage.records, stage.db_path, backend, transform, build,
-                          stage.observers(), stage.settings)
+        summary = convert(stage.records, stage.db_path, stage.backend, transform, build,
+                          stage.observers(), stage.settings,
+                          output_options=stage.output_options)
         log(summary.describe())
         if summary.skipped:
             log(f"skipped images are listed in {summary.db_path}.skipped.tsv")
         summaries[stage.name] = summary
         if stage.want_mean:
-            _mean_stage(summary, mean_paths, build.overwrite, backend, log)
+            _mean_stage(summary, mean_paths, build.overwrite, stage.backend, log)
     return summaries
 
 

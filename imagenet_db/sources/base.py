@@ -87,11 +87,13 @@ class Split:
 @dataclass
 class Dataset:
     """A located ImageNet: synsets in Caffe label order (label i = synsets[i]), optional words
-    (wnid -> 'tench, Tinca tinca'), the splits by name, and notes for the log."""
+    (wnid -> 'tench, Tinca tinca'), the splits by name, notes for the log, and the devkit's
+    ILSVRC2012_IDs (wnid -> ID) when the source has a devkit."""
     synsets: List[str]
     splits: Dict[str, Split]
     words: Dict[str, str] = field(default_factory=dict)
     notes: List[str] = field(default_factory=list)
+    class_ids: Dict[str, int] = field(default_factory=dict)
 
 
 def file_loader(root: str) -> Callable[[str], Callable[[], bytes]]:

@@ -237,7 +237,8 @@ def open_dataset(source: str) -> Dataset:
     splits = {"train": Split("train", index.train_entries(), loader_for(index.paths.train,
                                                                         index.train)),
               "val": Split("val", index.val_entries(), loader_for(index.paths.val, index.val))}
-    return Dataset(index.synsets, splits, index.words, index.notes)
+    return Dataset(index.synsets, splits, index.words, index.notes,
+                   {s.wnid: s.ilsvrc2012_id for s in index.devkit.classes})
 
 
 def verify(source: str, progress=None, log=print) -> None:

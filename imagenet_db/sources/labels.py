@@ -85,3 +85,32 @@ def optional_words(path: Optional[str]) -> Dict[str, str]:
                 if len(parts) == 2 and is_wnid(parts[0]):
                     words[parts[0]] = parts[1]
     return words
+
+
+ILSVRC2012_CLASSES = os.path.join(os.path.dirname(__file__), "ilsvrc2012_classes.tsv")
+
+
+def ilsvrc2012_ids() -> Dict[str, int]:
+    """wnid -> ILSVRC2012_ID of the 1,000 ILSVRC2012 classes (the devkit's meta.mat, shipped
+    as ``ilsvrc2012_classes.tsv``: 1 = n02119789 kit fox)."""
+    ids = {}
+    with open(ILSVRC2012_CLASSES, encoding="utf-8") as f:
+        for line in f:
+            if line.strip() and not line.startswith("#"):
+                ident, wnid, _ = line.rstrip("\n").split("\t", 2)
+                ids[wnid] = int(ident)
+    return ids
+
+
+def devkit_synsets(synsets: Iterable[str], class_ids: Optional[Mapping[str, int]] = None
+                   ) -> List[str]:
+    """The wnids in the devkit's ILSVRC2012_ID order (label = list position), as cuda-convnet2's
+    make-data labels them (ILSVRC2012_ID - 1 with all 1,000 classes; with fewer, the rank of
+    the ID among the classes present). class_ids: wnid -> ILSVRC2012_ID (the source's devkit;
+    default: the shipped ILSVRC2012 table). Raises ImagenetDbError for a wnid without an ID."""
+    ids = dict(class_ids) if class_ids else ilsvrc2012_ids()
+    missing = [w for w in synsets if w not in ids]
+    if missing:
+        raise ImagenetDbError(f"no ILSVRC2012_ID known for synset(s) {', '.join(missing[:5])}: "
+                              f"the devkit order needs ILSVRC2012 classes")
+    return sorted(set(synsets), key=lambda w: ids[w])
