@@ -1,8 +1,12 @@
 """``create_imagenet SOURCE OUTDIR``: the whole ImageNet recipe in one command.
 
-Build Caffe's ImageNet data in one step (get_ilsvrc_aux.sh + create_imagenet.sh +
-make_imagenet_mean.sh): synsets.txt, train.txt, val.txt (labels = position of the wnid in ASCII
-order), shuffled ilsvrc12_{train,val}_<backend> databases and imagenet_mean.binaryproto/.npy.
+Build ImageNet training data in one step. --format caffe (default): Caffe's
+get_ilsvrc_aux.sh + create_imagenet.sh + make_imagenet_mean.sh: synsets.txt, train.txt,
+val.txt (labels = position of the wnid in ASCII order), shuffled ilsvrc12_{train,val}_<backend>
+databases and imagenet_mean.binaryproto/.npy. --format cuda-convnet2: make-data.py's batches
+(ilsvrc12_cuda_convnet2/, devkit label order). --format theano-alexnet: theano_alexnet's hickle
+batches (ilsvrc12_theano_alexnet/). --format folder: train/<wnid>/ and val/<wnid>/ image
+folders (files copied as they are unless a resize is asked).
 """
 import argparse
 import sys
@@ -11,6 +15,7 @@ from typing import Optional, Sequence
 from imagenet_db.cli.flags import (EXIT_STATUS, backend_arg, bool_flag, build_args,
                                    build_options, executor_for, fast_decode_arg, help_text,
                                    normalize_gflags, run_command, stderr_log, workers_arg)
+from imagenet_db.outputs import FORMATS
 from imagenet_db.sources.base import DEFAULT_SEED
 
 
@@ -25,7 +30,8 @@ def size_arg(text: str):
     return width, height
 
 
-CREATE_BOOLS = ("encoded", "overwrite", "progress", "verify", "resume", "strict", "fast_decode")
+CREATE_BOOLS = ("encoded", "overwrite", "progress", "verify", "resume", "strict", "fast_decode",
+                "uncropped")
 
 
 def create_parser(prog="create_imagenet") -> argparse.ArgumentParser:
@@ -40,12 +46,27 @@ def create_parser(prog="create_imagenet") -> argparse.ArgumentParser:
                "SOURCE/val.txt ('file wnid-or-label' lines). " + EXIT_STATUS)
     p.add_argument("source", metavar="SOURCE", help="ILSVRC2012 archives folder or ImageNet tree")
     p.add_argument("outdir", metavar="OUTDIR", help="folder for the databases and aux files")
-    p.add_argument("--resize", type=size_arg, default=(256, 256), metavar="WxH",
-                   help="squash every image to WIDTHxHEIGHT (default 256x256; 0x0 = keep size)")
+    p.add_argument("--format", dest="output_format", default="caffe", choices=FORMATS,
+                   help="what to build (default caffe): Caffe's LMDB/LevelDB + mean; "
+                        "cuda-convnet2 batches; Theano AlexNet hickle batches; image folders")
+    p.add_argument("--resize", type=size_arg, default=None, metavar="WxH",
+                   help="squash every image to WIDTHxHEIGHT (0x0 = keep size); default: "
+                        "256x256 for caffe and theano-alexnet, none for folder (files copied "
+                        "byte for byte); cuda-convnet2 always uses make-data's shorter side "
+                        "256 + centre crop")
+    bool_flag(p, "uncropped", "cuda-convnet2: keep the aspect ratio (shorter side 256, no "
+                              "centre crop; make-data's CROP_TO_SQUARE=False)")
+    p.add_argument("--batch_images", type=int, default=None, metavar="N",
+                   help="images per batch: cuda-convnet2 3072 (3 sub-batch files of N/3), "
+                        "theano-alexnet 256 (halves of N/2); default: upstream's")
+    p.add_argument("--val_layout", choices=("folders", "flat"), default="folders",
+                   help="folder format: val/<wnid>/ (default, as valprep.sh) or flat val/")
     backend_arg(p)
     bool_flag(p, "encoded", "store JPEG bytes instead of raw pixels")
     fast_decode_arg(p)
-    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="shuffle seed")
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED,
+                   help="shuffle seed of the training images (theano-alexnet: numpy's "
+                        "legacy shuffle, --seed 1 = upstream's order)")
     workers_arg(p, cluster=True)
     bool_flag(p, "overwrite", "replace existing outputs (databases are swapped in when complete)")
     bool_flag(p, "verify", "archives only: first check their MD5 against the published values "
@@ -55,16 +76,41 @@ def create_parser(prog="create_imagenet") -> argparse.ArgumentParser:
     return p
 
 
+def create_transform(args):
+    """The TransformOptions of parsed create_imagenet arguments (the format's default, with
+    --resize, --encoded, --fast_decode applied where the format has them)."""
+    from dataclasses import replace
+
+    from imagenet_db.errors import ImagenetDbError
+    from imagenet_db.recipes.formats import default_transform
+
+    fmt = args.output_format
+    transform = default_transform(fmt, uncropped=args.uncropped)
+    if args.uncropped and fmt != "cuda-convnet2":
+        raise ImagenetDbError("--uncropped applies to --format cuda-convnet2 only")
+    if args.resize is not None:
+        if fmt == "cuda-convnet2":
+            raise ImagenetDbError("--resize does not apply to --format cuda-convnet2 "
+                                  "(make-data's shorter side 256 + centre crop)")
+        width, height = args.resize
+        transform = replace(transform, resize_width=width, resize_height=height)
+    if args.encoded:
+        if fmt != "caffe":
+            raise ImagenetDbError(f"--encoded applies to --format caffe only ({fmt} decides "
+                                  f"how it stores images)")
+        transform = replace(transform, encoded=True)
+    return replace(transform, fast_decode=args.fast_decode)
+
+
 def _create(args) -> None:
-    from imagenet_db.imaging.transform import TransformOptions
     from imagenet_db.recipes.imagenet import create_imagenet
 
-    width, height = args.resize
-    transform = TransformOptions(resize_height=height, resize_width=width, encoded=args.encoded,
-                                 fast_decode=args.fast_decode)
+    transform = create_transform(args)
     with executor_for(args) as executor:
         create_imagenet(args.source, args.outdir, transform, args.backend, args.seed,
-                        build_options(args, executor), verify=args.verify, log=stderr_log)
+                        build_options(args, executor), verify=args.verify, log=stderr_log,
+                        output_format=args.output_format, val_layout=args.val_layout,
+                        batch_images=args.batch_images)
 
 
 def create_imagenet_main(argv: Optional[Sequence[str]] = None) -> int:

@@ -1,9 +1,10 @@
-"""``imagenet-db extract SOURCE DEST``: the archives as train/<wnid>/, val/<wnid>/ folders.
+"""``imagenet-db extract SOURCE DEST``: ImageNet as train/<wnid>/, val/<wnid>/ image folders.
 
-Extract the ILSVRC2012 archives into train/<wnid>/*.JPEG and val/<wnid>/*.JPEG (the
-PyTorch/Torch layout, what valprep.sh makes) plus synset_words.txt, streaming the nested train
-tars without temporary copies. Resumable: run it again after an interruption. Checks every
-folder's image count against the archives at the end.
+Write the ILSVRC2012 archives (or any SOURCE create_imagenet reads) as train/<wnid>/*.JPEG and
+val/<wnid>/*.JPEG (the PyTorch/Torch layout, what valprep.sh makes) plus Caffe's aux files,
+reading the nested train tars in place. Files are copied byte for byte (bad images are skipped
+and listed). The same as create_imagenet --format folder; always resumable: run it again after
+an interruption. Checks every folder's image count against the source at the end.
 """
 import argparse
 import sys
@@ -11,6 +12,7 @@ from typing import Optional, Sequence
 
 from imagenet_db.cli.flags import (bool_flag, help_text, normalize_gflags, run_command,
                                    stderr_log, workers_arg)
+from imagenet_db.cli.create import size_arg
 from imagenet_db.sources.ilsvrc2012 import ARCHIVE_NAMES
 
 
@@ -20,14 +22,19 @@ def extract_parser(prog="imagenet-db extract") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=prog,
         description=help_text(__doc__))
-    p.add_argument("source", metavar="SOURCE", help=f"folder holding {', '.join(ARCHIVE_NAMES)}")
+    p.add_argument("source", metavar="SOURCE",
+                   help=f"folder holding {', '.join(ARCHIVE_NAMES)}, or an ImageNet tree")
     p.add_argument("dest", metavar="DEST", help="folder to extract into (created)")
     p.add_argument("--val_layout", choices=("folders", "flat"), default="folders",
                    help="folders: val/<wnid>/ (default); flat: val/ILSVRC2012_val_*.JPEG and "
-                        "DEST/val.txt with 'name wnid' lines (Caffe's layout)")
+                        "DEST/val.txt with 'name label' lines (Caffe's layout)")
     bool_flag(p, "verify", "first check the archives' MD5 against the published values "
                        "(reads all ~147 GB)")
-    bool_flag(p, "overwrite", "replace files in DEST whose size differs from the archive's")
+    bool_flag(p, "overwrite", "rebuild DEST/train and DEST/val if they exist (built beside them, "
+                              "swapped in when complete)")
+    p.add_argument("--resize", type=size_arg, default=None, metavar="WxH",
+                   help="squash every image to WIDTHxHEIGHT and re-encode it (default: files "
+                        "copied byte for byte)")
     workers_arg(p)
     bool_flag(p, "progress", "progress bar (default: only on a terminal)", default=None)
     return p
@@ -40,12 +47,17 @@ def _extract(args) -> None:
     log = stderr_log
     if args.verify:
         verify_source(args.source, progress=args.progress, log=log)
+    transform = None
+    if args.resize is not None:
+        from imagenet_db.imaging.transform import TransformOptions
+        transform = TransformOptions(resize_width=args.resize[0], resize_height=args.resize[1],
+                                     encoded=True)
     summary = extract(args.source, args.dest, val_layout=args.val_layout,
                       overwrite=args.overwrite, workers=args.workers, progress=args.progress,
-                      log=log)
+                      log=log, transform=transform)
     log(summary.describe())
     log(f"checked {sum(summary.counts.values())} images in {len(summary.counts)} folders "
-        f"against the archives: all present")
+        f"against the source: all present")
 
 
 def extract_main(argv: Optional[Sequence[str]] = None) -> int:
