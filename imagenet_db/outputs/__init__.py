@@ -6,7 +6,9 @@ existing output, a module-level ``iterate(path)``. Caffe's Datum databases share
 ``outputs.datumdb`` (keys ``%08d_relpath``, Datum values from ``outputs.datum``).
 
 To add a format: write ``outputs/<format>.py`` with its ``Output`` class and add one line to
-``OUTPUTS``; ``--backend`` choices, ``verify`` and the mean tools find it here.
+``OUTPUTS``. The Caffe Datum databases (``READERS``) are the ``--backend`` choices that
+``verify`` and the mean tools read; the others are ``create_imagenet --format`` choices
+(``FORMATS``, with their recipe in ``recipes.formats``).
 """
 import os
 from types import ModuleType
