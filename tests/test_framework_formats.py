@@ -358,3 +358,25 @@ def test_open_unit_is_committed_by_close_and_continued(tmp_path):
             for k in range(3)] == [[[0], [1]], [[2], [0]], [[2], [0]]]
     meta = load_py2(Path(path) / "batches.meta")
     assert np.allclose(meta["data_mean"], np.mean([0, 1, 2, 3, 5, 6]))
+
+
+def test_bad_images_are_skipped_and_labels_stay_aligned(sample_copy, tmp_path):
+    wnid = sorted(os.listdir(sample_copy / "train"))[1]
+    good = sorted((sample_copy / "train" / wnid).iterdir())[0].read_bytes()
+    (sample_copy / "train" / wnid / f"{wnid}_1.JPEG").write_bytes(good[:len(good) // 3])
+    (sample_copy / "train" / wnid / f"{wnid}_2.JPEG").write_bytes(b"")
+    out = tmp_path / "out"
+    assert create_imagenet_main([str(sample_copy), str(out), "--format", "cuda-convnet2",
+                                 "--batch_images", "9", *ARGS]) == 0
+    report = (out / "ilsvrc12_cuda_convnet2.skipped.tsv").read_text().splitlines()
+    assert sorted(line.split("\t")[0] for line in report) == \
+        [f"{wnid}/{wnid}_1.JPEG", f"{wnid}/{wnid}_2.JPEG"]
+    entries = log_entries(out / "ilsvrc12_cuda_convnet2")
+    assert len(entries) == 50 and all(wnid not in rel or rel[-7:] not in ("_1.JPEG", "_2.JPEG")
+                                      for _, _, rel in entries)
+    labels = [l[0] for k, d in sorted(cc2_sub_batches(out / "ilsvrc12_cuda_convnet2").items())
+              for l in d["labels"]]
+    assert labels == [label for _, label, _ in entries]
+    assert create_imagenet_main([str(sample_copy), str(tmp_path / "strict"), "--format",
+                                 "theano-alexnet", "--batch_images", "8", "--strict",
+                                 *ARGS]) == 1
