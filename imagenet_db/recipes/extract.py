@@ -69,7 +69,7 @@ def check_counts(dest: str, counts: Dict[str, int]) -> None:
     if bad:
         raise ExtractError(f"{dest}: the tree does not match the source ({len(bad)} "
                            f"folder(s)): " + "; ".join(bad[:5]) + "; pass --overwrite to "
-                           f"extract again")
+                           "extract again")
 
 
 def extract(source: str, dest: str, val_layout: str = "folders", overwrite: bool = False,
