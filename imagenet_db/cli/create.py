@@ -12,7 +12,8 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from imagenet_db.cli.flags import (EXIT_STATUS, backend_arg, bool_flag, build_args,
+from imagenet_db.cli.flags import (EXIT_STATUS, SOURCE_EPILOG, backend_arg, blacklist_arg,
+                                   bool_flag, build_args,
                                    build_options, executor_for, fast_decode_arg, help_text,
                                    normalize_gflags, run_command, stderr_log, workers_arg)
 from imagenet_db.outputs import FORMATS
@@ -31,7 +32,7 @@ def size_arg(text: str):
 
 
 CREATE_BOOLS = ("encoded", "overwrite", "progress", "verify", "resume", "strict", "fast_decode",
-                "uncropped")
+                "uncropped", "drop_val_blacklist")
 
 
 def create_parser(prog="create_imagenet") -> argparse.ArgumentParser:
@@ -39,12 +40,8 @@ def create_parser(prog="create_imagenet") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=prog,
         description=help_text(__doc__),
-        epilog="SOURCE: the folder holding the raw ILSVRC2012_img_train.tar, "
-               "ILSVRC2012_img_val.tar and ILSVRC2012_devkit_t12.tar.gz (read in place, "
-               "nothing extracted; labels from the devkit), or an extracted ImageNet with "
-               "train/<wnid>/*.JPEG and val/ either as per-wnid folders or flat with "
-               "SOURCE/val.txt ('file wnid-or-label' lines). " + EXIT_STATUS)
-    p.add_argument("source", metavar="SOURCE", help="ILSVRC2012 archives folder or ImageNet tree")
+        epilog=SOURCE_EPILOG + " " + EXIT_STATUS)
+    p.add_argument("source", metavar="SOURCE", help="an ImageNet distribution (see below)")
     p.add_argument("outdir", metavar="OUTDIR", help="folder for the databases and aux files")
     p.add_argument("--format", dest="output_format", default="caffe", choices=FORMATS,
                    help="what to build (default caffe): Caffe's LMDB/LevelDB + mean; "
@@ -71,6 +68,7 @@ def create_parser(prog="create_imagenet") -> argparse.ArgumentParser:
     bool_flag(p, "overwrite", "replace existing outputs (databases are swapped in when complete)")
     bool_flag(p, "verify", "archives only: first check their MD5 against the published values "
                        "(reads all ~147 GB)")
+    blacklist_arg(p)
     build_args(p, "OUTDIR: finished stages (aux files, train DB, val DB, mean) are "
                          "kept, the interrupted one continues")
     return p
@@ -109,6 +107,7 @@ def _create(args) -> None:
     with executor_for(args) as executor:
         create_imagenet(args.source, args.outdir, transform, args.backend, args.seed,
                         build_options(args, executor), verify=args.verify, log=stderr_log,
+                        drop_blacklist=args.drop_val_blacklist,
                         output_format=args.output_format, val_layout=args.val_layout,
                         batch_images=args.batch_images)
 

@@ -1,19 +1,19 @@
-"""``imagenet-db extract SOURCE DEST``: ImageNet as train/<wnid>/, val/<wnid>/ image folders.
+"""``imagenet-db extract SOURCE DEST``: any distribution as train/<wnid>/, val/<wnid>/ folders.
 
-Write the ILSVRC2012 archives (or any SOURCE create_imagenet reads) as train/<wnid>/*.JPEG and
-val/<wnid>/*.JPEG (the PyTorch/Torch layout, what valprep.sh makes) plus Caffe's aux files,
-reading the nested train tars in place. Files are copied byte for byte (bad images are skipped
-and listed). The same as create_imagenet --format folder; always resumable: run it again after
-an interruption. Checks every folder's image count against the source at the end.
+Write the ILSVRC2012 archives, the ILSVRC2015 CLS-LOC .tar.gz, Kaggle's zip (or any SOURCE)
+as train/<wnid>/*.JPEG and val/<wnid>/*.JPEG (the PyTorch/Torch layout, what valprep.sh
+makes) plus Caffe's aux files, reading the archives in place, in archive order. Files are
+copied byte for byte (bad images are skipped and listed) unless --resize is given. The same
+as create_imagenet --format folder; always resumable: run it again after an interruption.
+Checks every folder's image count against the SOURCE at the end.
 """
 import argparse
 import sys
 from typing import Optional, Sequence
 
-from imagenet_db.cli.flags import (bool_flag, help_text, normalize_gflags, run_command,
-                                   stderr_log, workers_arg)
 from imagenet_db.cli.create import size_arg
-from imagenet_db.sources.ilsvrc2012 import ARCHIVE_NAMES
+from imagenet_db.cli.flags import (SOURCE_EPILOG, blacklist_arg, bool_flag, help_text,
+                                   normalize_gflags, run_command, stderr_log, workers_arg)
 
 
 def extract_parser(prog="imagenet-db extract") -> argparse.ArgumentParser:
@@ -21,9 +21,8 @@ def extract_parser(prog="imagenet-db extract") -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(
         prog=prog,
-        description=help_text(__doc__))
-    p.add_argument("source", metavar="SOURCE",
-                   help=f"folder holding {', '.join(ARCHIVE_NAMES)}, or an ImageNet tree")
+        description=help_text(__doc__), epilog=SOURCE_EPILOG)
+    p.add_argument("source", metavar="SOURCE", help="an ImageNet distribution (see below)")
     p.add_argument("dest", metavar="DEST", help="folder to extract into (created)")
     p.add_argument("--val_layout", choices=("folders", "flat"), default="folders",
                    help="folders: val/<wnid>/ (default); flat: val/ILSVRC2012_val_*.JPEG and "
@@ -35,6 +34,7 @@ def extract_parser(prog="imagenet-db extract") -> argparse.ArgumentParser:
     p.add_argument("--resize", type=size_arg, default=None, metavar="WxH",
                    help="squash every image to WIDTHxHEIGHT and re-encode it (default: files "
                         "copied byte for byte)")
+    blacklist_arg(p)
     workers_arg(p)
     bool_flag(p, "progress", "progress bar (default: only on a terminal)", default=None)
     return p
@@ -54,15 +54,16 @@ def _extract(args) -> None:
                                      encoded=True)
     summary = extract(args.source, args.dest, val_layout=args.val_layout,
                       overwrite=args.overwrite, workers=args.workers, progress=args.progress,
-                      log=log, transform=transform)
+                      log=log, transform=transform, drop_blacklist=args.drop_val_blacklist)
     log(summary.describe())
     log(f"checked {sum(summary.counts.values())} images in {len(summary.counts)} folders "
-        f"against the source: all present")
+        f"against the SOURCE: all present")
 
 
 def extract_main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of ``imagenet-db extract``."""
 
     argv = sys.argv[1:] if argv is None else argv
-    args = extract_parser().parse_args(normalize_gflags(argv, ("verify", "overwrite", "progress")))
+    args = extract_parser().parse_args(normalize_gflags(argv, ("verify", "overwrite", "progress",
+                                                                  "drop_val_blacklist")))
     return run_command(_extract, args)

@@ -1,5 +1,6 @@
-"""``imagenet-db extract``: any ImageNet SOURCE as a folder tree — ``create_imagenet --format
-folder`` with the files copied as they are, always resumable.
+"""``imagenet-db extract``: any SOURCE (the ILSVRC2012 archives, the ILSVRC2015 CLS-LOC .tar.gz,
+Kaggle's zip, a tree) as a folder tree — ``create_imagenet --format folder`` with the files
+copied as they are, always resumable.
 
 Layout written under DEST (what the per-synset untar loop and ``valprep.sh`` produce, the
 layout PyTorch's ImageFolder and Torch's imagenet loaders expect)::
@@ -75,7 +76,8 @@ def check_counts(dest: str, counts: Dict[str, int]) -> None:
 def extract(source: str, dest: str, val_layout: str = "folders", overwrite: bool = False,
             workers: Optional[int] = None, progress: Optional[bool] = None,
             log: Callable[[str], None] = print,
-            transform: Optional[TransformOptions] = None) -> ExtractSummary:
+            transform: Optional[TransformOptions] = None,
+            drop_blacklist: bool = False) -> ExtractSummary:
     """Write ``source`` (any distribution: the ILSVRC2012 archives, an extracted tree) into
     ``dest`` as the folder layout above; files are copied byte for byte unless ``transform``
     asks for a resize (then re-encoded in their own format).
@@ -83,7 +85,8 @@ def extract(source: str, dest: str, val_layout: str = "folders", overwrite: bool
     val_layout: 'folders' (val/<wnid>/, as valprep.sh) or 'flat' (val/ + Caffe's val.txt).
     overwrite: rebuild splits that exist (built beside them and swapped in when complete).
     workers: threads (None = all cores). progress: tqdm bar (None = only on a terminal).
-    Resumable: run it again after an interruption. Raises ImagenetDbError subclasses for a
+    drop_blacklist: leave out the validation images the devkit blacklists (see
+    ``base.drop_val_blacklist``). Resumable: run it again after an interruption. Raises ImagenetDbError subclasses for a
     bad source, ExtractError for a final count that differs from the source's lists.
     """
     from imagenet_db.recipes.imagenet import create_imagenet
@@ -94,8 +97,8 @@ def extract(source: str, dest: str, val_layout: str = "folders", overwrite: bool
     build = BuildOptions(overwrite=overwrite, resume=not overwrite, workers=workers,
                          progress=progress)
     summaries = create_imagenet(source, dest, transform or default_transform("folder"),
-                                build=build, log=log, output_format="folder",
-                                val_layout=val_layout)
+                                build=build, log=log, drop_blacklist=drop_blacklist,
+                                output_format="folder", val_layout=val_layout)
     summary = ExtractSummary(dest=dest)
     for result in summaries.values():
         if result.action in ("build", "resume"):

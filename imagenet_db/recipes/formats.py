@@ -15,10 +15,11 @@ go into OUTDIR, so that those files always carry the labels the outputs hold:
                     is upstream's ``np.random.seed(1)`` order), val sorted by name.
 ``folder``          ``train/`` and ``val/`` as image folders (``<wnid>/<name>``, val in
                     per-wnid folders as valprep.sh makes them, or flat with
-                    ``val_layout='flat'``), in sorted order; the aux files name those paths.
+                    ``val_layout='flat'``), in archive order (sequential reads); the aux
+                    files name those paths.
 """
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import List, Optional, Tuple
 
 import numpy as np
@@ -97,12 +98,30 @@ def _records(split: Split, order: List[Tuple[str, int]], start: int) -> List[Rec
             for i, (relpath, label) in enumerate(order)]
 
 
+def _position(load, relpath: str):
+    """Where a loader reads in its archive (for sequential I/O), else the relpath."""
+    key = getattr(load, "sort_key", None)
+    if key is None:
+        offset = getattr(load, "offset", None)
+        reader = getattr(load, "reader", None)
+        key = (getattr(reader, "path", ""), offset) if offset is not None else ("", 0)
+    return key, relpath
+
+
+def archive_order_records(split: Split) -> List[Record]:
+    """The split's records in the order its images sit in their archives (by each loader's
+    position when it has one, else by relpath): sequential reads for a plain copy."""
+    loads = [(split.loader(relpath), relpath, label) for relpath, label in split.entries]
+    loads.sort(key=lambda item: _position(item[0], item[1]))
+    return [Record(i, relpath, label, load) for i, (load, relpath, label) in enumerate(loads)]
+
+
 def relabel(found: Dataset, synsets: List[str]) -> Dataset:
     """``found`` with labels = positions in ``synsets`` (another order of the same wnids)."""
     new = L.label_map(synsets)
     splits = {name: Split(name, [(rel, new[found.synsets[label]]) for rel, label in s.entries],
                           s.loader) for name, s in found.splits.items()}
-    return Dataset(synsets, splits, found.words, found.notes, found.class_ids)
+    return replace(found, synsets=synsets, splits=splits)
 
 
 def folder_relpaths(found: Dataset, val_layout: str) -> Dataset:
@@ -124,7 +143,7 @@ def folder_relpaths(found: Dataset, val_layout: str) -> Dataset:
             raise ImagenetDbError("two validation images have the same file name")
         loader = val.loader
         splits["val"] = Split("val", entries, lambda new, _n=names, _l=loader: _l(_n[new]))
-    return Dataset(found.synsets, splits, found.words, found.notes, found.class_ids)
+    return replace(found, splits=splits)
 
 
 def plan(output_format: str, found: Dataset, outdir: str, backend: str, seed: int,
@@ -152,14 +171,14 @@ def plan(output_format: str, found: Dataset, outdir: str, backend: str, seed: in
         return found, stages
     if output_format == "folder":
         found = folder_relpaths(found, val_layout)
-        stages = [Stage(name, os.path.join(out, name), "folder", split.records(False, seed),
+        stages = [Stage(name, os.path.join(out, name), "folder", archive_order_records(split),
                         {"split": name, "synsets": len(found.synsets), "format": "folder",
                          "val_layout": val_layout})
                   for name, split in found.splits.items()]
         return found, stages
     options = {}
     if output_format == "cuda-convnet2":
-        found = relabel(found, L.devkit_synsets(found.synsets, found.class_ids))
+        found = relabel(found, L.devkit_synsets(found.synsets))
         options["label_names"] = [found.words.get(wnid, wnid) for wnid in found.synsets]
         if batch_images is not None:
             if batch_images <= 0 or batch_images % 3:

@@ -102,13 +102,14 @@ def ilsvrc2012_ids() -> Dict[str, int]:
     return ids
 
 
-def devkit_synsets(synsets: Iterable[str], class_ids: Optional[Mapping[str, int]] = None
-                   ) -> List[str]:
-    """The wnids in the devkit's ILSVRC2012_ID order (label = list position), as cuda-convnet2's
-    make-data labels them (ILSVRC2012_ID - 1 with all 1,000 classes; with fewer, the rank of
-    the ID among the classes present). class_ids: wnid -> ILSVRC2012_ID (the source's devkit;
-    default: the shipped ILSVRC2012 table). Raises ImagenetDbError for a wnid without an ID."""
-    ids = dict(class_ids) if class_ids else ilsvrc2012_ids()
+def devkit_synsets(synsets: Iterable[str]) -> List[str]:
+    """The wnids in the ILSVRC2012 devkit's ILSVRC2012_ID order (label = list position), as
+    cuda-convnet2's make-data labels them: ILSVRC2012_ID - 1 with all 1,000 classes (kit fox
+    n02119789 = 0); with fewer, the rank of the ID among the classes present. The IDs are the
+    2012 devkit's meta.mat (shipped as ``ilsvrc2012_classes.tsv``; the 2014/2015 CLS-LOC
+    devkits number the classes differently). Raises ImagenetDbError for a wnid that is not an
+    ILSVRC2012 class."""
+    ids = ilsvrc2012_ids()
     missing = [w for w in synsets if w not in ids]
     if missing:
         raise ImagenetDbError(f"no ILSVRC2012_ID known for synset(s) {', '.join(missing[:5])}: "
