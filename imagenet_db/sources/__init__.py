@@ -14,11 +14,11 @@ list file of ``convert_imageset`` is ``listfile``.
 """
 import os
 from types import ModuleType
-from typing import List
+from typing import Callable, List
 
 from imagenet_db.errors import ImagenetDbError
 from imagenet_db.sources import ilsvrc2012, ilsvrc2015, kaggle, tree
-from imagenet_db.sources.base import Dataset
+from imagenet_db.sources.base import Dataset, drop_val_blacklist
 
 DISTRIBUTIONS: List[ModuleType] = [
     kaggle,      # imagenet-object-localization-challenge.zip, or LOC_*.csv/txt + ILSVRC/
@@ -43,3 +43,15 @@ def detect(source: str) -> ModuleType:
 def open_dataset(source: str) -> Dataset:
     """Find ImageNet under ``source`` (see ``detect``) and read its lists and labels."""
     return detect(source).open_dataset(source)
+
+
+def load_dataset(source: str, drop_blacklist: bool = False,
+                 log: Callable[[str], None] = print) -> Dataset:
+    """``open_dataset``, then (``drop_blacklist``) without the devkit's blacklisted val images
+    (``base.drop_val_blacklist``), its notes logged as 'note: ...' lines."""
+    dataset = open_dataset(source)
+    if drop_blacklist:
+        dataset = drop_val_blacklist(dataset)
+    for note in dataset.notes:
+        log(f"note: {note}")
+    return dataset

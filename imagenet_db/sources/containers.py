@@ -13,6 +13,7 @@ from typing import Callable, Dict, List, Optional
 
 from imagenet_db.errors import ImagenetDbError
 from imagenet_db.sources.base import FileLoader
+from imagenet_db.sources.tarindex import MemberLoader
 from imagenet_db.sources.gzindex import GzipTarIndex, GzipTarReader
 from imagenet_db.sources.zipindex import ZipReader, index_zip
 
@@ -135,7 +136,7 @@ class TarGzContainer(_Listed):
         if name in self._small:
             return _Bytes(self._small[name])
         m = self._members[name]
-        return TarGzMemberLoader(self.reader, m.offset, m.size)
+        return MemberLoader(self.reader, m.offset, m.size)
 
 
 class _Bytes:
@@ -146,26 +147,6 @@ class _Bytes:
 
     def __call__(self) -> bytes:
         return self.data
-
-
-class TarGzMemberLoader:
-    """Loader of one .tar.gz member (offset/size in the uncompressed tar); ``sort_key`` orders
-    loaders for sequential reading (``imagenet-db extract``)."""
-    __slots__ = ("reader", "offset", "size")
-
-    def __init__(self, reader: GzipTarReader, offset: int, size: int):
-        self.reader, self.offset, self.size = reader, offset, size
-
-    def __call__(self) -> bytes:
-        return self.reader.read(self.offset, self.size)
-
-    @property
-    def sort_key(self):
-        """(archive path, offset in the uncompressed tar): archive order."""
-        return (self.reader.path, self.offset)
-
-    def __repr__(self) -> str:
-        return f"TarGzMemberLoader({self.reader.path!r}, offset={self.offset}, size={self.size})"
 
 
 class ZipContainer(_Listed):

@@ -233,7 +233,11 @@ class TarReader:
 
 
 class MemberLoader:
-    """Zero-argument callable returning one member's bytes (the Record.load of archive input)."""
+    """Zero-argument callable returning one member's bytes (the Record.load of archive input).
+
+    reader: anything with ``path`` and ``read(offset, size)`` (a TarReader, or a
+    containers.GzipTarReader for a member of a .tar.gz, offsets then in the uncompressed tar).
+    """
 
     __slots__ = ("reader", "offset", "size")
 
