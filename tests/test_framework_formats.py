@@ -16,7 +16,8 @@ import pytest
 from imagenet_db.cli import create_imagenet_main
 from imagenet_db.outputs.batchfiles import BatchOutput
 from imagenet_db.outputs.cuda_convnet2 import CudaConvnet2Output
-from imagenet_db.imaging.resize import cuda_convnet2 as cc2_resize
+from imagenet_db.imaging.resize import convnet2
+from imagenet_db.imaging.transform import TransformOptions
 from imagenet_db.sources import open_dataset
 from imagenet_db.sources.base import shuffle_order
 from imagenet_db.sources.labels import ilsvrc2012_ids
@@ -71,20 +72,6 @@ def cc2_sub_batches(folder):
 
 
 # ---------------------------------------------------------------- cuda-convnet2
-def test_cuda_convnet2_resize_rule():
-    assert cc2_resize.round_half_away(2.5) == 3 and cc2_resize.round_half_away(341.5) == 342
-    assert cc2_resize.scaled_size(500, 375, 256)[:2] == (341, 256)   # 341.33, shrink: AREA
-    assert cc2_resize.scaled_size(683, 512, 256)[:2] == (342, 256)   # 341.5 rounds up (C round)
-    assert cc2_resize.interpolation(256 / 375) == cv2.INTER_AREA
-    assert cc2_resize.interpolation(256 / 150) == cv2.INTER_CUBIC
-    assert cc2_resize.interpolation(1.0) == cv2.INTER_LINEAR
-    ramp = np.tile(np.arange(500, dtype=np.uint16)[None, :], (375, 1))
-    ramp = (ramp * 255 // 499).astype(np.uint8)
-    crop = cc2_resize.resize(np.dstack([ramp] * 3), 256)
-    whole = cv2.resize(np.dstack([ramp] * 3), (341, 256), interpolation=cv2.INTER_AREA)
-    assert np.array_equal(crop, whole[:, 42:298])  # offset (341 - 256) // 2 = 42
-
-
 def test_cuda_convnet2_sample_layout_labels_meta(sample_copy, tmp_path):
     out = tmp_path / "out"
     assert create_imagenet_main([str(sample_copy), str(out), "--format", "cuda-convnet2",
@@ -117,7 +104,9 @@ def test_cuda_convnet2_sample_layout_labels_meta(sample_copy, tmp_path):
     jpegs = [s.encode("latin1") for d in stored for s in d["data"]]
     first = cv2.imdecode(np.fromfile(str(sample_copy / "train" / entries[0][2]), np.uint8),
                          cv2.IMREAD_COLOR)
-    ok, want = cv2.imencode(".jpg", cc2_resize.resize(first, 256), [cv2.IMWRITE_JPEG_QUALITY, 95])
+    make_data = TransformOptions(256, 256, resize_mode="convnet2", interpolation="auto")
+    ok, want = cv2.imencode(".jpg", convnet2.apply(first, make_data),
+                            [cv2.IMWRITE_JPEG_QUALITY, 95])
     assert jpegs[0] == want.tobytes()
     # batches.meta: data_mean and color_pca of the stored train images, as decoded (RGB)
     meta = load_py2(root / "batches.meta")

@@ -15,7 +15,8 @@ from typing import Optional, Sequence
 from imagenet_db.cli.flags import (EXIT_STATUS, SOURCE_EPILOG, backend_arg, blacklist_arg,
                                    bool_flag, build_args,
                                    build_options, executor_for, fast_decode_arg, help_text,
-                                   normalize_gflags, run_command, stderr_log, workers_arg)
+                                   normalize_gflags, resize_args, run_command, stderr_log,
+                                   transform_options, workers_arg)
 from imagenet_db.outputs import FORMATS
 from imagenet_db.sources.base import DEFAULT_SEED
 
@@ -32,7 +33,7 @@ def size_arg(text: str):
 
 
 CREATE_BOOLS = ("encoded", "overwrite", "progress", "verify", "resume", "strict", "fast_decode",
-                "uncropped", "drop_val_blacklist")
+                "only_shrink", "prototxt", "drop_val_blacklist", "uncropped")
 
 
 def create_parser(prog="create_imagenet") -> argparse.ArgumentParser:
@@ -47,10 +48,11 @@ def create_parser(prog="create_imagenet") -> argparse.ArgumentParser:
                    help="what to build (default caffe): Caffe's LMDB/LevelDB + mean; "
                         "cuda-convnet2 batches; Theano AlexNet hickle batches; image folders")
     p.add_argument("--resize", type=size_arg, default=None, metavar="WxH",
-                   help="squash every image to WIDTHxHEIGHT (0x0 = keep size); default: "
-                        "256x256 for caffe and theano-alexnet, none for folder (files copied "
-                        "byte for byte); cuda-convnet2 always uses make-data's shorter side "
-                        "256 + centre crop")
+                   help="resize every image to WIDTHxHEIGHT with --resize_mode (default 256x256 "
+                        "squash, as Caffe's create_imagenet.sh and theano-alexnet; folder: none, "
+                        "files copied byte for byte; 0x0 = keep size; not used with "
+                        "--shorter_side or --min_dim/--max_dim; cuda-convnet2 always uses "
+                        "make-data's resize)")
     bool_flag(p, "uncropped", "cuda-convnet2: keep the aspect ratio (shorter side 256, no "
                               "centre crop; make-data's CROP_TO_SQUARE=False)")
     p.add_argument("--batch_images", type=int, default=None, metavar="N",
@@ -61,9 +63,18 @@ def create_parser(prog="create_imagenet") -> argparse.ArgumentParser:
     backend_arg(p)
     bool_flag(p, "encoded", "store JPEG bytes instead of raw pixels")
     fast_decode_arg(p)
+    resize_args(p, "--resize")
+    p.add_argument("--mean_crop", type=int, default=0, metavar="N",
+                   help="take the mean over the centre NxN window of every train image (needed "
+                        "when sizes vary, e.g. --shorter_side 256 --mean_crop 224); default: "
+                        "whole images, and no mean when sizes vary")
+    bool_flag(p, "prototxt", "also write Caffe prototxts into OUTDIR (train_val, solver, deploy; "
+                             "CaffeNet for fixed-size builds, ResNet-50 for --shorter_side "
+                             "builds) filled with the real paths, class count and backend")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED,
-                   help="shuffle seed of the training images (theano-alexnet: numpy's "
-                        "legacy shuffle, --seed 1 = upstream's order)")
+                   help="shuffle seed of the training images (and seed of the fill/half_crop "
+                        "noise; theano-alexnet: numpy's legacy shuffle, --seed 1 = upstream's "
+                        "order)")
     workers_arg(p, cluster=True)
     bool_flag(p, "overwrite", "replace existing outputs (databases are swapped in when complete)")
     bool_flag(p, "verify", "archives only: first check their MD5 against the published values "
@@ -75,29 +86,32 @@ def create_parser(prog="create_imagenet") -> argparse.ArgumentParser:
 
 
 def create_transform(args):
-    """The TransformOptions of parsed create_imagenet arguments (the format's default, with
-    --resize, --encoded, --fast_decode applied where the format has them)."""
-    from dataclasses import replace
-
+    """The TransformOptions of parsed create_imagenet arguments: the resize flags, with the
+    format's defaults (256x256 squash for caffe and theano-alexnet, a copy for folder,
+    make-data's resize for cuda-convnet2, which takes no resize flag). Raises ImagenetDbError
+    for flags the format does not have."""
     from imagenet_db.errors import ImagenetDbError
     from imagenet_db.recipes.formats import default_transform
 
     fmt = args.output_format
-    transform = default_transform(fmt, uncropped=args.uncropped)
     if args.uncropped and fmt != "cuda-convnet2":
         raise ImagenetDbError("--uncropped applies to --format cuda-convnet2 only")
-    if args.resize is not None:
-        if fmt == "cuda-convnet2":
-            raise ImagenetDbError("--resize does not apply to --format cuda-convnet2 "
-                                  "(make-data's shorter side 256 + centre crop)")
-        width, height = args.resize
-        transform = replace(transform, resize_width=width, resize_height=height)
-    if args.encoded:
-        if fmt != "caffe":
-            raise ImagenetDbError(f"--encoded applies to --format caffe only ({fmt} decides "
-                                  f"how it stores images)")
-        transform = replace(transform, encoded=True)
-    return replace(transform, fast_decode=args.fast_decode)
+    if args.encoded and fmt != "caffe":
+        raise ImagenetDbError(f"--encoded applies to --format caffe only ({fmt} decides how it "
+                              f"stores images)")
+    if fmt == "cuda-convnet2":
+        if args.resize or args.resize_mode or args.shorter_side or args.min_dim or \
+                args.max_dim or args.interpolation:
+            raise ImagenetDbError("cuda-convnet2 uses make-data's resize (shorter side 256, "
+                                  "centre crop; --uncropped): no resize flags")
+        from dataclasses import replace
+        return replace(default_transform(fmt, args.uncropped), fast_decode=args.fast_decode)
+    keeps_aspect = args.shorter_side or args.min_dim or args.max_dim or \
+        args.resize_mode in ("shorter_side", "min_max_dim")
+    default = (0, 0) if keeps_aspect or fmt == "folder" else (256, 256)
+    width, height = args.resize or default
+    return transform_options(args, width, height, encoded=args.encoded or fmt == "folder",
+                             fast_decode=args.fast_decode)
 
 
 def _create(args) -> None:
@@ -107,6 +121,7 @@ def _create(args) -> None:
     with executor_for(args) as executor:
         create_imagenet(args.source, args.outdir, transform, args.backend, args.seed,
                         build_options(args, executor), verify=args.verify, log=stderr_log,
+                        mean_crop=args.mean_crop, prototxt=args.prototxt,
                         drop_blacklist=args.drop_val_blacklist,
                         output_format=args.output_format, val_layout=args.val_layout,
                         batch_images=args.batch_images)

@@ -49,19 +49,26 @@ class Stage:
     settings: dict
     output_options: dict = field(default_factory=dict)
     want_mean: bool = False
+    mean_crop: int = 0
 
     def observers(self) -> list:
-        """The observers of this stage's build (the Caffe mean for Caffe's train DB)."""
-        return [MeanObserver()] if self.want_mean else []
+        """The observers of this stage's build (the Caffe mean for Caffe's train DB, over the
+        centre mean_crop square when it is > 0)."""
+        return [MeanObserver(self.mean_crop)] if self.want_mean else []
 
 
 def default_transform(output_format: str, uncropped: bool = False) -> TransformOptions:
     """The transform a format's recipe uses when none is given: caffe and theano-alexnet squash
-    to 256x256 (create_imagenet.sh; make_hkl.py); cuda-convnet2: make-data's shorter side 256
-    + centre crop (``uncropped``: no crop); folder: none (files copied byte for byte)."""
+    to 256x256 (create_imagenet.sh; make_hkl.py); cuda-convnet2: make-data's resize (resize
+    mode convnet2: shorter side 256 with C rounding, AREA/CUBIC by the scale, centre 256x256;
+    ``uncropped``: shorter_side 256 with the same interpolation rule, no crop); folder: none
+    (files copied byte for byte)."""
     if output_format == "cuda-convnet2":
-        mode = "cuda_convnet2_uncropped" if uncropped else "cuda_convnet2"
-        return TransformOptions(resize_height=CC2_SIZE, resize_width=CC2_SIZE, resize_mode=mode)
+        if uncropped:
+            return TransformOptions(resize_mode="shorter_side", shorter_side=CC2_SIZE,
+                                    interpolation="auto")
+        return TransformOptions(resize_height=CC2_SIZE, resize_width=CC2_SIZE,
+                                resize_mode="convnet2", interpolation="auto")
     if output_format == "folder":
         return TransformOptions(encoded=True)
     return TransformOptions(resize_height=256, resize_width=256)
@@ -70,17 +77,21 @@ def default_transform(output_format: str, uncropped: bool = False) -> TransformO
 def check_transform(output_format: str, transform: TransformOptions) -> None:
     """Refuse a transform the format cannot store (raises ImagenetDbError)."""
     if output_format == "cuda-convnet2":
-        if not transform.resize_mode.startswith("cuda_convnet2") or \
-                transform.resize_height != CC2_SIZE:
-            raise ImagenetDbError(f"cuda-convnet2 batches hold make-data's {CC2_SIZE}-pixel "
-                                  f"images (resize mode cuda_convnet2 or "
-                                  f"cuda_convnet2_uncropped at {CC2_SIZE})")
+        crop = (transform.resize_mode == "convnet2" and transform.resize_width == CC2_SIZE
+                and transform.resize_height == CC2_SIZE)
+        keep = (transform.resize_mode == "shorter_side" and transform.shorter_side == CC2_SIZE
+                and not transform.only_shrink)
+        if not (crop or keep) or transform.interpolation != "auto":
+            raise ImagenetDbError(f"cuda-convnet2 batches hold make-data's images: resize mode "
+                                  f"convnet2 at {CC2_SIZE}x{CC2_SIZE} (or shorter_side "
+                                  f"{CC2_SIZE}, uncropped) with interpolation auto")
     if output_format in ("cuda-convnet2", "theano-alexnet"):
         if not transform.is_color or transform.encoded:
             raise ImagenetDbError(f"{output_format} stores colour images it encodes itself: "
                                   f"--gray and --encoded do not apply")
-    if output_format == "theano-alexnet" and not transform.resizing:
-        raise ImagenetDbError("theano-alexnet batches need one image size (--resize WxH)")
+    if output_format == "theano-alexnet" and not transform.fixed_size:
+        raise ImagenetDbError("theano-alexnet batches need one image size (--resize WxH with a "
+                              "fixed-size resize mode)")
     if output_format == "folder" and not transform.encoded:
         raise ImagenetDbError("the folder format stores image files: the transform must encode")
 
@@ -148,10 +159,13 @@ def folder_relpaths(found: Dataset, val_layout: str) -> Dataset:
 
 def plan(output_format: str, found: Dataset, outdir: str, backend: str, seed: int,
          transform: TransformOptions, val_layout: str = "folders",
-         batch_images: Optional[int] = None) -> Tuple[Dataset, List[Stage]]:
+         batch_images: Optional[int] = None, want_mean: bool = True,
+         mean_crop: int = 0) -> Tuple[Dataset, List[Stage]]:
     """(dataset for the aux files, stages) of ``output_format`` for ``found`` into ``outdir``.
     batch_images: images per batch of the batch formats (cuda-convnet2: 3072, a multiple of 3,
     written as 3 sub-batch files; theano-alexnet: 256, an even number); None = upstream's.
+    want_mean, mean_crop: caffe only: the train DB gets the Caffe mean (over the centre
+    mean_crop square when > 0).
     Raises ImagenetDbError for an unknown format, a dataset the format cannot label, or a
     training split smaller than one Theano batch (there would be no batch and no mean)."""
     if output_format not in FORMATS:
@@ -166,7 +180,7 @@ def plan(output_format: str, found: Dataset, outdir: str, backend: str, seed: in
         stages = [Stage(name, os.path.join(out, f"ilsvrc12_{name}_{backend}"), backend,
                         split.records(True, seed),
                         {"split": name, **base, "shuffle": True},
-                        want_mean=name == "train" and transform.resizing)
+                        want_mean=name == "train" and want_mean, mean_crop=mean_crop)
                   for name, split in found.splits.items()]
         return found, stages
     if output_format == "folder":

@@ -23,7 +23,7 @@ from imagenet_db.engine.files import remove_stale_temporaries, write_file_atomic
 from imagenet_db.errors import DatabaseError, ImagenetDbError
 from imagenet_db.imaging.transform import TransformOptions
 from imagenet_db.observers.mean import compute_db_mean
-from imagenet_db.outputs.meanfile import channel_means, read_mean, write_mean
+from imagenet_db.outputs.meanfile import channel_means, mean_picture, read_mean, write_mean
 from imagenet_db.pipeline import ConvertSummary, convert, plan_build
 from imagenet_db.recipes.formats import Stage, default_transform, plan
 from imagenet_db.sources import labels as L
@@ -79,6 +79,10 @@ def _same_file(path: str, data: bytes) -> Optional[bool]:
 def _same_mean(path: str, mean) -> Optional[bool]:
     if not os.path.exists(path):
         return None
+    if path.lower().endswith(".png"):
+        import cv2
+
+        return _same_file(path, cv2.imencode(".png", mean_picture(mean))[1].tobytes())
     try:
         old = read_mean(path)
     except (ImagenetDbError, OSError, ValueError):
@@ -116,7 +120,8 @@ def _aux_stage(aux: Dict[str, bytes], log) -> None:
 def create_imagenet(source: str, outdir: str, transform: Optional[TransformOptions] = None,
                     backend: str = "lmdb", seed: int = DEFAULT_SEED,
                     build: BuildOptions = BuildOptions(), verify: bool = False,
-                    log: Callable[[str], None] = print, drop_blacklist: bool = False,
+                    log: Callable[[str], None] = print, mean_crop: int = 0,
+                    prototxt: bool = False, drop_blacklist: bool = False,
                     output_format: str = "caffe", val_layout: str = "folders",
                     batch_images: Optional[int] = None) -> Dict[str, ConvertSummary]:
     """Build ImageNet training data for one framework from ``source`` into ``outdir``.
@@ -125,7 +130,15 @@ def create_imagenet(source: str, outdir: str, transform: Optional[TransformOptio
     'cuda-convnet2', 'theano-alexnet' or 'folder'; what each writes, its labels and record
     order: ``recipes.formats``. transform: decode/resize/encode settings (default: the
     format's, ``formats.default_transform``: for caffe a squash to 256x256, bilinear, raw
-    datums, as Caffe's create_imagenet.sh; without a resize (0x0) no mean is computed).
+    datums, as Caffe's create_imagenet.sh with RESIZE=true). caffe: when images keep their
+    sizes (0x0) or come out at varying sizes (shorter_side, min_max_dim) the mean is only
+    computed with ``mean_crop``. backend: 'lmdb' or 'leveldb'.
+    mean_crop: take the mean over the centre mean_crop x mean_crop window of every train image
+    (needed for varying sizes; e.g. 224 for a shorter_side 256 build); 0 = whole images.
+    The mean is written as imagenet_mean.binaryproto, .npy and .png (a picture), and its
+    per-channel values are logged. prototxt: also write Caffe train_val/solver/deploy
+    prototxts filled with OUTDIR's paths, the class count and the backend
+    (``recipes.prototxt.write_prototxts``; caffe format only).
     seed: shuffle seed of the training images (and, for caffe, of val). val_layout: folder
     format only, 'folders' (val/<wnid>/) or 'flat'. batch_images: images per batch of the
     batch formats (None: upstream's 3072 / 256; see ``formats.plan``). build: overwrite/
@@ -143,11 +156,24 @@ def create_imagenet(source: str, outdir: str, transform: Optional[TransformOptio
         verify_source(source, progress=build.progress, log=log)
     found = load_dataset(source, drop_blacklist, log)
     os.makedirs(outdir, exist_ok=True)
+    if mean_crop < 0:
+        raise ImagenetDbError(f"--mean_crop must be >= 0, not {mean_crop}")
+    if prototxt and output_format != "caffe":
+        raise ImagenetDbError("--prototxt writes Caffe prototxts: --format caffe only")
+    want_mean = transform.fixed_size or bool(mean_crop)
+    if output_format == "caffe" and not want_mean:
+        log("note: the images keep differing sizes, so no mean is computed; pass --mean_crop N "
+            "(e.g. 224) for the mean of their centre NxN windows")
     labelled, stages = plan(output_format, found, outdir, backend, seed, transform, val_layout,
-                            batch_images)
-    mean_paths = [os.path.join(outdir, "imagenet_mean" + ext) for ext in (".binaryproto", ".npy")]
+                            batch_images, want_mean, mean_crop)
+    mean_paths = [os.path.join(outdir, "imagenet_mean" + ext)
+                  for ext in (".binaryproto", ".npy", ".png")]
     aux = aux_outputs(labelled, outdir)
     _preflight(stages, aux, mean_paths, transform, build)
+    if prototxt:
+        from imagenet_db.recipes.prototxt import check_prototxt_targets
+
+        check_prototxt_targets(outdir, build.overwrite)
     remove_stale_temporaries(outdir, [os.path.basename(p) for p in list(aux) + mean_paths])
     _aux_stage(aux, log)
     summaries = {}
@@ -160,18 +186,25 @@ def create_imagenet(source: str, outdir: str, transform: Optional[TransformOptio
             log(f"skipped images are listed in {summary.db_path}.skipped.tsv")
         summaries[stage.name] = summary
         if stage.want_mean:
-            _mean_stage(summary, mean_paths, build.overwrite, stage.backend, log)
+            _mean_stage(summary, mean_paths, build.overwrite, stage.backend, log, mean_crop)
+    if prototxt:
+        from imagenet_db.recipes.prototxt import write_prototxts
+
+        for path in write_prototxts(outdir, found, transform, backend, summaries, mean_crop,
+                                    build.overwrite):
+            log(f"wrote {path}")
     return summaries
 
 
 def _mean_stage(summary: ConvertSummary, mean_paths: List[str], overwrite: bool, backend: str,
-                log) -> None:
-    """Write imagenet_mean.binaryproto/.npy for the train database: the mean computed while it
-    was written, or (when that is not at hand) recomputed from the database."""
+                log, mean_crop: int = 0) -> None:
+    """Write imagenet_mean.binaryproto/.npy/.png for the train database: the mean computed while
+    it was written, or (when that is not at hand) recomputed from the database."""
     mean = summary.mean
     if mean is None:
         log(f"computing the mean of {summary.db_path}")
-        mean, _ = compute_db_mean(summary.db_path, backend)
+        mean, _ = compute_db_mean(summary.db_path, backend, crop=mean_crop or None)
+        summary.results["mean"] = mean
     stale = [path for path in mean_paths if not _same_mean(path, mean)]
     for path in stale:
         if os.path.exists(path) and not overwrite:
@@ -181,6 +214,6 @@ def _mean_stage(summary: ConvertSummary, mean_paths: List[str], overwrite: bool,
         write_mean(path, mean)
         log(f"wrote {path}")
     if not stale:
-        log(f"{mean_paths[0]} (+ .npy): up to date")
+        log(f"{mean_paths[0]} (+ .npy, .png): up to date")
     values = ", ".join(f"{v:.4f}" for v in channel_means(mean))
     log(f"mean_value (B, G, R) for transform_param: {values}")
