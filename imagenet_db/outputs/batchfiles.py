@@ -39,7 +39,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from imagenet_db.engine.files import fsync_dir, remove_stale_temporaries
+from imagenet_db.engine.files import remove_stale_temporaries, write_file_atomic
 from imagenet_db.errors import DatabaseError
 from imagenet_db.outputs.base import Encoded, Output
 
@@ -69,18 +69,7 @@ def temporary_path(final: str, folder: Optional[str] = None) -> str:
 def write_file_via(final: str, data: bytes, tmp_folder: Optional[str] = None) -> None:
     """Write ``data`` to ``final`` through a synced temporary in ``tmp_folder`` (default:
     beside it), renamed into place; the folder of ``final`` is synced."""
-    tmp = temporary_path(final, tmp_folder)
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    fsync_dir(os.path.dirname(final) or ".")
+    write_file_atomic(final, data, temporary_path(final, tmp_folder))
 
 
 def sync_file(path: str) -> None:

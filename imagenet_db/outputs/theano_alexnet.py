@@ -26,6 +26,7 @@ legacy ``RandomState(seed).shuffle`` (``--seed 1`` gives upstream's ``np.random.
 val sorted by name. Upstream resizes with ``scipy.misc.imresize`` (PIL bilinear); here the
 squash is OpenCV's bilinear, as Caffe's (a mean difference of ~2 grey levels).
 """
+import io
 import os
 from typing import Iterator, List, Sequence, Tuple
 
@@ -51,17 +52,9 @@ def _hickle():
 
 def save_npy(path: str, array: np.ndarray) -> None:
     """``np.save`` through a synced temporary renamed into place."""
-    tmp = temporary_path(path)
-    try:
-        with open(tmp, "wb") as f:
-            np.save(f, array)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    buf = io.BytesIO()
+    np.save(buf, array)
+    write_file_via(path, buf.getvalue())
 
 
 class TheanoAlexnetOutput(BatchOutput):
