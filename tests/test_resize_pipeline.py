@@ -270,7 +270,7 @@ def test_extract_shorter_side_resizes_and_resumes(tmp_path, monkeypatch, capsys)
     assert main(args) == 0  # rerun: everything present is kept
     assert "wrote 0 files" in capsys.readouterr().err
     assert main(args[:3] + ["--shorter_side=48", "--progress=false"]) == 1
-    assert "other resize settings" in capsys.readouterr().err
+    assert "options.shorter_side: 64 there, 48 now" in capsys.readouterr().err
     assert main(args[:3] + ["--shorter_side=48", "--overwrite", "--progress=false"]) == 0
     assert min(cv2.imread(str(dest / "train" / relpath)).shape[:2]) == 48
     # only_shrink with a size larger than every image keeps the archive's bytes

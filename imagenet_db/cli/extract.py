@@ -1,11 +1,13 @@
 """``imagenet-db extract SOURCE DEST``: any distribution as train/<wnid>/, val/<wnid>/ folders.
 
-Extract the ILSVRC2012 archives, the ILSVRC2015 CLS-LOC .tar.gz, Kaggle's zip (or any SOURCE)
-into train/<wnid>/*.JPEG and val/<wnid>/*.JPEG (the PyTorch/Torch layout, what valprep.sh
-makes) plus synset_words.txt, streaming the archives without temporary copies. Resumable: run
-it again after an interruption. Checks every folder's image count against the SOURCE at the end. With a resize flag
-(--shorter_side 256, --resize_mode with --resize_width/--resize_height, --min_dim/--max_dim)
-every image is written resized, as a JPEG (--encode_quality).
+Write the ILSVRC2012 archives, the ILSVRC2015 CLS-LOC .tar.gz, Kaggle's zip (or any SOURCE)
+as train/<wnid>/*.JPEG and val/<wnid>/*.JPEG (the PyTorch/Torch layout, what valprep.sh
+makes) plus Caffe's aux files, reading the archives in place, in archive order. The same as
+create_imagenet --format folder: files copied byte for byte (bad images skipped and listed),
+or with a resize flag (--shorter_side 256, --resize_mode with --resize_width/--resize_height,
+--min_dim/--max_dim) resized and re-encoded (--encode_quality); an image the mode leaves
+unchanged keeps its bytes. Always resumable: run it again after an interruption. Checks every
+folder's image count against the SOURCE at the end.
 """
 import argparse
 import sys
@@ -26,10 +28,11 @@ def extract_parser(prog="imagenet-db extract") -> argparse.ArgumentParser:
     p.add_argument("dest", metavar="DEST", help="folder to extract into (created)")
     p.add_argument("--val_layout", choices=("folders", "flat"), default="folders",
                    help="folders: val/<wnid>/ (default); flat: val/ILSVRC2012_val_*.JPEG and "
-                        "DEST/val.txt with 'name wnid' lines (Caffe's layout)")
+                        "DEST/val.txt with 'name label' lines (Caffe's layout)")
     bool_flag(p, "verify", "first check the archives' MD5 against the published values "
                        "(reads all ~147 GB)")
-    bool_flag(p, "overwrite", "replace files in DEST whose size differs from the archive's")
+    bool_flag(p, "overwrite", "rebuild DEST/train and DEST/val if they exist (built beside them, "
+                              "swapped in when complete)")
     p.add_argument("--resize_width", type=int, default=0, metavar="W",
                    help="width to resize to (with --resize_mode; default 0 = keep)")
     p.add_argument("--resize_height", type=int, default=0, metavar="H",
@@ -48,7 +51,7 @@ def _extract(args) -> None:
     from imagenet_db.recipes.extract import extract
 
     log = stderr_log
-    transform = transform_options(args, args.resize_width, args.resize_height)
+    transform = transform_options(args, args.resize_width, args.resize_height, encoded=True)
     if args.verify:
         verify_source(args.source, progress=args.progress, log=log)
     summary = extract(args.source, args.dest, val_layout=args.val_layout,

@@ -9,42 +9,28 @@ image already of the target size is kept. DIGITS resizes with PIL's bilinear fil
 ``cv2.resize`` (``--interpolation``, default bilinear), so sizes and offsets are DIGITS' and the
 pixels OpenCV's.
 """
-from typing import Optional, Tuple
-
 import numpy as np
 
-from imagenet_db.imaging.resize.geometry import (digits_cut, digits_ratios, resize_to,
+from imagenet_db.imaging.resize.geometry import (digits_cut, digits_resize, fixed_active, fixed_output_size,
                                                  round_half_up)
 
 FIXED_SIZE = True
+active = fixed_active
+output_size = fixed_output_size
 
 
-def active(options) -> bool:
-    """True when both resize_width and resize_height are > 0."""
-    return options.resize_width > 0 and options.resize_height > 0
-
-
-def output_size(width: int, height: int, options) -> Optional[Tuple[int, int]]:
-    """(resize_width, resize_height), or None when the image is left as it is (no target size,
-    or already of the target size)."""
-    if not active(options) or (width, height) == (options.resize_width, options.resize_height):
-        return None
-    return options.resize_width, options.resize_height
+def _size(cols: int, rows: int, width: int, height: int, rw: float, rh: float, wider: bool):
+    """Cover the target: the relatively shorter side gets the target size."""
+    if wider:
+        return max(1, round_half_up(cols / rh)), height
+    return width, max(1, round_half_up(rows / rw))
 
 
 def apply(image: np.ndarray, options, key: str = "") -> np.ndarray:
     """Crop an (H, W[, C]) uint8 image to (resize_height, resize_width[, C]) as above; the
     image itself when left unchanged. ``key`` is not used."""
-    if output_size(image.shape[1], image.shape[0], options) is None:
-        return image
-    width, height = options.resize_width, options.resize_height
-    rw, rh = digits_ratios(image, width, height)
-    if rw == rh:
-        return resize_to(image, width, height, options.interpolation)
-    wider = rw > rh
-    if wider:
-        size = (max(1, round_half_up(image.shape[1] / rh)), height)
-    else:
-        size = (width, max(1, round_half_up(image.shape[0] / rw)))
-    resized = resize_to(image, size[0], size[1], options.interpolation)
-    return np.ascontiguousarray(digits_cut(resized, width, height, wider))
+    resized, wider = digits_resize(image, options, _size)
+    if wider is None:
+        return resized
+    return np.ascontiguousarray(digits_cut(resized, options.resize_width, options.resize_height,
+                                           wider))

@@ -5,7 +5,7 @@ are in pixels, given as (width, height) as OpenCV does.
 """
 import hashlib
 import math
-from typing import Sequence, Tuple, Union
+from typing import Callable, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
@@ -125,3 +125,39 @@ def center_crop(image: np.ndarray, width: int, height: int) -> np.ndarray:
         raise ValueError(f"image of {w}x{h} pixels is smaller than the {width}x{height} crop")
     top, left = (h - height) // 2, (w - width) // 2
     return image[top:top + height, left:left + width]
+
+
+def fixed_active(options) -> bool:
+    """True when both resize_width and resize_height are > 0 (the fixed-size modes' switch)."""
+    return options.resize_width > 0 and options.resize_height > 0
+
+
+def fixed_output_size(width: int, height: int, options) -> Optional[Tuple[int, int]]:
+    """(resize_width, resize_height) for a fixed-size mode, or None when the image is left as
+    it is (no target size, or already of the target size)."""
+    if not fixed_active(options) or (width, height) == (options.resize_width,
+                                                          options.resize_height):
+        return None
+    return options.resize_width, options.resize_height
+
+
+def digits_resize(image: np.ndarray, options,
+                  size_for: Callable[..., Tuple[int, int]]
+                  ) -> Tuple[np.ndarray, Optional[bool]]:
+    """The start shared by DIGITS' crop, fill and half_crop (``resize_image``).
+
+    Returns (image, None) when the mode is done: the image unchanged (see fixed_output_size) or
+    plainly resized (equal ratios ``W / width == H / height``). Else resizes to
+    ``size_for(W, H, width, height, rw, rh, wider)`` = (cols, rows) and returns (resized,
+    wider), ``wider`` being rw > rh (the image is relatively wider than the target), for the
+    mode to cut or pad.
+    """
+    if fixed_output_size(image.shape[1], image.shape[0], options) is None:
+        return image, None
+    width, height = options.resize_width, options.resize_height
+    rw, rh = digits_ratios(image, width, height)
+    if rw == rh:
+        return resize_to(image, width, height, options.interpolation), None
+    wider = rw > rh
+    cols, rows = size_for(image.shape[1], image.shape[0], width, height, rw, rh, wider)
+    return resize_to(image, cols, rows, options.interpolation), wider
