@@ -11,23 +11,26 @@ Checks, in one pass over the database (datums are parsed and decoded on all core
   list order), no number used twice, all below the record count of the manifest;
 * values: each parses as a Datum; raw datums hold channels*height*width bytes (or floats);
   encoded ones decode with OpenCV and match the channels/height/width stored beside them;
-* one channels/height/width for all datums (mixed sizes are a problem unless the manifest
-  says images kept their size, or ``allow_mixed_sizes``): Caffe's data layer and the mean
-  need one size;
+* one channels/height/width for all datums, unless the manifest says sizes vary (images kept
+  their size, or a resize mode that keeps the aspect ratio: shorter_side, min_max_dim), or
+  ``allow_mixed_sizes``: Caffe's data layer without crop_size and a whole-image mean need one
+  size. When sizes vary, the range is reported, and a database whose mean was taken over a
+  centre crop (``--mean_crop``) must not hold an image smaller than that crop (Caffe's
+  crop_size would stop on it);
 * labels: in 0..len(synsets)-1 when a synsets.txt is given, else at least >= 0;
-* the mean stored by imagenet-db beside the datums has their shape;
+* the mean stored by imagenet-db beside the datums has their shape (or, with a mean crop,
+  channels x crop x crop);
 * what the completion record can prove: the keys and labels equal those of the list the
   database was built from (``entries_sha256``: SHA-256 of 'key TAB label' of each stored
   record), and every stored byte is what was written (``entries_crc32_sum``: the sum of the
   CRC-32 of each key + value, see ``observers.checksum``);
-* everything a reader would trip on: LevelDB is opened with ``paranoid_checks`` and read
-  with every block checksum verified (and a damaged log is reported, not "recovered" by
-  dropping data); an LMDB shorter than its meta page says, or with damaged pages, is
-  reported. A damaged LMDB can kill its reader outright (SIGBUS when an entry points outside
-  the file, as it would kill Caffe), so LMDBs are read in a child process and such a crash
-  becomes a problem line too. ``verify`` never writes to an LMDB; opening a LevelDB always
-  writes its info log.
+* everything a reader would trip on: LevelDB is read with ``paranoid_checks`` and every block
+  checksum verified (a damaged log is reported, not "recovered" by dropping data); an LMDB
+  shorter than its meta page says, or with damaged pages, is reported. A damaged LMDB can
+  kill its reader outright (SIGBUS when an entry points outside the file, as it would kill
+  Caffe), so LMDBs are read in a child process and such a crash becomes a problem line too.
 """
+import functools
 import hashlib
 import multiprocessing
 import os
@@ -38,6 +41,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
 
+import lmdb
 import numpy as np
 from tqdm import tqdm
 
@@ -48,7 +52,8 @@ from imagenet_db.errors import DamagedDatabaseError, DatabaseError, ImagenetDbEr
 from imagenet_db.engine.executor import ordered_map
 from imagenet_db.sources.labels import read_synsets
 from imagenet_db.protos import Datum
-from imagenet_db.outputs import detect_backend, iterate_db
+from imagenet_db.outputs.datumreader import DatumDB, detect_datum_backend
+from imagenet_db.outputs.wire import datum_fields
 
 KEY_PATTERN = re.compile(rb"^(\d{8,})_(.+)$", re.S)
 MAX_LISTED = 20  # problems listed one by one; the rest are counted
@@ -103,28 +108,53 @@ class VerifyReport:
         return "\n".join(lines)
 
 
-def _check_entry(item: Tuple[bytes, bytes]):
-    """Parse (and decode) one entry. Returns (key, label, shape, encoded, problem, checksum)."""
+def _check_entry(db: DatumDB, item: Tuple[bytes, bytes]):
+    """_check_datum, plus the entry's CRC-32 (key + value) for the content checksum:
+    (key, label, shape, encoded, problem, checksum)."""
+    return (*_check_datum(db, item), entry_checksum(*item))
+
+
+def _check_datum(db: DatumDB, item: Tuple[bytes, bytes]):
+    """Parse (and, if encoded, decode) one entry. Returns (key, label, shape, encoded, problem).
+
+    Raw datums are checked from their wire bytes (``outputs.wire.datum_fields``: every field
+    walked, the pixel count checked, no copy); values it leaves aside (float_data, unknown
+    fields, malformed bytes) are parsed by protobuf."""
     key, value = item
-    checksum = entry_checksum(key, value)
     name = key.decode("utf-8", "replace")
-    datum = Datum()
-    try:
-        datum.ParseFromString(value)
-    except Exception:
-        return key, None, None, False, f"{name}: value is not a Caffe Datum", checksum
-    stored = (datum.channels, datum.height, datum.width)
-    try:
-        pixels = datum_to_chw(datum, name)
-    except ImagenetDbError as exc:
-        return key, datum.label, None, datum.encoded, str(exc), checksum
-    shape = tuple(pixels.shape)
-    if datum.encoded and any(stored) and stored != shape:
-        return key, datum.label, shape, True, (f"{name}: decodes to {shape} but the datum says "
-                                               f"channels/height/width {stored}"), checksum
-    if not datum.encoded and 0 in shape:
-        return key, datum.label, shape, False, f"{name}: empty image {shape}", checksum
-    return key, datum.label, shape, datum.encoded, None, checksum
+    fields = datum_fields(value)
+    if fields is None:
+        datum = Datum()
+        try:
+            datum.ParseFromString(value)
+        except Exception:
+            return key, None, None, False, f"{name}: value is not a Caffe Datum"
+        try:
+            pixels = datum_to_chw(datum, name)
+        except ImagenetDbError as exc:
+            return key, datum.label, None, datum.encoded, str(exc)
+        fields, shape = datum, tuple(pixels.shape)
+    elif fields.encoded:
+        try:
+            image, _ = db.decode(key, value)  # (H, W, C)
+        except ImagenetDbError:
+            return key, fields.label, None, True, (f"datum {name}: encoded image data cannot "
+                                                   f"be decoded")
+        shape = (image.shape[2], image.shape[0], image.shape[1])
+    else:
+        shape = (fields.channels, fields.height, fields.width)
+        if fields.data_length != shape[0] * shape[1] * shape[2]:
+            return key, fields.label, None, False, (
+                f"datum {name}: {fields.data_length} values but channels*height*width = "
+                f"{shape[0]}*{shape[1]}*{shape[2]} = {shape[0] * shape[1] * shape[2]}")
+    label, encoded = fields.label, bool(fields.encoded)
+    stored = (fields.channels, fields.height, fields.width)
+    if encoded and any(stored) and stored != shape:
+        return key, label, shape, True, (f"{name}: decodes to {shape} but the datum says "
+                                         f"channels/height/width {stored}")
+    if not encoded and 0 in shape:
+        return key, label, shape, False, f"{name}: empty image {shape}"
+    return key, label, shape, encoded, None
 
 
 def _check_record(report: VerifyReport, path: str, require_manifest: bool) -> dict:
@@ -150,7 +180,8 @@ def _check_record(report: VerifyReport, path: str, require_manifest: bool) -> di
     return manifest
 
 
-def _scan(report: VerifyReport, entries, first, manifest: dict, num_labels: Optional[int],
+def _scan(report: VerifyReport, db: DatumDB, entries, first, manifest: dict,
+          num_labels: Optional[int],
           workers: Optional[int], progress: Optional[bool]) -> None:
     """Check every entry (parsed and decoded on ``workers`` threads) into ``report``."""
     path = report.path
@@ -165,9 +196,11 @@ def _scan(report: VerifyReport, entries, first, manifest: dict, num_labels: Opti
     last_index, seen_bad_key = -1, False
     fingerprint, checksum_sum = hashlib.sha256(), 0
     try:
-        for key, label, shape, encoded, problem, checksum in ordered_map(
-                _check_entry, all_entries(), workers):
+        check = functools.partial(_check_entry, db)
+        for key, label, shape, encoded, problem, checksum in ordered_map(check, all_entries(),
+                                                                         workers):
             bar.update(1)
+            key = bytes(key)
             checksum_sum = add_checksum(checksum_sum, checksum)
             fingerprint.update(b"%s\t%d\n" % (key, -1 if label is None else label))
             report.entries += 1
@@ -199,9 +232,12 @@ def _scan(report: VerifyReport, entries, first, manifest: dict, num_labels: Opti
     except (ImagenetDbError, OSError) as exc:
         report.problem(f"reading stopped: {exc}")
         return
+    except lmdb.Error as exc:
+        report.problem(f"reading stopped: damaged LMDB: {exc}")
+        return
     finally:
         bar.close()
-        entries.close()
+        getattr(entries, "close", lambda: None)()  # a plyvel iterator holds a snapshot
     _check_fingerprints(report, manifest, fingerprint.hexdigest(), checksum_sum)
 
 
@@ -238,19 +274,40 @@ def _check_totals(report: VerifyReport, path: str, manifest: dict,
             except (OSError, ValueError) as exc:
                 report.problem(f"stored mean {mean_file} cannot be read: {exc}")
             else:
-                if mean_shape not in report.shapes:
+                crop = manifest.get("mean_crop")
+                expected = ({(c, crop, crop) for c, _, _ in report.shapes} if crop
+                            else set(report.shapes))
+                if mean_shape not in expected:
                     report.problem(f"stored mean {mean_file} has shape {mean_shape}")
     if report.entries == 0:
         report.problem("the database is empty")
+    crop = manifest.get("mean_crop") if manifest else None
+    if crop and report.shapes:
+        small = [(h, w) for _, h, w in report.shapes if h < crop or w < crop]
+        if small:
+            h, w = min(small)
+            report.problem(f"{sum(n for (_, hh, ww), n in report.shapes.items() if hh < crop or ww < crop)} "
+                           f"datum(s) smaller than the {crop}x{crop} mean crop (e.g. {w}x{h}): "
+                           f"Caffe's crop_size {crop} would stop on them")
     if len(report.shapes) > 1:
-        options = manifest.get("options", {})
-        kept_size = manifest and not (options.get("resize_height") and options.get("resize_width"))
-        text = (f"datums have {len(report.shapes)} different channels/height/width; Caffe's "
-                f"data layer (without crop_size) and the mean need one size")
-        if kept_size or allow_mixed_sizes:
+        heights = [h for _, h, _ in report.shapes]
+        widths = [w for _, _, w in report.shapes]
+        text = (f"datums have {len(report.shapes)} different channels/height/width (width "
+                f"{min(widths)}..{max(widths)}, height {min(heights)}..{max(heights)}); Caffe's "
+                f"data layer needs a crop_size and the mean a centre crop (--crop_size)")
+        if (manifest and _sizes_may_vary(manifest.get("options", {}))) or allow_mixed_sizes:
             report.notes.append(text)
         else:
             report.problem(text)
+
+
+def _sizes_may_vary(options: dict) -> bool:
+    """True when a build with these stored TransformOptions stores images of different sizes:
+    no resize, or a resize mode that keeps the aspect ratio (not a fixed-size one)."""
+    from imagenet_db.imaging.resize import FIXED_SIZE_MODES
+
+    fixed = options.get("resize_mode", "squash") in FIXED_SIZE_MODES
+    return not (fixed and options.get("resize_height") and options.get("resize_width"))
 
 
 def verify_db(path: str, backend: Optional[str] = None, synsets_path: Optional[str] = None,
@@ -264,11 +321,11 @@ def verify_db(path: str, backend: Optional[str] = None, synsets_path: Optional[s
     decoding (None = all cores). isolate: read an LMDB in a child process, so that a damaged
     one that kills its reader (SIGBUS) is reported as a problem instead of ending this
     process. Raises DatabaseError when ``path`` cannot be opened as a database of that
-    backend (not a database, wrong --backend, damaged beyond opening), ImagenetDbError for an
-    unreadable synsets file.
+    backend (not a database, wrong --backend), ImagenetDbError for an unreadable synsets file.
+    A damaged database is a problem of the report, not an exception.
     """
     path = os.path.normpath(path)
-    if isolate and (backend or detect_backend(path)) == "lmdb":
+    if isolate and (backend or detect_datum_backend(path)) == "lmdb":
         return _verify_in_child(path, backend, synsets_path, workers, progress,
                                 require_manifest, allow_mixed_sizes)
     report = VerifyReport(path=path)
@@ -280,16 +337,22 @@ def verify_db(path: str, backend: Optional[str] = None, synsets_path: Optional[s
             num_labels = len(read_synsets(synsets_path))
         except OSError as exc:
             raise ImagenetDbError(f"{synsets_path}: cannot read: {exc.strerror}") from None
-    report.backend = backend or detect_backend(path) or "?"
-
+    report.backend = backend or detect_datum_backend(path) or "?"
     manifest = _check_record(report, path, require_manifest)
-    entries = iterate_db(path, backend)
     try:
-        first = next(entries, None)  # opens the database: raises DatabaseError now if it cannot
+        db = DatumDB(path, backend)  # DatabaseError now for a path that is not such a database
     except DamagedDatabaseError as exc:
         report.problem(str(exc))
         return report
-    _scan(report, entries, first, manifest, num_labels, workers, progress)
+    try:
+        entries = db.items()
+        first = next(entries, None)  # the first read: a damaged database may fail here
+        _scan(report, db, entries, first, manifest, num_labels, workers, progress)
+    except (DamagedDatabaseError, lmdb.Error) as exc:
+        report.problem(f"{path}: damaged: {exc}" if isinstance(exc, lmdb.Error) else str(exc))
+        return report
+    finally:
+        db.close()
     _check_totals(report, path, manifest, allow_mixed_sizes)
     return report
 

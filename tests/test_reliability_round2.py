@@ -187,6 +187,8 @@ def snapshot(outdir):
             manifest = json.loads(Path(path, "imagenet_db.json").read_text())
             out[entry + " record"] = {k: manifest[k] for k in (
                 "entries", "skipped", "entries_sha256", "entries_crc32_sum")}
+        elif entry == "report.html":  # holds paths and times (tests/test_pictures.py)
+            out[entry] = "present"
         elif os.path.isfile(path):
             out[entry] = Path(path).read_bytes()
         else:
@@ -733,7 +735,8 @@ def test_5_verify_checks_leveldb_checksums_and_never_loses_data(data, tmp_path):
     assert code == 1 and "Traceback" not in text, text
     assert log.exists() and log.read_bytes() == damaged_log  # the evidence is kept
     # a damaged table block: LevelDB's block checksum catches it
-    code, text = call("verify", db)  # opening once moves the log into a table
+    plyvel.DB(str(db)).close()  # as a writer (or Caffe) opens it: the log moves into a table
+    code, text = call("verify", db)
     assert code == 0, text
     (table,) = db.glob("*.ldb")
     _flip(table)
@@ -988,7 +991,7 @@ def test_8_sparse_tar_members_are_refused(tmp_path):
         assert names[0] in line and "sparse" in line, line
 
 
-def test_8_extract_replaces_empty_leftovers_and_checks_contents_on_request(tmp_path):
+def test_8_extract_never_certifies_an_empty_file_as_extracted(tmp_path):
     arch = tmp_path / "arch"
     fixture_archives.write_archives(arch, WNIDS[:3], train_per_class=2, val_count=4,
                                     image_size=(40, 30))
@@ -997,16 +1000,10 @@ def test_8_extract_replaces_empty_leftovers_and_checks_contents_on_request(tmp_p
     assert rc == 0, err
     extracted = files_under(dest)
     images = sorted(p for p in dest.rglob("*.JPEG"))
-    images[0].write_bytes(b"")  # a 0-byte leftover (a crash of a copy tool, say)
-    rc, err = call("extract", arch, dest)
-    assert rc == 0, err
-    assert files_under(dest) == extracted
-    damaged = bytearray(images[1].read_bytes())
-    damaged[len(damaged) // 2] ^= 0xFF  # same size, other content
-    images[1].write_bytes(bytes(damaged))
-    rc, err = call("extract", arch, dest, "--check_contents")
-    assert rc == 1 and str(images[1]) in one_line_error(err), err
-    rc, err = call("extract", arch, dest, "--check_contents", "--overwrite")
+    images[0].write_bytes(b"")  # a file truncated to nothing after the extraction
+    rc, err = call("extract", arch, dest)  # the count check alone would say "all present"
+    assert rc == 1 and str(images[0]) in one_line_error(err), err
+    rc, err = call("extract", arch, dest, "--overwrite")
     assert rc == 0, err
     assert files_under(dest) == extracted
 

@@ -144,15 +144,31 @@ def foreign_entry(path: str) -> Optional[str]:
     """What stops ``--overwrite`` from replacing ``path``: ``path`` itself when it is not a
     directory (a user's file, a symlink), else the first entry in it (sorted) that is not a
     file of an LMDB/LevelDB or of this tool; None when ``path`` only holds such files (or
-    does not exist)."""
+    does not exist), or is an output of another format (folder tree, batch files) that
+    carries this tool's completion or build record."""
     if not os.path.lexists(path):
         return None
     if os.path.islink(path) or not os.path.isdir(path):
         return path
+    record = _our_record(path)
+    if record is not None and record.get("backend") not in ("lmdb", "leveldb"):
+        return None  # another format's output made by this tool (a folder tree, batches)
     for entry in sorted(os.listdir(path)):
         full = os.path.join(path, entry)
         if not _DATABASE_FILE.match(entry) or os.path.islink(full) or not os.path.isfile(full):
             return full
+    return None
+
+
+def _our_record(path: str) -> Optional[dict]:
+    """The completion record, else the build record, in ``path`` when it is this tool's."""
+    for name in (MANIFEST_NAME, BUILD_RECORD_NAME):
+        try:
+            record = read_json(os.path.join(path, name))
+        except DatabaseError:
+            record = None
+        if record is not None and record.get("tool") == "imagenet-db":
+            return record
     return None
 
 

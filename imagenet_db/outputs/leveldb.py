@@ -94,26 +94,6 @@ class LevelDbWriter(DatumWriter):
         return os.path.isfile(os.path.join(path, "CURRENT"))
 
 
-def iterate(path: str) -> Iterator[Tuple[bytes, bytes]]:
-    """(key, value) pairs of an existing LevelDB in key order, every block's checksum
-    verified. DatabaseError when it cannot be opened or is damaged: opened with
-    ``paranoid_checks``, so a damaged log is reported instead of "recovered" by dropping the
-    damaged write batches (LevelDB's default, which would lose datums for good)."""
-    try:
-        db = plyvel.DB(path, create_if_missing=False, paranoid_checks=True)
-    except plyvel.CorruptionError as exc:
-        raise DamagedDatabaseError(f"{path}: damaged LevelDB: {_error_text(exc)}") from None
-    except plyvel.Error as exc:
-        raise DatabaseError(f"{path}: cannot open as LevelDB: {_error_text(exc)}") from None
-    try:
-        try:
-            yield from db.iterator(verify_checksums=True)
-        except plyvel.Error as exc:
-            raise DamagedDatabaseError(f"{path}: damaged LevelDB: {_error_text(exc)}") from None
-    finally:
-        db.close()
-
-
 def _error_text(exc: Exception) -> str:
     """The message of an lmdb/plyvel error as text (plyvel gives bytes)."""
     text = exc.args[0] if exc.args else str(exc)

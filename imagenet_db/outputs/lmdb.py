@@ -21,7 +21,7 @@ from typing import Iterator, Optional, Tuple
 
 import lmdb
 
-from imagenet_db.errors import DamagedDatabaseError, DatabaseError
+from imagenet_db.errors import DatabaseError
 from imagenet_db.outputs.datumdb import DatumWriter
 from imagenet_db.outputs.heap import keep_freed_heap
 
@@ -153,52 +153,3 @@ class LmdbWriter(DatumWriter):
     def detect(cls, path: str) -> bool:
         """True when ``path`` holds data.mdb."""
         return os.path.isfile(os.path.join(path, "data.mdb"))
-
-
-def iterate(path: str) -> Iterator[Tuple[bytes, bytes]]:
-    """(key, value) pairs of an existing LMDB in key order, read-only. DatabaseError when it
-    cannot be opened, its data.mdb is shorter than its meta page says, or a page is damaged
-    (LMDB's MDB_PAGE_NOTFOUND, MDB_CORRUPTED...)."""
-    env = open_lmdb_reader(path)
-    try:
-        with env.begin(buffers=False) as txn:
-            try:
-                yield from txn.cursor()
-            except lmdb.Error as exc:
-                raise DamagedDatabaseError(f"{path}: damaged LMDB: {exc}") from None
-    finally:
-        env.close()
-
-
-def open_lmdb_reader(path: str, lock: bool = True, **kwargs) -> "lmdb.Environment":
-    """Open an LMDB read-only. With its lock file (``lock``, when writable), so a reader may
-    run while a writer appends and sees only committed transactions; without it for
-    read-only media. kwargs: more lmdb.open options (max_readers...). Raises DatabaseError
-    when ``path`` is not an LMDB or is truncated (see check_size)."""
-    try:
-        env = lmdb.open(path, readonly=True, lock=lock, subdir=True, create=False, **kwargs)
-    except (lmdb.Error, OSError) as first:
-        try:
-            env = lmdb.open(path, readonly=True, lock=False, subdir=True, create=False,
-                            **kwargs)
-        except lmdb.Error:
-            raise DatabaseError(f"{path}: cannot open as LMDB: {first}") from None
-    try:
-        check_size(env, path)
-    except BaseException:
-        env.close()
-        raise
-    return env
-
-
-def check_size(env: "lmdb.Environment", path: str) -> None:
-    """Raise DatabaseError when data.mdb is shorter than the pages its meta page counts (a
-    copy cut short): reading such a file would kill the reader with SIGBUS."""
-    need = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
-    try:
-        have = os.path.getsize(os.path.join(path, "data.mdb"))
-    except OSError as exc:
-        raise DatabaseError(f"{path}: cannot read data.mdb: {exc.strerror or exc}") from None
-    if have < need:
-        raise DamagedDatabaseError(f"{path}: data.mdb is truncated: {have:,} bytes, but its meta "
-                                   f"page counts {need:,} (an incomplete copy?)")
