@@ -991,7 +991,7 @@ def test_8_sparse_tar_members_are_refused(tmp_path):
         assert names[0] in line and "sparse" in line, line
 
 
-def test_8_extract_never_certifies_an_empty_file_as_extracted(tmp_path):
+def test_8_extract_never_certifies_an_empty_or_changed_file(tmp_path):
     arch = tmp_path / "arch"
     fixture_archives.write_archives(arch, WNIDS[:3], train_per_class=2, val_count=4,
                                     image_size=(40, 30))
@@ -1003,6 +1003,14 @@ def test_8_extract_never_certifies_an_empty_file_as_extracted(tmp_path):
     images[0].write_bytes(b"")  # a file truncated to nothing after the extraction
     rc, err = call("extract", arch, dest)  # the count check alone would say "all present"
     assert rc == 1 and str(images[0]) in one_line_error(err), err
+    rc, err = call("extract", arch, dest, "--overwrite")
+    assert rc == 0, err
+    assert files_under(dest) == extracted
+    damaged = bytearray(images[1].read_bytes())
+    damaged[len(damaged) // 2] ^= 0xFF  # same size, other bytes
+    images[1].write_bytes(bytes(damaged))
+    rc, err = call("extract", arch, dest, "--check_contents")
+    assert rc == 1 and str(images[1].parents[1]) in one_line_error(err), err
     rc, err = call("extract", arch, dest, "--overwrite")
     assert rc == 0, err
     assert files_under(dest) == extracted

@@ -30,7 +30,10 @@ def extract_parser(prog="imagenet-db extract") -> argparse.ArgumentParser:
                    help="folders: val/<wnid>/ (default); flat: val/ILSVRC2012_val_*.JPEG and "
                         "DEST/val.txt with 'name label' lines (Caffe's layout)")
     bool_flag(p, "verify", "first check the archives' MD5 against the published values "
-                       "(reads all ~147 GB)")
+                       "(reads all ~147 GB), and extract with --check_contents")
+    bool_flag(p, "check_contents", "at the end, also compare every extracted file with the "
+                                   "content checksum recorded when it was written (reads them "
+                                   "all): a file changed since, even at the same size, fails")
     bool_flag(p, "overwrite", "rebuild DEST/train and DEST/val if they exist (built beside them, "
                               "swapped in when complete)")
     p.add_argument("--resize_width", type=int, default=0, metavar="W",
@@ -59,7 +62,8 @@ def _extract(args) -> None:
                       overwrite=args.overwrite, workers=args.workers, progress=args.progress,
                       log=log, drop_blacklist=args.drop_val_blacklist,
                       transform=transform if transform.resizing else None,
-                      allow_empty_classes=args.allow_empty_classes)
+                      allow_empty_classes=args.allow_empty_classes,
+                      check_contents=args.check_contents or args.verify)
     log(summary.describe())
     log(f"checked {sum(summary.counts.values())} images in {len(summary.counts)} folders "
         f"against the SOURCE: all present")
@@ -72,5 +76,6 @@ def extract_main(argv: Optional[Sequence[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = extract_parser().parse_args(normalize_gflags(argv, ("verify", "overwrite", "progress",
                                                                   "drop_val_blacklist", "only_shrink",
-                                                                  "allow_empty_classes")))
+                                                                  "allow_empty_classes",
+                                                                  "check_contents")))
     return run_command(_extract, args)

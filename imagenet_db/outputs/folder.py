@@ -17,6 +17,7 @@ continues after its last line (files written after it are written again, identic
 ``imagenet_db.json`` and, if any, the skip log).
 """
 import os
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator, List, Optional, Sequence, Tuple
 
@@ -33,6 +34,13 @@ from imagenet_db.outputs.batchfiles import sync_file, temporary_path
 
 LOG_NAME = "imagenet_db.files.log"
 SYNC_THREADS = 8
+
+
+def file_checksum(relpath: str, data) -> int:
+    """CRC-32 of a written file's relpath (UTF-8) followed by its bytes: the per-entry checksum
+    the completion record sums (``observers.checksum``) and ``extract --check_contents``
+    recomputes."""
+    return zlib.crc32(data, zlib.crc32(relpath.encode("utf-8")))
 
 
 def copies_files(options) -> bool:
@@ -85,18 +93,21 @@ class FolderOutput(Output):
         if not data or sniff_format(data) is None:
             return describe_undecodable(data)
         size = jpeg_size(data) or png_dimensions(data) or (0, 0)
-        return Encoded(data, None, (3, size[1], size[0]), record.relpath)
+        return Encoded(data, None, (3, size[1], size[0]), record.relpath,
+                       file_checksum(record.relpath, data))
 
     @classmethod
     def encode(cls, record, image) -> object:
         """The transformed image's file bytes (re-encoded by the transform)."""
         if image.encoded is not None:
-            return Encoded(image.encoded, None, image.shape, record.relpath)
+            return Encoded(image.encoded, None, image.shape, record.relpath,
+                           file_checksum(record.relpath, image.encoded))
         ext = os.path.splitext(record.relpath)[1] or ".jpg"
         ok, buf = cv2.imencode(ext, image.pixels)
         if not ok:
             return f"cannot encode image as {ext!r}"
-        return Encoded(buf.tobytes(), None, image.shape, record.relpath)
+        data = buf.tobytes()
+        return Encoded(data, None, image.shape, record.relpath, file_checksum(record.relpath, data))
 
     @classmethod
     def detect(cls, path: str) -> bool:
@@ -187,6 +198,13 @@ class FolderOutput(Output):
     def entries(self) -> int:
         """Files committed."""
         return len(self.logged)
+
+    def checksums(self, start: int = 0) -> Iterator[Tuple[int, int]]:
+        """Committed files from record ``start`` on: (index, file_checksum), read back."""
+        for index, _, relpath in self.logged:
+            if index >= start:
+                with open(self._file(relpath), "rb") as f:
+                    yield index, file_checksum(relpath, f.read())
 
     def stored(self, start: int = 0) -> Iterator[Tuple[int, str, np.ndarray]]:
         """Committed files from record ``start`` on: (index, relpath, (C, H, W) BGR pixels)."""

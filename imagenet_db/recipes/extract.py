@@ -22,9 +22,11 @@ import os
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Optional
 
-from imagenet_db.engine.buildstate import BuildOptions
+from imagenet_db.engine.buildstate import MANIFEST_NAME, BuildOptions, read_manifest
 from imagenet_db.errors import ImagenetDbError
 from imagenet_db.imaging.transform import TransformOptions
+from imagenet_db.observers.checksum import MANIFEST_FIELD as CHECKSUM_FIELD, add_checksum
+from imagenet_db.outputs.folder import file_checksum
 from imagenet_db.recipes.formats import VAL_LAYOUTS, default_transform
 from imagenet_db.sources.base import is_image_name
 
@@ -87,11 +89,41 @@ def _check_not_empty(dest: str, summaries) -> None:
                     raise ExtractError(f"{path} is empty; pass --overwrite to extract again")
 
 
+def _check_contents(dest: str, summaries) -> None:
+    """Every split's files still hold what was written: the content checksum of its completion
+    record (the sum of each file's CRC-32, ``outputs.folder.file_checksum``) recomputed from
+    the files (reads them all). A file changed after the extraction, even at the same size,
+    fails it."""
+    for name, result in summaries.items():
+        manifest = read_manifest(os.path.join(dest, name)) or {}
+        recorded = manifest.get(CHECKSUM_FIELD)
+        if recorded is None:
+            continue  # extracted by an earlier version: nothing to compare with
+        skipped = {relpath for relpath, _ in result.skipped}
+        total = 0
+        with open(os.path.join(dest, f"{name}.txt"), encoding="utf-8") as f:
+            for line in f:
+                relpath = line.rstrip("\n").rsplit(" ", 1)[0]
+                if relpath in skipped:
+                    continue
+                try:
+                    with open(os.path.join(dest, name, *relpath.split("/")), "rb") as image:
+                        total = add_checksum(total, file_checksum(relpath, image.read()))
+                except OSError as exc:
+                    raise ExtractError(f"{os.path.join(dest, name, relpath)}: "
+                                       f"{exc.strerror or exc}") from None
+        if f"{total:016x}" != recorded:
+            raise ExtractError(f"{os.path.join(dest, name)}: its files differ from what was "
+                               f"extracted (content checksum of its {MANIFEST_NAME}): a file "
+                               f"was changed since; pass --overwrite to extract again")
+
+
 def extract(source: str, dest: str, val_layout: str = "folders", overwrite: bool = False,
             workers: Optional[int] = None, progress: Optional[bool] = None,
             log: Callable[[str], None] = print,
             transform: Optional[TransformOptions] = None,
-            drop_blacklist: bool = False, allow_empty_classes: bool = False) -> ExtractSummary:
+            drop_blacklist: bool = False, allow_empty_classes: bool = False,
+            check_contents: bool = False) -> ExtractSummary:
     """Write ``source`` (any distribution: the ILSVRC2012 archives, an extracted tree) into
     ``dest`` as the folder layout above; files are copied byte for byte unless ``transform``
     asks for a resize (then re-encoded in their own format).
@@ -101,6 +133,8 @@ def extract(source: str, dest: str, val_layout: str = "folders", overwrite: bool
     workers: threads (None = all cores). progress: tqdm bar (None = only on a terminal).
     drop_blacklist: leave out the validation images the devkit blacklists (see
     ``base.drop_val_blacklist``). allow_empty_classes: see ``sources.load_dataset``.
+    check_contents: also compare every file with the content checksum recorded when it was
+    written (reads them all; ``--check_contents``, implied by ``--verify``).
     Resumable: run it again after an interruption. Raises ImagenetDbError subclasses for a
     bad source, ExtractError for a final count that differs from the source's lists or an
     empty file where an image was extracted, OutputBusyError while another run writes DEST
@@ -139,5 +173,7 @@ def extract(source: str, dest: str, val_layout: str = "folders", overwrite: bool
             skipped[folder] = skipped.get(folder, 0) + 1
     check_counts(dest, {k: v - skipped.get(k, 0) for k, v in counts.items()})
     _check_not_empty(dest, summaries)
+    if check_contents:
+        _check_contents(dest, summaries)
     summary.counts = counts
     return summary
