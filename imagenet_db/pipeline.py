@@ -4,7 +4,8 @@
 ``create_imagenet``. Per record, on a worker thread (or a Dask worker): read the bytes,
 check the header (``imaging.headers``), transform (``imaging.transform``) and encode for
 the output (``Output.encode``). On the calling thread, in list order: the observers see the
-record (the mean, --check_size), then the output stores it; skipped images go to the skip
+record (the mean, --check_size), then the output stores it, both on the writing thread
+(``engine.writer``) so that commits do not hold up the hand-off; skipped images go to the skip
 log instead.
 
 The output is built beside its final name (``DB.partial``) and renamed into place only when
@@ -30,6 +31,7 @@ from imagenet_db.engine.executor import ordered_map
 from imagenet_db.engine.files import remove_path, remove_stale_temporaries, write_file_atomic
 from imagenet_db.engine.files import write_json_atomic
 from imagenet_db.engine.graceful import GracefulStop
+from imagenet_db.engine.writer import WriterThread
 from imagenet_db.errors import BuildInterrupted, DatabaseError, ImagenetDbError, SkippedImageError
 from imagenet_db.imaging.headers import check_image_bytes, describe_undecodable
 from imagenet_db.imaging.transform import ImageSkipped, TransformOptions, transform_image
@@ -186,9 +188,10 @@ class _Build:
     summary: ConvertSummary
 
 
-def _write_all(todo, results, run: _Build, bar, stop: GracefulStop) -> None:
-    """The loop: each result in list order to the observers and the output (or the skip log)."""
-    output, observers, summary = run.output, run.observers, run.summary
+def _write_all(todo, results, run: _Build, writer: WriterThread, bar, stop: GracefulStop) -> None:
+    """The loop: each result in list order to the writing thread (observers, then the output),
+    or to the skip log."""
+    summary = run.summary
     skip_log = B.SkipLog(run.build_dir)
     try:
         for record, result in zip(todo, results):
@@ -203,13 +206,8 @@ def _write_all(todo, results, run: _Build, bar, stop: GracefulStop) -> None:
                     raise SkippedImageError(f"{record.relpath}: {result} (--strict); "
                                             f"fix the file, then {B.RESUME_HINT}")
                 continue
-            for observer in observers:  # before the put: a size mismatch stops before it
-                observer.add(record, result)
-            output.add(record, result)
+            writer.add(record, result)
             summary.written += 1
-            if output.pending == 0:
-                for observer in observers:
-                    observer.committed(run.build_dir, record.index)
     finally:
         skip_log.close()
 
@@ -232,21 +230,22 @@ def _run(records, todo, run: _Build, transform: TransformOptions) -> GracefulSto
                disable=None if build.progress is None else not build.progress,
                file=sys.stderr, desc=os.path.basename(run.summary.db_path), dynamic_ncols=True)
     stop = GracefulStop()
+    writer = WriterThread(output, observers, build_dir)
     try:
         with stop:
-            _write_all(todo, results, run, bar, stop)
+            _write_all(todo, results, run, writer, bar, stop)
         results.close()
-        output.close()
+        writer.close()
     except (ImagenetDbError, OSError) as exc:
         results.close()
         if isinstance(exc, (DatabaseError, OSError)):  # the writer failed: keep what is committed
-            output.abort()
+            writer.abort()
             raise _disk_error(exc, build_dir) from None
-        output.close()  # a bad image under --strict/--check_size: commit the good ones
+        writer.close()  # a bad image under --strict/--check_size: commit the good ones
         raise
     except BaseException:
         results.close()
-        output.abort()
+        writer.abort()
         raise
     finally:
         bar.close()

@@ -9,6 +9,13 @@ Datum would be filled (that last step belongs to the output format, ``outputs.da
 3. encoded: keep the original file bytes when the decoded image needs no change (no resize,
    colour as asked) and the file extension matches the encoding (jpg == jpeg), else
    ``cv2.imencode('.' + encoding)``.
+Files kept as they are are not decoded when nothing needs their pixels (no mean): for a JPEG
+the size and channels come from its headers (``imaging.headers.decoded_shape``; ~0.2 ms
+instead of ~1.2 ms per ImageNet photo). Other formats, and JPEGs whose headers leave any
+doubt, are decoded as before. Deviation (documented): such a JPEG is stored without libjpeg
+having read its image data; its structure was checked (``check_image_bytes``), so only a file
+with intact markers but damaged entropy-coded data, which libjpeg decodes to a partly grey
+image anyway, is stored where a decode would have given a (garbled) image too.
 Deviation (documented): with ``is_color=False`` and ``encoded``, a colour file is re-encoded
 as grayscale (Caffe stores the colour file unchanged).
 ``fast_decode`` (opt-in, not Caffe-identical) lets libjpeg downscale large JPEGs while
@@ -23,6 +30,7 @@ import numpy as np
 
 from imagenet_db.imaging.decode import decode_flag_for, decode_image, is_gray_file
 from imagenet_db.imaging.fastdecode import decode_reduced
+from imagenet_db.imaging.headers import decoded_shape
 from imagenet_db.imaging.resize import DEFAULT_MODE, resize_mode
 
 
@@ -115,6 +123,12 @@ def transform_image(data: bytes, relpath: str, options: TransformOptions,
     a reader decodes from the stored bytes (for the mean); raw output always has its pixels.
     Raises ImageSkipped for an undecodable image or a failed encode.
     """
+    if options.encoded and not options.resizing and not want_pixels:
+        encoding = options.encode_type or _extension(relpath)
+        if encoding and matches_encoding(relpath, encoding):
+            shape = decoded_shape(data, options.is_color)
+            if shape is not None:  # stored as it is, and the headers say what a decode gives
+                return Image(None, data, shape)
     image = _decode(data, options)
     height, width = image.shape[:2]
     shape = (1 if image.ndim == 2 else image.shape[2], height, width)
