@@ -27,12 +27,12 @@ from tqdm import tqdm
 
 from imagenet_db.sources.ilsvrc2012 import ArchiveIndex, index_archives
 from imagenet_db.errors import ImagenetDbError
+from imagenet_db.sources.base import is_image_name
 from imagenet_db.engine.executor import ordered_map
 from imagenet_db.sources.tarindex import Member, TarReader
 
 VAL_LAYOUTS = ("folders", "flat")
 RECORD_NAME = "imagenet_db_extract.json"
-IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png")
 
 
 class ExtractError(ImagenetDbError):
@@ -112,7 +112,7 @@ def _write_text(path: str, text: str, overwrite: bool) -> None:
 def _count_images(folder: str) -> int:
     try:
         return sum(1 for e in os.scandir(folder)
-                   if e.is_file() and os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS
+                   if e.is_file() and is_image_name(e.name)
                    and not e.name.startswith("."))
     except FileNotFoundError:
         return 0

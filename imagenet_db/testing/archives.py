@@ -117,6 +117,66 @@ def meta_mat_bytes(classes: list[tuple[int, str, str]], train_counts: dict[str, 
     return header.ljust(116, b" ") + buf.getvalue()[116:]
 
 
+def _add_odd_members(files: dict, order: list, photos_dir) -> dict:
+    """Replace three train images by a CMYK JPEG, a grayscale JPEG and a PNG named .JPEG (as
+    n02105855_2933.JPEG is in the real train tar); returns {relpath: kind}."""
+    odd: dict[str, str] = {}
+    weird = photos.odd_images(photos_dir)
+    for wnid, kind in ((order[0], "cmyk"), (order[1], "grayscale")):
+        name = sorted(files[wnid])[-1]
+        files[wnid][name] = weird[kind]
+        odd[f"{wnid}/{name}"] = kind
+    png_wnid = PNG_MEMBER[0] if PNG_MEMBER[0] in files else order[-1]
+    png_name = PNG_MEMBER[1] if png_wnid == PNG_MEMBER[0] else f"{png_wnid}_2933.JPEG"
+    victim = sorted(files[png_wnid])[0]
+    if png_name not in files[png_wnid]:
+        del files[png_wnid][victim]
+        odd.pop(f"{png_wnid}/{victim}", None)
+    files[png_wnid][png_name] = weird["png_named_jpeg"]
+    odd[f"{png_wnid}/{png_name}"] = "png_named_jpeg"
+    return odd
+
+
+def _ground_truth(class_ids: list, val_count: int, rng) -> list:
+    """ILSVRC2012_IDs of the val images: the real first ones where their class is present."""
+    truth = []
+    for n in range(val_count):
+        real = REAL_GROUND_TRUTH_HEAD[n] if n < len(REAL_GROUND_TRUTH_HEAD) else None
+        truth.append(real if real in class_ids else int(rng.choice(class_ids)))
+    return truth
+
+
+def devkit_bytes(classes: list, counts: dict, truth: list, blacklist: list) -> bytes:
+    """ILSVRC2012_devkit_t12.tar.gz: meta.mat, the val ground truth and blacklist (gzip with a
+    fixed mtime, so the bytes are reproducible)."""
+    devkit = _tar_with_dirs([
+        (f"{DEVKIT_DIR}/COPYING", b"Synthetic devkit made by imagenet_db.testing.archives.\n"),
+        (f"{DEVKIT_DIR}/readme.txt", b"Test fixture with the layout of the ILSVRC2012 devkit.\n"),
+        (f"{DEVKIT_DIR}/data/meta.mat", meta_mat_bytes(classes, counts)),
+        (f"{DEVKIT_DIR}/data/ILSVRC2012_validation_ground_truth.txt",
+         "".join(f"{t}\n" for t in truth).encode()),
+        (f"{DEVKIT_DIR}/data/ILSVRC2012_validation_blacklist.txt",
+         "".join(f"{b}\n" for b in blacklist).encode()),
+    ])
+    gz = io.BytesIO()
+    with gzip.GzipFile(filename="", mode="wb", fileobj=gz, mtime=MTIME) as f:
+        f.write(devkit)
+    return gz.getvalue()
+
+
+def _write_tree(tree: Path, files: dict, val: list, val_bytes: dict, words: dict) -> None:
+    """The same images as an extracted Caffe-layout tree (train/<wnid>/, flat val/ + val.txt)."""
+    for wnid, named in files.items():
+        (tree / "train" / wnid).mkdir(parents=True, exist_ok=True)
+        for name, data in named.items():
+            (tree / "train" / wnid / name).write_bytes(data)
+    (tree / "val").mkdir(parents=True, exist_ok=True)
+    for name, data in val_bytes.items():
+        (tree / "val" / name).write_bytes(data)
+    (tree / "val.txt").write_text("".join(f"{n} {w}\n" for n, w in val))
+    (tree / "synset_words.txt").write_text("".join(f"{w} {words[w]}\n" for w in sorted(files)))
+
+
 def write_archives(root, wnids=None, train_per_class: int = 3, val_count: int = 10,
                    seed: int = 0, image_size: tuple[int, int] | None = None,
                    odd_members: bool = True, tree_root=None, photos_dir=None) -> dict:
@@ -165,30 +225,9 @@ def write_archives(root, wnids=None, train_per_class: int = 3, val_count: int = 
         if wnid == "n01440764":
             numbers[0] = 10026
         files[wnid] = {f"{wnid}_{int(n)}.JPEG": image() for n in numbers}
-
-    odd: dict[str, str] = {}
-    if odd_members and len(classes) >= 2:
-        weird = photos.odd_images(photos_dir)
-        order = [c[1] for c in classes]
-        cmyk_wnid, gray_wnid = order[0], order[1]
-        for wnid, kind in ((cmyk_wnid, "cmyk"), (gray_wnid, "grayscale")):
-            name = sorted(files[wnid])[-1]
-            files[wnid][name] = weird[kind]
-            odd[f"{wnid}/{name}"] = kind
-        png_wnid = PNG_MEMBER[0] if PNG_MEMBER[0] in files else order[-1]
-        png_name = PNG_MEMBER[1] if png_wnid == PNG_MEMBER[0] else f"{png_wnid}_2933.JPEG"
-        victim = sorted(files[png_wnid])[0]
-        if png_name not in files[png_wnid]:
-            del files[png_wnid][victim]
-            odd.pop(f"{png_wnid}/{victim}", None)
-        files[png_wnid][png_name] = weird["png_named_jpeg"]
-        odd[f"{png_wnid}/{png_name}"] = "png_named_jpeg"
-
-    class_ids = [c[0] for c in classes]
-    truth = []
-    for n in range(val_count):
-        real = REAL_GROUND_TRUTH_HEAD[n] if n < len(REAL_GROUND_TRUTH_HEAD) else None
-        truth.append(real if real in class_ids else int(rng.choice(class_ids)))
+    odd = _add_odd_members(files, [c[1] for c in classes], photos_dir) \
+        if odd_members and len(classes) >= 2 else {}
+    truth = _ground_truth([c[0] for c in classes], val_count, rng)
     id_to_wnid = {i: w for i, w, _ in classes}
     val = [(f"ILSVRC2012_val_{n:08d}.JPEG", id_to_wnid[t]) for n, t in enumerate(truth, 1)]
     val_bytes = {name: image() for name, _ in val}
@@ -203,36 +242,12 @@ def write_archives(root, wnids=None, train_per_class: int = 3, val_count: int = 
              "devkit": root / "ILSVRC2012_devkit_t12.tar.gz"}
     paths["train"].write_bytes(_tar_bytes(outer))
     paths["val"].write_bytes(_tar_bytes([(name, val_bytes[name]) for name, _ in val]))
-
-    counts = {w: len(f) for w, f in files.items()}
     blacklist = sorted(rng.choice(np.arange(1, val_count + 1), size=min(2, val_count),
                                   replace=False).tolist())
-    devkit = _tar_with_dirs([
-        (f"{DEVKIT_DIR}/COPYING", b"Synthetic devkit made by imagenet_db.testing.archives.\n"),
-        (f"{DEVKIT_DIR}/readme.txt", b"Test fixture with the layout of the ILSVRC2012 devkit.\n"),
-        (f"{DEVKIT_DIR}/data/meta.mat", meta_mat_bytes(classes, counts)),
-        (f"{DEVKIT_DIR}/data/ILSVRC2012_validation_ground_truth.txt",
-         "".join(f"{t}\n" for t in truth).encode()),
-        (f"{DEVKIT_DIR}/data/ILSVRC2012_validation_blacklist.txt",
-         "".join(f"{b}\n" for b in blacklist).encode()),
-    ])
-    gz = io.BytesIO()
-    with gzip.GzipFile(filename="", mode="wb", fileobj=gz, mtime=MTIME) as f:
-        f.write(devkit)
-    paths["devkit"].write_bytes(gz.getvalue())
-
+    paths["devkit"].write_bytes(devkit_bytes(classes, {w: len(f) for w, f in files.items()},
+                                             truth, blacklist))
     if tree_root is not None:
-        tree = Path(tree_root)
-        for wnid, named in files.items():
-            (tree / "train" / wnid).mkdir(parents=True, exist_ok=True)
-            for name, data in named.items():
-                (tree / "train" / wnid / name).write_bytes(data)
-        (tree / "val").mkdir(parents=True, exist_ok=True)
-        for name, data in val_bytes.items():
-            (tree / "val" / name).write_bytes(data)
-        (tree / "val.txt").write_text("".join(f"{n} {w}\n" for n, w in val))
-        (tree / "synset_words.txt").write_text(
-            "".join(f"{w} {known[w][2]}\n" for w in sorted(files)))
+        _write_tree(Path(tree_root), files, val, val_bytes, {w: words for _, w, words in classes})
 
     train = sorted((f"{w}/{n}", w) for w, named in files.items() for n in named)
     return {"train": train, "val": val, "ground_truth": truth, "classes": classes, "odd": odd,
