@@ -92,3 +92,24 @@ def test_killed_worker_is_rescheduled_with_an_identical_database(tmp_path):
         cluster.close()
     assert killed, "no worker was busy to be killed"
     assert read_lmdb(tmp_path / "dask") == read_lmdb(tmp_path / "local")
+
+
+def test_targz_and_zip_sources_on_dask_equal_local_build(tmp_path, scheduler, monkeypatch):
+    """Cluster workers unpickle the .tar.gz reader (seek points) and the zip reader and read
+    the same bytes as local threads."""
+    from imagenet_db.testing import clsloc
+
+    monkeypatch.setenv("IMAGENET_DB_TAR_INDEX_CACHE", str(tmp_path / "idx"))
+    base = clsloc.write_base(tmp_path / "base", wnids=["n01440764", "n01751748", "n02119789"],
+                             train_per_class=3, val_count=4)
+    clsloc.write_ilsvrc2015(tmp_path / "c15", base)
+    clsloc.write_kaggle(tmp_path / "k", base, form="zip")
+    opts = TransformOptions(16, 16)
+    create_imagenet(str(tmp_path / "base" / "ilsvrc2012"), str(tmp_path / "ref"), opts,
+                    log=lambda _: None)
+    for name in ("c15", "k"):
+        with dask_executor(scheduler) as executor:
+            create_imagenet(str(tmp_path / name), str(tmp_path / f"{name}_dask"), opts,
+                            build=BuildOptions(executor=executor), log=lambda _: None)
+        for db in ("ilsvrc12_train_lmdb", "ilsvrc12_val_lmdb"):
+            assert read_lmdb(tmp_path / f"{name}_dask" / db) == read_lmdb(tmp_path / "ref" / db)

@@ -8,7 +8,8 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from imagenet_db.cli.flags import (EXIT_STATUS, backend_arg, bool_flag, build_args,
+from imagenet_db.cli.flags import (EXIT_STATUS, SOURCE_EPILOG, backend_arg, blacklist_arg,
+                                   bool_flag, build_args,
                                    build_options, executor_for, fast_decode_arg, help_text,
                                    normalize_gflags, run_command, stderr_log, workers_arg)
 from imagenet_db.sources.base import DEFAULT_SEED
@@ -25,7 +26,8 @@ def size_arg(text: str):
     return width, height
 
 
-CREATE_BOOLS = ("encoded", "overwrite", "progress", "verify", "resume", "strict", "fast_decode")
+CREATE_BOOLS = ("encoded", "overwrite", "progress", "verify", "resume", "strict", "fast_decode",
+                "drop_val_blacklist")
 
 
 def create_parser(prog="create_imagenet") -> argparse.ArgumentParser:
@@ -33,12 +35,8 @@ def create_parser(prog="create_imagenet") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=prog,
         description=help_text(__doc__),
-        epilog="SOURCE: the folder holding the raw ILSVRC2012_img_train.tar, "
-               "ILSVRC2012_img_val.tar and ILSVRC2012_devkit_t12.tar.gz (read in place, "
-               "nothing extracted; labels from the devkit), or an extracted ImageNet with "
-               "train/<wnid>/*.JPEG and val/ either as per-wnid folders or flat with "
-               "SOURCE/val.txt ('file wnid-or-label' lines). " + EXIT_STATUS)
-    p.add_argument("source", metavar="SOURCE", help="ILSVRC2012 archives folder or ImageNet tree")
+        epilog=SOURCE_EPILOG + " " + EXIT_STATUS)
+    p.add_argument("source", metavar="SOURCE", help="an ImageNet distribution (see below)")
     p.add_argument("outdir", metavar="OUTDIR", help="folder for the databases and aux files")
     p.add_argument("--resize", type=size_arg, default=(256, 256), metavar="WxH",
                    help="squash every image to WIDTHxHEIGHT (default 256x256; 0x0 = keep size)")
@@ -50,6 +48,7 @@ def create_parser(prog="create_imagenet") -> argparse.ArgumentParser:
     bool_flag(p, "overwrite", "replace existing outputs (databases are swapped in when complete)")
     bool_flag(p, "verify", "archives only: first check their MD5 against the published values "
                        "(reads all ~147 GB)")
+    blacklist_arg(p)
     build_args(p, "OUTDIR: finished stages (aux files, train DB, val DB, mean) are "
                          "kept, the interrupted one continues")
     return p
@@ -64,7 +63,8 @@ def _create(args) -> None:
                                  fast_decode=args.fast_decode)
     with executor_for(args) as executor:
         create_imagenet(args.source, args.outdir, transform, args.backend, args.seed,
-                        build_options(args, executor), verify=args.verify, log=stderr_log)
+                        build_options(args, executor), verify=args.verify, log=stderr_log,
+                        drop_blacklist=args.drop_val_blacklist)
 
 
 def create_imagenet_main(argv: Optional[Sequence[str]] = None) -> int:

@@ -143,3 +143,23 @@ def stderr_log(text: str) -> None:
 def help_text(module_doc: str) -> str:
     """A command's --help description: its module docstring without the title line."""
     return module_doc.split("\n\n", 1)[1].strip()
+
+
+def blacklist_arg(parser) -> None:
+    """--drop_val_blacklist (create_imagenet, labels, extract)."""
+    bool_flag(parser, "drop_val_blacklist",
+              "leave out the validation images listed in the devkit's "
+              "*_clsloc_validation_blacklist.txt (1,762 images whose boxes ILSVRC's localization "
+              "evaluation skips; off by default: the classification task keeps all 50,000). "
+              "Needs a devkit (2012/2014/2015) in or beside SOURCE")
+
+
+SOURCE_EPILOG = (
+    "SOURCE is any of: the folder holding ILSVRC2012_img_train.tar + ILSVRC2012_img_val.tar + a "
+    "devkit (ILSVRC2012_devkit_t12.tar.gz, ILSVRC2014_devkit.tgz or ILSVRC2015_devkit.tar.gz); "
+    "the folder holding ILSVRC2015_CLS-LOC.tar.gz (or ILSVRC2017_CLS-LOC.tar.gz), optionally "
+    "with a devkit; the folder holding Kaggle's imagenet-object-localization-challenge.zip; any "
+    "of these extracted (the folder holding ILSVRC2015/ or Kaggle's LOC_*.csv + ILSVRC/, "
+    "ILSVRC2015/ itself, or its Data/CLS-LOC/); or a train/<wnid>/*.JPEG + val/ tree (val/ per "
+    "wnid, or flat with SOURCE/val.txt 'file wnid-or-label' lines). Archives are read in place, "
+    "nothing is extracted (a .tar.gz is indexed once; the index is cached).")

@@ -2,38 +2,40 @@
 
 Write only Caffe's aux files, as get_ilsvrc_aux.sh: synsets.txt (one wnid per line; line i =
 Caffe label i, wnids in ASCII order), synset_words.txt ('n01440764 tench, Tinca tinca'),
-train.txt and val.txt ('relpath label', sorted). From archives only the devkit and the tar
-headers are read: the devkit's ILSVRC2012_IDs are mapped to wnids, never used as labels.
+train.txt and val.txt ('relpath label', sorted). From archives only the devkits, annotations and
+archive indexes are read (a .tar.gz is indexed once, then cached): the devkit's IDs are mapped
+to wnids, never used as labels. Every distribution gives the same files for the same images.
 """
 import argparse
 import sys
 from typing import Optional, Sequence
 
-from imagenet_db.cli.flags import help_text, normalize_gflags, run_command, stderr_log
-from imagenet_db.sources.ilsvrc2012 import ARCHIVE_NAMES
+from imagenet_db.cli.flags import (SOURCE_EPILOG, blacklist_arg, help_text, normalize_gflags,
+                                   run_command, stderr_log)
 
-SOURCE_HELP = (f"folder holding the ILSVRC2012 archives ({', '.join(ARCHIVE_NAMES)}) "
-               f"or an extracted ImageNet (train/<wnid>/*.JPEG, val/)")
+SOURCE_HELP = "an ImageNet distribution (see below)"
 
 
 def labels_parser(prog="imagenet-db labels") -> argparse.ArgumentParser:
     """Argument parser of ``imagenet-db labels SOURCE OUTDIR``."""
     p = argparse.ArgumentParser(
         prog=prog,
-        description=help_text(__doc__))
+        description=help_text(__doc__), epilog=SOURCE_EPILOG)
     p.add_argument("source", metavar="SOURCE", help=SOURCE_HELP)
     p.add_argument("outdir", metavar="OUTDIR", help="folder for the four text files")
+    blacklist_arg(p)
     return p
 
 
 def _labels(args) -> None:
     from imagenet_db.recipes.imagenet import write_labels
 
-    write_labels(args.source, args.outdir, log=stderr_log)
+    write_labels(args.source, args.outdir, log=stderr_log, drop_blacklist=args.drop_val_blacklist)
 
 
 def labels_main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of ``imagenet-db labels``."""
 
     argv = sys.argv[1:] if argv is None else argv
-    return run_command(_labels, labels_parser().parse_args(normalize_gflags(argv, ())))
+    return run_command(_labels, labels_parser().parse_args(
+        normalize_gflags(argv, ("drop_val_blacklist",))))

@@ -1,4 +1,5 @@
-"""``imagenet-db extract``: the ILSVRC2012 archives as a folder tree, streamed and resumable.
+"""``imagenet-db extract``: any SOURCE (the ILSVRC2012 archives, the ILSVRC2015 CLS-LOC .tar.gz,
+Kaggle's zip, ...) as a folder tree, streamed and resumable.
 
 Layout written under DEST (what the per-synset untar loop and ``valprep.sh`` produce, the
 layout PyTorch's ImageFolder and Torch's imagenet loaders expect)::
@@ -9,8 +10,9 @@ layout PyTorch's ImageFolder and Torch's imagenet loaders expect)::
     DEST/synset_words.txt                        'n01440764 tench, Tinca tinca', Caffe order
     DEST/imagenet_db_extract.json                completion record, written last
 
-Both layouts are valid SOURCEs for ``create_imagenet``/``labels``. Members are read by offset
-in archive order (sequential I/O) and written by worker threads; each file is written as
+Both layouts are valid SOURCEs for ``create_imagenet``/``labels``. Images are read in archive
+order (by offset: sequential I/O; runs of consecutive members go to one worker thread, so a
+.tar.gz is decompressed about once) and written by worker threads; each file is written as
 ``.<name>.partial`` and renamed, so a file at its final name is complete. An interrupted run
 is resumed by running the same command again: files already present with the right size are
 kept. A file present with a different size is not ours to replace: it is an error unless
@@ -21,18 +23,18 @@ import os
 import sys
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, NamedTuple, Optional
 
 from tqdm import tqdm
 
-from imagenet_db.sources.ilsvrc2012 import ArchiveIndex, index_archives
-from imagenet_db.errors import ImagenetDbError
-from imagenet_db.sources.base import is_image_name
 from imagenet_db.engine.executor import ordered_map
-from imagenet_db.sources.tarindex import Member, TarReader
+from imagenet_db.errors import ImagenetDbError
+from imagenet_db.sources import load_dataset
+from imagenet_db.sources.base import Dataset, is_image_name
 
 VAL_LAYOUTS = ("folders", "flat")
 RECORD_NAME = "imagenet_db_extract.json"
+BATCH = 32  # consecutive members written by one task
 
 
 class ExtractError(ImagenetDbError):
@@ -59,38 +61,82 @@ class ExtractSummary:
                 f"({rate:.0f} files/s, {mb:.0f} MB/s written)")
 
 
-def plan_extraction(index: ArchiveIndex, val_layout: str = "folders"
-                    ) -> List[Tuple[str, str, Member]]:
-    """[(archive path, relpath under DEST, member)] in archive-offset order per archive."""
+class Item(NamedTuple):
+    """One file to write: relpath under DEST, the loader of its bytes, the expected size (None
+    when unknown before reading)."""
+    relpath: str
+    load: Callable[[], bytes]
+    size: Optional[int]
+
+
+def _size_of(load) -> Optional[int]:
+    size = getattr(load, "size", None)
+    if size is None and hasattr(load, "member"):
+        size = load.member.size
+    if size is None and hasattr(load, "path"):
+        try:
+            size = os.path.getsize(load.path)
+        except OSError:
+            size = None
+    return size
+
+
+def _order(item: "Item"):
+    key = getattr(item.load, "sort_key", None)
+    if key is None:
+        offset = getattr(item.load, "offset", None)
+        reader = getattr(item.load, "reader", None)
+        key = (getattr(reader, "path", ""), offset) if offset is not None else ("", 0)
+    return (key, item.relpath)
+
+
+def plan_extraction(dataset: Dataset, val_layout: str = "folders") -> List[Item]:
+    """Items for every train and val image of ``dataset``, in archive order (by each loader's
+    position in its archive when it has one, else by relpath). train -> ``train/<relpath>``;
+    val -> ``val/<wnid>/<name>`` (folders) or ``val/<name>`` (flat)."""
     if val_layout not in VAL_LAYOUTS:
         raise ExtractError(f"val layout must be one of {', '.join(VAL_LAYOUTS)}, not {val_layout!r}")
-    train = [(index.paths.train, f"train/{rel}", m) for rel, m in index.train.items()]
-    val = [(index.paths.val, (f"val/{index.val_wnids[name]}/{name}" if val_layout == "folders"
-                              else f"val/{name}"), m) for name, m in index.val.items()]
-    return sorted(train, key=lambda t: t[2].offset) + sorted(val, key=lambda t: t[2].offset)
+    items = []
+    for name, split in dataset.splits.items():
+        for relpath, label in split.entries:
+            load = split.loader(relpath)
+            if name == "val":
+                base = relpath.rsplit("/", 1)[-1]
+                target = (f"val/{dataset.synsets[label]}/{base}" if val_layout == "folders"
+                          else f"val/{base}")
+            else:
+                target = f"{name}/{relpath}"
+            items.append(Item(target, load, _size_of(load)))
+    return sorted(items, key=_order)
 
 
-def _write_member(dest: str, readers: Dict[str, TarReader], item: Tuple[str, str, Member],
-                  overwrite: bool) -> int:
-    """Write one member; returns bytes written (0 when kept). Raises ExtractError."""
-    archive, relpath, member = item
-    path = os.path.join(dest, *relpath.split("/"))
+def _write_item(dest: str, item: Item, overwrite: bool) -> int:
+    """Write one file; returns bytes written (0 when kept). Raises ExtractError."""
+    path = os.path.join(dest, *item.relpath.split("/"))
     try:
         size = os.stat(path).st_size
     except FileNotFoundError:
         size = None
-    if size == member.size:
+    if size is not None and size == item.size:
         return 0
-    if size is not None and not overwrite:
-        raise ExtractError(f"{path} exists with {size} bytes but {archive} holds {member.size}; "
-                           f"not replacing it (pass --overwrite to replace such files)")
-    data = readers[archive].read(member.offset, member.size)
+    data = item.load()
+    if size is not None:
+        if size == len(data):
+            return 0
+        if not overwrite:
+            raise ExtractError(f"{path} exists with {size} bytes but the SOURCE's file has "
+                               f"{len(data)}; not replacing it (pass --overwrite to replace such "
+                               f"files)")
     folder, name = os.path.split(path)
     tmp = os.path.join(folder, f".{name}.partial")
     with open(tmp, "wb") as f:
         f.write(data)
     os.replace(tmp, path)
     return len(data)
+
+
+def _write_batch(dest: str, batch: List[Item], overwrite: bool) -> List[int]:
+    return [_write_item(dest, item, overwrite) for item in batch]
 
 
 def _write_text(path: str, text: str, overwrite: bool) -> None:
@@ -133,24 +179,24 @@ def check_counts(dest: str, counts: Dict[str, int]) -> None:
 
 def extract(source: str, dest: str, val_layout: str = "folders", overwrite: bool = False,
             workers: Optional[int] = None, progress: Optional[bool] = None,
-            log: Callable[[str], None] = print) -> ExtractSummary:
-    """Extract the ILSVRC2012 archives in ``source`` into the folder layout above.
+            log: Callable[[str], None] = print, drop_blacklist: bool = False) -> ExtractSummary:
+    """Extract any SOURCE ``sources`` reads into the folder layout above.
 
     val_layout: 'folders' (val/<wnid>/, as valprep.sh) or 'flat' (val/ + val.txt, Caffe).
-    overwrite: replace files whose size differs from the archive's member (default: error).
+    overwrite: replace files whose size differs from the SOURCE's (default: error).
     workers: writer threads (None = all cores). progress: tqdm bar (None = only on a terminal).
-    Resumable: rerun after an interruption; complete files are kept, not rewritten.
-    Raises ImagenetDbError subclasses for bad archives (see index_archives), ExtractError for
-    a conflicting file or a final count that differs from the archives.
+    drop_blacklist: leave out the validation images the devkit blacklists (see
+    ``base.drop_val_blacklist``). Resumable: rerun after an interruption; complete files are
+    kept, not rewritten. Raises ImagenetDbError subclasses for a bad SOURCE (see
+    ``sources.open_dataset``), ExtractError for a conflicting file or a final count that
+    differs from the SOURCE.
     """
     start = time.perf_counter()
-    index = index_archives(source)
-    for note in index.notes:
-        log(f"note: {note}")
-    plan = plan_extraction(index, val_layout)
+    dataset = load_dataset(source, drop_blacklist, log)
+    plan = plan_extraction(dataset, val_layout)
     counts: Dict[str, int] = {}
-    for _, relpath, _ in plan:
-        folder = relpath.rsplit("/", 1)[0]
+    for item in plan:
+        folder = item.relpath.rsplit("/", 1)[0]
         counts[folder] = counts.get(folder, 0) + 1
     try:
         for folder in counts:
@@ -161,36 +207,39 @@ def extract(source: str, dest: str, val_layout: str = "folders", overwrite: bool
     if os.path.exists(record):
         os.remove(record)  # the tree is being changed: no longer known to be complete
     summary = ExtractSummary(dest=dest, counts=counts)
-    readers = {index.paths.train: TarReader(index.paths.train),
-               index.paths.val: TarReader(index.paths.val)}
+    batches = [plan[i:i + BATCH] for i in range(0, len(plan), BATCH)]
     bar = tqdm(total=len(plan), unit="file", file=sys.stderr, desc="extract", dynamic_ncols=True,
                disable=None if progress is None else not progress)
     try:
-        for written in ordered_map(lambda item: _write_member(dest, readers, item, overwrite),
-                                   plan, workers):
-            bar.update(1)
-            if written:
-                summary.written += 1
-                summary.bytes_written += written
-            else:
-                summary.kept += 1
+        for written_batch in ordered_map(lambda batch: _write_batch(dest, batch, overwrite),
+                                         batches, workers, window=4):
+            for written in written_batch:
+                bar.update(1)
+                if written:
+                    summary.written += 1
+                    summary.bytes_written += written
+                else:
+                    summary.kept += 1
     except OSError as exc:
         raise ExtractError(f"{dest}: write failed: {exc}") from None
     finally:
         bar.close()
-        for reader in readers.values():
-            reader.close()
 
-    _write_text(os.path.join(dest, "synset_words.txt"),
-                "".join(f"{w} {index.words[w]}\n" for w in index.synsets), overwrite)
-    if val_layout == "flat":
+    if dataset.words:
+        _write_text(os.path.join(dest, "synset_words.txt"),
+                    "".join(f"{w} {dataset.words[w]}\n" for w in dataset.synsets), overwrite)
+    val = dataset.splits.get("val")
+    if val_layout == "flat" and val is not None:
         _write_text(os.path.join(dest, "val.txt"),
-                    "".join(f"{name} {index.val_wnids[name]}\n" for name in index.val), overwrite)
+                    "".join(f"{rel.rsplit('/', 1)[-1]} {dataset.synsets[label]}\n"
+                            for rel, label in val.entries), overwrite)
     check_counts(dest, counts)
     summary.seconds = time.perf_counter() - start
     with open(record + ".tmp", "w", encoding="utf-8") as f:
         json.dump({"tool": "imagenet-db extract", "complete": True, "val_layout": val_layout,
-                   "train_images": len(index.train), "val_images": len(index.val),
-                   "classes": len(index.synsets), "folders": counts}, f, indent=1, sort_keys=True)
+                   "train_images": len(dataset.splits["train"].entries),
+                   "val_images": len(val.entries) if val is not None else 0,
+                   "classes": len(dataset.synsets), "folders": counts}, f, indent=1,
+                  sort_keys=True)
     os.replace(record + ".tmp", record)
     return summary

@@ -2,7 +2,8 @@
 
 What Caffe's ``data/ilsvrc12/get_ilsvrc_aux.sh`` + ``examples/imagenet/create_imagenet.sh`` +
 ``make_imagenet_mean.sh`` do, in one call. SOURCE is any distribution ``sources`` detects
-(the raw ILSVRC2012 archives read in place, or an extracted tree).
+(the raw ILSVRC2012 archives, the ILSVRC2015 CLS-LOC .tar.gz or Kaggle's zip read in place, or
+an extracted tree of any of them).
 
 Outputs in OUTDIR: synsets.txt, synset_words.txt (when words are known), train.txt, val.txt
 (Caffe format, paths sorted), ilsvrc12_{train,val}_{lmdb,leveldb} (shuffled, resized 256x256
@@ -25,7 +26,7 @@ from imagenet_db.observers.mean import MeanObserver, compute_db_mean
 from imagenet_db.outputs.meanfile import channel_means, read_mean, write_mean
 from imagenet_db.pipeline import ConvertSummary, convert, plan_build
 from imagenet_db.sources import labels as L
-from imagenet_db.sources import open_dataset
+from imagenet_db.sources import load_dataset
 from imagenet_db.sources.base import DEFAULT_SEED, Dataset
 from imagenet_db.sources.checksums import verify_source
 from imagenet_db.sources.listfile import list_text
@@ -43,13 +44,13 @@ def write_aux(found: Dataset, outdir: str) -> List[str]:
     return list(outputs)
 
 
-def write_labels(source: str, outdir: str, log=print) -> List[str]:
+def write_labels(source: str, outdir: str, log=print, drop_blacklist: bool = False) -> List[str]:
     """Only the aux files (synsets.txt, synset_words.txt, train.txt, val.txt) for ``source``
-    (archives: from the devkit and the tar headers, no image is read; or an extracted tree).
-    Returns the paths written. Raises ImagenetDbError subclasses naming the bad file."""
-    found = open_dataset(source)
-    for note in found.notes:
-        log(f"note: {note}")
+    (archives: from the devkits, annotations and archive indexes, no image is read; or an
+    extracted tree). drop_blacklist: leave out the devkit's blacklisted validation images
+    (``base.drop_val_blacklist``). Returns the paths written. Raises ImagenetDbError
+    subclasses naming the bad file."""
+    found = load_dataset(source, drop_blacklist, log)
     written = write_aux(found, outdir)
     for path in written:
         log(f"wrote {path}")
@@ -129,7 +130,8 @@ def _aux_stage(aux: Dict[str, bytes], log) -> None:
 def create_imagenet(source: str, outdir: str, transform: Optional[TransformOptions] = None,
                     backend: str = "lmdb", seed: int = DEFAULT_SEED,
                     build: BuildOptions = BuildOptions(), verify: bool = False,
-                    log: Callable[[str], None] = print) -> Dict[str, ConvertSummary]:
+                    log: Callable[[str], None] = print,
+                    drop_blacklist: bool = False) -> Dict[str, ConvertSummary]:
     """Build Caffe's ImageNet training data from ``source`` into ``outdir``.
 
     transform: decode/resize/encode settings (default: squash to 256x256, bilinear, raw
@@ -139,16 +141,16 @@ def create_imagenet(source: str, outdir: str, transform: Optional[TransformOptio
     txn_size/max_pixels/workers/progress/executor, as for ``pipeline.convert``.
     verify: for archive input, first check the archives' MD5 against the published values
     (reads every byte: ~147 GB for the real ones; ChecksumError on a mismatch).
-    log: where progress lines go. Returns {'train': summary, 'val': summary}. Raises
+    log: where progress lines go. drop_blacklist: leave out the validation images the
+    2014/2015 devkit blacklists (``--drop_val_blacklist``; off by default: the classification
+    task keeps all 50,000). Returns {'train': summary, 'val': summary}. Raises
     ImagenetDbError for bad input, and refuses (before doing any work) to replace existing
     outputs unless ``build.overwrite``.
     """
     transform = transform or DEFAULT_TRANSFORM
     if verify:
         verify_source(source, progress=build.progress, log=log)
-    found = open_dataset(source)
-    for note in found.notes:
-        log(f"note: {note}")
+    found = load_dataset(source, drop_blacklist, log)
     os.makedirs(outdir, exist_ok=True)
     stages = [_Stage(name, found, outdir, backend, seed, name == "train" and transform.resizing)
               for name in found.splits]

@@ -8,7 +8,7 @@ records stays small (no pixels are held for the list).
 import hashlib
 import os
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 DEFAULT_SEED = 0
 # file name extensions of the images a folder tree may hold (case-insensitive; OpenCV decodes all)
@@ -102,11 +102,39 @@ class Split:
 @dataclass
 class Dataset:
     """A located ImageNet: synsets in Caffe label order (label i = synsets[i]), optional words
-    (wnid -> 'tench, Tinca tinca'), the splits by name, and notes for the log."""
+    (wnid -> 'tench, Tinca tinca'), the splits by name, notes for the log, and the validation
+    relpaths a devkit blacklists (``val_blacklist``, None when no devkit blacklist is known;
+    ``blacklist_where`` names the file)."""
     synsets: List[str]
     splits: Dict[str, Split]
     words: Dict[str, str] = field(default_factory=dict)
     notes: List[str] = field(default_factory=list)
+    val_blacklist: Optional[Set[str]] = None
+    blacklist_where: str = ""
+
+
+def drop_val_blacklist(dataset: Dataset) -> Dataset:
+    """``dataset`` without the validation images its devkit blacklists (``--drop_val_blacklist``:
+    the 1,762 images of the 2014/2015 CLS-LOC devkits' *_clsloc_validation_blacklist.txt, which
+    ILSVRC's localization evaluation skips; the classification task keeps them). Adds a note.
+    Raises ImagenetDbError when the SOURCE has no devkit blacklist (Kaggle's download and an
+    extracted tree have none: put a devkit beside it)."""
+    from imagenet_db.errors import ImagenetDbError
+
+    if dataset.val_blacklist is None:
+        raise ImagenetDbError("--drop_val_blacklist: this SOURCE has no devkit with a validation "
+                              "blacklist (ILSVRC2014_devkit.tgz, ILSVRC2015_devkit.tar.gz or "
+                              "ILSVRC2012_devkit_t12.tar.gz beside the data)")
+    val = dataset.splits.get("val")
+    if val is None:
+        return dataset
+    kept = [e for e in val.entries if e[0] not in dataset.val_blacklist]
+    splits = dict(dataset.splits)
+    splits["val"] = Split(val.name, kept, val.loader)
+    note = (f"--drop_val_blacklist: left out {len(val.entries) - len(kept)} validation images "
+            f"listed in {dataset.blacklist_where}")
+    return Dataset(dataset.synsets, splits, dataset.words, dataset.notes + [note],
+                   dataset.val_blacklist, dataset.blacklist_where)
 
 
 def file_loader(root: str) -> Callable[[str], Callable[[], bytes]]:

@@ -6,6 +6,8 @@ SOURCE is a directory holding the three files ImageNet distributes:
                                   n01440764_10026.JPEG, ... (1,281,167 images)
     ILSVRC2012_img_val.tar        flat ILSVRC2012_val_00000001.JPEG .. _00050000.JPEG
     ILSVRC2012_devkit_t12.tar.gz  data/meta.mat (synsets) and the validation ground truth
+                                  (or, instead or as well, the ILSVRC2014_devkit.tgz or
+                                  ILSVRC2015_devkit.tar.gz: same IDs; see ``devkits``)
 
 ``index_archives`` reads only tar headers and the devkit: the classes are the devkit's leaf
 synsets, Caffe labels are their positions in ASCII wnid order, each validation image gets the
@@ -22,7 +24,8 @@ from typing import Callable, Dict, List, Optional
 from imagenet_db.errors import ImagenetDbError
 from imagenet_db.sources import labels as L
 from imagenet_db.sources.base import Dataset, Split
-from imagenet_db.sources.devkit import Devkit, read_devkit
+from imagenet_db.sources import devkits as D
+from imagenet_db.sources.devkit import Devkit, Synset, read_devkit
 from imagenet_db.sources.tarindex import Member, MemberLoader, TarReader, index_nested, index_tar
 
 NAME = "ilsvrc2012"
@@ -31,7 +34,8 @@ TRAIN_TAR = "ILSVRC2012_img_train.tar"
 VAL_TAR = "ILSVRC2012_img_val.tar"
 DEVKIT_TGZ = "ILSVRC2012_devkit_t12.tar.gz"
 ARCHIVE_NAMES = (TRAIN_TAR, VAL_TAR, DEVKIT_TGZ)
-LOOKS_FOR = f"the ILSVRC2012 archives: {', '.join(ARCHIVE_NAMES)}"
+LOOKS_FOR = (f"the ILSVRC2012 archives: {TRAIN_TAR}, {VAL_TAR} and a devkit ({DEVKIT_TGZ}, "
+             f"ILSVRC2014_devkit.tgz or ILSVRC2015_devkit.tar.gz)")
 VAL_NAME = re.compile(r"^ILSVRC2012_val_(\d{8})\.JPEG$")
 VAL_FORMAT = "ILSVRC2012_val_%08d.JPEG"
 # Published sizes of ILSVRC2012 (for information in messages; fixtures are smaller).
@@ -45,14 +49,17 @@ class ArchiveError(ImagenetDbError):
 
 @dataclass(frozen=True)
 class ArchivePaths:
-    """Paths of the three ILSVRC2012 files in a SOURCE directory."""
+    """Paths of the ILSVRC2012 files in a SOURCE directory: the two image tars, the devkit
+    used for the classes (the 2012 one when present) and every devkit found (2012/2014/2015,
+    archives or extracted; they are cross-checked)."""
     train: str
     val: str
     devkit: str
+    devkits: tuple = ()
 
     def all(self) -> List[str]:
-        """[train, val, devkit] paths."""
-        return [self.train, self.val, self.devkit]
+        """[train, val, devkit(s)] paths."""
+        return [self.train, self.val] + list(self.devkits or (self.devkit,))
 
 
 def find_archives(source: str) -> Optional[ArchivePaths]:
@@ -67,13 +74,20 @@ def find_archives(source: str) -> Optional[ArchivePaths]:
     present = [os.path.lexists(p) for p in paths]
     if not any(present):
         return None
-    for path in paths:
+    kits = D.find_devkits(source)
+    for path in paths[:2]:
         if not os.path.lexists(path):
             raise ArchiveError(f"{source}: missing {os.path.basename(path)} (an ILSVRC2012 "
-                               f"archive SOURCE needs {', '.join(ARCHIVE_NAMES)})")
+                               f"archive SOURCE needs {TRAIN_TAR}, {VAL_TAR} and a devkit)")
         if not os.path.isfile(path):
             raise ArchiveError(f"{path}: not a regular file")
-    return ArchivePaths(*paths)
+    if os.path.lexists(paths[2]) and not os.path.isfile(paths[2]):
+        raise ArchiveError(f"{paths[2]}: not a regular file")
+    if not kits:
+        raise ArchiveError(f"{source}: missing {DEVKIT_TGZ} (or ILSVRC2014_devkit.tgz / "
+                           f"ILSVRC2015_devkit.tar.gz): the validation labels are in a devkit")
+    primary = paths[2] if os.path.isfile(paths[2]) else kits[0]
+    return ArchivePaths(paths[0], paths[1], primary, tuple(kits))
 
 
 @dataclass
@@ -84,6 +98,7 @@ class ArchiveIndex:
     train: Caffe relpath -> Member (offset into paths.train), sorted by relpath.
     val: file name -> Member (offset into paths.val), sorted by name (= image number).
     val_wnids: file name -> ground-truth wnid. notes: non-fatal observations for the log.
+    blacklist: val file names a devkit blacklists (None when no devkit has the file).
     """
     paths: ArchivePaths
     devkit: Devkit
@@ -93,6 +108,8 @@ class ArchiveIndex:
     val: Dict[str, Member]
     val_wnids: Dict[str, str]
     notes: List[str]
+    blacklist: Optional[set] = None
+    blacklist_where: str = ""
 
     def labels(self) -> Dict[str, int]:
         """wnid -> Caffe label (position in ASCII order)."""
@@ -197,10 +214,9 @@ def index_archives(source_or_paths) -> ArchiveIndex:
         if paths is None:
             raise ArchiveError(f"{source_or_paths}: no ILSVRC2012 archives "
                                f"({', '.join(ARCHIVE_NAMES)})")
-    devkit = read_devkit(paths.devkit)
+    devkit, infos, words, notes = _read_devkits(paths)
     classes = devkit.classes
     synsets = L.caffe_synsets(s.wnid for s in classes)
-    notes: List[str] = []
     train = _index_train(paths.train, synsets, notes,
                          {s.wnid: s.num_train_images for s in classes})
     val = _index_val(paths.val, devkit)
@@ -210,7 +226,46 @@ def index_archives(source_or_paths) -> ArchiveIndex:
                      f"ILSVRC2012 has {ILSVRC2012_TRAIN_IMAGES:,} and {ILSVRC2012_VAL_IMAGES:,}")
     truth = devkit.val_wnids()
     val_wnids = {name: truth[int(VAL_NAME.match(name).group(1)) - 1] for name in val}
-    return ArchiveIndex(paths, devkit, synsets, devkit.words(), train, val, val_wnids, notes)
+    index = ArchiveIndex(paths, devkit, synsets, words, train, val, val_wnids, notes)
+    for info in infos:
+        if info.blacklist is not None:
+            index.blacklist = {VAL_FORMAT % n for n in info.blacklist if VAL_FORMAT % n in val}
+            index.blacklist_where = info.blacklist_where
+            break
+    return index
+
+
+def _read_devkits(paths: ArchivePaths):
+    """(primary Devkit, [DevkitInfo of every devkit], words, notes). The 2012 devkit is read
+    by ``devkit.read_devkit`` (its stated train counts give notes); 2014/2015 devkits by
+    ``devkits``; all must agree on the classes and the ground truth."""
+    notes: List[str] = []
+    legacy = read_devkit(paths.devkit) if os.path.basename(paths.devkit) == DEVKIT_TGZ else None
+    infos = [D.read_devkit(p) for p in (paths.devkits or (paths.devkit,))]
+    if legacy is not None:
+        devkit = legacy
+    else:
+        info = infos[0]
+        if info.truth is None:
+            raise ArchiveError(f"{info.where}: no validation ground truth in the devkit "
+                               f"(data/ILSVRC20xx_clsloc_validation_ground_truth.txt)")
+        devkit = Devkit(info.where, [Synset(e.ident, e.wnid, e.words, "", 0, 0) for e in info.classes],
+                        list(info.truth))
+    wnids = {s.wnid for s in devkit.classes}
+    for info in infos:
+        if {e.wnid for e in info.classes} != wnids:
+            raise ArchiveError(f"{info.where}: its classes differ from those of {devkit.path}; "
+                               f"devkits of different datasets?")
+    D.check_same_truth([i for i in infos if i.truth is not None])
+    if os.path.basename(paths.devkit) == DEVKIT_TGZ:
+        words = devkit.words()
+    else:
+        best = D.best_words(infos)
+        words = best.words()
+        if not best.full_words:
+            notes.append(f"synset_words.txt has map_clsloc.txt's short names ('kit fox'), the "
+                         f"only class names in {best.where}")
+    return devkit, infos, words, notes
 
 
 def loader_for(path: str, members: Dict[str, Member]) -> Callable[[str], Callable[[], bytes]]:
@@ -237,7 +292,8 @@ def open_dataset(source: str) -> Dataset:
     splits = {"train": Split("train", index.train_entries(), loader_for(index.paths.train,
                                                                         index.train)),
               "val": Split("val", index.val_entries(), loader_for(index.paths.val, index.val))}
-    return Dataset(index.synsets, splits, index.words, index.notes)
+    return Dataset(index.synsets, splits, index.words, index.notes, index.blacklist,
+                   index.blacklist_where)
 
 
 def verify(source: str, progress=None, log=print) -> None:

@@ -83,9 +83,10 @@ CACHE_ENV = "IMAGENET_DB_TAR_INDEX_CACHE"
 CACHE_FORMAT = "imagenet-db tar index v1"
 
 
-def cache_file(path: str) -> Optional[str]:
+def cache_file(path: str, fmt: str = CACHE_FORMAT) -> Optional[str]:
     """Where the index of the archive at ``path`` is cached (None when caching is off or the
-    file cannot be stat'ed)."""
+    file cannot be stat'ed). fmt: the index format's name, part of the key (the .tar.gz index
+    of ``gzindex`` uses its own)."""
     setting = os.environ.get(CACHE_ENV, "")
     if setting.lower() in ("off", "0", "no", "false"):
         return None
@@ -96,7 +97,7 @@ def cache_file(path: str) -> Optional[str]:
         st = os.stat(path)
     except OSError:
         return None
-    key = f"{os.path.realpath(path)}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ino}\0{CACHE_FORMAT}"
+    key = f"{os.path.realpath(path)}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ino}\0{fmt}"
     digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:24]
     return os.path.join(folder, f"{os.path.basename(path)}-{digest}.tsv.gz")
 
@@ -232,7 +233,11 @@ class TarReader:
 
 
 class MemberLoader:
-    """Zero-argument callable returning one member's bytes (the Record.load of archive input)."""
+    """Zero-argument callable returning one member's bytes (the Record.load of archive input).
+
+    reader: anything with ``path`` and ``read(offset, size)`` (a TarReader, or a
+    containers.GzipTarReader for a member of a .tar.gz, offsets then in the uncompressed tar).
+    """
 
     __slots__ = ("reader", "offset", "size")
 
@@ -241,6 +246,11 @@ class MemberLoader:
 
     def __call__(self) -> bytes:
         return self.reader.read(self.offset, self.size)
+
+    @property
+    def sort_key(self):
+        """(archive path, offset): orders loaders for sequential reading."""
+        return (self.reader.path, self.offset)
 
     def __repr__(self) -> str:
         return f"MemberLoader({self.reader.path!r}, offset={self.offset}, size={self.size})"
