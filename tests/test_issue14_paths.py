@@ -42,10 +42,25 @@ def test_encoded_datum_wire_bytes_match_protobuf(label, shape):
         encoded_datum(data, label, shape).SerializeToString()
 
 
+def _gray_jpeg_turned():
+    """A 1-channel 320x240 JPEG with EXIF Orientation 6 (made with Pillow)."""
+    import io
+
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buf = io.BytesIO()
+    Image.fromarray((np.arange(240 * 320) % 251).astype(np.uint8).reshape(240, 320)).save(
+        buf, "JPEG", exif=exif)
+    return buf.getvalue()
+
+
 def test_decoded_shape_agrees_with_opencv(odd, jpegs):
     """Where the headers give a shape, a decode gives the same one (EXIF turns included);
     for --gray only 1-channel JPEGs are stored as they are."""
-    files = dict(odd, **{f"photo{i}": data for i, data in enumerate(jpegs)})
+    files = dict(odd, gray_turned=_gray_jpeg_turned(),
+                 **{f"photo{i}": data for i, data in enumerate(jpegs)})
     told = 0
     for name, data in files.items():
         if check_image_bytes(data):
@@ -61,6 +76,7 @@ def test_decoded_shape_agrees_with_opencv(odd, jpegs):
             assert shape == ((3,) if is_color else (1,)) + image.shape[:2], (name, is_color)
     assert told >= len(jpegs) + 4  # the photos, gray (both ways), cmyk, exif_rotated, ...
     assert decoded_shape(odd["exif_rotated"], True) == (3, 320, 240)
+    assert decoded_shape(files["gray_turned"], False) == (1, 320, 240)
     assert decoded_shape(odd["png_named_jpeg"], True) is None
     assert decoded_shape(odd["cmyk"], False) is None
 
