@@ -188,9 +188,10 @@ class _Build:
     summary: ConvertSummary
 
 
-def _write_all(todo, results, run: _Build, writer: WriterThread, bar, stop: GracefulStop) -> None:
+def _write_all(todo, results, run: _Build, writer: WriterThread, bar, stop: GracefulStop,
+               skipped_at: List[int]) -> None:
     """The loop: each result in list order to the writing thread (observers, then the output),
-    or to the skip log."""
+    or to the skip log (its index also to ``skipped_at``)."""
     summary = run.summary
     skip_log = B.SkipLog(run.build_dir)
     try:
@@ -201,6 +202,7 @@ def _write_all(todo, results, run: _Build, writer: WriterThread, bar, stop: Grac
             if not isinstance(result, Encoded):
                 skip_log.add(record.index, record.relpath, result)
                 summary.skipped.append((record.relpath, result))
+                skipped_at.append(record.index)
                 bar.write(f"skipped {record.relpath}: {result}", file=sys.stderr)
                 if run.options.strict:
                     raise SkippedImageError(f"{record.relpath}: {result} (--strict); "
@@ -231,11 +233,22 @@ def _run(records, todo, run: _Build, transform: TransformOptions) -> GracefulSto
                file=sys.stderr, desc=os.path.basename(run.summary.db_path), dynamic_ncols=True)
     stop = GracefulStop()
     writer = WriterThread(output, observers, build_dir)
+    written_before, skipped_before, skipped_at = run.summary.written, len(run.summary.skipped), []
     try:
-        with stop:
-            _write_all(todo, results, run, writer, bar, stop)
-        results.close()
-        writer.close()
+        with stop:  # a signal during the final drain still stops cleanly, after one commit
+            _write_all(todo, results, run, writer, bar, stop, skipped_at)
+            results.close()
+            if stop.requested:
+                writer.stop()
+            writer.close(interrupted=lambda: stop.requested)
+        if stop.requested:  # count what is committed: the records up to the last one stored
+            last = writer.last_index if writer.last_index is not None else \
+                len(records) - len(todo) - 1
+            summary = run.summary
+            summary.written = written_before + writer.written
+            summary.skipped = summary.skipped[:skipped_before] + [
+                skip for skip, index in zip(summary.skipped[skipped_before:], skipped_at)
+                if index <= last]
     except (ImagenetDbError, OSError) as exc:
         results.close()
         if isinstance(exc, (DatabaseError, OSError)):  # the writer failed: keep what is committed

@@ -212,3 +212,18 @@ def test_writer_thread_abort_and_a_failing_output(tmp_path, jpegs):
         out_of_order.add(*items[3])
         out_of_order.close()
     out_of_order.abort()
+
+
+def test_writer_thread_stop_commits_what_was_stored_and_drops_the_queue(tmp_path, jpegs):
+    items = _datums(jpegs, 200)
+    slow = _Recorder()
+    slow.add = lambda record, encoded: __import__("time").sleep(0.002)  # a slow observer
+    writer = WriterThread(LmdbWriter(str(tmp_path / "db"), batch_size=1000), [slow],
+                          str(tmp_path))
+    for record, encoded in items:
+        writer.add(record, encoded)
+    writer.close(interrupted=lambda: True)  # as on Ctrl-C during the final drain
+    assert 0 < writer.written < 200 and writer.last_index == writer.written - 1
+    check = LmdbWriter(str(tmp_path / "db"))
+    assert check.entries() == writer.written  # all of it committed, nothing after it
+    check.abort()

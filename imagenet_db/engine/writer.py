@@ -17,6 +17,10 @@ that. Durability: a commit is durable when it returns, as before; a crash loses 
 committed yet, i.e. the transaction being filled or committed plus the queue behind it (both
 bounded as above); ``--resume`` redoes them from the last committed record.
 
+Stopping (Ctrl-C): ``stop()`` drops what is queued and ends the batch being written after the
+current record; ``close()`` then commits what reached the output (``written`` records, the
+last being ``last_index``), so a stop takes one commit, not the whole queue.
+
 Errors: an exception on the thread (disk full, a size mismatch under --check_size) stops the
 writing at that record; the next ``add`` or ``close`` raises it on the calling thread, and the
 output stays open for the caller to ``close`` (commit what came before) or ``abort``.
@@ -46,7 +50,9 @@ class WriterThread:
         self._error = None          # an exception on the thread, not yet raised to the caller
         self._command = None        # 'close' or 'abort': the thread's last act
         self._command_error = None  # what output.close()/abort() raised
-        self._busy = self._idle = self._waiting = False
+        self._busy = self._idle = self._waiting = self._stopping = False
+        self.written = 0          # records that reached output.add
+        self.last_index = None    # the index of the last of them
         self._thread = threading.Thread(target=self._run, name="imagenet-db-writer", daemon=True)
         self._thread.start()
 
@@ -66,17 +72,32 @@ class WriterThread:
             if self._idle:
                 self._cond.notify_all()
 
-    def close(self) -> None:
+    def close(self, interrupted=None) -> None:
         """Write everything queued, then close the output (commit + flush to disk).
+        interrupted: a callable checked while waiting; once it returns True, ``stop()``.
         If the thread failed (now or earlier) and that error was not raised yet, raise it
         instead and leave the output open; a second ``close`` then commits what was added
         before the failing record, as the loop without a thread did."""
         with self._cond:
             while (self._queue or self._busy) and self._error is None:
+                if interrupted is not None and not self._stopping and interrupted():
+                    self._stop_locked()
+                    continue
                 self._waiting = True
-                self._cond.wait()
+                self._cond.wait(0.05 if interrupted is not None else None)
             self._raise_pending()
         self._finish("close")
+
+    def stop(self) -> None:
+        """Drop what is queued; the thread stops after the record it is storing."""
+        with self._cond:
+            self._stop_locked()
+
+    def _stop_locked(self) -> None:
+        self._stopping = True
+        self._queue.clear()
+        self._queued_bytes = 0
+        self._cond.notify_all()
 
     def abort(self) -> None:
         """Drop what is queued and abort the output (what was committed stays)."""
@@ -129,9 +150,13 @@ class WriterThread:
         output, observers, done = self.output, self.observers, 0
         try:
             for record, encoded in batch:
+                if self._stopping:
+                    break
                 for observer in observers:  # before the put: a size mismatch stops before it
                     observer.add(record, encoded)
                 output.add(record, encoded)
+                self.written += 1
+                self.last_index = record.index
                 if output.pending == 0:
                     for observer in observers:
                         observer.committed(self.build_dir, record.index)
