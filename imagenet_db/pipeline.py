@@ -15,6 +15,7 @@ decides what a build has to do (build, resume, publish, done) and refuses to rep
 exists without ``overwrite``. An interrupted build (crash, kill, Ctrl-C, disk full) continues
 with ``resume=True`` from its last committed transaction.
 """
+import json
 import os
 import sys
 import time
@@ -101,6 +102,9 @@ class RecordJob:
         problem = check_image_bytes(data, self.max_pixels)
         if problem:
             return problem
+        stored = self.output.encode_file(record, data, self.options)
+        if stored is not None:  # kept as it is (e.g. a folder copy): no decode
+            return stored
         try:
             image = transform_image(data, record.relpath, self.options, self.want_pixels)
         except ImageSkipped as exc:
@@ -134,10 +138,15 @@ def all_observers(build: BuildOptions, observers: Sequence) -> list:
 
 def plan_build(records: Sequence[Record], db_path: str, backend: str,
                transform: TransformOptions, build: BuildOptions, observers: Sequence,
-               settings: Optional[dict] = None) -> Tuple[dict, str]:
+               settings: Optional[dict] = None,
+               output_options: Optional[dict] = None) -> Tuple[dict, str]:
     """(build record, action) for building ``db_path`` from ``records`` with the caller's
     ``observers``: see ``buildstate.plan_output`` for the actions; raises DatabaseError when
-    refused. ``convert`` calls it; recipes call it first to refuse before any work."""
+    refused. ``convert`` calls it; recipes call it first to refuse before any work.
+    output_options: the output constructor's options, recorded with the settings."""
+    output_options = json.loads(json.dumps(output_options or {}))
+    if output_options:
+        settings = {**(settings or {}), "output_options": output_options}
     observed = {}
     for observer in all_observers(build, observers):
         observed.update(observer.identity())
@@ -266,11 +275,15 @@ def _run(records, todo, run: _Build, transform: TransformOptions) -> GracefulSto
 
 
 def _publish(build_dir: str, summary: ConvertSummary, identity: dict, observers,
-             info: Optional[dict]) -> None:
-    """Completion record, then the rename into place, then the skip report beside it."""
+             info: Optional[dict], output: Output) -> None:
+    """The output's and observers' last files, the completion record, then the rename into
+    place, then the skip report beside it."""
     manifest = {**identity, "complete": True, "entries": summary.written,
                 "skipped": len(summary.skipped), **(info or {})}
     try:
+        finished = output.finish()
+        manifest.update(finished)
+        summary.results.update(finished)
         for observer in observers:
             manifest.update(observer.finish(build_dir))
             summary.results.update(observer.results())
@@ -301,7 +314,8 @@ def _start(db_path: str, build_dir: str, action: str, identity: dict) -> None:
 def convert(records: Sequence[Record], db_path: str, backend: str = "lmdb",
             transform: TransformOptions = TransformOptions(),
             build: BuildOptions = BuildOptions(), observers: Sequence = (),
-            settings: Optional[dict] = None, info: Optional[dict] = None) -> ConvertSummary:
+            settings: Optional[dict] = None, info: Optional[dict] = None,
+            output_options: Optional[dict] = None) -> ConvertSummary:
     """Convert images to an output (a Caffe Datum LMDB/LevelDB...), as Caffe's convert_imageset.
 
     records: in output order (already shuffled); record i must have index i (its key number).
@@ -312,6 +326,8 @@ def convert(records: Sequence[Record], db_path: str, backend: str = "lmdb",
     (its mean is returned in the summary's results and kept as imagenet_db.mean.npy in the
     output directory; equal to compute_image_mean on it). settings: extra facts that decide
     the output (seed, split...), recorded and compared on resume. info: facts recorded only.
+    output_options: keyword arguments of the output's constructor (e.g. the splits of a
+    batch output); recorded and compared on resume like ``settings``.
 
     Unreadable/undecodable/corrupt/oversized images are skipped, counted and listed in
     ``DB.skipped.tsv``. Raises DatabaseError (existing output, resume refused, disk full...),
@@ -322,8 +338,10 @@ def convert(records: Sequence[Record], db_path: str, backend: str = "lmdb",
     db_path = os.path.normpath(db_path)
     if any(record.index != position for position, record in enumerate(records)):
         raise ValueError("records must be numbered 0..n-1 in list order")
+    # as JSON gives them back (lists, not tuples), so that a resume compares them equal
+    output_options = json.loads(json.dumps(output_options or {}))
     identity, action = plan_build(records, db_path, backend, transform, build, observers,
-                                  settings)
+                                  settings, output_options)
     observers = all_observers(build, observers)
     build_dir = db_path + PARTIAL_SUFFIX
     if action != "done":
@@ -332,7 +350,8 @@ def convert(records: Sequence[Record], db_path: str, backend: str = "lmdb",
         return _finished_summary(db_path, action, observers)
     summary = ConvertSummary(db_path=db_path, action=action)
     start = time.perf_counter()
-    output = output_class(backend)(build_dir, batch_size=max(1, build.txn_size))
+    output = output_class(backend)(build_dir, batch_size=max(1, build.txn_size),
+                                   **output_options)
     try:
         done = _restore(build_dir, records, output, observers, build.strict, summary)
     except BaseException:
@@ -348,5 +367,5 @@ def convert(records: Sequence[Record], db_path: str, backend: str = "lmdb",
         raise DatabaseError(f"{build_dir}: {summary.written} datums + {len(summary.skipped)} "
                             f"skipped != {len(records)} records; pass --overwrite to rebuild")
     summary.seconds = time.perf_counter() - start
-    _publish(build_dir, summary, identity, observers, info)
+    _publish(build_dir, summary, identity, observers, info, output)
     return summary

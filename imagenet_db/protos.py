@@ -1,4 +1,5 @@
-"""Caffe protobuf messages (Datum, BlobProto, BlobShape, BlobProtoVector).
+"""Caffe protobuf messages (Datum, BlobProto, BlobShape, BlobProtoVector; NetParameter,
+SolverParameter, LayerParameter for prototxt files).
 
 The classes are generated from ``proto/caffe.proto`` with grpcio-tools' protoc. An installed
 package carries the generated ``imagenet_db/caffe_pb2.py`` (made by ``setup.py`` at build time).
@@ -55,5 +56,10 @@ Datum = _pb2.Datum
 BlobShape = _pb2.BlobShape
 BlobProto = _pb2.BlobProto
 BlobProtoVector = _pb2.BlobProtoVector
+# network and solver definitions (prototxt), for checking the files create_imagenet writes
+NetParameter = _pb2.NetParameter
+SolverParameter = _pb2.SolverParameter
+LayerParameter = _pb2.LayerParameter
 
-__all__ = ["Datum", "BlobShape", "BlobProto", "BlobProtoVector"]
+__all__ = ["Datum", "BlobShape", "BlobProto", "BlobProtoVector", "NetParameter",
+           "SolverParameter", "LayerParameter"]

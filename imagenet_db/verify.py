@@ -11,11 +11,15 @@ Checks, in one pass over the database (datums are parsed and decoded on all core
   list order), no number used twice, all below the record count of the manifest;
 * values: each parses as a Datum; raw datums hold channels*height*width bytes (or floats);
   encoded ones decode with OpenCV and match the channels/height/width stored beside them;
-* one channels/height/width for all datums (mixed sizes are a problem unless the manifest
-  says images kept their size, or ``allow_mixed_sizes``): Caffe's data layer and the mean
-  need one size;
+* one channels/height/width for all datums, unless the manifest says sizes vary (images kept
+  their size, or a resize mode that keeps the aspect ratio: shorter_side, min_max_dim), or
+  ``allow_mixed_sizes``: Caffe's data layer without crop_size and a whole-image mean need one
+  size. When sizes vary, the range is reported, and a database whose mean was taken over a
+  centre crop (``--mean_crop``) must not hold an image smaller than that crop (Caffe's
+  crop_size would stop on it);
 * labels: in 0..len(synsets)-1 when a synsets.txt is given, else at least >= 0;
-* the mean stored by imagenet-db beside the datums has their shape.
+* the mean stored by imagenet-db beside the datums has their shape (or, with a mean crop,
+  channels x crop x crop).
 """
 import os
 import re
@@ -203,19 +207,40 @@ def _check_totals(report: VerifyReport, path: str, manifest: dict,
             except (OSError, ValueError) as exc:
                 report.problem(f"stored mean {mean_file} cannot be read: {exc}")
             else:
-                if mean_shape not in report.shapes:
+                crop = manifest.get("mean_crop")
+                expected = ({(c, crop, crop) for c, _, _ in report.shapes} if crop
+                            else set(report.shapes))
+                if mean_shape not in expected:
                     report.problem(f"stored mean {mean_file} has shape {mean_shape}")
     if report.entries == 0:
         report.problem("the database is empty")
+    crop = manifest.get("mean_crop") if manifest else None
+    if crop and report.shapes:
+        small = [(h, w) for _, h, w in report.shapes if h < crop or w < crop]
+        if small:
+            h, w = min(small)
+            report.problem(f"{sum(n for (_, hh, ww), n in report.shapes.items() if hh < crop or ww < crop)} "
+                           f"datum(s) smaller than the {crop}x{crop} mean crop (e.g. {w}x{h}): "
+                           f"Caffe's crop_size {crop} would stop on them")
     if len(report.shapes) > 1:
-        options = manifest.get("options", {})
-        kept_size = manifest and not (options.get("resize_height") and options.get("resize_width"))
-        text = (f"datums have {len(report.shapes)} different channels/height/width; Caffe's "
-                f"data layer (without crop_size) and the mean need one size")
-        if kept_size or allow_mixed_sizes:
+        heights = [h for _, h, _ in report.shapes]
+        widths = [w for _, _, w in report.shapes]
+        text = (f"datums have {len(report.shapes)} different channels/height/width (width "
+                f"{min(widths)}..{max(widths)}, height {min(heights)}..{max(heights)}); Caffe's "
+                f"data layer needs a crop_size and the mean a centre crop (--crop_size)")
+        if (manifest and _sizes_may_vary(manifest.get("options", {}))) or allow_mixed_sizes:
             report.notes.append(text)
         else:
             report.problem(text)
+
+
+def _sizes_may_vary(options: dict) -> bool:
+    """True when a build with these stored TransformOptions stores images of different sizes:
+    no resize, or a resize mode that keeps the aspect ratio (not a fixed-size one)."""
+    from imagenet_db.imaging.resize import FIXED_SIZE_MODES
+
+    fixed = options.get("resize_mode", "squash") in FIXED_SIZE_MODES
+    return not (fixed and options.get("resize_height") and options.get("resize_width"))
 
 
 def verify_db(path: str, backend: Optional[str] = None, synsets_path: Optional[str] = None,

@@ -21,6 +21,9 @@ from imagenet_db.sources.checksums import ChecksumError, verify_archives
 from imagenet_db.cli import create_imagenet_main, main
 from imagenet_db.sources.devkit import DevkitError, read_devkit
 from imagenet_db.recipes.extract import ExtractError, extract
+from imagenet_db.errors import ImagenetDbError
+from imagenet_db.outputs.folder import FolderOutput
+from imagenet_db.sources import open_dataset
 from imagenet_db.engine.buildstate import BuildOptions
 from imagenet_db.imaging.transform import TransformOptions
 from imagenet_db.recipes.imagenet import create_imagenet, write_labels
@@ -223,7 +226,7 @@ def test_archives_and_extracted_tree_give_identical_databases(small, tmp_path):
 
 
 # ------------------------------------------------------------------ extract
-def test_extract_reproduces_layout_and_resumes(small, tmp_path):
+def test_extract_reproduces_layout_and_resumes(small, tmp_path, monkeypatch):
     arch, tree = str(small["root"] / "arch"), small["root"] / "tree"
     dest = tmp_path / "imagenet"
     s = extract(arch, str(dest), workers=2, progress=False, log=quiet)
@@ -233,31 +236,43 @@ def test_extract_reproduces_layout_and_resumes(small, tmp_path):
     for name, wnid in small["val"]:
         assert (dest / "val" / wnid / name).read_bytes() == (tree / "val" / name).read_bytes()
     assert (dest / "synset_words.txt").read_bytes() == (tree / "synset_words.txt").read_bytes()
-    assert (dest / "imagenet_db_extract.json").is_file()
+    assert (dest / "train" / "imagenet_db.json").is_file()
+    # the tree is a SOURCE with the archives' labels; val.txt names its paths
+    labels = dict(open_dataset(arch).splits["val"].entries)
+    want = sorted((f"{w}/{n}", labels[n]) for n, w in small["val"])
+    assert open_dataset(str(dest)).splits["val"].entries == want
+    assert read_lines(dest / "val.txt") == [f"{p} {label}" for p, label in want]
 
-    # what an interruption leaves: missing files, a half-written temporary, no record
-    victim = dest / "train" / small["train"][5][0]
-    size = victim.stat().st_size
-    victim.unlink()
-    (victim.parent / f".{victim.name}.partial").write_bytes(b"\xff\xd8 half")
-    (dest / "val" / small["val"][0][1] / small["val"][0][0]).unlink()
-    (dest / "imagenet_db_extract.json").unlink()
+    # an interrupted run: train complete, val stopped after 5 files (4 committed, 2 per commit)
+    shutil.rmtree(dest / "val")
+    with monkeypatch.context() as m:
+        init, add = FolderOutput.__init__, FolderOutput.add
+
+        def small_commits(self, path, batch_size=1000):
+            init(self, path, batch_size=2)
+
+        def crash_on_sixth(self, record, encoded):
+            if len(self.logged) + self.pending == 5:
+                raise KeyboardInterrupt("killed")
+            add(self, record, encoded)
+        m.setattr(FolderOutput, "__init__", small_commits)
+        m.setattr(FolderOutput, "add", crash_on_sixth)
+        with pytest.raises(KeyboardInterrupt):
+            extract(arch, str(dest), workers=1, progress=False, log=quiet)
+    assert len(read_lines(dest / "val.partial" / "imagenet_db.files.log")) == 4
     s = extract(arch, str(dest), workers=2, progress=False, log=quiet)
-    assert (s.written, s.kept) == (2, len(small["train"]) + len(small["val"]) - 2)
-    assert victim.stat().st_size == size and not list(dest.rglob(".*.partial"))
-    assert (dest / "imagenet_db_extract.json").is_file()
+    assert s.kept == len(small["train"]) and s.written == len(small["val"])
+    for name, wnid in small["val"]:
+        assert (dest / "val" / wnid / name).read_bytes() == (tree / "val" / name).read_bytes()
+    assert not list(dest.rglob(".*.tmp-*")) and not (dest / "val.partial").exists()
 
-    # a different file of ours is not replaced unless asked
-    victim.write_bytes(b"not the archive's file")
-    with pytest.raises(ExtractError, match=str(victim)):
-        extract(arch, str(dest), progress=False, log=quiet)
-    extract(arch, str(dest), overwrite=True, progress=False, log=quiet)
-    assert victim.read_bytes() == (tree / "train" / small["train"][5][0]).read_bytes()
-
-    # counts are checked against the archives at the end
+    # counts are checked against the source at the end
+    victim = dest / "train" / small["train"][5][0]
     (victim.parent / "stray.JPEG").write_bytes(b"x")
     with pytest.raises(ExtractError, match="train/" + victim.parent.name):
         extract(arch, str(dest), progress=False, log=quiet)
+    extract(arch, str(dest), overwrite=True, progress=False, log=quiet)
+    assert not (victim.parent / "stray.JPEG").exists()
 
 
 def test_extract_flat_layout_is_the_caffe_tree(small, tmp_path):
@@ -265,11 +280,16 @@ def test_extract_flat_layout_is_the_caffe_tree(small, tmp_path):
                  "--val_layout=flat", "--progress=false", "--workers=1"])
     assert code == 0
     got = files_under(tmp_path / "x")
-    del got["imagenet_db_extract.json"]
-    assert got == files_under(small["root"] / "tree")
+    want = files_under(small["root"] / "tree")
+    images = {k for k in want if k.startswith(("train/", "val/"))}
+    assert {k: got[k] for k in images} == {k: want[k] for k in images}
+    assert got["synset_words.txt"] == want["synset_words.txt"]
+    # Caffe's val.txt (labels instead of the fixture's wnids): the same tree as a SOURCE
+    x, fixture = open_dataset(str(tmp_path / "x")), open_dataset(str(small["root"] / "tree"))
+    assert x.splits["val"].entries == fixture.splits["val"].entries
     # a val.txt edited by the user is not replaced silently
     (tmp_path / "x" / "val.txt").write_text("ILSVRC2012_val_00000001.JPEG n01440764\n")
-    with pytest.raises(ExtractError, match="val.txt exists with other content"):
+    with pytest.raises(ImagenetDbError, match="val.txt exists with other contents"):
         extract(str(small["root"] / "arch"), str(tmp_path / "x"), val_layout="flat",
                 progress=False, log=quiet)
 

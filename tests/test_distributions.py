@@ -3,6 +3,7 @@ also beside the 2012 tars, Kaggle's zip / zip holding a .tar.gz / .tar.gz / extr
 aux files and databases as the ILSVRC2012 archives for the same images, and clear errors.
 Fixtures: imagenet_db.testing.clsloc, from the same real-photo JPEGs as the 2012 triple."""
 import gzip
+import json
 import pickle
 import shutil
 from pathlib import Path
@@ -171,10 +172,16 @@ def test_extract_gives_the_same_tree_from_every_archive(small, tmp_path):
     ref = tmp_path / "ref"
     extract(small["sources"]["ilsvrc2012"], str(ref), progress=False, log=quiet, workers=2)
     want = {str(p.relative_to(ref)): p.read_bytes() for p in ref.rglob("*") if p.is_file()}
+    want_records = {k: want.pop(k) for k in ("train/imagenet_db.json", "val/imagenet_db.json")}
     for name in ("2015 tar.gz + devkit", "kaggle zip", "kaggle targz"):
         dest = tmp_path / name.replace(" ", "_")
         s = extract(small["sources"][name], str(dest), progress=False, log=quiet, workers=2)
         got = {str(p.relative_to(dest)): p.read_bytes() for p in dest.rglob("*") if p.is_file()}
+        for record in ("train/imagenet_db.json", "val/imagenet_db.json"):
+            # the completion records name the order the files were read in (archive order)
+            a, b = json.loads(got.pop(record)), json.loads(want_records[record])
+            assert {k: v for k, v in a.items() if k != "list_sha256"} == \
+                {k: v for k, v in b.items() if k != "list_sha256"}, (name, record)
         assert got == want, name
         assert s.written == len(small["train"]) + len(small["val"])
 

@@ -12,11 +12,12 @@ from typing import Optional, Sequence
 
 from imagenet_db.cli.flags import (EXIT_STATUS, backend_arg, bool_flag, build_args,
                                    build_options, executor_for, fast_decode_arg, help_text,
-                                   normalize_gflags, run_command, workers_arg)
+                                   normalize_gflags, resize_args, run_command, transform_options,
+                                   workers_arg)
 from imagenet_db.sources.base import DEFAULT_SEED
 
 CONVERT_BOOLS = ("gray", "shuffle", "check_size", "encoded", "overwrite", "progress", "resume",
-                 "strict", "fast_decode")
+                 "strict", "fast_decode", "only_shrink")
 
 
 def convert_parser(prog="convert_imageset") -> argparse.ArgumentParser:
@@ -33,36 +34,38 @@ def convert_parser(prog="convert_imageset") -> argparse.ArgumentParser:
     bool_flag(p, "shuffle", "shuffle the list before writing (deterministic, see --seed)")
     backend_arg(p)
     p.add_argument("--resize_width", type=int, default=0, metavar="W",
-                   help="width images are squashed to (bilinear); 0 = keep (needs both sizes)")
+                   help="width images are resized to (see --resize_mode; default squash, "
+                        "bilinear); 0 = keep (needs both sizes)")
     p.add_argument("--resize_height", type=int, default=0, metavar="H",
-                   help="height images are squashed to (bilinear); 0 = keep (needs both sizes)")
+                   help="height images are resized to (see --resize_mode); 0 = keep (needs both "
+                        "sizes)")
     bool_flag(p, "check_size", "fail if images differ in channels/height/width")
     bool_flag(p, "encoded", "store encoded image bytes (the original file when unchanged)")
     p.add_argument("--encode_type", default="", metavar="EXT",
                    help="encoding for --encoded ('jpg', 'png'; default: each file's extension)")
     fast_decode_arg(p)
+    resize_args(p)
     workers_arg(p, cluster=True)
     p.add_argument("--seed", type=int, default=DEFAULT_SEED,
-                   help=f"seed for --shuffle (default {DEFAULT_SEED}: same order on any machine)")
+                   help=f"seed for --shuffle and for the fill/half_crop noise (default "
+                        f"{DEFAULT_SEED}: same database on any machine)")
     bool_flag(p, "overwrite", "replace an existing DB_NAME (built beside it, swapped in at the end)")
     build_args(p, "DB_NAME (kept in DB_NAME.partial)")
     return p
 
 
 def _convert(args) -> None:
-    from imagenet_db.imaging.transform import TransformOptions
     from imagenet_db.pipeline import convert
     from imagenet_db.sources.base import shuffled
     from imagenet_db.sources.listfile import list_records, read_list
 
+    options = transform_options(args, args.resize_width, args.resize_height,
+                                is_color=not args.gray, encoded=args.encoded,
+                                encode_type=args.encode_type, fast_decode=args.fast_decode)
     entries = read_list(args.listfile)
     if args.shuffle:
         entries = shuffled(entries, args.seed)
     print(f"A total of {len(entries)} images.", file=sys.stderr)
-    options = TransformOptions(resize_height=max(0, args.resize_height),
-                               resize_width=max(0, args.resize_width), is_color=not args.gray,
-                               encoded=args.encoded, encode_type=args.encode_type,
-                               fast_decode=args.fast_decode)
     with executor_for(args) as executor:
         summary = convert(list_records(args.root, entries), args.db, args.backend, options,
                           build_options(args, executor),

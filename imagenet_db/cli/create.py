@@ -1,8 +1,12 @@
 """``create_imagenet SOURCE OUTDIR``: the whole ImageNet recipe in one command.
 
-Build Caffe's ImageNet data in one step (get_ilsvrc_aux.sh + create_imagenet.sh +
-make_imagenet_mean.sh): synsets.txt, train.txt, val.txt (labels = position of the wnid in ASCII
-order), shuffled ilsvrc12_{train,val}_<backend> databases and imagenet_mean.binaryproto/.npy.
+Build ImageNet training data in one step. --format caffe (default): Caffe's
+get_ilsvrc_aux.sh + create_imagenet.sh + make_imagenet_mean.sh: synsets.txt, train.txt,
+val.txt (labels = position of the wnid in ASCII order), shuffled ilsvrc12_{train,val}_<backend>
+databases and imagenet_mean.binaryproto/.npy. --format cuda-convnet2: make-data.py's batches
+(ilsvrc12_cuda_convnet2/, devkit label order). --format theano-alexnet: theano_alexnet's hickle
+batches (ilsvrc12_theano_alexnet/). --format folder: train/<wnid>/ and val/<wnid>/ image
+folders (files copied as they are unless a resize is asked).
 """
 import argparse
 import sys
@@ -11,7 +15,9 @@ from typing import Optional, Sequence
 from imagenet_db.cli.flags import (EXIT_STATUS, SOURCE_EPILOG, backend_arg, blacklist_arg,
                                    bool_flag, build_args,
                                    build_options, executor_for, fast_decode_arg, help_text,
-                                   normalize_gflags, run_command, stderr_log, workers_arg)
+                                   normalize_gflags, resize_args, run_command, stderr_log,
+                                   transform_options, workers_arg)
+from imagenet_db.outputs import FORMATS
 from imagenet_db.sources.base import DEFAULT_SEED
 
 
@@ -27,7 +33,7 @@ def size_arg(text: str):
 
 
 CREATE_BOOLS = ("encoded", "overwrite", "progress", "verify", "resume", "strict", "fast_decode",
-                "drop_val_blacklist")
+                "only_shrink", "prototxt", "drop_val_blacklist", "uncropped")
 
 
 def create_parser(prog="create_imagenet") -> argparse.ArgumentParser:
@@ -38,12 +44,37 @@ def create_parser(prog="create_imagenet") -> argparse.ArgumentParser:
         epilog=SOURCE_EPILOG + " " + EXIT_STATUS)
     p.add_argument("source", metavar="SOURCE", help="an ImageNet distribution (see below)")
     p.add_argument("outdir", metavar="OUTDIR", help="folder for the databases and aux files")
-    p.add_argument("--resize", type=size_arg, default=(256, 256), metavar="WxH",
-                   help="squash every image to WIDTHxHEIGHT (default 256x256; 0x0 = keep size)")
+    p.add_argument("--format", dest="output_format", default="caffe", choices=FORMATS,
+                   help="what to build (default caffe): Caffe's LMDB/LevelDB + mean; "
+                        "cuda-convnet2 batches; Theano AlexNet hickle batches; image folders")
+    p.add_argument("--resize", type=size_arg, default=None, metavar="WxH",
+                   help="resize every image to WIDTHxHEIGHT with --resize_mode (default 256x256 "
+                        "squash, as Caffe's create_imagenet.sh and theano-alexnet; folder: none, "
+                        "files copied byte for byte; 0x0 = keep size; not used with "
+                        "--shorter_side or --min_dim/--max_dim; cuda-convnet2 always uses "
+                        "make-data's resize)")
+    bool_flag(p, "uncropped", "cuda-convnet2: keep the aspect ratio (shorter side 256, no "
+                              "centre crop; make-data's CROP_TO_SQUARE=False)")
+    p.add_argument("--batch_images", type=int, default=None, metavar="N",
+                   help="images per batch: cuda-convnet2 3072 (3 sub-batch files of N/3), "
+                        "theano-alexnet 256 (halves of N/2); default: upstream's")
+    p.add_argument("--val_layout", choices=("folders", "flat"), default="folders",
+                   help="folder format: val/<wnid>/ (default, as valprep.sh) or flat val/")
     backend_arg(p)
     bool_flag(p, "encoded", "store JPEG bytes instead of raw pixels")
     fast_decode_arg(p)
-    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="shuffle seed")
+    resize_args(p, "--resize")
+    p.add_argument("--mean_crop", type=int, default=0, metavar="N",
+                   help="take the mean over the centre NxN window of every train image (needed "
+                        "when sizes vary, e.g. --shorter_side 256 --mean_crop 224); default: "
+                        "whole images, and no mean when sizes vary")
+    bool_flag(p, "prototxt", "also write Caffe prototxts into OUTDIR (train_val, solver, deploy; "
+                             "CaffeNet for fixed-size builds, ResNet-50 for --shorter_side "
+                             "builds) filled with the real paths, class count and backend")
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED,
+                   help="shuffle seed of the training images (and seed of the fill/half_crop "
+                        "noise; theano-alexnet: numpy's legacy shuffle, --seed 1 = upstream's "
+                        "order)")
     workers_arg(p, cluster=True)
     bool_flag(p, "overwrite", "replace existing outputs (databases are swapped in when complete)")
     bool_flag(p, "verify", "archives only: first check their MD5 against the published values "
@@ -54,17 +85,46 @@ def create_parser(prog="create_imagenet") -> argparse.ArgumentParser:
     return p
 
 
+def create_transform(args):
+    """The TransformOptions of parsed create_imagenet arguments: the resize flags, with the
+    format's defaults (256x256 squash for caffe and theano-alexnet, a copy for folder,
+    make-data's resize for cuda-convnet2, which takes no resize flag). Raises ImagenetDbError
+    for flags the format does not have."""
+    from imagenet_db.errors import ImagenetDbError
+    from imagenet_db.recipes.formats import default_transform
+
+    fmt = args.output_format
+    if args.uncropped and fmt != "cuda-convnet2":
+        raise ImagenetDbError("--uncropped applies to --format cuda-convnet2 only")
+    if args.encoded and fmt != "caffe":
+        raise ImagenetDbError(f"--encoded applies to --format caffe only ({fmt} decides how it "
+                              f"stores images)")
+    if fmt == "cuda-convnet2":
+        if args.resize or args.resize_mode or args.shorter_side or args.min_dim or \
+                args.max_dim or args.interpolation:
+            raise ImagenetDbError("cuda-convnet2 uses make-data's resize (shorter side 256, "
+                                  "centre crop; --uncropped): no resize flags")
+        from dataclasses import replace
+        return replace(default_transform(fmt, args.uncropped), fast_decode=args.fast_decode)
+    keeps_aspect = args.shorter_side or args.min_dim or args.max_dim or \
+        args.resize_mode in ("shorter_side", "min_max_dim")
+    default = (0, 0) if keeps_aspect or fmt == "folder" else (256, 256)
+    width, height = args.resize or default
+    return transform_options(args, width, height, encoded=args.encoded or fmt == "folder",
+                             fast_decode=args.fast_decode)
+
+
 def _create(args) -> None:
-    from imagenet_db.imaging.transform import TransformOptions
     from imagenet_db.recipes.imagenet import create_imagenet
 
-    width, height = args.resize
-    transform = TransformOptions(resize_height=height, resize_width=width, encoded=args.encoded,
-                                 fast_decode=args.fast_decode)
+    transform = create_transform(args)
     with executor_for(args) as executor:
         create_imagenet(args.source, args.outdir, transform, args.backend, args.seed,
                         build_options(args, executor), verify=args.verify, log=stderr_log,
-                        drop_blacklist=args.drop_val_blacklist)
+                        mean_crop=args.mean_crop, prototxt=args.prototxt,
+                        drop_blacklist=args.drop_val_blacklist,
+                        output_format=args.output_format, val_layout=args.val_layout,
+                        batch_images=args.batch_images)
 
 
 def create_imagenet_main(argv: Optional[Sequence[str]] = None) -> int:

@@ -1,16 +1,21 @@
 """``imagenet-db extract SOURCE DEST``: any distribution as train/<wnid>/, val/<wnid>/ folders.
 
-Extract the ILSVRC2012 archives, the ILSVRC2015 CLS-LOC .tar.gz, Kaggle's zip (or any SOURCE)
-into train/<wnid>/*.JPEG and val/<wnid>/*.JPEG (the PyTorch/Torch layout, what valprep.sh
-makes) plus synset_words.txt, streaming the archives without temporary copies. Resumable: run
-it again after an interruption. Checks every folder's image count against the SOURCE at the end.
+Write the ILSVRC2012 archives, the ILSVRC2015 CLS-LOC .tar.gz, Kaggle's zip (or any SOURCE)
+as train/<wnid>/*.JPEG and val/<wnid>/*.JPEG (the PyTorch/Torch layout, what valprep.sh
+makes) plus Caffe's aux files, reading the archives in place, in archive order. The same as
+create_imagenet --format folder: files copied byte for byte (bad images skipped and listed),
+or with a resize flag (--shorter_side 256, --resize_mode with --resize_width/--resize_height,
+--min_dim/--max_dim) resized and re-encoded (--encode_quality); an image the mode leaves
+unchanged keeps its bytes. Always resumable: run it again after an interruption. Checks every
+folder's image count against the SOURCE at the end.
 """
 import argparse
 import sys
 from typing import Optional, Sequence
 
 from imagenet_db.cli.flags import (SOURCE_EPILOG, blacklist_arg, bool_flag, help_text,
-                                   normalize_gflags, run_command, stderr_log, workers_arg)
+                                   normalize_gflags, resize_args, run_command, stderr_log,
+                                   transform_options, workers_arg)
 
 
 def extract_parser(prog="imagenet-db extract") -> argparse.ArgumentParser:
@@ -23,10 +28,18 @@ def extract_parser(prog="imagenet-db extract") -> argparse.ArgumentParser:
     p.add_argument("dest", metavar="DEST", help="folder to extract into (created)")
     p.add_argument("--val_layout", choices=("folders", "flat"), default="folders",
                    help="folders: val/<wnid>/ (default); flat: val/ILSVRC2012_val_*.JPEG and "
-                        "DEST/val.txt with 'name wnid' lines (Caffe's layout)")
+                        "DEST/val.txt with 'name label' lines (Caffe's layout)")
     bool_flag(p, "verify", "first check the archives' MD5 against the published values "
                        "(reads all ~147 GB)")
-    bool_flag(p, "overwrite", "replace files in DEST whose size differs from the archive's")
+    bool_flag(p, "overwrite", "rebuild DEST/train and DEST/val if they exist (built beside them, "
+                              "swapped in when complete)")
+    p.add_argument("--resize_width", type=int, default=0, metavar="W",
+                   help="width to resize to (with --resize_mode; default 0 = keep)")
+    p.add_argument("--resize_height", type=int, default=0, metavar="H",
+                   help="height to resize to (with --resize_mode; default 0 = keep)")
+    resize_args(p)
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the fill/half_crop noise (default 0)")
     blacklist_arg(p)
     workers_arg(p)
     bool_flag(p, "progress", "progress bar (default: only on a terminal)", default=None)
@@ -38,11 +51,13 @@ def _extract(args) -> None:
     from imagenet_db.recipes.extract import extract
 
     log = stderr_log
+    transform = transform_options(args, args.resize_width, args.resize_height, encoded=True)
     if args.verify:
         verify_source(args.source, progress=args.progress, log=log)
     summary = extract(args.source, args.dest, val_layout=args.val_layout,
                       overwrite=args.overwrite, workers=args.workers, progress=args.progress,
-                      log=log, drop_blacklist=args.drop_val_blacklist)
+                      log=log, drop_blacklist=args.drop_val_blacklist,
+                      transform=transform if transform.resizing else None)
     log(summary.describe())
     log(f"checked {sum(summary.counts.values())} images in {len(summary.counts)} folders "
         f"against the SOURCE: all present")
@@ -53,5 +68,5 @@ def extract_main(argv: Optional[Sequence[str]] = None) -> int:
 
     argv = sys.argv[1:] if argv is None else argv
     args = extract_parser().parse_args(normalize_gflags(argv, ("verify", "overwrite", "progress",
-                                                                  "drop_val_blacklist")))
+                                                                  "drop_val_blacklist", "only_shrink")))
     return run_command(_extract, args)

@@ -163,3 +163,77 @@ SOURCE_EPILOG = (
     "ILSVRC2015/ itself, or its Data/CLS-LOC/); or a train/<wnid>/*.JPEG + val/ tree (val/ per "
     "wnid, or flat with SOURCE/val.txt 'file wnid-or-label' lines). Archives are read in place, "
     "nothing is extracted (a .tar.gz is indexed once; the index is cached).")
+
+
+def _fill_value(text: str):
+    """argparse type of --fill_value: 'V' or 'B,G,R' (integers 0..255) -> tuple."""
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected V or B,G,R such as 104,117,123, got {text!r}")
+    if len(values) not in (1, 3) or any(not 0 <= v <= 255 for v in values):
+        raise argparse.ArgumentTypeError(f"expected one or three values in 0..255, got {text!r}")
+    return values
+
+
+def resize_args(parser, sizes_help: str = "--resize_width/--resize_height"):
+    """The resize stage's flags (shared by convert_imageset, create_imagenet, extract):
+    --resize_mode, --shorter_side, --only_shrink, --min_dim, --max_dim, --interpolation,
+    --encode_quality, --fill_value. See ``transform_options`` for how they combine."""
+    from imagenet_db.imaging.resize import RESIZE_MODES
+    from imagenet_db.imaging.resize.geometry import INTERPOLATION_NAMES
+
+    g = parser.add_argument_group(
+        "resize", "how images are resized (default: Caffe's squash to the given size, bilinear, "
+                  "byte-identical to convert_imageset)")
+    g.add_argument("--resize_mode", choices=tuple(RESIZE_MODES), default=None,
+                   help=f"squash (Caffe: stretch to {sizes_help}); crop, fill, half_crop (NVIDIA "
+                        f"DIGITS: keep the aspect ratio and cut the centre / pad with noise / "
+                        f"half of each); convnet2 (cuda-convnet2: shorter side to N, centre NxN, "
+                        f"AREA/CUBIC); shorter_side and min_max_dim are implied by their flags")
+    g.add_argument("--shorter_side", type=int, default=0, metavar="N",
+                   help="resize so the shorter side is N pixels, keeping the aspect ratio (ResNet "
+                        "/ Torch recipes; sizes then vary: use --encoded and a crop in training)")
+    bool_flag(g, "only_shrink", "with --shorter_side: keep images whose shorter side is already "
+                                "<= N (ImageMagick's -resize \"N^>\")")
+    g.add_argument("--min_dim", type=int, default=0, metavar="N",
+                   help="SSD-Caffe: enlarge, keeping the aspect ratio, images whose shorter side "
+                        "is below N")
+    g.add_argument("--max_dim", type=int, default=0, metavar="N",
+                   help="SSD-Caffe: shrink, keeping the aspect ratio, images whose longer side "
+                        "would exceed N")
+    g.add_argument("--interpolation", choices=INTERPOLATION_NAMES, default=None,
+                   help="linear (bilinear, Caffe's; the default), area, cubic, or auto "
+                        "(cuda-convnet2's rule: AREA when shrinking, CUBIC when enlarging; the "
+                        "default of --resize_mode=convnet2)")
+    g.add_argument("--encode_quality", type=int, default=0, metavar="Q",
+                   help="JPEG quality 1..100 of re-encoded images (default: OpenCV's 95, as "
+                        "Caffe; DIGITS uses 90)")
+    g.add_argument("--fill_value", type=_fill_value, default=(), metavar="V|B,G,R",
+                   help="fill/half_crop: pad with this constant (e.g. the mean 104,117,123) "
+                        "instead of DIGITS' random noise 0..254 (seeded by --seed and each "
+                        "image's path)")
+
+
+def transform_options(args, resize_width: int, resize_height: int, **fields):
+    """TransformOptions from the resize flags (``resize_args``) and the given sizes/fields.
+
+    The mode is --resize_mode, else shorter_side when --shorter_side is given, min_max_dim when
+    --min_dim/--max_dim are, else squash. --interpolation defaults to auto for convnet2 and
+    linear otherwise. The noise seed is --seed, for the noise-padding modes only (other builds'
+    records stay as before). Raises ImagenetDbError for flags that do not go together."""
+    from imagenet_db.imaging.transform import TransformOptions
+
+    mode = args.resize_mode
+    if mode is None:
+        mode = ("shorter_side" if args.shorter_side else
+                "min_max_dim" if (args.min_dim or args.max_dim) else "squash")
+    interpolation = args.interpolation or ("auto" if mode == "convnet2" else "linear")
+    noisy = mode in ("fill", "half_crop") and not args.fill_value
+    return TransformOptions(resize_width=max(0, resize_width), resize_height=max(0, resize_height),
+                            resize_mode=mode, shorter_side=args.shorter_side,
+                            only_shrink=args.only_shrink, min_dim=args.min_dim,
+                            max_dim=args.max_dim, interpolation=interpolation,
+                            encode_quality=args.encode_quality,
+                            fill_value=tuple(args.fill_value),
+                            seed=getattr(args, "seed", 0) if noisy else 0, **fields)

@@ -17,16 +17,25 @@ def mean_parser(prog="compute_image_mean") -> argparse.ArgumentParser:
         description=help_text(__doc__))
     p.add_argument("input_db", metavar="INPUT_DB", help="LMDB or LevelDB directory")
     p.add_argument("output", metavar="OUTPUT_FILE", nargs="?",
-                   help="mean file to write: .binaryproto (BlobProto) or .npy (float32 CxHxW)")
+                   help="mean file to write: .binaryproto (BlobProto), .npy (float32 CxHxW) or "
+                        ".png (the mean as a picture)")
     backend_arg(p)
+    p.add_argument("--crop_size", type=int, default=0, metavar="N",
+                   help="average the centre NxN window of every datum (Caffe's TEST-phase crop) "
+                        "instead of the whole image: the mean of a database whose images differ "
+                        "in size, e.g. a --shorter_side 256 build with --crop_size 224 (for Caffe "
+                        "use its per-channel mean_value: a mean_file must have the datums' size)")
     return p
 
 
 def _mean(args) -> None:
+    from imagenet_db.errors import ImagenetDbError
     from imagenet_db.observers.mean import compute_db_mean
     from imagenet_db.outputs.meanfile import channel_means, write_mean
 
-    mean, count = compute_db_mean(args.input_db, args.backend)
+    if args.crop_size < 0:
+        raise ImagenetDbError(f"--crop_size must be >= 0, not {args.crop_size}")
+    mean, count = compute_db_mean(args.input_db, args.backend, crop=args.crop_size or None)
     print(f"Processed {count} datums; mean shape (channels, height, width) = {mean.shape}",
           file=sys.stderr)
     if args.output:

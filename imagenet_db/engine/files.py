@@ -26,9 +26,10 @@ def fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def write_file_atomic(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a synced temporary file renamed into place."""
-    tmp = f"{path}.tmp-{os.getpid()}"
+def write_file_atomic(path: str, data: bytes, tmp: Optional[str] = None) -> None:
+    """Write ``data`` to ``path`` through a synced temporary file renamed into place, then sync
+    the folder. tmp: the temporary's path (default ``NAME.tmp-PID`` beside ``path``)."""
+    tmp = tmp or f"{path}.tmp-{os.getpid()}"
     try:
         with open(tmp, "wb") as f:
             f.write(data)

@@ -9,15 +9,17 @@ Datum would be filled (that last step belongs to the output format, ``outputs.da
 3. encoded: keep the original file bytes when the decoded image needs no change (no resize,
    colour as asked) and the file extension matches the encoding (jpg == jpeg), else
    ``cv2.imencode('.' + encoding)``.
-Files kept as they are are not decoded when nothing needs their pixels (no mean): for a JPEG
-the size and channels come from its headers (``imaging.headers.decoded_shape``; ~0.2 ms
-instead of ~1.2 ms per ImageNet photo). Other formats, and JPEGs whose headers leave any
-doubt, are decoded as before. Deviation (documented): such a JPEG is stored without libjpeg
-having read its image data; its structure was checked (``check_image_bytes``), so only a file
-with intact markers but damaged entropy-coded data, which libjpeg decodes to a partly grey
-image anyway, is stored where a decode would have given a (garbled) image too.
 Deviation (documented): with ``is_color=False`` and ``encoded``, a colour file is re-encoded
 as grayscale (Caffe stores the colour file unchanged).
+Files kept as they are are not decoded when nothing needs their pixels (no mean): for a JPEG
+the size and channels come from its headers (``imaging.headers.decoded_shape``, EXIF
+orientation included) and the resize mode says from that size alone that it leaves the image
+unchanged (``output_size`` is None); ~0.2 ms instead of ~1.2 ms per ImageNet photo. Other
+formats, and JPEGs whose headers leave any doubt, are decoded as before. Deviation
+(documented): such a JPEG is stored without libjpeg having read its image data; its structure
+was checked (``check_image_bytes``: markers, truncation), so only a file with intact markers
+but damaged entropy-coded data, which libjpeg would decode to a partly grey image anyway, is
+stored where a decode would have given a garbled image too.
 ``fast_decode`` (opt-in, not Caffe-identical) lets libjpeg downscale large JPEGs while
 decoding: see ``imaging.fastdecode``.
 """
@@ -28,13 +30,21 @@ from typing import Optional, Tuple
 import cv2
 import numpy as np
 
+from imagenet_db.errors import ImagenetDbError
 from imagenet_db.imaging.decode import decode_flag_for, decode_image, is_gray_file
 from imagenet_db.imaging.fastdecode import decode_reduced
 from imagenet_db.imaging.headers import decoded_shape
-from imagenet_db.imaging.resize import DEFAULT_MODE, resize_mode
+from imagenet_db.imaging.resize import DEFAULT_MODE, check_options, resize_mode
+
+# Options added after the build record's first version -> their defaults (left out of the
+# record while at the default, so records of earlier builds still match).
+LATER_OPTIONS = {"resize_mode": DEFAULT_MODE, "shorter_side": 0, "only_shrink": False,
+                 "min_dim": 0, "max_dim": 0, "interpolation": "linear", "encode_quality": 0,
+                 "fill_value": (), "seed": 0}
 
 
-LATER_OPTIONS = {"resize_mode": DEFAULT_MODE}  # option name -> default
+class ImageOptionError(ImagenetDbError):
+    """Transform settings out of range."""
 
 
 class ImageSkipped(Exception):
@@ -51,7 +61,18 @@ class TransformOptions:
     empty means "guess from each file's extension" as convert_imageset does.
     fast_decode: when resizing a JPEG to at most half its size on both sides, decode it at
     1/2, 1/4 or 1/8 scale in libjpeg first (faster, pixels differ slightly from Caffe's).
-    resize_mode: a name in ``imaging.resize.RESIZE_MODES`` (default squash, Caffe's).
+    resize_mode: a name in ``imaging.resize.RESIZE_MODES`` (default squash, Caffe's); crop,
+    fill, half_crop (DIGITS) and convnet2 use resize_width x resize_height.
+    shorter_side, only_shrink: for resize_mode 'shorter_side': the shorter side in pixels;
+    only_shrink keeps images whose shorter side is already <= it (ImageMagick's "256^>").
+    min_dim, max_dim: for resize_mode 'min_max_dim' (SSD-Caffe), pixels, 0 = no bound.
+    interpolation: 'linear' (Caffe's bilinear), 'area', 'cubic' or 'auto' (cuda-convnet2's
+    rule: AREA when shrinking, CUBIC when enlarging).
+    encode_quality: JPEG quality 1..100 for re-encoded images; 0 = OpenCV's default (95, as
+    Caffe).
+    fill_value: padding of fill/half_crop: () = DIGITS' noise 0..254, else one value or
+    (B, G, R) in 0..255. seed: seeds that noise (with each image's relpath).
+    Raises ResizeOptionError (an ImagenetDbError) for settings that do not go together.
     """
     resize_height: int = 0
     resize_width: int = 0
@@ -60,17 +81,40 @@ class TransformOptions:
     encode_type: str = ""
     fast_decode: bool = False
     resize_mode: str = DEFAULT_MODE
+    shorter_side: int = 0
+    only_shrink: bool = False
+    min_dim: int = 0
+    max_dim: int = 0
+    interpolation: str = "linear"
+    encode_quality: int = 0
+    fill_value: Tuple[int, ...] = ()
+    seed: int = 0
+
+    def __post_init__(self):
+        object.__setattr__(self, "fill_value", tuple(int(v) for v in self.fill_value))
+        if not 0 <= self.encode_quality <= 100:
+            raise ImageOptionError(f"--encode_quality must be in 1..100 (0 = OpenCV's default "
+                                   f"95), not {self.encode_quality}")
+        check_options(self)
 
     @property
     def resizing(self) -> bool:
-        """True when both resize sizes are > 0 (Caffe resizes only then)."""
-        return self.resize_height > 0 and self.resize_width > 0
+        """True when the resize mode is asked to resize (squash: both sizes > 0, as Caffe)."""
+        return resize_mode(self.resize_mode).active(self)
+
+    @property
+    def fixed_size(self) -> bool:
+        """True when every stored image has one size (a resizing fixed-size mode): then the
+        mean can be taken over whole images."""
+        mode = resize_mode(self.resize_mode)
+        return mode.FIXED_SIZE and mode.active(self)
 
     def record(self) -> dict:
         """The options as stored in a build record (compared on --resume). Options added
         after the record's first version are left out while at their default, so records of
         earlier builds still match."""
-        return {name: value for name, value in self.__dict__.items()
+        return {name: list(value) if isinstance(value, tuple) else value
+                for name, value in self.__dict__.items()
                 if name not in LATER_OPTIONS or value != LATER_OPTIONS[name]}
 
 
@@ -100,17 +144,41 @@ def matches_encoding(relpath: str, encoding: str) -> bool:
     return normal.get(ext, ext) == normal.get(enc, enc)
 
 
-def _decode(data: bytes, options: TransformOptions) -> np.ndarray:
+def _decode(data: bytes, relpath: str, options: TransformOptions) -> Tuple[np.ndarray, bool]:
+    """(decoded and resized image, whether it differs from the file's full-size decode)."""
     mode = resize_mode(options.resize_mode)
     image = None
     if options.fast_decode and options.resizing:
         image = decode_reduced(data, options.is_color,
                                lambda width, height: mode.output_size(width, height, options))
+    reduced = image is not None
     if image is None:
         image = decode_image(data, options.is_color)
     if image is None:
         raise ImageSkipped("cannot decode image data" if data else "empty file (0 bytes)")
-    return mode.apply(image, options)
+    out = mode.apply(image, options, relpath)
+    return out, reduced or out is not image
+
+
+def _encode_params(encoding: str, options: TransformOptions) -> list:
+    if options.encode_quality and encoding.lower() in ("jpg", "jpeg"):
+        return [cv2.IMWRITE_JPEG_QUALITY, options.encode_quality]
+    return []
+
+
+def _shape_without_decode(data: bytes, relpath: str,
+                          options: TransformOptions) -> Optional[Tuple[int, int, int]]:
+    """The stored shape of a file that will be stored as it is, when its headers tell it
+    without a decode (see the module docstring); else None."""
+    encoding = options.encode_type or _extension(relpath)
+    if not encoding or not matches_encoding(relpath, encoding):
+        return None
+    shape = decoded_shape(data, options.is_color)
+    if shape is None:
+        return None
+    if resize_mode(options.resize_mode).output_size(shape[2], shape[1], options) is not None:
+        return None  # resized: re-encoded from pixels
+    return shape
 
 
 def transform_image(data: bytes, relpath: str, options: TransformOptions,
@@ -123,23 +191,22 @@ def transform_image(data: bytes, relpath: str, options: TransformOptions,
     a reader decodes from the stored bytes (for the mean); raw output always has its pixels.
     Raises ImageSkipped for an undecodable image or a failed encode.
     """
-    if options.encoded and not options.resizing and not want_pixels:
-        encoding = options.encode_type or _extension(relpath)
-        if encoding and matches_encoding(relpath, encoding):
-            shape = decoded_shape(data, options.is_color)
-            if shape is not None:  # stored as it is, and the headers say what a decode gives
-                return Image(None, data, shape)
-    image = _decode(data, options)
+    if options.encoded and not want_pixels:
+        stored_as_is = _shape_without_decode(data, relpath, options)
+        if stored_as_is is not None:
+            return Image(None, data, stored_as_is)
+    image, changed = _decode(data, relpath, options)
     height, width = image.shape[:2]
     shape = (1 if image.ndim == 2 else image.shape[2], height, width)
     if not options.encoded:
         return Image(image, None, shape)
     encoding = options.encode_type or _extension(relpath)
-    passthrough = (not options.resizing and encoding and matches_encoding(relpath, encoding)
+    passthrough = (not changed and encoding and matches_encoding(relpath, encoding)
                    and (options.is_color or is_gray_file(data)))
     if passthrough:
         return Image(image if want_pixels else None, data, shape)
-    ok, buf = cv2.imencode("." + (encoding or "jpg"), image)
+    ok, buf = cv2.imencode("." + (encoding or "jpg"), image,
+                           _encode_params(encoding or "jpg", options))
     if not ok:
         raise ImageSkipped(f"cannot encode image as {encoding!r}")
     pixels = None

@@ -36,6 +36,20 @@ MEAN_CHECKPOINT_NAME = "imagenet_db.mean_sum.npz"  # the running sum, inside DB.
 MEAN_CHECKPOINT_SECONDS = 30.0
 
 
+def center_crop_chw(pixels: np.ndarray, crop: Optional[int], key: str = "?") -> np.ndarray:
+    """The centre crop x crop window of (C, H, W) ``pixels`` at Caffe's TEST-phase offsets
+    ``((H - crop) // 2, (W - crop) // 2)`` (a view); ``pixels`` itself when crop is None/0.
+    Raises ShapeMismatchError naming ``key`` when the image is smaller than the crop."""
+    if not crop:
+        return pixels
+    _, h, w = pixels.shape
+    if h < crop or w < crop:
+        raise ShapeMismatchError(f"datum {key} is {w}x{h} pixels, smaller than the {crop}x{crop} "
+                                 f"centre crop of the mean (--crop_size/--mean_crop)")
+    top, left = (h - crop) // 2, (w - crop) // 2
+    return pixels[:, top:top + crop, left:left + crop]
+
+
 def size_mismatch(key: str, shape: tuple, first_key: str, first_shape: tuple) -> ShapeMismatchError:
     """The error for datum ``key`` of (C, H, W) ``shape`` in a mean of ``first_shape`` images."""
     return ShapeMismatchError(
@@ -101,14 +115,15 @@ class MeanObserver(Observer):
     name = "mean"
     needs_pixels = True
 
-    def __init__(self):
+    def __init__(self, crop: Optional[int] = None):
+        self.crop = crop or None  # centre crop x crop window of every image (variable sizes)
         self.acc = MeanAccumulator()
         self.mean: Optional[np.ndarray] = None
         self.count = 0
         self._last_checkpoint = time.monotonic()
 
     def identity(self) -> dict:
-        return {"compute_mean": True}
+        return {"compute_mean": True, **({"mean_crop": self.crop} if self.crop else {})}
 
     def restore(self, build: str, output, done: int) -> int:
         """Load the checkpoint and add the committed datums after it (records < ``done``)."""
@@ -118,12 +133,12 @@ class MeanObserver(Observer):
             for index, name, pixels in output.stored(upto + 1):
                 if index >= done:
                     break
-                self.acc.add(pixels, name)
+                self.acc.add(center_crop_chw(pixels, self.crop, name), name)
                 reread += 1
         return reread
 
     def add(self, record, encoded) -> None:
-        self.acc.add(encoded.pixels, encoded.name)
+        self.acc.add(center_crop_chw(encoded.pixels, self.crop, encoded.name), encoded.name)
 
     def committed(self, build: str, last_index: int) -> None:
         if time.monotonic() - self._last_checkpoint >= MEAN_CHECKPOINT_SECONDS:
@@ -198,8 +213,8 @@ class _SumWorker:
     """
     PARTIAL_LIMIT = 257  # 257 * 255 = 65535, the most uint8 images a uint16 sum holds exactly
 
-    def __init__(self, shape: tuple, path: str):
-        self.shape, self.path = shape, path
+    def __init__(self, shape: tuple, path: str, crop: Optional[int] = None):
+        self.shape, self.path, self.crop = shape, path, crop
         self.size = shape[0] * shape[1] * shape[2]
         self.total = np.zeros(self.size, dtype=np.uint64)
         self.partial = np.zeros(self.size, dtype=np.uint16)
@@ -212,15 +227,21 @@ class _SumWorker:
     def add(self, position: int, key, value) -> bool:
         """Add one serialized datum; False when it has another shape (then stop)."""
         found = locate_raw_pixels(value)
-        if found is not None and found[0] == self.shape and found[2] == self.size:
+        if found is not None and not self.crop and found[0] == self.shape and found[2] == self.size:
             self._stage(np.frombuffer(value, dtype=np.uint8, count=self.size, offset=found[1]))
             return True
         name = bytes(key).decode("utf-8", "replace")
+        if found is not None and self.crop:
+            (c, h, w), count = found[0], found[2]
+            if c == self.shape[0] and count == c * h * w:
+                pixels = np.frombuffer(value, dtype=np.uint8, count=count, offset=found[1])
+                self._stage(center_crop_chw(pixels.reshape(c, h, w), self.crop, name).ravel())
+                return True
         try:
             self._datum.ParseFromString(bytes(value))
         except Exception:
             raise ImagenetDbError(f"{self.path}: value of key {name} is not a Caffe Datum") from None
-        pixels = datum_to_chw(self._datum, name)
+        pixels = center_crop_chw(datum_to_chw(self._datum, name), self.crop, name)
         if pixels.shape != self.shape:
             self.mismatch = (position, name, tuple(pixels.shape))
             return False
@@ -269,14 +290,21 @@ def _lmdb_share(worker: _SumWorker, env, share: int, shares: int) -> None:
 
 
 def compute_db_mean(path: str, backend: Optional[str] = None,
-                    workers: Optional[int] = None) -> Tuple[np.ndarray, int]:
+                    workers: Optional[int] = None,
+                    crop: Optional[int] = None) -> Tuple[np.ndarray, int]:
     """Mean of all datums of an LMDB/LevelDB, as Caffe's compute_image_mean.
+
+    crop: average the centre crop x crop window of every datum instead of the whole image
+    (Caffe's TEST-phase crop offsets), so databases whose images differ in size (shorter-side
+    builds) have a mean: (C, crop, crop). Caffe's Data layer only accepts a mean_file of the
+    datums' full size, so for such databases use its per-channel values (mean_value).
 
     Sums exactly in integers (uint16 partial sums folded into uint64; see the module docstring).
     Encoded datums are decoded (BGR). workers: threads for LMDB (None = all cores; LevelDB is
     read by one thread). Returns ((C, H, W) float32 mean, datum count).
     Raises ShapeMismatchError naming the first datum (in key order) whose size differs from the
-    first datum's, ImagenetDbError for an empty database or a value that is not a Datum, and
+    first datum's (with crop: whose channels differ, or that is smaller than the crop),
+    ImagenetDbError for an empty database or a value that is not a Datum, and
     DatabaseError for a database that cannot be opened.
     """
     found = detect_backend(path)
@@ -285,9 +313,11 @@ def compute_db_mean(path: str, backend: Optional[str] = None,
     if first is None:
         raise ImagenetDbError("no images to average: the mean of an empty database is undefined")
     first_key, shape = first
+    if crop:
+        shape = (shape[0], crop, crop)
     shares = max(1, default_workers() if workers is None else int(workers))
     if backend == "lmdb":
-        sums = [_SumWorker(shape, path) for _ in range(shares)]
+        sums = [_SumWorker(shape, path, crop) for _ in range(shares)]
         try:
             env = lmdb.open(path, readonly=True, lock=False, subdir=True, max_readers=shares + 2)
         except lmdb.Error as exc:
@@ -305,7 +335,7 @@ def compute_db_mean(path: str, backend: Optional[str] = None,
             if worker.error is not None:
                 raise worker.error
     else:
-        sums = [_SumWorker(shape, path)]
+        sums = [_SumWorker(shape, path, crop)]
         for position, (key, value) in enumerate(iterate_db(path, backend)):
             if not sums[0].add(position, key, value):
                 break

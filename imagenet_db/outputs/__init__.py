@@ -6,22 +6,29 @@ existing output, a module-level ``iterate(path)``. Caffe's Datum databases share
 ``outputs.datumdb`` (keys ``%08d_relpath``, Datum values from ``outputs.datum``).
 
 To add a format: write ``outputs/<format>.py`` with its ``Output`` class and add one line to
-``OUTPUTS``; ``--backend`` choices, ``verify`` and the mean tools find it here.
+``OUTPUTS``. The Caffe Datum databases (``READERS``) are the ``--backend`` choices that
+``verify`` and the mean tools read; the others are ``create_imagenet --format`` choices
+(``FORMATS``, with their recipe in ``recipes.formats``).
 """
 import os
 from types import ModuleType
 from typing import Dict, Iterator, Optional, Tuple, Type
 
 from imagenet_db.errors import DatabaseError
-from imagenet_db.outputs import leveldb, lmdb
+from imagenet_db.outputs import cuda_convnet2, folder, leveldb, lmdb, theano_alexnet
 from imagenet_db.outputs.base import Output
 
 OUTPUTS: Dict[str, Type[Output]] = {
     "lmdb": lmdb.LmdbWriter,        # Caffe's default: data_param { backend: LMDB }
     "leveldb": leveldb.LevelDbWriter,  # data_param { backend: LEVELDB }
+    "cuda-convnet2": cuda_convnet2.CudaConvnet2Output,  # make-data.py batches + batches.meta
+    "theano-alexnet": theano_alexnet.TheanoAlexnetOutput,  # theano_alexnet hickle batches
+    "folder": folder.FolderOutput,  # train/<wnid>/*.JPEG image files (ImageFolder, Torch)
 }
 READERS: Dict[str, ModuleType] = {"lmdb": lmdb, "leveldb": leveldb}
-BACKENDS = tuple(OUTPUTS)
+BACKENDS = tuple(READERS)  # the Caffe Datum databases (--backend)
+# create_imagenet --format: Caffe's databases (of --backend), then every other output
+FORMATS = ("caffe",) + tuple(name for name in OUTPUTS if name not in READERS)
 
 
 def output_class(name: str) -> Type[Output]:
@@ -39,9 +46,9 @@ def open_writer(backend: str, path: str, **kwargs) -> Output:
 
 
 def detect_backend(path: str) -> Optional[str]:
-    """The registered format whose files ``path`` holds ('lmdb', 'leveldb', ...), else None."""
-    for name, cls in OUTPUTS.items():
-        if cls.detect(path):
+    """The Datum database backend whose files ``path`` holds ('lmdb' or 'leveldb'), else None."""
+    for name in READERS:
+        if OUTPUTS[name].detect(path):
             return name
     return None
 

@@ -7,7 +7,8 @@ skipped). Work is split in two so that all cores share it:
     turn one transformed ``imaging.transform.Image`` into the bytes this format stores;
 ``add(record, encoded)``                (the one writing thread, in list order)
     store it; ``commit()`` makes everything added durable; ``close()`` commits and closes;
-    ``abort()`` drops what is not committed and closes.
+    ``abort()`` drops what is not committed and closes; ``finish()``, once every record is
+    in, writes what only a finished output has (before the completion record).
 
 Resuming goes by record index: ``resume_position(records)`` opens what an interrupted build
 left and says which record comes next (it also checks that what is stored belongs to this
@@ -76,6 +77,13 @@ class Output(ABC):
         """Bytes to store for ``record`` (a sources.Record) and its transformed ``image``."""
 
     @classmethod
+    def encode_file(cls, record, data: bytes, options):
+        """The stored value straight from the file bytes, without decoding, when the format
+        can store them as they are under ``options`` (e.g. a folder copy): an Encoded, or a
+        str saying why the file is skipped; None (the default) to decode and transform."""
+        return None
+
+    @classmethod
     @abstractmethod
     def detect(cls, path: str) -> bool:
         """True when ``path`` holds an output of this format."""
@@ -109,6 +117,13 @@ class Output(ABC):
     @abstractmethod
     def entries(self) -> int:
         """Number of committed records."""
+
+    def finish(self) -> dict:
+        """After the last record is committed and the output closed, before the completion
+        record: write what only a finished output has (e.g. cuda-convnet2's batches.meta).
+        Returns facts for the completion record. Must be safe to run twice (a crash may
+        interrupt it). The Datum databases have nothing to add."""
+        return {}
 
     @abstractmethod
     def stored(self, start: int = 0) -> Iterator[Tuple[int, str, np.ndarray]]:

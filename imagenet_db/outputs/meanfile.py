@@ -20,11 +20,28 @@ def mean_to_blobproto(mean: np.ndarray) -> BlobProto:
     return blob
 
 
+def mean_picture(mean: np.ndarray) -> np.ndarray:
+    """A (C, H, W) float BGR (or 1-channel) mean as an ordinary picture: (H, W, 3) or (H, W)
+    uint8, values rounded to the nearest integer and clipped to 0..255, BGR order for
+    ``cv2.imwrite`` (which stores an RGB PNG)."""
+    pixels = np.clip(np.rint(np.asarray(mean, dtype=np.float64)), 0, 255).astype(np.uint8)
+    return pixels[0] if pixels.shape[0] == 1 else pixels.transpose(1, 2, 0)
+
+
 def write_mean(path: str, mean: np.ndarray) -> None:
     """Write a (C, H, W) mean to ``path``: a ``.npy`` file (float32 C x H x W) when the name ends
-    in .npy, else a binary BlobProto (mean_file for Caffe's transform_param). Atomic."""
+    in .npy, a PNG picture (``mean_picture``: rounded, for looking at) when it ends in .png,
+    else a binary BlobProto (mean_file for Caffe's transform_param). Atomic."""
     tmp = f"{path}.tmp-{os.getpid()}"
-    if path.endswith(".npy"):
+    if path.lower().endswith(".png"):
+        import cv2
+
+        ok, buf = cv2.imencode(".png", mean_picture(mean))
+        if not ok:
+            raise ImagenetDbError(f"{path}: cannot encode the mean as PNG")
+        with open(tmp, "wb") as f:
+            f.write(buf.tobytes())
+    elif path.endswith(".npy"):
         with open(tmp, "wb") as f:
             np.save(f, np.asarray(mean, dtype=np.float32))
     else:

@@ -85,3 +85,33 @@ def optional_words(path: Optional[str]) -> Dict[str, str]:
                 if len(parts) == 2 and is_wnid(parts[0]):
                     words[parts[0]] = parts[1]
     return words
+
+
+ILSVRC2012_CLASSES = os.path.join(os.path.dirname(__file__), "ilsvrc2012_classes.tsv")
+
+
+def ilsvrc2012_ids() -> Dict[str, int]:
+    """wnid -> ILSVRC2012_ID of the 1,000 ILSVRC2012 classes (the devkit's meta.mat, shipped
+    as ``ilsvrc2012_classes.tsv``: 1 = n02119789 kit fox)."""
+    ids = {}
+    with open(ILSVRC2012_CLASSES, encoding="utf-8") as f:
+        for line in f:
+            if line.strip() and not line.startswith("#"):
+                ident, wnid, _ = line.rstrip("\n").split("\t", 2)
+                ids[wnid] = int(ident)
+    return ids
+
+
+def devkit_synsets(synsets: Iterable[str]) -> List[str]:
+    """The wnids in the ILSVRC2012 devkit's ILSVRC2012_ID order (label = list position), as
+    cuda-convnet2's make-data labels them: ILSVRC2012_ID - 1 with all 1,000 classes (kit fox
+    n02119789 = 0); with fewer, the rank of the ID among the classes present. The IDs are the
+    2012 devkit's meta.mat (shipped as ``ilsvrc2012_classes.tsv``; the 2014/2015 CLS-LOC
+    devkits number the classes differently). Raises ImagenetDbError for a wnid that is not an
+    ILSVRC2012 class."""
+    ids = ilsvrc2012_ids()
+    missing = [w for w in synsets if w not in ids]
+    if missing:
+        raise ImagenetDbError(f"no ILSVRC2012_ID known for synset(s) {', '.join(missing[:5])}: "
+                              f"the devkit order needs ILSVRC2012 classes")
+    return sorted(set(synsets), key=lambda w: ids[w])

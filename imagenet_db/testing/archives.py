@@ -8,7 +8,7 @@
 * ``ILSVRC2012_img_val.tar``: flat ``ILSVRC2012_val_%08d.JPEG``;
 * ``ILSVRC2012_devkit_t12.tar.gz``: ``ILSVRC2012_devkit_t12/data/meta.mat`` (a MATLAB struct
   array ``synsets`` with the real devkit's fields: the classes with their real ILSVRC2012_ID,
-  WNID and words from ``examples/ilsvrc2012_classes.tsv``, plus internal synsets with
+  WNID and words from ``imagenet_db/sources/ilsvrc2012_classes.tsv``, plus internal synsets with
   num_children > 0 and IDs above 1000, as in the real file), the validation ground truth
   (one ILSVRC2012_ID per line) and a validation blacklist.
 
@@ -33,7 +33,7 @@ import scipy.io
 
 from imagenet_db.testing import photos
 
-CLASSES_TSV = Path(__file__).resolve().parents[2] / "examples" / "ilsvrc2012_classes.tsv"
+CLASSES_TSV = Path(__file__).resolve().parents[1] / "sources" / "ilsvrc2012_classes.tsv"
 # The first ten lines of the real data/ILSVRC2012_validation_ground_truth.txt; with the real
 # ID->wnid table they give Caffe's val.txt labels 65, 970, 230, 809, 516, 57, 334, 415, 674, 332.
 REAL_GROUND_TRUTH_HEAD = (490, 361, 171, 822, 297, 482, 13, 704, 599, 164)

@@ -1,0 +1,323 @@
+"""What the batch-file outputs share (cuda-convnet2 pickles, Theano AlexNet hickle files).
+
+**One directory for every split.** The frameworks read train and val from one folder (and
+cuda-convnet2 numbers the validation batches after the training ones), so such an output
+gets the records of all splits as one list, split after split (train, shuffled, then val,
+sorted), with ``splits=[(name, record count), ...]`` saying where each split starts.
+
+**Units.** Each split's stored images are cut, in order, into units of ``unit_size`` images
+(a cuda-convnet2 sub-batch pickle of 1,024, a Theano batch of 256); a split's last unit may
+be short. A unit is written as its file(s) at the final name when it is full, and also by
+``commit``/``close`` while still open (then rewritten as it grows). Files are written through
+a temporary name the frameworks never read (``.NAME.tmp-PID``: a dot name, and not ending in
+``.hkl``) and renamed into place after an fsync.
+
+**Truth on disk**, inside the output directory:
+
+``imagenet_db.batches.log``
+    one line per stored image, in storage order: ``index TAB label TAB relpath``; appended
+    (and fsync'ed) after the unit files holding those images are in place. It is also the map
+    from a position in the batches back to the image (kept in the finished output).
+``imagenet_db.batches.state.npz``
+    replaced atomically after each append: the log's committed length and the running sums a
+    format keeps (e.g. the mean of the training images).
+
+Everything else follows from the log: which units exist, which one is still open, which record
+comes next (the one after the last logged index; images skipped before it stay skipped,
+nothing after it is lost or stored twice). When an output is reopened, the log is cut back to
+the committed length, unit files the log does not account for (renamed into place before a
+crash, ahead of the state) are deleted, and the open unit's images are read back from its
+file so that it can be completed. ``finish()`` (after the last record, before the completion
+record) writes what only a finished output has (cuda-convnet2's batches.meta; Theano's label
+files and mean) and is safe to run twice.
+"""
+import io
+import json
+import os
+from dataclasses import dataclass
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from imagenet_db.engine.files import remove_stale_temporaries, write_file_atomic
+from imagenet_db.errors import DatabaseError
+from imagenet_db.outputs.base import Encoded, Output
+
+LOG_NAME = "imagenet_db.batches.log"
+STATE_NAME = "imagenet_db.batches.state.npz"
+
+Entry = Tuple[int, int, str]  # (record index, label, relpath)
+
+
+@dataclass
+class Unit:
+    """One unit of a split: split number, unit number within the split (from 0), the entries
+    of its images, and ``final`` (no image will join it: it is full or its split has ended)."""
+    split: int
+    number: int
+    entries: List[Entry]
+    final: bool
+
+
+def temporary_path(final: str, folder: Optional[str] = None) -> str:
+    """``.NAME.tmp-PID`` for ``final``, in ``folder`` (default: beside it; same file system).
+    The pipeline's and this module's stale-temporary cleanup recognise the name."""
+    here, name = os.path.split(final)
+    return os.path.join(here if folder is None else folder, f".{name}.tmp-{os.getpid()}")
+
+
+def write_file_via(final: str, data: bytes, tmp_folder: Optional[str] = None) -> None:
+    """Write ``data`` to ``final`` through a synced temporary in ``tmp_folder`` (default:
+    beside it), renamed into place; the folder of ``final`` is synced."""
+    write_file_atomic(final, data, temporary_path(final, tmp_folder))
+
+
+def sync_file(path: str) -> None:
+    """fsync a file another library wrote (before it is renamed into place)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class StatsEncoded(Encoded):
+    """An Encoded with per-image statistics computed on the worker (format specific)."""
+    stats: object = None
+
+
+class BatchOutput(Output):
+    """Base of the batch-file outputs (see the module docstring).
+
+    path: the output directory (created). splits: [(name, record count)] in record order.
+    batch_size: the pipeline's txn_size; ignored (units are the commit points: every full unit
+    is committed at once, the open one by commit/close).
+    Subclasses set ``unit_size`` and implement unit_paths, existing_unit_files, write_unit,
+    read_unit_values, unit_pixels and finish; ``add`` takes the encoded value of one image.
+    """
+    unit_size = 1
+
+    def __init__(self, path: str, splits: Sequence[Tuple[str, int]] = (), batch_size: int = 0):
+        if not splits:
+            raise ValueError(f"{type(self).__name__} needs splits=[(name, record count), ...]")
+        self.path = path
+        self.splits = [(str(name), int(count)) for name, count in splits]
+        self.starts = np.cumsum([0] + [count for _, count in self.splits]).tolist()
+        os.makedirs(path, exist_ok=True)
+        self.log_path = os.path.join(path, LOG_NAME)
+        self.state_path = os.path.join(path, STATE_NAME)
+        self.logged: List[Entry] = []
+        self.split_counts = [0] * len(self.splits)  # logged images per split
+        self.log_bytes = 0
+        self.sums: Dict[str, np.ndarray] = {}
+        self._pending: List[Entry] = []  # images of the open unit not yet logged
+        self.values: list = []  # values of the open unit's images (logged and pending)
+        self._load()
+        self._reopen()
+
+    # ------------------------------------------------------------------ layout
+    def split_of(self, index: int) -> int:
+        """Number of the split that record ``index`` belongs to."""
+        for number in range(len(self.splits)):
+            if index < self.starts[number + 1]:
+                return number
+        raise DatabaseError(f"{self.path}: record {index} is beyond the {self.starts[-1]} "
+                            f"records of the splits")
+
+    def layout(self, entries: Sequence[Entry], complete: bool = False) -> List[Unit]:
+        """The units holding ``entries`` (stored images, in order). A split's last unit is
+        final when it is full, when a later split has images, or when ``complete``."""
+        by_split: Dict[int, List[Entry]] = {}
+        for entry in entries:
+            by_split.setdefault(self.split_of(entry[0]), []).append(entry)
+        last_split = max(by_split) if by_split else -1
+        units = []
+        for split, items in sorted(by_split.items()):
+            for number, start in enumerate(range(0, len(items), self.unit_size)):
+                chunk = items[start:start + self.unit_size]
+                final = len(chunk) == self.unit_size or split < last_split or complete
+                units.append(Unit(split, number, chunk, final))
+        return units
+
+    def split_entries(self, split: int) -> List[Entry]:
+        """The logged entries of ``split``, in order."""
+        start = sum(self.split_counts[:split])
+        return self.logged[start:start + self.split_counts[split]]
+
+    # ------------------------------------------------------------------ state on disk
+    def _load(self) -> None:
+        try:
+            with np.load(self.state_path, allow_pickle=False) as z:
+                header = json.loads(str(z["header"]))
+                self.sums = {k[4:]: z[k].copy() for k in z.files if k.startswith("sum_")}
+        except FileNotFoundError:
+            header = {"log_bytes": 0}
+        except (OSError, ValueError, KeyError) as exc:
+            raise DatabaseError(f"{self.state_path}: unreadable build state ({exc}); pass "
+                                f"--overwrite to start again") from None
+        self.log_bytes = int(header["log_bytes"])
+        with open(self.log_path, "ab") as f:  # cut what was appended after the last state
+            f.truncate(self.log_bytes)
+        entries = []
+        with open(self.log_path, encoding="utf-8", newline="\n") as f:
+            for number, line in enumerate(f, start=1):
+                index, label, relpath = line.rstrip("\n").split("\t", 2)
+                entries.append((int(index), int(label), relpath))
+        self._remember(entries)
+
+    def _remember(self, entries: Sequence[Entry]) -> None:
+        self.logged.extend(entries)
+        for entry in entries:
+            self.split_counts[self.split_of(entry[0])] += 1
+
+    def _save_state(self) -> None:
+        buf = io.BytesIO()
+        np.savez(buf, header=np.array(json.dumps({"log_bytes": self.log_bytes})),
+                 **{f"sum_{k}": v for k, v in self.sums.items()})
+        write_file_via(self.state_path, buf.getvalue())
+
+    def _append_log(self, entries: Sequence[Entry]) -> None:
+        data = "".join(f"{i}\t{label}\t{relpath}\n" for i, label, relpath in entries)
+        raw = data.encode("utf-8")
+        with open(self.log_path, "ab") as f:
+            f.write(raw)
+            f.flush()
+            os.fsync(f.fileno())
+        self.log_bytes += len(raw)
+        self._remember(entries)
+
+    def _reopen(self) -> None:
+        """Delete unit files the log does not account for; read back the open unit."""
+        remove_stale_temporaries(self.path)
+        units = self.layout(self.logged)
+        keep = {path for unit in units for path in self.unit_paths(unit)}
+        for path in self.existing_unit_files():
+            if path not in keep:
+                os.remove(path)
+        if units and not units[-1].final:
+            self.values = self.read_unit_values(units[-1])
+
+    # ------------------------------------------------------------------ Output interface
+    @property
+    def pending(self) -> int:
+        """Images added since the last commit."""
+        return len(self._pending)
+
+    def resume_position(self, records: Sequence) -> int:
+        """1 + the index of the last stored image (0 when none); DatabaseError when that
+        image is not the record of this list at that index (another list)."""
+        if len(records) != self.starts[-1]:
+            raise DatabaseError(f"{self.path}: {len(records)} records but the splits hold "
+                                f"{self.starts[-1]}")
+        if not self.logged:
+            return 0
+        index, label, relpath = self.logged[-1]
+        if index >= len(records) or (records[index].relpath, records[index].label) != \
+                (relpath, label):
+            raise DatabaseError(f"{self.path}: its last image {relpath!r} (record {index}) is "
+                                f"not in the list; the partial output belongs to another list")
+        return index + 1
+
+    def entries(self) -> int:
+        """Images stored (committed)."""
+        return len(self.logged)
+
+    def begin(self, record) -> None:
+        """Check the order of ``record`` and, when it starts a new split, finish the last unit
+        of the previous split (``add`` calls it first)."""
+        last = self._pending[-1][0] if self._pending else \
+            (self.logged[-1][0] if self.logged else -1)
+        if record.index <= last:
+            raise DatabaseError(f"{self.path}: record {record.index} after {last}: records "
+                                f"must come in list order")
+        if last >= 0 and self.split_of(record.index) != self.split_of(last):
+            self.commit()  # the last unit of the previous split is final now
+            self.values = []
+
+    def append(self, record, value) -> None:
+        """Add one image's value to the open unit; commit the unit when it is full."""
+        self._pending.append((record.index, int(record.label), record.relpath))
+        self.values.append(value)
+        if len(self.values) == self.unit_size:
+            self.commit()
+            self.values = []
+
+    def add(self, record, encoded: Encoded) -> None:
+        """Store one image (records in list order)."""
+        self.begin(record)
+        self.append(record, encoded.value)
+
+    def _open_unit(self) -> Optional[Unit]:
+        """The unit the pending images belong to (without a pass over the log)."""
+        if not self._pending:
+            return None
+        split = self.split_of(self._pending[0][0])
+        logged = self.split_counts[split]
+        in_unit = logged % self.unit_size
+        entries = (self.logged[len(self.logged) - in_unit:] if in_unit else []) + self._pending
+        return Unit(split, logged // self.unit_size, entries, len(entries) == self.unit_size)
+
+    def commit(self) -> None:
+        """Write the open unit (every image added so far) and log its new images."""
+        unit = self._open_unit()
+        if unit is None:
+            return
+        self.write_unit(unit, self.values)
+        self._append_log(self._pending)
+        self._pending = []
+        self.committed_unit(unit)
+        self._save_state()
+
+    def close(self) -> None:
+        """Commit (the build may go on later: nothing is finalised here, see finish)."""
+        self.commit()
+
+    def abort(self) -> None:
+        """Drop the images added since the last commit."""
+        if self._pending:
+            del self.values[len(self.values) - len(self._pending):]
+        self._pending = []
+        self.aborted()
+
+    def stored(self, start: int = 0) -> Iterator[Tuple[int, str, np.ndarray]]:
+        """Committed images with index >= ``start``: (index, relpath, (C, H, W) pixels)."""
+        for unit in self.layout(self.logged):
+            if unit.entries[-1][0] < start:
+                continue
+            for entry, pixels in zip(unit.entries, self.unit_pixels(unit)):
+                if entry[0] >= start:
+                    yield entry[0], entry[2], pixels
+
+    # ------------------------------------------------------------------ for subclasses
+    def unit_paths(self, unit: Unit) -> List[str]:
+        """Final paths of ``unit``'s files."""
+        raise NotImplementedError
+
+    def existing_unit_files(self) -> List[str]:
+        """Every unit file of this format now in the directory."""
+        raise NotImplementedError
+
+    def write_unit(self, unit: Unit, values: list) -> None:
+        """Write ``unit``'s files from the values of its images (atomically)."""
+        raise NotImplementedError
+
+    def read_unit_values(self, unit: Unit) -> list:
+        """The values of ``unit``'s images, read back from its file (the first
+        len(unit.entries): the file may hold more, written before a crash)."""
+        raise NotImplementedError
+
+    def unit_pixels(self, unit: Unit) -> Iterator[np.ndarray]:
+        """(C, H, W) uint8 pixels of ``unit``'s images as the framework reads them."""
+        raise NotImplementedError
+
+    def committed_unit(self, unit: Unit) -> None:
+        """After ``unit`` was written and logged, before the state is saved (update sums)."""
+
+    def aborted(self) -> None:
+        """After pending images were dropped."""
+
+    def finish(self) -> dict:
+        """After the last record: write what only a finished output has; returns facts for
+        the completion record. Must be safe to run twice."""
+        return {}

@@ -1,0 +1,201 @@
+"""Theano AlexNet hickle batches: the layout of uoguelph-mlrg/theano_alexnet ``preprocessing/``.
+
+What its ``train.py`` / ``train_2gpu.py`` read (``train_funcs.unpack_configs``: every
+``*.hkl`` / ``*_0.hkl`` of a folder in sorted order, the label file sliced per batch, the mean
+subtracted from each batch), in one directory (upstream's ``tar_root_dir``)::
+
+    train_hkl_b256_b_256/0000.hkl ...        uint8 (3, 256, 256, 256): c01b = (channel, row,
+                                             column, image in batch), channels R, G, B
+    train_hkl_b256_b_128/0000_0.hkl, 0000_1.hkl   images [0:128] and [128:256] of batch 0000
+    val_hkl_b256_b_256/, val_hkl_b256_b_128/ the same for val
+    labels/train_labels.npy, val_labels.npy  int64, the label of every stored image in order
+    labels/train_labels_0.npy, _1.npy, ...   the labels of the _0 / _1 halves (for 2 GPUs)
+    misc/img_mean.npy                        float64 (3, 256, 256), R, G, B: mean of the
+                                             training batches (exact integer sum / count)
+    misc/shuffled_train_filenames.npy        the train relpaths in stored order (numpy str)
+    misc/train.txt, misc/val.txt             Caffe-format lists ('relpath label', sorted) of
+                                             the stored images
+    imagenet_db.batches.log                  ours: index, label, relpath per stored image
+
+Files are written with ``hickle.dump(array, path, mode='w')`` (readable by ``hickle.load``
+and, as dataset ``/data``, by plain h5py). Each split's incomplete last batch is not written
+(as upstream); its images keep their labels in ``<split>_labels.npy`` (upstream's file covers
+every listed image; the split label files stop at the last full batch).
+Labels are Caffe's (the recipe's job); the train order is the sorted list shuffled with numpy's
+legacy ``RandomState(seed).shuffle`` (``--seed 1`` gives upstream's ``np.random.seed(1)`` order),
+val sorted by name. Upstream resizes with ``scipy.misc.imresize`` (PIL bilinear); here the
+squash is OpenCV's bilinear, as Caffe's (a mean difference of ~2 grey levels).
+"""
+import io
+import os
+from typing import Iterator, List, Sequence, Tuple
+
+import numpy as np
+
+from imagenet_db.engine.files import remove_stale_temporaries
+from imagenet_db.errors import DatabaseError, ImagenetDbError
+from imagenet_db.outputs.base import Encoded
+from imagenet_db.outputs.batchfiles import (BatchOutput, Unit, sync_file, temporary_path,
+                                             write_file_via)
+from imagenet_db.engine.files import fsync_dir
+
+BATCH_SIZE = 256  # make_hkl.py's batch_size
+
+
+def _hickle():
+    try:
+        import hickle
+    except ImportError:  # pragma: no cover - hickle is a dependency
+        raise ImagenetDbError("the theano-alexnet format needs hickle (pip install hickle)")
+    return hickle
+
+
+def save_npy(path: str, array: np.ndarray) -> None:
+    """``np.save`` through a synced temporary renamed into place."""
+    buf = io.BytesIO()
+    np.save(buf, array)
+    write_file_via(path, buf.getvalue())
+
+
+class TheanoAlexnetOutput(BatchOutput):
+    """Theano AlexNet hickle batches of every split in one directory (module docstring).
+
+    splits: [(name, record count)], e.g. [('train', n), ('val', m)]. mean_splits /
+    file_list_splits: names of the splits that get misc/img_mean.npy (their full batches) and
+    misc/shuffled_<name>_filenames.npy ('train'). batch_images: 256 (smaller in tests).
+    """
+    name = "theano-alexnet"
+    description = "Theano AlexNet hickle batches (c01b uint8, 256 per file, + 128 halves)"
+
+    def __init__(self, path: str, splits: Sequence[Tuple[str, int]] = (),
+                 mean_splits: Sequence[str] = ("train",),
+                 file_list_splits: Sequence[str] = ("train",),
+                 batch_images: int = BATCH_SIZE, batch_size: int = 0):
+        if batch_images % 2:
+            raise ValueError("batch_images must be even (two halves)")
+        self.unit_size = batch_images
+        self._mean_names, self._list_names = tuple(mean_splits), tuple(file_list_splits)
+        self._batch_sum = None
+        super().__init__(path, splits)
+
+    @classmethod
+    def encode(cls, record, image) -> Encoded:
+        """The transformed image as (3, H, W) uint8, channels R, G, B (image.pixels: BGR)."""
+        pixels = image.pixels
+        if pixels is None or pixels.ndim != 3:
+            raise ImagenetDbError(f"{record.relpath}: theano-alexnet stores colour pixels")
+        chw = np.ascontiguousarray(pixels[:, :, ::-1].transpose(2, 0, 1))
+        return Encoded(chw, None, image.shape, record.relpath)
+
+    @classmethod
+    def detect(cls, path: str) -> bool:
+        """True when ``path`` holds misc/img_mean.npy and labels/."""
+        return (os.path.isfile(os.path.join(path, "misc", "img_mean.npy"))
+                and os.path.isdir(os.path.join(path, "labels")))
+
+    def _dirs(self, split: int) -> Tuple[str, str]:
+        name, size = self.splits[split][0], self.unit_size
+        return (os.path.join(self.path, f"{name}_hkl_b{size}_b_{size}"),
+                os.path.join(self.path, f"{name}_hkl_b{size}_b_{size // 2}"))
+
+    def unit_paths(self, unit: Unit) -> List[str]:
+        full_dir, half_dir = self._dirs(unit.split)
+        paths = [os.path.join(full_dir, f"{unit.number:04d}.hkl")]
+        if len(unit.entries) == self.unit_size:
+            paths += [os.path.join(half_dir, f"{unit.number:04d}_{h}.hkl") for h in (0, 1)]
+        return paths
+
+    def existing_unit_files(self) -> List[str]:
+        out = []
+        for split in range(len(self.splits)):
+            for folder in self._dirs(split):
+                if os.path.isdir(folder):
+                    remove_stale_temporaries(folder)
+                    out += [os.path.join(folder, name) for name in os.listdir(folder)
+                            if name.endswith(".hkl")]
+        return out
+
+    def _dump(self, array: np.ndarray, path: str) -> None:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = temporary_path(path)  # '.0001.hkl.tmp-PID': not one of the loader's *.hkl
+        try:
+            _hickle().dump(array, tmp, mode="w")
+            sync_file(tmp)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
+        fsync_dir(os.path.dirname(path))
+
+    def write_unit(self, unit: Unit, values: list) -> None:
+        batch = np.stack(values, axis=-1)  # c01b: (3, H, W, n)
+        paths = self.unit_paths(unit)
+        self._dump(batch, paths[0])
+        if len(paths) == 3:
+            half = self.unit_size // 2
+            self._dump(batch[..., :half], paths[1])
+            self._dump(batch[..., half:], paths[2])
+            if self.splits[unit.split][0] in self._mean_names:
+                self._batch_sum = batch.sum(axis=3, dtype=np.uint64)
+
+    def read_unit_values(self, unit: Unit) -> list:
+        path = self.unit_paths(unit)[0]
+        try:
+            batch = _hickle().load(path)
+        except (OSError, ValueError) as exc:
+            raise DatabaseError(f"{path}: unreadable batch file ({exc}); pass --overwrite to "
+                                f"start again") from None
+        return [np.ascontiguousarray(batch[..., i]) for i in range(len(unit.entries))]
+
+    def unit_pixels(self, unit: Unit) -> Iterator[np.ndarray]:
+        yield from self.read_unit_values(unit)
+
+    def committed_unit(self, unit: Unit) -> None:
+        if self._batch_sum is not None:
+            total = self.sums.get("pixel_sum")
+            self.sums["pixel_sum"] = self._batch_sum if total is None else total + self._batch_sum
+            self.sums["images"] = np.array(int(self.sums.get("images", 0)) + self.unit_size,
+                                           np.int64)
+            self._batch_sum = None
+
+    def finish(self) -> dict:
+        """Delete each split's incomplete last batch (not part of the output, as upstream);
+        write labels/ and misc/. Returns per split: batches, images, dropped."""
+        for unit in self.layout(self.logged, complete=True):
+            if len(unit.entries) < self.unit_size:
+                for path in self.unit_paths(unit):
+                    if os.path.exists(path):
+                        os.remove(path)
+        labels_dir, misc = os.path.join(self.path, "labels"), os.path.join(self.path, "misc")
+        os.makedirs(labels_dir, exist_ok=True)
+        os.makedirs(misc, exist_ok=True)
+        facts: dict = {}
+        half = self.unit_size // 2
+        for split, (name, _) in enumerate(self.splits):
+            entries = self.split_entries(split)
+            labels = np.array([label for _, label, _ in entries], dtype=np.int64)
+            save_npy(os.path.join(labels_dir, f"{name}_labels.npy"), labels)
+            batches = len(labels) // self.unit_size
+            rows = labels[:batches * self.unit_size].reshape(-1, half)
+            save_npy(os.path.join(labels_dir, f"{name}_labels_0.npy"), rows[0::2].ravel())
+            save_npy(os.path.join(labels_dir, f"{name}_labels_1.npy"), rows[1::2].ravel())
+            lines = "".join(f"{relpath} {label}\n" for relpath, label in
+                            sorted((relpath, label) for _, label, relpath in entries))
+            write_file_via(os.path.join(misc, f"{name}.txt"), lines.encode("utf-8"))
+            if name in self._list_names:
+                save_npy(os.path.join(misc, f"shuffled_{name}_filenames.npy"),
+                         np.array([relpath for _, _, relpath in entries], dtype=str))
+            facts[name] = {"batches": batches, "images": len(labels),
+                           "dropped": len(labels) - batches * self.unit_size}
+        if self._mean_names:
+            count = int(self.sums.get("images", 0))
+            if not count:
+                raise ImagenetDbError(f"{self.path}: fewer than {self.unit_size} training "
+                                      f"images were stored: no full batch, so no mean")
+            save_npy(os.path.join(misc, "img_mean.npy"),
+                     self.sums["pixel_sum"].astype(np.float64) / count)
+            facts["mean_images"] = count
+        fsync_dir(labels_dir)
+        fsync_dir(misc)
+        return facts
