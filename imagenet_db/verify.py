@@ -21,6 +21,7 @@ Checks, in one pass over the database (datums are parsed and decoded on all core
 * the mean stored by imagenet-db beside the datums has their shape (or, with a mean crop,
   channels x crop x crop).
 """
+import functools
 import os
 import re
 import sys
@@ -37,7 +38,8 @@ from imagenet_db.errors import DatabaseError, ImagenetDbError
 from imagenet_db.engine.executor import ordered_map
 from imagenet_db.sources.labels import read_synsets
 from imagenet_db.protos import Datum
-from imagenet_db.outputs import detect_backend, iterate_db
+from imagenet_db.outputs.datumreader import DatumDB, detect_datum_backend
+from imagenet_db.outputs.wire import datum_fields
 
 KEY_PATTERN = re.compile(rb"^(\d{8,})_(.+)$", re.S)
 MAX_LISTED = 20  # problems listed one by one; the rest are counted
@@ -92,27 +94,47 @@ class VerifyReport:
         return "\n".join(lines)
 
 
-def _check_entry(item: Tuple[bytes, bytes]):
-    """Parse (and decode) one entry. Returns (key, label, shape, encoded, problem)."""
+def _check_entry(db: DatumDB, item: Tuple[bytes, bytes]):
+    """Parse (and, if encoded, decode) one entry. Returns (key, label, shape, encoded, problem).
+
+    Raw datums are checked from their wire bytes (``outputs.wire.datum_fields``: every field
+    walked, the pixel count checked, no copy); values it leaves aside (float_data, unknown
+    fields, malformed bytes) are parsed by protobuf."""
     key, value = item
     name = key.decode("utf-8", "replace")
-    datum = Datum()
-    try:
-        datum.ParseFromString(value)
-    except Exception:
-        return key, None, None, False, f"{name}: value is not a Caffe Datum"
-    stored = (datum.channels, datum.height, datum.width)
-    try:
-        pixels = datum_to_chw(datum, name)
-    except ImagenetDbError as exc:
-        return key, datum.label, None, datum.encoded, str(exc)
-    shape = tuple(pixels.shape)
-    if datum.encoded and any(stored) and stored != shape:
-        return key, datum.label, shape, True, (f"{name}: decodes to {shape} but the datum says "
-                                               f"channels/height/width {stored}")
-    if not datum.encoded and 0 in shape:
-        return key, datum.label, shape, False, f"{name}: empty image {shape}"
-    return key, datum.label, shape, datum.encoded, None
+    fields = datum_fields(value)
+    if fields is None:
+        datum = Datum()
+        try:
+            datum.ParseFromString(value)
+        except Exception:
+            return key, None, None, False, f"{name}: value is not a Caffe Datum"
+        try:
+            pixels = datum_to_chw(datum, name)
+        except ImagenetDbError as exc:
+            return key, datum.label, None, datum.encoded, str(exc)
+        fields, shape = datum, tuple(pixels.shape)
+    elif fields.encoded:
+        try:
+            image, _ = db.decode(key, value)  # (H, W, C)
+        except ImagenetDbError:
+            return key, fields.label, None, True, (f"datum {name}: encoded image data cannot "
+                                                   f"be decoded")
+        shape = (image.shape[2], image.shape[0], image.shape[1])
+    else:
+        shape = (fields.channels, fields.height, fields.width)
+        if fields.data_length != shape[0] * shape[1] * shape[2]:
+            return key, fields.label, None, False, (
+                f"datum {name}: {fields.data_length} values but channels*height*width = "
+                f"{shape[0]}*{shape[1]}*{shape[2]} = {shape[0] * shape[1] * shape[2]}")
+    label, encoded = fields.label, bool(fields.encoded)
+    stored = (fields.channels, fields.height, fields.width)
+    if encoded and any(stored) and stored != shape:
+        return key, label, shape, True, (f"{name}: decodes to {shape} but the datum says "
+                                         f"channels/height/width {stored}")
+    if not encoded and 0 in shape:
+        return key, label, shape, False, f"{name}: empty image {shape}"
+    return key, label, shape, encoded, None
 
 
 def _check_record(report: VerifyReport, path: str, require_manifest: bool) -> dict:
@@ -138,7 +160,8 @@ def _check_record(report: VerifyReport, path: str, require_manifest: bool) -> di
     return manifest
 
 
-def _scan(report: VerifyReport, entries, first, manifest: dict, num_labels: Optional[int],
+def _scan(report: VerifyReport, db: DatumDB, entries, first, manifest: dict,
+          num_labels: Optional[int],
           workers: Optional[int], progress: Optional[bool]) -> None:
     """Check every entry (parsed and decoded on ``workers`` threads) into ``report``."""
     path = report.path
@@ -152,8 +175,8 @@ def _scan(report: VerifyReport, entries, first, manifest: dict, num_labels: Opti
 
     last_index, seen_bad_key = -1, False
     try:
-        for key, label, shape, encoded, problem in ordered_map(_check_entry, all_entries(),
-                                                               workers):
+        check = functools.partial(_check_entry, db)
+        for key, label, shape, encoded, problem in ordered_map(check, all_entries(), workers):
             bar.update(1)
             report.entries += 1
             report.encoded += bool(encoded)
@@ -185,7 +208,7 @@ def _scan(report: VerifyReport, entries, first, manifest: dict, num_labels: Opti
         report.problem(f"reading stopped: {exc}")
     finally:
         bar.close()
-        entries.close()
+        getattr(entries, "close", lambda: None)()  # a plyvel iterator holds a snapshot
 
 
 
@@ -264,11 +287,15 @@ def verify_db(path: str, backend: Optional[str] = None, synsets_path: Optional[s
             num_labels = len(read_synsets(synsets_path))
         except OSError as exc:
             raise ImagenetDbError(f"{synsets_path}: cannot read: {exc.strerror}") from None
-    report.backend = backend or detect_backend(path) or "?"
+    report.backend = backend or detect_datum_backend(path) or "?"
+    db = DatumDB(path, backend)  # DatabaseError now for a path that is not such a database
 
     manifest = _check_record(report, path, require_manifest)
-    entries = iterate_db(path, backend)
-    first = next(entries, None)  # opens the database: raises DatabaseError now if it cannot
-    _scan(report, entries, first, manifest, num_labels, workers, progress)
+    entries = db.items()
+    try:
+        first = next(entries, None)  # opens the database: raises DatabaseError now if it cannot
+        _scan(report, db, entries, first, manifest, num_labels, workers, progress)
+    finally:
+        db.close()
     _check_totals(report, path, manifest, allow_mixed_sizes)
     return report

@@ -1,10 +1,10 @@
 """Command-line entry points: convert_imageset, compute_image_mean, create_imagenet, imagenet-db.
 
 Thin wrappers over the Python API, one module per command (``convert``, ``mean``, ``create``,
-``verify``, ``labels``, ``extract``); shared flags in ``flags``, whose choices come
-from the registries (``outputs.OUTPUTS`` for --backend). Flags follow Caffe's gflags spelling so existing scripts
-run unchanged: ``--flag=value``, ``--flag value``, single-dash ``-flag``, and for booleans
-``--flag``, ``--flag=true|false``, ``--noflag``.
+``verify``, ``labels``, ``extract``, ``show``, ``report``); shared flags in ``flags``, whose
+choices come from the registries (``outputs.OUTPUTS`` for --backend). Flags follow Caffe's
+gflags spelling so existing scripts run unchanged: ``--flag=value``, ``--flag value``,
+single-dash ``-flag``, and for booleans ``--flag``, ``--flag=true|false``, ``--noflag``.
 
 Exit codes (all commands):
   0    success; skipped images are counted and reported in DB.skipped.tsv, not failures
@@ -24,6 +24,8 @@ from imagenet_db.cli.labels import labels_main
 from imagenet_db.cli.convert import convert_imageset_main, convert_parser  # noqa: F401
 from imagenet_db.cli.create import create_imagenet_main, create_parser  # noqa: F401
 from imagenet_db.cli.mean import compute_image_mean_main, mean_parser  # noqa: F401
+from imagenet_db.cli.report import report_main, report_parser  # noqa: F401
+from imagenet_db.cli.show import show_main, show_parser  # noqa: F401
 from imagenet_db.cli.verify import verify_main, verify_parser  # noqa: F401
 
 SUBCOMMANDS = {
@@ -35,6 +37,8 @@ SUBCOMMANDS = {
     "extract": (extract_main,
                 "ILSVRC2012 archives -> train/<wnid>/, val/<wnid>/ folders (resumable)"),
     "verify": (verify_main, "check a Datum database end to end (also Caffe-made ones)"),
+    "show": (show_main, "contact sheet PNG of a database's datums (captioned tiles)"),
+    "report": (report_main, "self-contained HTML report of OUTDIR or of one database"),
 }
 
 

@@ -3,7 +3,8 @@
 Build ImageNet training data in one step. --format caffe (default): Caffe's
 get_ilsvrc_aux.sh + create_imagenet.sh + make_imagenet_mean.sh: synsets.txt, train.txt,
 val.txt (labels = position of the wnid in ASCII order), shuffled ilsvrc12_{train,val}_<backend>
-databases and imagenet_mean.binaryproto/.npy. --format cuda-convnet2: make-data.py's batches
+databases and imagenet_mean.binaryproto/.npy, then report.html, a page with
+pictures of what was built (--no-report to skip). --format cuda-convnet2: make-data.py's batches
 (ilsvrc12_cuda_convnet2/, devkit label order). --format theano-alexnet: theano_alexnet's hickle
 batches (ilsvrc12_theano_alexnet/). --format folder: train/<wnid>/ and val/<wnid>/ image
 folders (files copied as they are unless a resize is asked).
@@ -33,7 +34,8 @@ def size_arg(text: str):
 
 
 CREATE_BOOLS = ("encoded", "overwrite", "progress", "verify", "resume", "strict", "fast_decode",
-                "only_shrink", "prototxt", "drop_val_blacklist", "uncropped")
+                "only_shrink", "prototxt", "drop_val_blacklist", "uncropped",
+                "report")
 
 
 def create_parser(prog="create_imagenet") -> argparse.ArgumentParser:
@@ -80,6 +82,9 @@ def create_parser(prog="create_imagenet") -> argparse.ArgumentParser:
     bool_flag(p, "verify", "archives only: first check their MD5 against the published values "
                        "(reads all ~147 GB)")
     blacklist_arg(p)
+    bool_flag(p, "report", "at the end, write OUTDIR/report.html (imagenet-db report: counts, "
+                       "sizes, class histogram, mean image, samples, skips, settings; default "
+                       "on, --no-report to skip)", default=True)
     build_args(p, "OUTDIR: finished stages (aux files, train DB, val DB, mean) are "
                          "kept, the interrupted one continues")
     return p
@@ -124,7 +129,7 @@ def _create(args) -> None:
                         mean_crop=args.mean_crop, prototxt=args.prototxt,
                         drop_blacklist=args.drop_val_blacklist,
                         output_format=args.output_format, val_layout=args.val_layout,
-                        batch_images=args.batch_images)
+                        batch_images=args.batch_images, report=args.report)
 
 
 def create_imagenet_main(argv: Optional[Sequence[str]] = None) -> int:

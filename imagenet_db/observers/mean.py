@@ -19,17 +19,14 @@ import threading
 import time
 from typing import Optional, Tuple
 
-import lmdb
 import numpy as np
 
 from imagenet_db.engine.executor import default_workers
 from imagenet_db.engine.files import write_file_atomic
-from imagenet_db.errors import DatabaseError, ImagenetDbError, ShapeMismatchError
+from imagenet_db.errors import ImagenetDbError, ShapeMismatchError
 from imagenet_db.observers.base import Observer
-from imagenet_db.outputs import detect_backend, iterate_db
-from imagenet_db.outputs.datum import datum_to_chw
+from imagenet_db.outputs.datumreader import DatumDB
 from imagenet_db.outputs.wire import locate_raw_pixels
-from imagenet_db.protos import Datum
 
 MEAN_NAME = "imagenet_db.mean.npy"  # the finished mean, inside the database directory
 MEAN_CHECKPOINT_NAME = "imagenet_db.mean_sum.npz"  # the running sum, inside DB.partial
@@ -213,8 +210,8 @@ class _SumWorker:
     """
     PARTIAL_LIMIT = 257  # 257 * 255 = 65535, the most uint8 images a uint16 sum holds exactly
 
-    def __init__(self, shape: tuple, path: str, crop: Optional[int] = None):
-        self.shape, self.path, self.crop = shape, path, crop
+    def __init__(self, shape: tuple, db, crop: Optional[int] = None):
+        self.shape, self.db, self.path, self.crop = shape, db, db.path, crop
         self.size = shape[0] * shape[1] * shape[2]
         self.total = np.zeros(self.size, dtype=np.uint64)
         self.partial = np.zeros(self.size, dtype=np.uint16)
@@ -222,7 +219,6 @@ class _SumWorker:
         self.other = MeanAccumulator()
         self.mismatch: Optional[tuple] = None
         self.error: Optional[BaseException] = None
-        self._datum = Datum()
 
     def add(self, position: int, key, value) -> bool:
         """Add one serialized datum; False when it has another shape (then stop)."""
@@ -237,11 +233,8 @@ class _SumWorker:
                 pixels = np.frombuffer(value, dtype=np.uint8, count=count, offset=found[1])
                 self._stage(center_crop_chw(pixels.reshape(c, h, w), self.crop, name).ravel())
                 return True
-        try:
-            self._datum.ParseFromString(bytes(value))
-        except Exception:
-            raise ImagenetDbError(f"{self.path}: value of key {name} is not a Caffe Datum") from None
-        pixels = center_crop_chw(datum_to_chw(self._datum, name), self.crop, name)
+        pixels, _ = self.db.decode(bytes(key), value)  # encoded/float: (C, H, W), BGR
+        pixels = center_crop_chw(pixels, self.crop, name)
         if pixels.shape != self.shape:
             self.mismatch = (position, name, tuple(pixels.shape))
             return False
@@ -265,25 +258,20 @@ class _SumWorker:
         self.staged = 0
 
 
-def _first_datum_shape(path: str, backend: str) -> Optional[Tuple[str, tuple]]:
+def _first_datum_shape(db) -> Optional[Tuple[str, tuple]]:
     """(key, (C, H, W)) of the database's first datum, None for an empty database."""
-    for key, value in iterate_db(path, backend):
-        name = key.decode("utf-8", "replace")
-        datum = Datum()
-        try:
-            datum.ParseFromString(value)
-        except Exception:
-            raise ImagenetDbError(f"{path}: value of key {name} is not a Caffe Datum") from None
-        return name, tuple(datum_to_chw(datum, name).shape)
+    for key, value in db.items():
+        pixels, _ = db.decode(key, value)
+        return key.decode("utf-8", "replace"), tuple(pixels.shape)
     return None
 
 
-def _lmdb_share(worker: _SumWorker, env, share: int, shares: int) -> None:
+def _share(worker: _SumWorker, share: int, shares: int) -> None:
+    """Add every ``shares``-th datum, from position ``share`` on, walking one cursor."""
     try:
-        with env.begin(buffers=True) as txn:
-            for position, (key, value) in enumerate(txn.cursor()):
-                if position % shares == share and not worker.add(position, key, value):
-                    return
+        for position, (key, value) in enumerate(worker.db.items(buffers=True)):
+            if position % shares == share and not worker.add(position, key, value):
+                return
         worker.fold()
     except BaseException as exc:  # reported by the calling thread
         worker.error = exc
@@ -300,46 +288,39 @@ def compute_db_mean(path: str, backend: Optional[str] = None,
     datums' full size, so for such databases use its per-channel values (mean_value).
 
     Sums exactly in integers (uint16 partial sums folded into uint64; see the module docstring).
-    Encoded datums are decoded (BGR). workers: threads for LMDB (None = all cores; LevelDB is
-    read by one thread). Returns ((C, H, W) float32 mean, datum count).
+    Encoded datums are decoded (BGR). The database is read with ``DatumDB`` (read-only,
+    lock-free, files unchanged). workers: threads for LMDB, each walking the keys and adding
+    every workers-th datum (None = all cores; LevelDB is read by one thread). Returns
+    ((C, H, W) float32 mean, datum count).
     Raises ShapeMismatchError naming the first datum (in key order) whose size differs from the
     first datum's (with crop: whose channels differ, or that is smaller than the crop),
     ImagenetDbError for an empty database or a value that is not a Datum, and
     DatabaseError for a database that cannot be opened.
     """
-    found = detect_backend(path)
-    backend = backend or found
-    first = _first_datum_shape(path, backend)  # also checks path and backend
-    if first is None:
-        raise ImagenetDbError("no images to average: the mean of an empty database is undefined")
-    first_key, shape = first
-    if crop:
-        shape = (shape[0], crop, crop)
-    shares = max(1, default_workers() if workers is None else int(workers))
-    if backend == "lmdb":
-        sums = [_SumWorker(shape, path, crop) for _ in range(shares)]
-        try:
-            env = lmdb.open(path, readonly=True, lock=False, subdir=True, max_readers=shares + 2)
-        except lmdb.Error as exc:
-            raise DatabaseError(f"{path}: cannot open as LMDB: {exc}") from None
-        try:
-            threads = [threading.Thread(target=_lmdb_share, args=(sums[i], env, i, shares),
+    with DatumDB(path, backend, layout="CHW") as db:
+        first = _first_datum_shape(db)
+        if first is None:
+            raise ImagenetDbError("no images to average: the mean of an empty database is "
+                                  "undefined")
+        first_key, shape = first
+        if crop:
+            shape = (shape[0], crop, crop)
+        shares = max(1, default_workers() if workers is None else int(workers))
+        if db.backend != "lmdb":
+            shares = 1
+        sums = [_SumWorker(shape, db, crop) for _ in range(shares)]
+        if shares == 1:
+            _share(sums[0], 0, 1)
+        else:
+            threads = [threading.Thread(target=_share, args=(sums[i], i, shares),
                                         name=f"imagenet-db-mean-{i}") for i in range(shares)]
             for thread in threads:
                 thread.start()
             for thread in threads:
                 thread.join()
-        finally:
-            env.close()
         for worker in sums:
             if worker.error is not None:
                 raise worker.error
-    else:
-        sums = [_SumWorker(shape, path, crop)]
-        for position, (key, value) in enumerate(iterate_db(path, backend)):
-            if not sums[0].add(position, key, value):
-                break
-        sums[0].fold()
     mismatches = [w.mismatch for w in sums if w.mismatch is not None]
     if mismatches:
         _, key, other = min(mismatches)

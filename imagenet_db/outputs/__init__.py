@@ -2,8 +2,11 @@
 
 Each format is a class implementing ``outputs.base.Output`` (encode on the workers; add /
 commit / close / abort on the writing thread; resume by record index) and, for reading an
-existing output, a module-level ``iterate(path)``. Caffe's Datum databases share
-``outputs.datumdb`` (keys ``%08d_relpath``, Datum values from ``outputs.datum``).
+existing output, a reader module with ``iterate(path)`` in ``READERS``. Caffe's Datum
+databases share ``outputs.datumdb`` (keys ``%08d_relpath``, Datum values from
+``outputs.datum``); they are read read-only and lock-free, without changing their files,
+through ``outputs.lmdbreader`` / ``outputs.leveldbreader``, and by position with
+``outputs.datumreader.DatumDB`` (public as ``imagenet_db.reader.DatumDB``).
 
 To add a format: write ``outputs/<format>.py`` with its ``Output`` class and add one line to
 ``OUTPUTS``. The Caffe Datum databases (``READERS``) are the ``--backend`` choices that
@@ -15,7 +18,8 @@ from types import ModuleType
 from typing import Dict, Iterator, Optional, Tuple, Type
 
 from imagenet_db.errors import DatabaseError
-from imagenet_db.outputs import cuda_convnet2, folder, leveldb, lmdb, theano_alexnet
+from imagenet_db.outputs import (cuda_convnet2, folder, leveldb, leveldbreader, lmdb, lmdbreader,
+                                 theano_alexnet)
 from imagenet_db.outputs.base import Output
 
 OUTPUTS: Dict[str, Type[Output]] = {
@@ -25,7 +29,8 @@ OUTPUTS: Dict[str, Type[Output]] = {
     "theano-alexnet": theano_alexnet.TheanoAlexnetOutput,  # theano_alexnet hickle batches
     "folder": folder.FolderOutput,  # train/<wnid>/*.JPEG image files (ImageFolder, Torch)
 }
-READERS: Dict[str, ModuleType] = {"lmdb": lmdb, "leveldb": leveldb}
+# the Caffe Datum databases: read-only, lock-free readers (outputs.lmdbreader, leveldbreader)
+READERS: Dict[str, ModuleType] = {"lmdb": lmdbreader, "leveldb": leveldbreader}
 BACKENDS = tuple(READERS)  # the Caffe Datum databases (--backend)
 # create_imagenet --format: Caffe's databases (of --backend), then every other output
 FORMATS = ("caffe",) + tuple(name for name in OUTPUTS if name not in READERS)
@@ -56,8 +61,9 @@ def detect_backend(path: str) -> Optional[str]:
 def iterate_db(path: str, backend: Optional[str] = None) -> Iterator[Tuple[bytes, bytes]]:
     """Yield (key, value) pairs of an existing LMDB or LevelDB in key order, read-only.
 
-    backend: 'lmdb', 'leveldb', or None to detect from the files. Raises DatabaseError when
-    ``path`` is not a database of that backend.
+    backend: 'lmdb', 'leveldb', or None to detect from the files. Read-only and lock-free:
+    nothing is written next to the database (see ``outputs.lmdbreader``, ``leveldbreader``).
+    Raises DatabaseError when ``path`` is not a database of that backend.
     """
     if not os.path.isdir(path):
         raise DatabaseError(f"{path}: no such database directory")

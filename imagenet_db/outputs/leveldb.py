@@ -88,19 +88,6 @@ class LevelDbWriter(DatumWriter):
         return os.path.isfile(os.path.join(path, "CURRENT"))
 
 
-def iterate(path: str) -> Iterator[Tuple[bytes, bytes]]:
-    """(key, value) pairs of an existing LevelDB in key order (DatabaseError if it cannot be
-    opened)."""
-    try:
-        db = plyvel.DB(path, create_if_missing=False)
-    except plyvel.Error as exc:
-        raise DatabaseError(f"{path}: cannot open as LevelDB: {_error_text(exc)}") from None
-    try:
-        yield from db.iterator()
-    finally:
-        db.close()
-
-
 def _error_text(exc: Exception) -> str:
     """The message of an lmdb/plyvel error as text (plyvel gives bytes)."""
     text = exc.args[0] if exc.args else str(exc)

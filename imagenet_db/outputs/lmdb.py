@@ -149,27 +149,3 @@ class LmdbWriter(DatumWriter):
     def detect(cls, path: str) -> bool:
         """True when ``path`` holds data.mdb."""
         return os.path.isfile(os.path.join(path, "data.mdb"))
-
-
-def iterate(path: str) -> Iterator[Tuple[bytes, bytes]]:
-    """(key, value) pairs of an existing LMDB in key order, read-only (DatabaseError if it
-    cannot be opened)."""
-    env = open_lmdb_reader(path)
-    try:
-        with env.begin(buffers=False) as txn:
-            yield from txn.cursor()
-    finally:
-        env.close()
-
-
-def open_lmdb_reader(path: str) -> "lmdb.Environment":
-    """Open an LMDB read-only. With its lock file (when writable), so a reader may run while
-    a writer appends and sees only committed transactions; without it for read-only media.
-    Raises DatabaseError when ``path`` is not an LMDB."""
-    try:
-        return lmdb.open(path, readonly=True, lock=True, subdir=True, create=False)
-    except (lmdb.Error, OSError) as first:
-        try:
-            return lmdb.open(path, readonly=True, lock=False, subdir=True, create=False)
-        except lmdb.Error:
-            raise DatabaseError(f"{path}: cannot open as LMDB: {first}") from None

@@ -12,7 +12,8 @@ full to read it back. This module does the same job on the wire format itself:
   encoded=False).SerializeToString()``, field for field as Caffe's ``CVMatToDatum`` sets them;
   tests/test_performance_paths.py checks this against protobuf.
 * ``encoded_datum_bytes`` does the same for an encoded Datum (the image file bytes copied once).
-* ``locate_raw_pixels`` finds channels/height/width and the position of the ``data`` bytes in
+* ``datum_fields`` reads channels/height/width/label/encoded of any serialized Datum and
+  ``locate_raw_pixels`` finds channels/height/width and the position of the ``data`` bytes in
   a serialized Datum by walking its fields, so a reader can view the pixels in place.
 
 Wire format (protocol buffers encoding, https://protobuf.dev/programming-guides/encoding/):
@@ -22,7 +23,7 @@ length then the bytes. Datum's fields (proto/caffe.proto): channels=1, height=2,
 data=4, label=5, float_data=6, encoded=7; protobuf writes set fields in field-number order.
 """
 from functools import lru_cache
-from typing import Optional, Tuple
+from typing import NamedTuple, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -140,31 +141,59 @@ def _int32(value: int) -> int:
     return value - (1 << 32) if value >= 1 << 31 else value
 
 
-def locate_raw_pixels(value) -> Optional[Tuple[Tuple[int, int, int], int, int]]:
-    """Where the uint8 pixels of a serialized raw Datum are, without a full protobuf parse.
+class DatumFields(NamedTuple):
+    """The fields of a serialized Datum other than its pixels, and where its ``data`` bytes are.
+
+    channels, height, width, label: int32 (0 when absent); encoded: bool; data_offset,
+    data_length: position and size of the ``data`` bytes in the serialized value.
+    """
+    channels: int
+    height: int
+    width: int
+    label: int
+    encoded: bool
+    data_offset: int
+    data_length: int
+
+
+def datum_fields(value) -> Optional[DatumFields]:
+    """Read a serialized Datum's fields without a full protobuf parse or any pixel copy.
 
     value: the Datum's bytes (bytes, bytearray or memoryview, e.g. an LMDB value read with
-    ``buffers=True``). Returns ((channels, height, width), offset, length) of the ``data``
-    field, with the protobuf rules: the last occurrence of a field wins, absent int32 fields
-    are 0. Returns None when the value is not a plain raw Datum that this can read safely
-    (``encoded`` true, ``float_data`` present, no ``data``, an unknown field, or malformed
-    bytes): the caller then parses it with protobuf, which reports any error.
+    ``buffers=True``): only the few bytes before and after ``data`` are read. Protobuf's rules:
+    the last occurrence of a field wins, absent int32 fields are 0. Returns None when the value
+    is not a Datum this can read safely (``float_data`` present, no ``data``, an unknown
+    field, or malformed bytes): the caller then parses it with protobuf, which reports any
+    error. Raw and encoded datums are both read (``encoded`` tells which).
     """
-    shape = [0, 0, 0]
-    data = None
+    channels = height = width = label = 0
+    encoded, data = False, None
     pos, end = 0, len(value)
     try:
         while pos < end:
-            key, pos = _read_varint(value, pos, end)
+            key = value[pos]  # Datum's tags are single bytes (field numbers < 16)
+            pos += 1
+            if key >= 0x80:
+                return None
             field, wire_type = key >> 3, key & 7
             if wire_type == _VARINT:
-                number, pos = _read_varint(value, pos, end)
-                if field in (_CHANNELS, _HEIGHT, _WIDTH):
-                    shape[field - 1] = _int32(number)
+                number = value[pos] if pos < end else 0x80
+                if number < 0x80:
+                    pos += 1
+                else:
+                    number, pos = _read_varint(value, pos, end)
+                    number = _int32(number)
+                if field == _HEIGHT:
+                    height = number
+                elif field == _WIDTH:
+                    width = number
+                elif field == _CHANNELS:
+                    channels = number
+                elif field == _LABEL:
+                    label = number
                 elif field == _ENCODED:
-                    if number:
-                        return None
-                elif field != _LABEL:
+                    encoded = number != 0
+                else:
                     return None
             elif wire_type == _LENGTH and field == _DATA:
                 length, pos = _read_varint(value, pos, end)
@@ -178,4 +207,17 @@ def locate_raw_pixels(value) -> Optional[Tuple[Tuple[int, int, int], int, int]]:
         return None
     if data is None:
         return None
-    return (shape[0], shape[1], shape[2]), data[0], data[1]
+    return DatumFields(channels, height, width, label, encoded, data[0], data[1])
+
+
+def locate_raw_pixels(value) -> Optional[Tuple[Tuple[int, int, int], int, int]]:
+    """Where the uint8 pixels of a serialized raw Datum are, without a full protobuf parse.
+
+    value: as for ``datum_fields``. Returns ((channels, height, width), offset, length) of the
+    ``data`` field; None when the value is not a plain raw Datum (``encoded`` true, or
+    ``datum_fields`` returns None): the caller then parses it with protobuf.
+    """
+    fields = datum_fields(value)
+    if fields is None or fields.encoded:
+        return None
+    return (fields.channels, fields.height, fields.width), fields.data_offset, fields.data_length

@@ -8,7 +8,8 @@ an extracted tree of any of them).
 Outputs in OUTDIR: synsets.txt, synset_words.txt (when words are known), train.txt, val.txt
 (Caffe format, paths sorted), ilsvrc12_{train,val}_{lmdb,leveldb} (shuffled, resized 256x256
 by default), imagenet_mean.binaryproto and imagenet_mean.npy (mean of the train database,
-computed while it is written).
+computed while it is written), report.html (``imagenet-db report`` of OUTDIR; opt out with
+``report=False`` / --no-report).
 
 Stages, each skipped when already finished (``resume``): aux files (kept when identical),
 train DB, val DB (each resumed from its last transaction or kept when complete with the same
@@ -16,6 +17,7 @@ settings), mean files (from the train DB's stored mean, else recomputed from the
 any work, every output is checked: nothing existing is replaced without ``overwrite``.
 """
 import os
+import time
 from typing import Callable, Dict, List, Optional
 
 from imagenet_db.engine.buildstate import BuildOptions
@@ -24,6 +26,7 @@ from imagenet_db.errors import DatabaseError, ImagenetDbError
 from imagenet_db.imaging.transform import TransformOptions
 from imagenet_db.observers.mean import compute_db_mean
 from imagenet_db.outputs.meanfile import channel_means, mean_picture, read_mean, write_mean
+from imagenet_db.pictures.report import REPORT_NAME, is_report, write_report
 from imagenet_db.pipeline import ConvertSummary, convert, plan_build
 from imagenet_db.recipes.formats import Stage, default_transform, plan
 from imagenet_db.sources import labels as L
@@ -123,7 +126,8 @@ def create_imagenet(source: str, outdir: str, transform: Optional[TransformOptio
                     log: Callable[[str], None] = print, mean_crop: int = 0,
                     prototxt: bool = False, drop_blacklist: bool = False,
                     output_format: str = "caffe", val_layout: str = "folders",
-                    batch_images: Optional[int] = None) -> Dict[str, ConvertSummary]:
+                    batch_images: Optional[int] = None,
+                    report: bool = True) -> Dict[str, ConvertSummary]:
     """Build ImageNet training data for one framework from ``source`` into ``outdir``.
 
     output_format: 'caffe' (default: Caffe's LMDB/LevelDB of ``backend`` + the mean),
@@ -147,7 +151,10 @@ def create_imagenet(source: str, outdir: str, transform: Optional[TransformOptio
     (reads every byte: ~147 GB for the real ones; ChecksumError on a mismatch).
     log: where progress lines go. drop_blacklist: leave out the validation images the
     2014/2015 devkit blacklists (``--drop_val_blacklist``; off by default: the classification
-    task keeps all 50,000). Returns {stage name: summary} ('train', 'val'; or the format's
+    task keeps all 50,000). report (caffe): at the end, write OUTDIR/report.html (the page of
+    ``imagenet-db report``: counts, sizes, class histogram, mean image, samples, skips,
+    settings); an existing report.html that is not an imagenet-db report is refused up front
+    unless ``build.overwrite``. Returns {stage name: summary} ('train', 'val'; or the format's
     name for the one-directory batch formats). Raises ImagenetDbError for bad input, and
     refuses (before doing any work) to replace existing outputs unless ``build.overwrite``.
     """
@@ -169,6 +176,12 @@ def create_imagenet(source: str, outdir: str, transform: Optional[TransformOptio
     mean_paths = [os.path.join(outdir, "imagenet_mean" + ext)
                   for ext in (".binaryproto", ".npy", ".png")]
     aux = aux_outputs(labelled, outdir)
+    report = report and output_format == "caffe"  # the report reads Datum databases
+    report_path = os.path.join(outdir, REPORT_NAME)
+    if report and os.path.exists(report_path) and not is_report(report_path) \
+            and not build.overwrite:
+        raise ImagenetDbError(f"{report_path} exists and is not an imagenet-db report; pass "
+                              f"--overwrite to replace it (or --no-report)")
     _preflight(stages, aux, mean_paths, transform, build)
     if prototxt:
         from imagenet_db.recipes.prototxt import check_prototxt_targets
@@ -193,6 +206,10 @@ def create_imagenet(source: str, outdir: str, transform: Optional[TransformOptio
         for path in write_prototxts(outdir, found, transform, backend, summaries, mean_crop,
                                     build.overwrite):
             log(f"wrote {path}")
+    if report:
+        started = time.monotonic()
+        write_report(outdir, report_path, log=log)
+        log(f"wrote {report_path} ({time.monotonic() - started:.1f} s; imagenet-db report)")
     return summaries
 
 

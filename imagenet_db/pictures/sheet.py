@@ -1,0 +1,217 @@
+"""Contact sheets: datums of a database side by side as one picture (``imagenet-db show``).
+
+Each tile is one datum, decoded as Caffe's data layer sees it (raw CHW BGR pixels, or the
+encoded file decoded with OpenCV), fitted into a ``tile`` x ``tile`` square with its aspect
+ratio kept (area averaging when shrinking, bilinear when enlarging; ``tile=0`` keeps every
+image at its stored size), centred on a dark background, and captioned with two lines: the
+key (for Caffe's ``%08d_relpath`` keys: the number and the file name) and ``label class``,
+the class being the first name of that label's line in synset_words.txt. Gray datums are
+shown gray; colours are right (datums are BGR, as OpenCV writes PNGs). Captions are drawn
+with OpenCV's Hershey font, which has ASCII only: accents are dropped, other characters
+shown as '?'. A datum that cannot be decoded gets a captioned empty tile, not an error.
+"""
+import os
+import unicodedata
+from dataclasses import dataclass
+from typing import List, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+
+from imagenet_db.errors import ImagenetDbError
+
+BACKGROUND = (40, 40, 40)  # BGR
+TEXT_COLOUR = (235, 235, 235)
+FONT = cv2.FONT_HERSHEY_SIMPLEX
+PAD = 4
+DEFAULT_TILE = 128
+DEFAULT_COUNT = 64
+CLASS_FILES = ("synset_words.txt", "synsets.txt")
+
+
+@dataclass
+class Tile:
+    """Where datum ``position`` landed in a sheet: its image's top-left corner (x, y) and
+    size (width, height) in sheet pixels; ``problem`` is set (and the tile empty) when the
+    datum could not be decoded."""
+    position: int
+    x: int
+    y: int
+    width: int
+    height: int
+    problem: Optional[str] = None
+
+
+def read_class_names(path: str) -> List[str]:
+    """Class names by label from a synset_words.txt ('n01440764 tench, Tinca tinca' lines: the
+    first name, 'tench') or a synsets.txt (the wnid); label = line number from 0, as Caffe's
+    synset_words.txt. Raises ImagenetDbError when the file cannot be read."""
+    names = []
+    try:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                line = line.strip()
+                if line:
+                    wnid, _, words = line.partition(" ")
+                    names.append(words.split(",")[0].strip() or wnid)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ImagenetDbError(f"{path}: cannot read class names: {exc}") from None
+    return names
+
+
+def find_class_file(db_path: str) -> Optional[str]:
+    """synset_words.txt (else synsets.txt) in the folder holding the database, as
+    create_imagenet writes them beside its databases; None when there is neither."""
+    folder = os.path.dirname(os.path.abspath(db_path))
+    for name in CLASS_FILES:
+        path = os.path.join(folder, name)
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+def ascii_text(text: str) -> str:
+    """``text`` in the ASCII that OpenCV's Hershey fonts draw: accents dropped, '?' for the rest."""
+    out = []
+    for ch in unicodedata.normalize("NFKD", text):
+        if 32 <= ord(ch) < 127:
+            out.append(ch)
+        elif not unicodedata.combining(ch):
+            out.append("?")
+    return "".join(out)
+
+
+def fit_text(text: str, width: int, scale: float, keep_end: bool = False) -> str:
+    """``text`` (made ASCII) shortened with '..' at its end (or, keep_end, its start) so that it
+    is at most ``width`` pixels wide at font ``scale``."""
+    text = ascii_text(text)
+
+    def fits(candidate):
+        return cv2.getTextSize(candidate, FONT, scale, 1)[0][0] <= width
+
+    if fits(text):
+        return text
+    while text and not fits(".." + text if keep_end else text + ".."):
+        text = text[1:] if keep_end else text[:-1]
+    return ".." + text if keep_end else text + ".."
+
+
+def short_key(key: bytes) -> str:
+    """A key for a caption: Caffe's '%08d_relpath' as 'number file-name', others as they are."""
+    text = bytes(key).decode("utf-8", "replace")
+    number, sep, relpath = text.partition("_")
+    if sep and number.isdigit():
+        return f"{number} {relpath.rsplit('/', 1)[-1]}"
+    return text
+
+
+def as_bgr(image: np.ndarray) -> np.ndarray:
+    """An (H, W, C) datum image as (H, W, 3) uint8 BGR for display: gray repeated, a 4th
+    channel dropped, float pixels rounded and clipped to 0..255."""
+    if image.dtype != np.uint8:
+        image = np.clip(np.rint(image), 0, 255).astype(np.uint8)
+    if image.shape[2] == 1:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if image.shape[2] == 2:
+        return cv2.cvtColor(np.ascontiguousarray(image[:, :, 0]), cv2.COLOR_GRAY2BGR)
+    return np.ascontiguousarray(image[:, :, :3])
+
+
+def fit_tile(image: np.ndarray, tile: int) -> np.ndarray:
+    """``image`` scaled so that its longer side is ``tile`` pixels (INTER_AREA when shrinking,
+    INTER_LINEAR when enlarging), aspect kept; unchanged when tile <= 0 or it already fits
+    exactly."""
+    height, width = image.shape[:2]
+    if tile <= 0 or max(height, width) == tile:
+        return image
+    scale = tile / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    scaled = cv2.resize(image, size, interpolation=interpolation)
+    return scaled.reshape(scaled.shape[:2] + image.shape[2:])  # OpenCV drops a channel axis of 1
+
+
+def spread_positions(count: int, total: int) -> List[int]:
+    """``count`` positions spread evenly over 0..total-1 (first and last included; all of
+    them when total <= count)."""
+    if total <= count:
+        return list(range(total))
+    if count <= 1:
+        return [0][:count]
+    return sorted({int(round(i * (total - 1) / (count - 1))) for i in range(count)})
+
+
+def choose_positions(db, count: int = DEFAULT_COUNT, label: Optional[int] = None) -> List[int]:
+    """Positions of ``count`` datums spread evenly over the database (or over the datums of
+    ``label``; their labels are read without decoding). Raises ImagenetDbError when no datum
+    has that label."""
+    if label is None:
+        return spread_positions(count, len(db))
+    matching = np.flatnonzero(db.labels() == label)
+    if matching.size == 0:
+        raise ImagenetDbError(f"{db.path}: no datum has label {label}")
+    return [int(matching[i]) for i in spread_positions(count, int(matching.size))]
+
+
+def contact_sheet(db, positions: Sequence[int], class_names: Sequence[str] = (),
+                  tile: int = DEFAULT_TILE, columns: int = 0,
+                  title: str = "") -> Tuple[np.ndarray, List[Tile]]:
+    """Draw the datums at ``positions`` of ``db`` (an ``imagenet_db.reader.DatumDB`` in BGR,
+    HWC) as a grid: ``columns`` tiles a row (0: about square), each ``tile`` pixels (0: the
+    largest stored size), captioned (module docstring); ``title`` on top (lines split at
+    newlines, each shortened to fit).
+
+    Returns (sheet, tiles): sheet an (H, W, 3) uint8 BGR image (for cv2.imwrite), tiles one
+    ``Tile`` per position, in order.
+    """
+    decoded = []
+    for position in positions:
+        try:
+            image, label = db[position]
+            decoded.append((position, as_bgr(fit_tile(image, tile)), label, None))
+        except ImagenetDbError as exc:
+            decoded.append((position, None, None, str(exc)))
+    sizes = [max(image.shape[:2]) for _, image, _, _ in decoded if image is not None]
+    cell = tile if tile > 0 else max(sizes or [DEFAULT_TILE])
+    count = max(1, len(decoded))
+    columns = columns if columns > 0 else min(count, int(np.ceil(np.sqrt(count))))
+    rows = -(-count // columns)
+    scale = float(np.clip(cell / 300, 0.3, 0.6))
+    line = cv2.getTextSize("Ag", FONT, scale, 1)[0][1] + 6
+    caption = 2 * line + 2
+    title_lines = title.split("\n") if title else []
+    head = int(line * 1.3) * len(title_lines) + (line // 2 if title_lines else 0)
+    sheet = np.empty((head + rows * (cell + caption + PAD) + PAD,
+                      columns * (cell + PAD) + PAD, 3), dtype=np.uint8)
+    sheet[:] = BACKGROUND
+    for k, text in enumerate(title_lines):
+        cv2.putText(sheet, fit_text(text, sheet.shape[1] - 2 * PAD, scale * 1.2, keep_end=k == 0),
+                    (PAD, int(line * 1.3) * (k + 1)), FONT, scale * 1.2, TEXT_COLOUR, 1,
+                    cv2.LINE_AA)
+    tiles = []
+    for n, (position, image, label, problem) in enumerate(decoded):
+        row, column = divmod(n, columns)
+        x0, y0 = PAD + column * (cell + PAD), head + PAD + row * (cell + caption + PAD)
+        if image is None:
+            tiles.append(Tile(position, x0, y0, 0, 0, problem))
+            lines = [short_key(db.key(position)), "cannot be decoded"]
+        else:
+            height, width = image.shape[:2]
+            x, y = x0 + (cell - width) // 2, y0 + (cell - height) // 2
+            sheet[y:y + height, x:x + width] = image
+            tiles.append(Tile(position, x, y, width, height))
+            name = class_names[label] if 0 <= label < len(class_names) else ""
+            lines = [short_key(db.key(position)), f"{label} {name}".strip()]
+        for k, text in enumerate(lines):
+            cv2.putText(sheet, fit_text(text, cell, scale, keep_end=k == 0),
+                        (x0, y0 + cell + (k + 1) * line - 2), FONT, scale, TEXT_COLOUR, 1,
+                        cv2.LINE_AA)
+    return sheet, tiles
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    """PNG file bytes of a BGR (or gray) uint8 image."""
+    ok, buf = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, 9])
+    if not ok:
+        raise ImagenetDbError("OpenCV could not encode a PNG")
+    return buf.tobytes()
