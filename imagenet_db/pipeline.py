@@ -15,6 +15,7 @@ decides what a build has to do (build, resume, publish, done) and refuses to rep
 exists without ``overwrite``. An interrupted build (crash, kill, Ctrl-C, disk full) continues
 with ``resume=True`` from its last committed transaction.
 """
+import errno
 import json
 import os
 import sys
@@ -227,6 +228,8 @@ def _disk_error(exc: Exception, build_dir: str) -> DatabaseError:
     detail = str(exc)
     if isinstance(exc, OSError) and exc.strerror:
         detail = f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
+        if exc.errno == errno.ENOSPC:  # the same words as the database's own disk-full error
+            detail += " (disk full)"
     return DatabaseError(f"{detail}\nthe work committed so far is kept in {build_dir}; "
                          f"free space or fix the cause, then {B.RESUME_HINT}")
 
