@@ -9,7 +9,16 @@ the subprocess (interpreter start-up and imports excluded, for every job alike):
   reference      one process doing what Caffe's convert_imageset does per image: cv2.imread
                  (IMREAD_COLOR), cv2.resize to 256x256 (INTER_LINEAR), CHW bytes, a protobuf
                  Datum, LMDB put (no MDB_APPEND, fsync per commit) in transactions of 1,000
+  limit          the same JPEGs decoded + resized with cv2 only, in memory (bytes read before the
+                 clock starts), 1 and N threads: the ceiling a build can approach; every
+                 build's ratio to the N-thread limit is printed
   convert x1/xN  our convert_imageset CLI, 1 and N worker threads (N = --workers)
+  encoded        convert_imageset --encoded, no resize (the DIGITS/DALI case): JPEGs stored as
+                 they are, sizes from their headers, no decode
+  dask           convert_imageset --dask_scheduler on a real cluster started from the command
+                 line (`dask scheduler` + 2 x `dask worker --nworkers 1 --nthreads 1` on
+                 127.0.0.1) against local threads, both on the first 1,000 images (--no-dask
+                 to skip)
   leveldb xN     the same with --backend=leveldb
   fast_decode    convert_imageset --fast_decode (on the corpus, and on a corpus of large
                  JPEGs, 1024x768 by default (--large-size), where libjpeg's DCT downscale
@@ -29,7 +38,8 @@ database is deleted before the next one starts, so that every job starts from th
 (On the development VM a job that had to take fresh memory for the page cache, e.g. while an
 earlier 400 MB database was still cached, ran ~1.5x slower: the host backs guest memory lazily.)
 
-Columns: images/s (datums/s for the writer), ratio to the reference, peak RSS of the job, the
+Columns: images/s (datums/s for the writer), ratio to the reference and to the N-thread limit
+(same round), CPU time of the job per image (all its threads, user + system), peak RSS of the job, the
 database's size on disk divided by its payload (sum of key + value bytes), and how busy the
 machine was with other processes while the job ran (median, in cores: CPU time from
 /proc/stat minus the job's own, per second); on a 2-core machine a value near 1 means the xN
@@ -39,7 +49,7 @@ Usage (from the repository root):
     python benchmarks/benchmark.py                       # 2,000 images, 3 rounds
     python benchmarks/benchmark.py --quick               # 400 images, 1 round, no 10x run
     python benchmarks/benchmark.py --images 3000 --corpus /tmp/corpus --workers 2 --out /tmp/bench
-    python benchmarks/benchmark.py --profile             # also: per-image time split
+    python benchmarks/benchmark.py --profile             # also: CPU per stage + scaling projection
 Everything it writes goes under --out (default: a new folder in the system temp dir) and the
 corpus folder; databases are deleted after each job.
 """
@@ -54,8 +64,10 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+HERE = os.path.dirname(os.path.abspath(__file__))  # scaling.py lives beside this file
+for _path in (ROOT, HERE):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
 
 SIZE = 256  # output width and height, as create_imagenet.sh
 LARGE_SIZE = (1024, 768)  # large JPEGs for --fast_decode: 256 <= 768 / 2, so 1/2 DCT scaling
@@ -63,6 +75,44 @@ GIB = 1 << 30
 
 
 # ------------------------------------------------------------------ jobs (run in subprocesses)
+def cpu_seconds() -> float:
+    """CPU seconds (user + system, all threads) this process has used so far."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def job_limit(corpus: str, listfile: str, threads: int) -> dict:
+    """The decode limit: cv2.imdecode + cv2.resize of the same JPEGs, in memory, no output."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import cv2
+    import numpy as np
+
+    names = [line.rsplit(" ", 1)[0] for line in open(listfile).read().splitlines()]
+    blobs = []
+    for name in names:
+        with open(os.path.join(corpus, name), "rb") as f:
+            blobs.append(np.frombuffer(f.read(), np.uint8))
+
+    def work(blob):
+        return cv2.resize(cv2.imdecode(blob, cv2.IMREAD_COLOR), (SIZE, SIZE)).shape
+
+    for blob in blobs[:20]:
+        work(blob)
+    cpu, start = cpu_seconds(), time.perf_counter()
+    if threads == 1:
+        for blob in blobs:
+            work(blob)
+    else:
+        with ThreadPoolExecutor(threads) as pool:
+            for _ in pool.map(work, blobs, chunksize=8):
+                pass
+    return {"seconds": time.perf_counter() - start, "count": len(blobs),
+            "cpu": cpu_seconds() - cpu}
+
+
 def job_reference(corpus: str, listfile: str, db: str) -> dict:
     """Caffe's convert_imageset loop, single process: imread, resize, CHW, Datum, LMDB put."""
     import cv2
@@ -70,7 +120,7 @@ def job_reference(corpus: str, listfile: str, db: str) -> dict:
     from imagenet_db.protos import Datum
 
     entries = [line.rsplit(" ", 1) for line in open(listfile).read().splitlines()]
-    start = time.perf_counter()
+    cpu, start = cpu_seconds(), time.perf_counter()
     env = lmdb.open(db, map_size=1 << 40, subdir=True)  # Caffe: no MDB_NOSYNC, no writemap
     txn = env.begin(write=True)
     for index, (relpath, label) in enumerate(entries):
@@ -84,26 +134,34 @@ def job_reference(corpus: str, listfile: str, db: str) -> dict:
             txn = env.begin(write=True)
     txn.commit()
     env.close()
-    return {"seconds": time.perf_counter() - start, "count": len(entries)}
+    return {"seconds": time.perf_counter() - start, "count": len(entries), "cpu": cpu_seconds() - cpu}
 
 
 def job_convert(corpus: str, listfile: str, db: str, workers: int, backend: str = "lmdb",
-                fast_decode: bool = False) -> dict:
-    """Our convert_imageset command line, in this process."""
+                fast_decode: bool = False, encoded: bool = False, dask: str = "") -> dict:
+    """Our convert_imageset command line, in this process (encoded: --encoded without resize;
+    dask: the scheduler address for --dask_scheduler)."""
     import imagenet_db.pipeline  # noqa: F401  (imported before the clock starts, as the reference's)
     from imagenet_db.cli import convert_imageset_main
 
-    argv = [f"--resize_height={SIZE}", f"--resize_width={SIZE}", f"--workers={workers}",
-            f"--backend={backend}", "--noprogress", corpus + "/", listfile, db]
+    argv = [f"--workers={workers}", f"--backend={backend}", "--noprogress", corpus + "/",
+            listfile, db]
+    if encoded:
+        argv.insert(0, "--encoded")
+    else:
+        argv[:0] = [f"--resize_height={SIZE}", f"--resize_width={SIZE}"]
     if fast_decode:
         argv.insert(0, "--fast_decode")
-    start = time.perf_counter()
+    if dask:
+        import distributed  # noqa: F401  (imported before the clock starts)
+        argv.insert(0, f"--dask_scheduler={dask}")
+    cpu, start = cpu_seconds(), time.perf_counter()
     code = convert_imageset_main(argv)
     seconds = time.perf_counter() - start
     if code:
         raise SystemExit(f"convert_imageset failed with exit code {code}")
     count = sum(1 for line in open(listfile) if line.strip())
-    return {"seconds": seconds, "count": count}
+    return {"seconds": seconds, "count": count, "cpu": cpu_seconds() - cpu}
 
 
 def job_writer(corpus: str, listfile: str, db: str, count: int, sync_commits: bool) -> dict:
@@ -126,11 +184,13 @@ def job_writer(corpus: str, listfile: str, db: str, count: int, sync_commits: bo
 
     write(db + ".warmup").close()  # untimed: first touch of the heap and of page-cache memory
     shutil.rmtree(db + ".warmup")
-    start = time.perf_counter()
+    cpu, start = cpu_seconds(), time.perf_counter()
     writer = write(db)
     seconds = time.perf_counter() - start
+    cpu = cpu_seconds() - cpu
     writer.close()  # the final flush to disk (fsync), timed apart: it measures the disk
-    return {"seconds": seconds, "count": count, "flush": time.perf_counter() - start - seconds}
+    return {"seconds": seconds, "count": count, "flush": time.perf_counter() - start - seconds,
+            "cpu": cpu, "bytes": count * len(values[0])}
 
 
 def job_mean(db: str, baseline: bool) -> dict:
@@ -159,7 +219,8 @@ def job_mean(db: str, baseline: bool) -> dict:
             "checksum": float(np.asarray(mean, dtype=np.float64).sum())}
 
 
-JOBS = {"reference": job_reference, "convert": job_convert, "writer": job_writer, "mean": job_mean}
+JOBS = {"limit": job_limit, "reference": job_reference, "convert": job_convert,
+        "writer": job_writer, "mean": job_mean}
 
 
 def peak_rss() -> int:
@@ -272,61 +333,48 @@ def corpus_names(folder: str, count: int) -> list:
     return names
 
 
-def profile(corpus: str, names: list) -> list:
-    """Per-image time split of the single-thread work (ms per image), measured in-process."""
-    import cv2
-    import numpy as np
-    import lmdb
-    from imagenet_db.engine.executor import ordered_map
-    from imagenet_db.protos import Datum
-    from imagenet_db.outputs.lmdb import LmdbWriter
-    from imagenet_db.outputs.wire import raw_datum_buffer
+def start_dask_cluster(folder: str):
+    """A real Dask cluster from the command line: `dask scheduler` and two `dask worker
+    --nworkers 1 --nthreads 1`, on 127.0.0.1 (ports chosen by the OS). Returns (scheduler
+    address, [Popen]); stop it with stop_dask_cluster. None when 'distributed' is missing."""
+    try:
+        import distributed  # noqa: F401
+    except ImportError:
+        return None
+    scheduler_file = os.path.join(folder, "dask-scheduler.json")
+    if os.path.exists(scheduler_file):
+        os.remove(scheduler_file)
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    dask = [sys.executable, "-m", "dask"]  # the `dask` command of this interpreter
+    quiet = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=folder)
+    procs = [subprocess.Popen(dask + ["scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+                                      "--scheduler-file", scheduler_file], **quiet)]
+    deadline = time.monotonic() + 60
+    while not os.path.exists(scheduler_file) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    worker = dask + ["worker", "--scheduler-file",
+              scheduler_file, "--nworkers", "1", "--nthreads", "1", "--host", "127.0.0.1",
+              "--no-dashboard"]
+    procs += [subprocess.Popen(worker, **quiet) for _ in range(2)]
+    address = json.load(open(scheduler_file))["address"]
+    from distributed import Client
 
-    names = names[:500]
-    steps = dict.fromkeys(["read file", "decode (cv2.imdecode)", "resize (cv2.resize)",
-                           "CHW + Datum, protobuf (reference)", "CHW + Datum, imagenet_db.outputs.wire",
-                           "LMDB put+commit, Caffe-style", "LMDB put, LmdbWriter"], 0.0)
-    tmp = tempfile.mkdtemp(prefix="imagenet-db-profile-")
-    env = lmdb.open(os.path.join(tmp, "ref"), map_size=1 << 36)
-    writer = LmdbWriter(os.path.join(tmp, "ours"))
-    txn = env.begin(write=True)
-    clock = time.perf_counter
-    for i, name in enumerate(names):
-        t0 = clock()
-        with open(os.path.join(corpus, name), "rb") as f:
-            data = f.read()
-        t1 = clock()
-        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-        t2 = clock()
-        image = cv2.resize(image, (SIZE, SIZE))
-        t3 = clock()
-        value = Datum(channels=3, height=SIZE, width=SIZE, data=image.transpose(2, 0, 1).tobytes(),
-                      label=i, encoded=False).SerializeToString()
-        t4 = clock()
-        ours, _ = raw_datum_buffer(image, i)
-        t5 = clock()
-        txn.put(b"%08d_%s" % (i, name.encode()), value)
-        if (i + 1) % 1000 == 0 or i + 1 == len(names):
-            txn.commit()
-            txn = env.begin(write=True)
-        t6 = clock()
-        writer.put(b"%08d_%s" % (i, name.encode()), ours)
-        t7 = clock()
-        for step, (a, b) in zip(steps, [(t0, t1), (t1, t2), (t2, t3), (t3, t4), (t4, t5),
-                                        (t5, t6), (t6, t7)]):
-            steps[step] += b - a
-    txn.abort()
-    env.close()
-    t0 = clock()
-    writer.close()
-    steps["LMDB put, LmdbWriter"] += clock() - t0  # its one fsync at the end
-    # hand-off between threads: ordered_map with 2 threads over a function that does nothing
-    t0 = clock()
-    for _ in ordered_map(lambda x: x, range(20000), 2):
-        pass
-    steps["thread hand-off (ordered_map, per item)"] = (clock() - t0) * len(names) / 20000
-    shutil.rmtree(tmp)
-    return [(step, 1e3 * seconds / len(names)) for step, seconds in steps.items()]
+    with Client(address, timeout="60s") as client:
+        client.wait_for_workers(2, timeout=120)
+        client.run(lambda: __import__("imagenet_db.pipeline"))  # imports before any timing
+    return address, procs
+
+
+def stop_dask_cluster(procs) -> None:
+    """Stop the processes start_dask_cluster started (workers first), by their pids."""
+    for proc in reversed(procs):
+        proc.terminate()
+    for proc in reversed(procs):
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def main(argv=None) -> int:
@@ -348,7 +396,12 @@ def main(argv=None) -> int:
                         default=LARGE_SIZE, metavar="WxH",
                         help="size of the large JPEGs for the --fast_decode rows (1024x768)")
     parser.add_argument("--profile", action="store_true",
-                        help="also print the per-image time split of the single-thread work")
+                        help="also print the CPU per image of each stage and the scaling "
+                             "projection (8/16/64 cores, SATA vs NVMe) built from it")
+    parser.add_argument("--no-dask", dest="dask", action="store_false",
+                        help="skip the real Dask cluster rows")
+    parser.add_argument("--dask-images", type=int, default=1000,
+                        help="images in the Dask cluster vs local threads rows (1000)")
     parser.add_argument("--json", metavar="FILE", help="also write all raw results as JSON")
     parser.add_argument("--job", help=argparse.SUPPRESS)
     args, rest = parser.parse_known_args(argv)
@@ -375,7 +428,10 @@ def main(argv=None) -> int:
     listfile, large_list = os.path.join(out, "list.txt"), os.path.join(out, "large.txt")
     write_list(listfile, names)
     write_list(large_list, corpus_names(large, large_count))
+    dask_list = os.path.join(out, "list_dask.txt")
+    write_list(dask_list, names[:args.dask_images])
     db = lambda name: os.path.join(out, name)  # noqa: E731
+    cluster = start_dask_cluster(out) if args.dask else None
     print(f"load before: {os.getloadavg()[0]:.2f}; {args.images} images, {workers} workers, "
           f"{args.repeats} round(s)", file=sys.stderr)
 
@@ -386,32 +442,78 @@ def main(argv=None) -> int:
         rows.setdefault(label, []).append(result)
 
     warmup_list = listfile
+    try:
+        run_rounds(args, corpus, listfile, large, large_list, dask_list, workers, db, cluster,
+                   record, extra)
+    finally:
+        if cluster:
+            stop_dask_cluster(cluster[1])
+    if args.scale:
+        run_scale(args, corpus, names, workers, out, db, warmup_list, record)
+    print_table(args, rows, extra, workers, corpus, names)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"rows": rows, "extra": extra}, f, indent=1)
+    if not args.out:
+        shutil.rmtree(out)
+    return 0
+
+
+def _with_refs(result: dict, ref: dict, limit: dict) -> dict:
+    result["round_ref"] = ref["count"] / ref["seconds"]
+    result["round_limit"] = limit["count"] / limit["seconds"]
+    return result
+
+
+def run_rounds(args, corpus, listfile, large, large_list, dask_list, workers, db, cluster,
+               record, extra) -> None:
+    """The --repeats rounds of jobs; results go to ``record(label, result)``."""
+    warmup_list = listfile
     for round_no in range(args.repeats):
         print(f"round {round_no + 1}/{args.repeats} ...", file=sys.stderr)
         # untimed: absorbs whatever state the previous round's last jobs left behind
         run_job("convert", corpus=corpus, listfile=warmup_list, db=db("warm"), workers=workers)
         shutil.rmtree(db("warm"))
+        limits = {t: run_job("limit", corpus=corpus, listfile=listfile, threads=t)
+                  for t in sorted({1, workers})}
+        limit = limits[workers]
         ref = run_job("reference", corpus=corpus, listfile=listfile, db=db("ref"))
-        ref["round_ref"] = ref["count"] / ref["seconds"]
+        _with_refs(ref, ref, limit)
         if round_no == 0:
             extra["ref_db"] = db_ratio(db("ref"))
         shutil.rmtree(db("ref"))
+        for t, result in limits.items():
+            record(f"limit: decode+resize only, {t} thread{'s' * (t > 1)}, in memory",
+                   _with_refs(result, ref, limit))
         record("reference (Caffe-style loop)", ref)
         for w in sorted({1, workers}):
             r = run_job("convert", corpus=corpus, listfile=listfile, db=db("ours"), workers=w)
-            r["round_ref"] = ref["round_ref"]
+            _with_refs(r, ref, limit)
             record(f"convert_imageset x{w}", r)
             if round_no == 0 and w == workers:
                 extra["ours_db"] = db_ratio(db("ours"))
             shutil.rmtree(db("ours"))
+        r = run_job("convert", corpus=corpus, listfile=listfile, db=db("enc"), workers=workers,
+                    encoded=True)
+        record(f"convert_imageset x{workers} --encoded, no resize (stored as is)",
+               _with_refs(r, ref, limit))
+        shutil.rmtree(db("enc"))
+        if cluster:
+            for address in ("", cluster[0]):
+                r = run_job("convert", corpus=corpus, listfile=dask_list, db=db("dask"),
+                            workers=workers, dask=address)
+                label = (f"Dask cluster, 2 workers x 1 thread ({r['count']} images)" if address
+                         else f"local threads x{workers} ({r['count']} images)")
+                record(label, _with_refs(r, ref, limit))
+                shutil.rmtree(db("dask"))
         r = run_job("convert", corpus=corpus, listfile=listfile, db=db("fast"), workers=workers,
                     fast_decode=True)
-        r["round_ref"] = ref["round_ref"]
+        _with_refs(r, ref, limit)
         record(f"convert_imageset x{workers} --fast_decode", r)
         shutil.rmtree(db("fast"))
         r = run_job("convert", corpus=corpus, listfile=listfile, db=db("ldb"), workers=workers,
                     backend="leveldb")
-        r["round_ref"] = ref["round_ref"]
+        _with_refs(r, ref, limit)
         record(f"convert_imageset x{workers} --backend=leveldb", r)
         if round_no == 0:
             extra["leveldb_db"] = db_ratio(db("ldb"))
@@ -434,7 +536,7 @@ def main(argv=None) -> int:
             for sync in (True, False):
                 r = run_job("writer", corpus=corpus, listfile=listfile, db=db("w"),
                             count=max(args.images, 2000), sync_commits=sync)
-                r["round_ref"] = ref["round_ref"]
+                _with_refs(r, ref, limit)
                 record("writer alone (LmdbWriter" + (")" if sync else ", sync_commits=False)"), r)
                 shutil.rmtree(db("w"))
         ours = db("ours")  # made again, untimed, for the mean jobs
@@ -444,50 +546,69 @@ def main(argv=None) -> int:
             record("mean: protobuf + numpy baseline" if baseline else "compute_image_mean (ours)", m)
         shutil.rmtree(ours)
 
-    if args.scale:
-        print("10x images run ...", file=sys.stderr)
-        big_root = os.path.join(out, "scale")
-        os.makedirs(big_root, exist_ok=True)
-        big = []
-        for rep in range(10):
-            os.makedirs(os.path.join(big_root, f"r{rep}"), exist_ok=True)
-            for name in names:
-                link = os.path.join(big_root, f"r{rep}", name)
-                if not os.path.lexists(link):
-                    os.symlink(os.path.join(corpus, name), link)
-                big.append(f"r{rep}/{name}")
-        big_list = os.path.join(out, "list10x.txt")
-        write_list(big_list, big)
-        run_job("convert", corpus=corpus, listfile=warmup_list, db=db("warm"), workers=workers)
-        shutil.rmtree(db("warm"))
-        bref = run_job("reference", corpus=big_root, listfile=big_list, db=db("big"))
-        bref["round_ref"] = bref["count"] / bref["seconds"]
-        record(f"10x images ({len(big)}): reference", bref)
-        shutil.rmtree(db("big"))
-        r = run_job("convert", corpus=big_root, listfile=big_list, db=db("big"), workers=workers)
-        r["round_ref"] = bref["round_ref"]
-        record(f"10x images: convert_imageset x{workers}", r)
-        shutil.rmtree(db("big"))
-        shutil.rmtree(big_root)
 
-    # ---------------------------------------------------------------- the table
+def run_scale(args, corpus, names, workers, out, db, warmup_list, record) -> None:
+    """The reference and convert xN on 10x the images (symlinks): peak RSS must stay flat."""
+    print("10x images run ...", file=sys.stderr)
+    big_root = os.path.join(out, "scale")
+    os.makedirs(big_root, exist_ok=True)
+    big = []
+    for rep in range(10):
+        os.makedirs(os.path.join(big_root, f"r{rep}"), exist_ok=True)
+        for name in names:
+            link = os.path.join(big_root, f"r{rep}", name)
+            if not os.path.lexists(link):
+                os.symlink(os.path.join(corpus, name), link)
+            big.append(f"r{rep}/{name}")
+    big_list = os.path.join(out, "list10x.txt")
+    write_list(big_list, big)
+    run_job("convert", corpus=corpus, listfile=warmup_list, db=db("warm"), workers=workers)
+    shutil.rmtree(db("warm"))
+    bref = run_job("reference", corpus=big_root, listfile=big_list, db=db("big"))
+    bref["round_ref"] = bref["count"] / bref["seconds"]
+    record(f"10x images ({len(big)}): reference", bref)
+    shutil.rmtree(db("big"))
+    r = run_job("convert", corpus=big_root, listfile=big_list, db=db("big"), workers=workers)
+    r["round_ref"] = bref["round_ref"]
+    record(f"10x images: convert_imageset x{workers}", r)
+    shutil.rmtree(db("big"))
+    shutil.rmtree(big_root)
+
+
+
+def print_table(args, rows, extra, workers, corpus, names) -> None:
+    """Print the table of medians (and, with --profile, the stage CPU and the projection)."""
     def fmt_ratio(disk_payload):
         return f"{disk_payload[0] / disk_payload[1]:.3f}" if disk_payload else ""
+
+    def median_range(values):
+        values = sorted(values)
+        return statistics.median(values), values[0], values[-1]
 
     db_col = {"reference (Caffe-style loop)": extra.get("ref_db"),
               f"convert_imageset x{workers}": extra.get("ours_db"),
               f"convert_imageset x{workers} --backend=leveldb": extra.get("leveldb_db")}
-    lines = ["| run | images/s | ratio to reference | peak RSS (MiB) | DB bytes / payload "
-             "| other processes (cores) | notes |", "|---|---:|---:|---:|---:|---:|---|"]
+    lines = ["| run | images/s | ratio to reference | ratio to limit | CPU ms/image "
+             "| peak RSS (MiB) | DB bytes / payload | other processes (cores) | notes |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for label, results in rows.items():
         rate = statistics.median(r["count"] / r["seconds"] for r in results)
         rss = max(r["rss"] for r in results) / (1 << 20)
-        notes = ""
+        notes = to_ref = to_limit = cpu = ""
+        if "cpu" in results[0]:
+            cpu = f"{statistics.median(1e3 * r['cpu'] / r['count'] for r in results):.2f}"
         if "payload" in results[0]:
             gbs = statistics.median(r["payload"] / r["seconds"] for r in results) / 1e9
-            ratio, notes = "", f"{gbs:.2f} GB/s of datum payload"
+            notes = f"{gbs:.2f} GB/s of datum payload"
         else:
-            ratio = f"{statistics.median(r['count'] / r['seconds'] / r['round_ref'] for r in results):.2f}x"
+            to_ref = f"{statistics.median(r['count'] / r['seconds'] / r['round_ref'] for r in results):.2f}x"
+        if "round_limit" in results[0] and not label.startswith(("large", "writer", "10x")) \
+                and "--encoded" not in label:
+            mid, low, high = median_range(r["count"] / r["seconds"] / r["round_limit"]
+                                          for r in results)
+            to_limit = f"{mid:.2f}x"
+            if len(results) > 1:
+                notes = f"ratio to limit {low:.2f}-{high:.2f} over {len(results)} rounds"
         if label.startswith("large: ") and label.endswith("--fast_decode"):
             exact = rows[label.replace(" --fast_decode", "")]
             speedup = statistics.median(e["seconds"] / f["seconds"] for e, f in zip(exact, results))
@@ -497,31 +618,47 @@ def main(argv=None) -> int:
         if label == f"convert_imageset x{workers}" and workers > 1 and "convert_imageset x1" in rows:
             scaling = statistics.median(o["seconds"] / r["seconds"] * r["count"] / o["count"]
                                         for o, r in zip(rows["convert_imageset x1"], results))
-            notes = f"{scaling:.2f}x the x1 rate ({workers} workers)"
+            notes += f"; {scaling:.2f}x the x1 rate ({workers} workers)"
+        if label.startswith("Dask cluster"):
+            local = next((v for k, v in rows.items() if k.startswith("local threads")), None)
+            if local:
+                mid, low, high = median_range(d["seconds"] / t["seconds"]
+                                              for d, t in zip(results, local))
+                notes = f"{mid:.2f}x the local-threads time ({low:.2f}-{high:.2f}), same database"
+        if "--encoded" in label:
+            _, low, high = median_range(r["count"] / r["seconds"] for r in results)
+            notes = f"{low:,.0f}-{high:,.0f} images/s over {len(results)} rounds; no decode"
         if label.startswith("writer"):
             flush = statistics.median(r["flush"] for r in results)
             rates = sorted(r["count"] / r["seconds"] for r in results)
+            cpu_rate = statistics.median(r["count"] / r["cpu"] for r in results)
             notes = (f"raw 256x256 datums/s; {len(rates)} runs from {rates[0]:,.0f} to "
-                     f"{rates[-1]:,.0f}; final flush of {results[0]['count']} datums {flush:.2f} s")
+                     f"{rates[-1]:,.0f}; CPU alone would allow {cpu_rate:,.0f}/s; final flush "
+                     f"{flush:.2f} s")
+            if label == "writer alone (LmdbWriter)":
+                waits = [(r["seconds"] - r["cpu"]) for r in results]
+                extra["vm_disk_rate"] = statistics.median(
+                    r["bytes"] / w for r, w in zip(results, waits) if w > 0) if any(
+                    w > 0 for w in waits) else 0.0
+                notes += f"; disk took ~{extra['vm_disk_rate'] / 1e9:.1f} GB/s while synced"
         others = statistics.median(r["others"] for r in results)
-        lines.append(f"| {label} | {rate:,.0f} | {ratio} | {rss:,.0f} | {fmt_ratio(db_col.get(label))} "
-                     f"| {others:.2f} | {notes} |")
+        lines.append(f"| {label} | {rate:,.0f} | {to_ref} | {to_limit} | {cpu} | {rss:,.0f} "
+                     f"| {fmt_ratio(db_col.get(label))} | {others:.2f} | {notes.lstrip('; ')} |")
     print(f"\n{args.images} ImageNet-like JPEGs (~500x375) -> {SIZE}x{SIZE} raw datums; "
           f"{workers} workers; median of {args.repeats} round(s); load average now "
           f"{os.getloadavg()[0]:.2f}\n")
     print("\n".join(lines))
     if args.profile:
-        print("\nPer-image time split, one thread (ms per image):\n")
-        print("| step | ms/image |\n|---|---:|")
-        for step, ms in profile(corpus, names):
-            print(f"| {step} | {ms:.3f} |")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"rows": rows, "extra": extra}, f, indent=1)
-    if not args.out:
-        shutil.rmtree(out)
-    return 0
+        import scaling
 
+        print("\nCPU per image of each stage (one thread, time.thread_time; the writer's "
+              "stages run on its own thread):\n")
+        measured = {int(k.rsplit("x", 1)[1]): statistics.median(r["count"] / r["seconds"]
+                                                                for r in v)
+                    for k, v in rows.items() if k.startswith("convert_imageset x")
+                    and k.rsplit("x", 1)[1].isdigit()}
+        print(scaling.format_tables(scaling.stage_cpu(corpus, names),
+                                    extra.get("vm_disk_rate", 0.0), measured))
 
 if __name__ == "__main__":
     sys.exit(main())

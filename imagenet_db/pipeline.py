@@ -4,7 +4,8 @@
 ``create_imagenet``. Per record, on a worker thread (or a Dask worker): read the bytes,
 check the header (``imaging.headers``), transform (``imaging.transform``) and encode for
 the output (``Output.encode``). On the calling thread, in list order: the observers see the
-record (the mean, --check_size), then the output stores it; skipped images go to the skip
+record (the mean, --check_size), then the output stores it, both on the writing thread
+(``engine.writer``) so that commits do not hold up the hand-off; skipped images go to the skip
 log instead.
 
 The output is built beside its final name (``DB.partial``) and renamed into place only when
@@ -14,6 +15,7 @@ decides what a build has to do (build, resume, publish, done) and refuses to rep
 exists without ``overwrite``. An interrupted build (crash, kill, Ctrl-C, disk full) continues
 with ``resume=True`` from its last committed transaction.
 """
+import errno
 import json
 import os
 import sys
@@ -32,6 +34,7 @@ from imagenet_db.engine.files import remove_path, remove_stale_temporaries, writ
 from imagenet_db.engine.files import write_json_atomic
 from imagenet_db.engine.graceful import GracefulStop
 from imagenet_db.engine.lock import OutputLock, lock_path_for
+from imagenet_db.engine.writer import WriterThread
 from imagenet_db.errors import BuildInterrupted, DatabaseError, ImagenetDbError, SkippedImageError
 from imagenet_db.imaging.headers import check_image_bytes, describe_undecodable
 from imagenet_db.imaging.transform import ImageSkipped, TransformOptions, transform_image
@@ -198,9 +201,11 @@ class _Build:
     summary: ConvertSummary
 
 
-def _write_all(todo, results, run: _Build, bar, stop: GracefulStop) -> None:
-    """The loop: each result in list order to the observers and the output (or the skip log)."""
-    output, observers, summary = run.output, run.observers, run.summary
+def _write_all(todo, results, run: _Build, writer: WriterThread, bar, stop: GracefulStop,
+               skipped_at: List[int]) -> None:
+    """The loop: each result in list order to the writing thread (observers, then the output),
+    or to the skip log (its index also to ``skipped_at``)."""
+    summary = run.summary
     skip_log = B.SkipLog(run.build_dir)
     try:
         for record, result in zip(todo, results):
@@ -210,18 +215,14 @@ def _write_all(todo, results, run: _Build, bar, stop: GracefulStop) -> None:
             if not isinstance(result, Encoded):
                 skip_log.add(record.index, record.relpath, result)
                 summary.skipped.append((record.relpath, result))
+                skipped_at.append(record.index)
                 bar.write(f"skipped {record.relpath}: {result}", file=sys.stderr)
                 if run.options.strict:
                     raise SkippedImageError(f"{record.relpath}: {result} (--strict); "
                                             f"fix the file, then {B.RESUME_HINT}")
                 continue
-            for observer in observers:  # before the put: a size mismatch stops before it
-                observer.add(record, result)
-            output.add(record, result)
+            writer.add(record, result)
             summary.written += 1
-            if output.pending == 0:
-                for observer in observers:
-                    observer.committed(run.build_dir, record.index)
     finally:
         skip_log.close()
 
@@ -230,6 +231,8 @@ def _disk_error(exc: Exception, build_dir: str) -> DatabaseError:
     detail = str(exc)
     if isinstance(exc, OSError) and exc.strerror:
         detail = f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
+        if exc.errno == errno.ENOSPC:  # the same words as the database's own disk-full error
+            detail += " (disk full)"
     return DatabaseError(f"{detail}\nthe work committed so far is kept in {build_dir}; "
                          f"free space or fix the cause, then {B.RESUME_HINT}")
 
@@ -245,17 +248,29 @@ def _run(records, todo, run: _Build, transform: TransformOptions) -> GracefulSto
     bar = tqdm(total=len(records), initial=len(records) - len(todo), unit="img",
                disable=None if build.progress is None else not build.progress,
                file=sys.stderr, desc=os.path.basename(run.summary.db_path), dynamic_ncols=True)
+    writer = WriterThread(output, observers, build_dir)
+    written_before, skipped_before, skipped_at = run.summary.written, len(run.summary.skipped), []
     try:
-        with stop:
-            _write_all(todo, results, run, bar, stop)
-        results.close()
-        output.close()
+        with stop:  # a signal during the final drain still stops cleanly, after one commit
+            _write_all(todo, results, run, writer, bar, stop, skipped_at)
+            results.close()
+            if stop.requested:
+                writer.stop()
+            writer.close(interrupted=lambda: stop.requested)
+        if stop.requested:  # count what is committed: the records up to the last one stored
+            last = writer.last_index if writer.last_index is not None else \
+                len(records) - len(todo) - 1
+            summary = run.summary
+            summary.written = written_before + writer.written
+            summary.skipped = summary.skipped[:skipped_before] + [
+                skip for skip, index in zip(summary.skipped[skipped_before:], skipped_at)
+                if index <= last]
     except (ImagenetDbError, OSError) as exc:
         results.close()
         if isinstance(exc, (DatabaseError, OSError)):  # the writer failed: keep what is committed
-            output.abort()
+            writer.abort()
             raise _disk_error(exc, build_dir) from None
-        output.close()  # a bad image, a failed cluster...: commit the good ones
+        writer.close()  # a bad image, a failed cluster...: commit the good ones
         if isinstance(exc, ClusterError):
             raise ClusterError(f"{exc}; the work committed so far is kept in {build_dir}: "
                                f"{B.RESUME_HINT} (on this machine without --dask_scheduler, "
@@ -263,7 +278,7 @@ def _run(records, todo, run: _Build, transform: TransformOptions) -> GracefulSto
         raise
     except BaseException:
         results.close()
-        output.abort()
+        writer.abort()
         raise
     finally:
         bar.close()

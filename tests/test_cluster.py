@@ -50,6 +50,50 @@ def test_unreachable_scheduler_is_a_clear_error():
             pass
 
 
+def test_killed_worker_is_rescheduled_with_an_identical_database(tmp_path):
+    """SIGKILL a Dask worker while it holds chunks of the build: the scheduler reruns them on
+    the other worker (or the restarted one) and the database equals the local-threads one."""
+    import os
+    import signal
+    import threading
+    import time
+
+    from conftest import SAMPLE, train_list
+    from imagenet_db.pipeline import convert
+    from imagenet_db.sources.listfile import list_records
+
+    entries = train_list(SAMPLE / "train") * 16  # ~650 records: a build of a second or two
+    records = list_records(str(SAMPLE / "train"), entries)
+    transform = TransformOptions(resize_height=64, resize_width=64)
+    convert(records, str(tmp_path / "local"), transform=transform,
+            build=BuildOptions(progress=False, workers=2))
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                       dashboard_address=None)
+    try:
+        killed = []
+
+        def kill_a_busy_worker(client):
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not killed:
+                busy = [w for w, tasks in client.processing().items() if tasks]
+                if busy:
+                    pid = client.run(os.getpid, workers=[busy[0]])[busy[0]]
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+                time.sleep(0.01)
+
+        with dask_executor(cluster.scheduler_address) as executor:
+            killer = threading.Thread(target=kill_a_busy_worker, args=(executor.client,))
+            killer.start()
+            convert(records, str(tmp_path / "dask"), transform=transform,
+                    build=BuildOptions(progress=False, executor=executor))
+            killer.join()
+    finally:
+        cluster.close()
+    assert killed, "no worker was busy to be killed"
+    assert read_lmdb(tmp_path / "dask") == read_lmdb(tmp_path / "local")
+
+
 def test_targz_and_zip_sources_on_dask_equal_local_build(tmp_path, scheduler, monkeypatch):
     """Cluster workers unpickle the .tar.gz reader (seek points) and the zip reader and read
     the same bytes as local threads."""

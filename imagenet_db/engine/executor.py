@@ -1,20 +1,25 @@
 """Executors: run the per-record transform on all cores and hand results back in list order.
 
 ``ordered_map(fn, items, workers)`` yields ``fn(item)`` for every item, in the items' order,
-computing up to ``window`` items ahead on a pool of worker threads. Threads suffice because
-the heavy steps (file reads, OpenCV decode/resize/encode) release the GIL, and results (the
-~197 KB serialized Datums) then reach the writer without being pickled or copied between
-processes. Order is preserved, so the database bytes do not depend on the number of workers.
-Memory stays bounded: at most ``window`` results are in flight. The default window, 16 per
-worker, lets the workers run on while the consumer is held up by an LMDB commit (tens of
-milliseconds every ~650 raw 256x256 datums); with 4 per worker they sat idle through it
-(measured with 2 workers: 0-45% fewer images/s, depending on the run).
+computing ahead on a pool of worker threads. Threads suffice because the heavy steps (file
+reads, OpenCV decode/resize/encode) release the GIL, and results (the ~197 KB serialized
+Datums) then reach the writer without being pickled or copied between processes. Order is
+preserved, so the database bytes do not depend on the number of workers.
 
-For a cluster, ``dask_executor(address)`` hands the same per-record work to the workers of an
-existing Dask (dask.distributed) cluster instead; the records' loaders and the transform are
-plain picklable objects, and results come back in list order to the one writer, so the
-database is the same as a local build. The image files (or archives) must be readable at the
-same paths on every Dask worker (a shared filesystem).
+Items go to the workers in chunks (``chunk`` items per task, 8 for threads): one future, one
+queue hand-off and one wake-up per chunk rather than per image. Memory stays bounded: at most
+``window`` items are in flight (default 32 per worker), enough for the workers to run on while
+the writer is busy (the writer commits on its own thread, ``engine.writer``).
+
+For a cluster, ``dask_executor(address)`` hands the same work to the workers of an existing
+Dask (dask.distributed) cluster: chunks of 32 records per task (a scheduler round trip costs
+about a millisecond, an image about one), results fetched straight from the workers
+(``direct_to_workers``) and consumed in list order, so the database is the same as a local
+build. Results cross as pickle protocol 5 frames: a raw Datum travels once, as one buffer (see
+``outputs.base.Encoded``). The records' loaders and the transform are plain picklable
+objects; the image files (or archives) must be readable at the same paths on every Dask
+worker (a shared filesystem). A worker that dies mid-task has its chunks rerun elsewhere by
+the scheduler; the transform is deterministic, so the database does not change.
 
 A cluster can fail in ways local threads cannot; none of them may hang a build or end it with
 a traceback. ``dask_executor`` gives up connecting after ``timeout`` seconds (also when the
@@ -29,6 +34,7 @@ stays silenced in the process: its errors reach the user as ClusterError lines i
 """
 import concurrent.futures
 import contextlib
+import itertools
 import logging
 import os
 import threading
@@ -38,6 +44,7 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Callable, Iterable, Iterator, Optional, TypeVar
 
 from imagenet_db.errors import ImagenetDbError
+from imagenet_db.outputs.heap import keep_freed_heap
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -61,13 +68,20 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+THREAD_CHUNK = 8     # records per task on local threads
+CLUSTER_CHUNK = 32   # records per task on a Dask cluster
+CLUSTER_WINDOW_MAX = 2048  # records in flight on a cluster at most (~400 MB of 256x256 raw datums)
+
+
 def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: Optional[int] = None,
                 window: Optional[int] = None, executor: Optional[Executor] = None,
+                chunk: Optional[int] = None,
                 stop: Optional[Callable[[], bool]] = None) -> Iterator[R]:
     """Yield fn(item) for each item, in order, computed by ``workers`` threads.
 
     workers: thread count (None = all cores; 1 = run inline in the calling thread).
-    window: most results computed ahead of the consumer (default 16 per worker).
+    window: most items computed ahead of the consumer (default 32 per worker thread, or
+    64 per cluster thread up to CLUSTER_WINDOW_MAX). chunk: items per task (default 8 on threads, 32 on a cluster).
     executor: an existing concurrent.futures Executor to submit to instead of a thread pool
     (e.g. ``dask_executor``'s); then fn and the items must be picklable.
     stop: checked at least every POLL_SECONDS while a result is awaited; when it returns True
@@ -78,14 +92,44 @@ def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: Optional[int]
     """
     workers = default_workers() if workers is None else max(1, int(workers))
     if executor is not None:
-        yield from _windowed(executor, fn, items, window or 64, stop)
+        chunk = chunk or CLUSTER_CHUNK
+        threads = getattr(executor, "threads", 0) or 8
+        window = window or min(64 * threads, CLUSTER_WINDOW_MAX)
+        yield from _windowed(executor, _Chunk(fn), items, chunk, window, stop)
         return
     if workers == 1:
         for item in items:
             yield fn(item)
         return
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="imagenet-db") as pool:
-        yield from _windowed(pool, fn, items, window or 16 * workers, stop)
+        yield from _windowed(pool, _Chunk(fn), items, chunk or THREAD_CHUNK,
+                             window or 32 * workers, stop)
+
+
+class _Chunk:
+    """fn over a list of items; an item's exception is returned in its place (picklable)."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def __call__(self, items: list) -> list:
+        keep_freed_heap()  # on a cluster worker too: reuse, not re-fault, large image buffers
+        out = []
+        for item in items:
+            try:
+                out.append(self.fn(item))
+            except Exception as exc:  # noqa: BLE001 (raised again at the consumer)
+                out.append(_Raised(exc))
+        return out
+
+
+class _Raised:
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: Exception):
+        self.exc = exc
 
 
 def _wait(future, stop: Optional[Callable[[], bool]]):
@@ -98,16 +142,23 @@ def _wait(future, stop: Optional[Callable[[], bool]]):
                 raise _Stopped from None
 
 
-def _windowed(pool, fn, items, window: int, stop):
+def _windowed(pool: Executor, run: _Chunk, items, chunk: int, window: int, stop=None):
     wait = getattr(pool, "wait", None) or _wait
     pending: deque = deque()
+    ahead = max(1, window // chunk)
+    iterator = iter(items)
     try:
-        for item in items:
-            pending.append(pool.submit(fn, item))
-            if len(pending) >= window:
-                yield wait(pending.popleft(), stop)
-        while pending:
-            yield wait(pending.popleft(), stop)
+        while True:
+            part = list(itertools.islice(iterator, chunk))
+            if part:
+                pending.append(pool.submit(run, part))
+            if pending and (len(pending) >= ahead or not part):
+                for result in wait(pending.popleft(), stop):
+                    if isinstance(result, _Raised):
+                        raise result.exc
+                    yield result
+            elif not part:
+                return
     except _Stopped:
         return
     finally:
@@ -130,6 +181,11 @@ class DaskExecutor:
     def __init__(self, client, address: str, timeout: float):
         self.client, self.address, self.timeout = client, address, timeout
         self.last_progress = time.monotonic()
+        try:  # the cluster's worker threads at the start (sizes the window of records)
+            self.threads = sum(client.nthreads().values())
+        except Exception as exc:  # noqa: BLE001 (any failure means the cluster is unusable)
+            raise ClusterError(f"the Dask scheduler at {address} does not answer: "
+                               f"{' '.join(str(exc).split()) or type(exc).__name__}") from None
 
     def submit(self, fn, *args, **kwargs):
         """A distributed Future of fn(*args, **kwargs) (never cached: ``pure=False``)."""
@@ -200,7 +256,8 @@ def _connect(address: str, timeout: float):
 
     def connect():
         try:
-            box["client"] = Client(address, timeout=f"{timeout}s", set_as_default=False)
+            box["client"] = Client(address, timeout=f"{timeout}s", set_as_default=False,
+                                   direct_to_workers=True)
         except BaseException as exc:  # reported by the calling thread
             box["error"] = exc
 

@@ -22,8 +22,14 @@ Two problems OpenCV does not report well are caught here, from the headers and m
   is accepted: extraneous bytes between segments (skipped, as libjpeg does) and data after
   the end-of-image marker (some cameras append trailers).
 
-Structure follows ITU-T T.81 (the JPEG standard), annex B, and the PNG specification (IHDR).
+``decoded_shape`` reads, for ``--encoded`` builds that store files as they are, the size and
+channels a decode would give from a JPEG's headers (frame header, EXIF orientation), so that
+such files need no decode at all.
+
+Structure follows ITU-T T.81 (the JPEG standard), annex B, and the PNG specification (IHDR);
+EXIF orientation: the TIFF 6.0 IFD layout and the EXIF 2.3 Orientation tag (0x0112).
 """
+import struct
 from typing import Optional, Tuple
 
 import numpy as np
@@ -36,6 +42,7 @@ DEFAULT_MAX_PIXELS = 100_000_000
 # SOFn markers that carry the frame size (all of C0..CF but DHT=C4, JPG=C8, DAC=CC)
 _SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 _RST_MARKERS = range(0xD0, 0xD8)
+_STANDALONE = frozenset({0x01, *_RST_MARKERS, 0xD8})  # markers without a length field
 
 def sniff_format(data: bytes) -> Optional[str]:
     """The image format named by the file's first bytes (see ``imaging.sizes.image_format``),
@@ -172,6 +179,91 @@ def _skip_entropy_data(data: bytes, markers: np.ndarray, pos: int,
                     f"(expected 0xFF{0xD0 + expected:02X})"), at
         expected = (expected + 1) % 8
         index += 1
+
+
+def _exif_orientation(payload: bytes) -> Optional[int]:
+    """Orientation (1..8) from an APP1 payload starting 'Exif\\0\\0' (its IFD0, tag 0x0112,
+    one SHORT); 1 when the tag is absent; None when the block cannot be read."""
+    tiff = payload[6:]
+    if len(tiff) < 8 or tiff[:2] not in (b"II", b"MM"):
+        return None
+    order = "<" if tiff[:2] == b"II" else ">"
+    magic, ifd = struct.unpack(order + "HI", tiff[2:8])
+    if magic != 42 or ifd + 2 > len(tiff):
+        return None
+    (count,) = struct.unpack(order + "H", tiff[ifd:ifd + 2])
+    for at in range(ifd + 2, ifd + 2 + 12 * count, 12):
+        if at + 12 > len(tiff):
+            return None
+        tag, kind, number = struct.unpack(order + "HHI", tiff[at:at + 8])
+        if tag == 0x0112:
+            if kind != 3 or number != 1:  # SHORT, one value
+                return None
+            return struct.unpack(order + "H", tiff[at + 8:at + 10])[0]
+    return 1
+
+
+def _jpeg_frame(data: bytes) -> Optional[Tuple[int, int, int, int]]:
+    """(width, height, components, EXIF orientation) from the segments before the first scan,
+    or None for anything but a plain 8-bit frame with at most one readable EXIF block."""
+    if data[:2] != b"\xff\xd8":
+        return None
+    pos, size = 2, len(data)
+    orientation, exif_blocks, frame = 1, 0, None
+    while pos + 4 <= size:
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker in _STANDALONE:
+            return None
+        length = int.from_bytes(data[pos + 2:pos + 4], "big")
+        if length < 2 or pos + 2 + length > size:
+            return None
+        payload = data[pos + 4:pos + 2 + length]
+        if marker == 0xE1 and payload[:6] == b"Exif\x00\x00":
+            exif_blocks += 1
+            orientation = _exif_orientation(payload)
+            if orientation is None or exif_blocks > 1:
+                return None
+        elif marker in _SOF_MARKERS:
+            if frame is not None or len(payload) < 6:
+                return None
+            frame = (int.from_bytes(payload[3:5], "big"), int.from_bytes(payload[1:3], "big"),
+                     payload[5], payload[0])
+        elif marker == 0xDA:
+            if frame is None or frame[3] != 8:  # 12-bit JPEGs: let the decoder judge
+                return None
+            return frame[0], frame[1], frame[2], orientation
+        pos += 2 + length
+    return None
+
+
+def decoded_shape(data: bytes, is_color: bool) -> Optional[Tuple[int, int, int]]:
+    """(channels, height, width) that ``cv2.imdecode`` (IMREAD_COLOR, or IMREAD_GRAYSCALE when
+    not ``is_color``) would return for a JPEG, read from its headers only, or None when only a
+    decode can tell.
+
+    As OpenCV: colour decodes give 3 channels whatever the file holds (1-channel gray,
+    3-channel YCbCr, 4-channel CMYK/YCCK); EXIF orientations 5..8 swap width and height (the
+    image is turned), 2..4 do not. For ``is_color=False`` only 1-channel JPEGs give a shape
+    (a colour file is re-encoded as gray, which needs its pixels). None for non-JPEGs, 12-bit
+    JPEGs, unreadable or repeated EXIF blocks, and frames of 0 pixels. The caller must have
+    checked the file with ``check_image_bytes`` (stray markers, truncation).
+    """
+    frame = _jpeg_frame(data)
+    if frame is None:
+        return None
+    width, height, components, orientation = frame
+    if components not in (1, 3, 4) or not 1 <= orientation <= 8 or not width or not height:
+        return None
+    if not is_color and components != 1:
+        return None
+    if orientation >= 5:
+        width, height = height, width
+    return (3 if is_color else 1), height, width
 
 
 def check_image_bytes(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Optional[str]:

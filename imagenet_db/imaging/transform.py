@@ -11,6 +11,15 @@ Datum would be filled (that last step belongs to the output format, ``outputs.da
    ``cv2.imencode('.' + encoding)``.
 Deviation (documented): with ``is_color=False`` and ``encoded``, a colour file is re-encoded
 as grayscale (Caffe stores the colour file unchanged).
+Files kept as they are are not decoded when nothing needs their pixels (no mean): for a JPEG
+the size and channels come from its headers (``imaging.headers.decoded_shape``, EXIF
+orientation included) and the resize mode says from that size alone that it leaves the image
+unchanged (``output_size`` is None); ~0.2 ms instead of ~1.2 ms per ImageNet photo. Other
+formats, and JPEGs whose headers leave any doubt, are decoded as before. Deviation
+(documented): such a JPEG is stored without libjpeg having read its image data; its structure
+was checked (``check_image_bytes``: markers, truncation), so only a file with intact markers
+but damaged entropy-coded data, which libjpeg would decode to a partly grey image anyway, is
+stored where a decode would have given a garbled image too.
 ``fast_decode`` (opt-in, not Caffe-identical) lets libjpeg downscale large JPEGs while
 decoding: see ``imaging.fastdecode``.
 """
@@ -24,6 +33,7 @@ import numpy as np
 from imagenet_db.errors import ImagenetDbError
 from imagenet_db.imaging.decode import decode_flag_for, decode_image, is_gray_file, jpeg_ends_early
 from imagenet_db.imaging.fastdecode import decode_reduced
+from imagenet_db.imaging.headers import decoded_shape
 from imagenet_db.imaging.resize import DEFAULT_MODE, check_options, resize_mode
 
 # Options added after the build record's first version -> their defaults (left out of the
@@ -159,6 +169,21 @@ def _encode_params(encoding: str, options: TransformOptions) -> list:
     return []
 
 
+def _shape_without_decode(data: bytes, relpath: str,
+                          options: TransformOptions) -> Optional[Tuple[int, int, int]]:
+    """The stored shape of a file that will be stored as it is, when its headers tell it
+    without a decode (see the module docstring); else None."""
+    encoding = options.encode_type or _extension(relpath)
+    if not encoding or not matches_encoding(relpath, encoding):
+        return None
+    shape = decoded_shape(data, options.is_color)
+    if shape is None:
+        return None
+    if resize_mode(options.resize_mode).output_size(shape[2], shape[1], options) is not None:
+        return None  # resized: re-encoded from pixels
+    return shape
+
+
 def transform_image(data: bytes, relpath: str, options: TransformOptions,
                     want_pixels: bool = False) -> Image:
     """Decode, resize and (``options.encoded``) encode one image file, as Caffe's
@@ -169,6 +194,10 @@ def transform_image(data: bytes, relpath: str, options: TransformOptions,
     a reader decodes from the stored bytes (for the mean); raw output always has its pixels.
     Raises ImageSkipped for an undecodable image or a failed encode.
     """
+    if options.encoded and not want_pixels:
+        stored_as_is = _shape_without_decode(data, relpath, options)
+        if stored_as_is is not None:
+            return Image(None, data, stored_as_is)
     image, changed = _decode(data, relpath, options)
     height, width = image.shape[:2]
     shape = (1 if image.ndim == 2 else image.shape[2], height, width)

@@ -25,18 +25,46 @@ import numpy as np
 class Encoded:
     """One record as the output stores it.
 
-    value: the stored bytes (bytes, bytearray or memoryview). pixels: (C, H, W) uint8 pixels
-    a reader gets back (for the observers; None when not asked for). shape: (channels,
-    height, width). name: how the record is called in messages (e.g. its database key).
-    checksum: CRC-32 of what is stored for the record (for a key-value output: key + value),
-    computed on the worker; summed into the completion record by ``observers.checksum``
-    (None: the format keeps no content checksum).
+    value: the stored bytes (bytes-like: bytes, bytearray, memoryview or a 1-D uint8 ndarray).
+    pixels: (C, H, W) uint8 pixels a reader gets back (for the observers; None when not asked
+    for). shape: (channels, height, width). name: how the record is called in messages (e.g.
+    its database key). checksum: CRC-32 of what is stored for the record (for a key-value
+    output: key + value), computed on the worker; summed into the completion record by
+    ``observers.checksum`` (None: the format keeps no content checksum).
+    Pickling (a Dask cluster sends results back this way) keeps ``pixels`` that are a view
+    into an ndarray ``value`` (raw datums) as an offset, so the pixels cross once, not twice.
     """
     value: object
     pixels: Optional[np.ndarray]
     shape: Tuple[int, int, int]
     name: str
     checksum: Optional[int] = None
+
+    def __reduce__(self):
+        offset = _offset_in(self.value, self.pixels)
+        if offset is None:
+            return Encoded, (self.value, self.pixels, self.shape, self.name, self.checksum)
+        return _encoded_with_view, (self.value, offset, self.pixels.shape, self.shape, self.name,
+                                    self.checksum)
+
+
+def _offset_in(value, pixels) -> Optional[int]:
+    """Byte offset of the C-contiguous uint8 ``pixels`` inside the 1-D uint8 ndarray ``value``,
+    or None when they are not such a view."""
+    if not isinstance(value, np.ndarray) or not isinstance(pixels, np.ndarray) or \
+            value.dtype != np.uint8 or pixels.dtype != np.uint8 or value.ndim != 1 or \
+            not value.flags.c_contiguous or not pixels.flags.c_contiguous:
+        return None
+    offset = pixels.ctypes.data - value.ctypes.data
+    if offset < 0 or offset + pixels.size > value.size:
+        return None
+    return offset
+
+
+def _encoded_with_view(value, offset, pixel_shape, shape, name, checksum=None) -> "Encoded":
+    size = int(np.prod(pixel_shape))
+    return Encoded(value, value[offset:offset + size].reshape(pixel_shape), shape, name,
+                   checksum)
 
 
 class Output(ABC):

@@ -16,7 +16,7 @@ import numpy as np
 from imagenet_db.errors import DatabaseError
 from imagenet_db.imaging.decode import chw_view, decode_flag_for
 from imagenet_db.outputs.base import Encoded
-from imagenet_db.outputs.wire import raw_datum_buffer
+from imagenet_db.outputs.wire import encoded_datum_bytes, raw_datum_buffer
 from imagenet_db.protos import Datum
 
 
@@ -50,7 +50,8 @@ def encode_datum(record, image) -> Encoded:
     Raw (``image.encoded`` is None): channels/height/width, uint8 CHW BGR data, label,
     encoded=false, written straight to wire bytes by ``outputs.wire`` (one pixel copy); the
     returned pixels are a (C, H, W) view into those bytes. Encoded: the image file bytes with
-    encoded=true and channels/height/width filled in; pixels = ``image.pixels`` in CHW when
+    encoded=true and channels/height/width filled in, also written as wire bytes (the same
+    bytes as ``encoded_datum(...).SerializeToString()``); pixels = ``image.pixels`` in CHW when
     given. The name is the record's Caffe key; the checksum is the CRC-32 of key + value
     (``entry_checksum``), computed here on the worker.
     """
@@ -59,7 +60,7 @@ def encode_datum(record, image) -> Encoded:
     if image.encoded is None:
         value, pixels = raw_datum_buffer(image.pixels, record.label)
     else:
-        value = encoded_datum(image.encoded, record.label, image.shape).SerializeToString()
+        value = encoded_datum_bytes(image.encoded, record.label, image.shape)
         pixels = chw_view(image.pixels) if image.pixels is not None else None
     return Encoded(value, pixels, image.shape, name, entry_checksum(key, value))
 

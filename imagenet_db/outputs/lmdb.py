@@ -9,7 +9,8 @@ Puts are committed every ``batch_size`` puts (1,000 as in convert_imageset) or
 ``batch_bytes`` bytes, whichever comes first. Every commit is durable (fsync of the data
 pages; the meta page is written without its own fsync, MDB_NOMETASYNC): after an OS crash or
 power loss the database is intact and at most the last transaction is lost, which
-``--resume`` redoes. ``sync_commits=False`` (MDB_NOSYNC) drops the per-commit fsync: ~2x the
+``--resume`` redoes (a build also loses the records queued for the writing thread behind it,
+at most 64 MiB: see ``engine.writer``). ``sync_commits=False`` (MDB_NOSYNC) drops the per-commit fsync: ~2x the
 rate of the writer alone, no measurable difference end to end here (decoding is the limit),
 but a power loss could then damage ``DB.partial``. glibc's malloc is tuned so that
 transaction memory is reused rather than page-faulted anew each commit (``outputs.heap``).
@@ -34,7 +35,7 @@ class LmdbWriter(DatumWriter):
     path: directory to create the environment in (created if missing); an existing
     environment is opened and appended to (``last_key`` is its last committed key).
     Keys must be put in strictly ascending byte order (raises DatabaseError otherwise).
-    Values: bytes-like (bytes, bytearray, memoryview). sync_commits: fsync every commit
+    Values: bytes-like (bytes, bytearray, memoryview, 1-D uint8 ndarray). sync_commits: fsync every commit
     (default; False: only once, in close()).
     """
 

@@ -11,6 +11,7 @@ full to read it back. This module does the same job on the wire format itself:
   The bytes are identical to ``Datum(channels, height, width, data, label,
   encoded=False).SerializeToString()``, field for field as Caffe's ``CVMatToDatum`` sets them;
   tests/test_performance_paths.py checks this against protobuf.
+* ``encoded_datum_bytes`` does the same for an encoded Datum (the image file bytes copied once).
 * ``datum_fields`` reads channels/height/width/label/encoded of any serialized Datum and
   ``locate_raw_pixels`` finds channels/height/width and the position of the ``data`` bytes in
   a serialized Datum by walking its fields, so a reader can view the pixels in place.
@@ -56,20 +57,27 @@ def raw_datum_header(channels: int, height: int, width: int) -> bytes:
             + _tag(_WIDTH, _VARINT) + varint(width) + _tag(_DATA, _LENGTH) + varint(size))
 
 
+@lru_cache(maxsize=4096)
 def raw_datum_trailer(label: int) -> bytes:
     """The bytes of a raw Datum after its pixels: ``label`` then ``encoded = false``."""
     return _tag(_LABEL, _VARINT) + varint(label) + _tag(_ENCODED, _VARINT) + varint(0)
 
 
-def raw_datum_buffer(image: np.ndarray, label: int) -> Tuple[bytearray, np.ndarray]:
+PIXEL_ALIGNMENT = 64  # bytes: the pixel planes start on a cache line (cv2.split's stores ~1.5x faster)
+
+
+def raw_datum_buffer(image: np.ndarray, label: int) -> Tuple[np.ndarray, np.ndarray]:
     """Serialize an OpenCV image as a raw Caffe Datum, with the pixels copied once.
 
     image: uint8 (H, W) grayscale or (H, W, C) with C in 1..4, channel order as OpenCV gives it
     (BGR). label: int32 class label.
-    Returns (value, pixels): ``value`` is a bytearray holding exactly the bytes of
-    ``Datum(channels=C, height=H, width=W, data=<CHW pixels>, label=label,
-    encoded=False).SerializeToString()``; ``pixels`` is a (C, H, W) uint8 view of the pixel
-    bytes inside ``value`` (valid as long as ``value`` is not modified).
+    Returns (value, pixels): ``value`` is a 1-D uint8 ndarray (bytes-like: LMDB, LevelDB and
+    ``bytes()`` take it as it is) holding exactly the bytes of ``Datum(channels=C, height=H,
+    width=W, data=<CHW pixels>, label=label, encoded=False).SerializeToString()``; ``pixels``
+    is a (C, H, W) uint8 view of the pixel bytes inside ``value``.
+    The buffer is not zero-filled first (every byte is written) and is placed so that the
+    pixels start on a 64-byte boundary: together ~25 us less per 256x256 colour image than
+    a zeroed, unaligned bytearray (measured in issue 14).
     Raises ValueError for a non-uint8 image or one with more than 4 channels.
     """
     if image.dtype != np.uint8:
@@ -80,20 +88,39 @@ def raw_datum_buffer(image: np.ndarray, label: int) -> Tuple[bytearray, np.ndarr
         raise ValueError(f"raw Datum from an image with {channels} channels (at most 4)")
     header, trailer = raw_datum_header(channels, height, width), raw_datum_trailer(label)
     size = channels * height * width
-    value = bytearray(len(header) + size + len(trailer))
-    value[:len(header)] = header
-    value[len(header) + size:] = trailer
-    pixels = np.frombuffer(value, dtype=np.uint8, count=size,
-                           offset=len(header)).reshape(channels, height, width)
-    planes = list(pixels)
+    total = len(header) + size + len(trailer)
+    room = np.empty(total + PIXEL_ALIGNMENT, dtype=np.uint8)
+    start = -(room.ctypes.data + len(header)) % PIXEL_ALIGNMENT
+    value = room[start:start + total]
+    value[:len(header)] = np.frombuffer(header, dtype=np.uint8)
+    value[len(header) + size:] = np.frombuffer(trailer, dtype=np.uint8)
+    pixels = value[len(header):len(header) + size].reshape(channels, height, width)
     if channels == 1:
-        planes[0][...] = image.reshape(height, width)
+        pixels[0] = image.reshape(height, width)
     else:
+        planes = list(pixels)
         written = cv2.split(image, planes)  # fills the given planes in place, GIL released
         for plane, out in zip(planes, written):
             if out is not plane:  # an OpenCV that allocated new planes instead: copy them over
                 plane[...] = out
     return value, pixels
+
+
+def encoded_datum_bytes(file_bytes, label: int, shape: Optional[Tuple[int, int, int]]) -> bytes:
+    """Wire bytes of an encoded Datum, without building a protobuf message.
+
+    Exactly ``Datum(channels, height, width, data=file_bytes, label=label,
+    encoded=True).SerializeToString()`` (channels/height/width left out when ``shape`` is
+    None, as Caffe's ReadFileToDatum leaves them); the file bytes are copied once.
+    """
+    head = b""
+    if shape is not None:
+        channels, height, width = shape
+        head = (_tag(_CHANNELS, _VARINT) + varint(channels) + _tag(_HEIGHT, _VARINT)
+                + varint(height) + _tag(_WIDTH, _VARINT) + varint(width))
+    head += _tag(_DATA, _LENGTH) + varint(len(file_bytes))
+    tail = _tag(_LABEL, _VARINT) + varint(label) + _tag(_ENCODED, _VARINT) + varint(1)
+    return b"".join((head, file_bytes, tail))
 
 
 def _read_varint(buf, pos: int, end: int) -> Tuple[int, int]:

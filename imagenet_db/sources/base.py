@@ -24,7 +24,10 @@ def is_image_name(name: str) -> bool:
 
 
 class FileLoader:
-    """Zero-argument callable that returns the bytes of one file (raises OSError if unreadable)."""
+    """Zero-argument callable that returns the bytes of one file (raises OSError if unreadable).
+
+    Reads with os.open/fstat/os.read (one read of the whole file, no buffered file object):
+    ~0.01 ms less per ImageNet JPEG than ``open(path, 'rb').read()`` (issue 14)."""
 
     __slots__ = ("path",)
 
@@ -32,8 +35,20 @@ class FileLoader:
         self.path = path
 
     def __call__(self) -> bytes:
-        with open(self.path, "rb") as f:
-            return f.read()
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            size = os.fstat(fd).st_size
+            data = os.read(fd, size + 1)  # one byte more: a file that grew is read to its end
+            if len(data) <= size and (len(data) == size or not data):
+                return data
+            parts = [data]
+            while True:  # short read (a pipe, a FUSE file...) or a file that grew
+                chunk = os.read(fd, 1 << 20)
+                if not chunk:
+                    return b"".join(parts)
+                parts.append(chunk)
+        finally:
+            os.close(fd)
 
     def __repr__(self) -> str:
         return f"FileLoader({self.path!r})"
