@@ -485,14 +485,13 @@ def cluster(tmp_path):
 
 @pytest.fixture(scope="module")
 def many(tmp_path_factory):
-    """250 small JPEGs + list: long enough (with --txn_size=1) to stop a cluster build midway."""
+    """160 640x480 JPEGs + list: a cluster build of them can be stopped midway."""
     root = tmp_path_factory.mktemp("many")
     rng = np.random.default_rng(3)
     (root / "imgs").mkdir()
-    for i in range(250):
-        (root / "imgs" / f"i{i:04d}.jpg").write_bytes(small_jpeg(rng, (int(rng.integers(60, 120)),
-                                                                       int(rng.integers(50, 90)))))
-    (root / "list.txt").write_text("".join(f"i{i:04d}.jpg {i % 9}\n" for i in range(250)))
+    for i in range(160):  # large enough that the cluster, not the writer, sets the pace
+        (root / "imgs" / f"i{i:04d}.jpg").write_bytes(small_jpeg(rng, (640, 480)))
+    (root / "list.txt").write_text("".join(f"i{i:04d}.jpg {i % 9}\n" for i in range(160)))
     flags = ["--resize_width=24", "--resize_height=24", "--txn_size=1"]
     rc, err = call("convert", root / "imgs", root / "list.txt", root / "clean", *flags)
     assert rc == 0, err
