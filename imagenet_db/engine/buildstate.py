@@ -57,7 +57,8 @@ class BuildOptions:
     overwrite: replace existing outputs (built beside them, swapped in when complete).
     resume: continue an interrupted build, or accept a finished one with the same settings.
     strict: raise SkippedImageError at the first image that has to be skipped.
-    txn_size: records per committed transaction (a crash loses at most one transaction).
+    txn_size: records per committed transaction (a crash loses only uncommitted work: the
+    transaction being written and at most 64 MiB queued behind it; --resume redoes it).
     max_pixels: skip image files whose header declares more pixels (0 = no cap).
     check_size: fail when an image's (C, H, W) differs from the first one's (--check_size).
     workers: threads (None = all cores); progress: tqdm bar (None = only on a terminal);
