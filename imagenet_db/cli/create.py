@@ -119,17 +119,18 @@ def create_transform(args):
 
 
 def _create(args) -> None:
+    from imagenet_db.recipes.formats import RecipeOptions
     from imagenet_db.recipes.imagenet import create_imagenet
 
     transform = create_transform(args)
+    recipe = RecipeOptions(output_format=args.output_format, backend=args.backend, seed=args.seed,
+                           mean_crop=args.mean_crop, prototxt=args.prototxt, report=args.report,
+                           val_layout=args.val_layout, batch_images=args.batch_images,
+                           drop_blacklist=args.drop_val_blacklist,
+                           allow_empty_classes=args.allow_empty_classes, verify=args.verify)
     with executor_for(args) as executor:
-        create_imagenet(args.source, args.outdir, transform, args.backend, args.seed,
-                        build_options(args, executor), verify=args.verify, log=stderr_log,
-                        mean_crop=args.mean_crop, prototxt=args.prototxt,
-                        drop_blacklist=args.drop_val_blacklist,
-                        output_format=args.output_format, val_layout=args.val_layout,
-                        batch_images=args.batch_images, report=args.report,
-                        allow_empty_classes=args.allow_empty_classes)
+        create_imagenet(args.source, args.outdir, transform, recipe, build_options(args, executor),
+                        log=stderr_log)
 
 
 @entry_point

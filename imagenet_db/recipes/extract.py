@@ -27,7 +27,7 @@ from imagenet_db.errors import ImagenetDbError
 from imagenet_db.imaging.transform import TransformOptions
 from imagenet_db.observers.checksum import MANIFEST_FIELD as CHECKSUM_FIELD, add_checksum
 from imagenet_db.outputs.folder import file_checksum
-from imagenet_db.recipes.formats import VAL_LAYOUTS, default_transform
+from imagenet_db.recipes.formats import VAL_LAYOUTS, RecipeOptions, default_transform
 from imagenet_db.sources.base import is_image_name
 
 class ExtractError(ImagenetDbError):
@@ -147,10 +147,10 @@ def extract(source: str, dest: str, val_layout: str = "folders", overwrite: bool
                            f"{val_layout!r}")
     build = BuildOptions(overwrite=overwrite, resume=not overwrite, workers=workers,
                          progress=progress)
-    summaries = create_imagenet(source, dest, transform or default_transform("folder"),
-                                build=build, log=log, drop_blacklist=drop_blacklist,
-                                output_format="folder", val_layout=val_layout,
-                                allow_empty_classes=allow_empty_classes)
+    recipe = RecipeOptions(output_format="folder", val_layout=val_layout,
+                           drop_blacklist=drop_blacklist, allow_empty_classes=allow_empty_classes)
+    summaries = create_imagenet(source, dest, transform or default_transform("folder"), recipe,
+                                build, log)
     summary = ExtractSummary(dest=dest)
     for result in summaries.values():
         if result.action in ("build", "resume"):

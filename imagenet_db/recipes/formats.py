@@ -31,11 +31,41 @@ from imagenet_db.outputs import BACKENDS, FORMATS
 from imagenet_db.outputs.cuda_convnet2 import IMAGE_SIZE as CC2_SIZE
 from imagenet_db.outputs.theano_alexnet import BATCH_SIZE as THEANO_BATCH
 from imagenet_db.sources import labels as L
-from imagenet_db.sources.base import Dataset, Record, Split, shuffled
+from imagenet_db.sources.base import DEFAULT_SEED, Dataset, Record, Split, shuffled
 
 VAL_LAYOUTS = ("folders", "flat")
 CC2_DIR = "ilsvrc12_cuda_convnet2"
 THEANO_DIR = "ilsvrc12_theano_alexnet"
+
+
+@dataclass(frozen=True)
+class RecipeOptions:
+    """What ``create_imagenet`` makes, besides the transform and how the build runs.
+
+    output_format: 'caffe' (Caffe's LMDB/LevelDB of ``backend`` + the mean), 'cuda-convnet2',
+    'theano-alexnet' or 'folder'. backend: 'lmdb' or 'leveldb' (caffe). seed: shuffle seed of
+    the training images (and, for caffe, of val). mean_crop: caffe: the mean over the centre
+    mean_crop x mean_crop window of every train image (needed for varying sizes, e.g. 224
+    for a shorter_side 256 build; 0 = whole images). prototxt: caffe: also write
+    train_val/solver/deploy prototxts (``recipes.prototxt``). report: caffe: write
+    OUTDIR/report.html at the end. val_layout: folder: 'folders' (val/<wnid>/) or 'flat'.
+    batch_images: images per batch of the batch formats (None: upstream's 3072 / 256).
+    drop_blacklist: leave out the val images the 2014/2015 devkit blacklists (off: the
+    classification task keeps all 50,000). allow_empty_classes: keep a synset without
+    training images as a label (else an error). verify: first check the archives' MD5
+    against the published values (reads every byte).
+    """
+    output_format: str = "caffe"
+    backend: str = "lmdb"
+    seed: int = DEFAULT_SEED
+    mean_crop: int = 0
+    prototxt: bool = False
+    report: bool = True
+    val_layout: str = "folders"
+    batch_images: Optional[int] = None
+    drop_blacklist: bool = False
+    allow_empty_classes: bool = False
+    verify: bool = False
 
 
 @dataclass
@@ -157,17 +187,17 @@ def folder_relpaths(found: Dataset, val_layout: str) -> Dataset:
     return replace(found, splits=splits)
 
 
-def plan(output_format: str, found: Dataset, outdir: str, backend: str, seed: int,
-         transform: TransformOptions, val_layout: str = "folders",
-         batch_images: Optional[int] = None, want_mean: bool = True,
-         mean_crop: int = 0) -> Tuple[Dataset, List[Stage]]:
-    """(dataset for the aux files, stages) of ``output_format`` for ``found`` into ``outdir``.
-    batch_images: images per batch of the batch formats (cuda-convnet2: 3072, a multiple of 3,
-    written as 3 sub-batch files; theano-alexnet: 256, an even number); None = upstream's.
-    want_mean, mean_crop: caffe only: the train DB gets the Caffe mean (over the centre
-    mean_crop square when > 0).
+def plan(found: Dataset, outdir: str, transform: TransformOptions, recipe: RecipeOptions,
+         want_mean: bool = True) -> Tuple[Dataset, List[Stage]]:
+    """(dataset for the aux files, stages) of ``recipe.output_format`` for ``found`` into
+    ``outdir``. recipe.batch_images: images per batch of the batch formats (cuda-convnet2:
+    3072, a multiple of 3, written as 3 sub-batch files; theano-alexnet: 256, an even number);
+    None = upstream's. want_mean, recipe.mean_crop: caffe only: the train DB gets the Caffe
+    mean (over the centre mean_crop square when > 0).
     Raises ImagenetDbError for an unknown format, a dataset the format cannot label, or a
     training split smaller than one Theano batch (there would be no batch and no mean)."""
+    output_format, backend, seed = recipe.output_format, recipe.backend, recipe.seed
+    val_layout, batch_images, mean_crop = recipe.val_layout, recipe.batch_images, recipe.mean_crop
     if output_format not in FORMATS:
         raise ImagenetDbError(f"unknown format {output_format!r}; expected one of "
                               f"{', '.join(FORMATS)}")

@@ -18,7 +18,7 @@ any work, every output is checked: nothing existing is replaced without ``overwr
 """
 import os
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 from imagenet_db.engine.buildstate import BuildOptions
 from imagenet_db.engine.files import remove_stale_temporaries, write_file_atomic
@@ -29,10 +29,10 @@ from imagenet_db.observers.mean import compute_db_mean
 from imagenet_db.outputs.meanfile import channel_means, mean_picture, read_mean, write_mean
 from imagenet_db.pictures.report import REPORT_NAME, is_report, write_report
 from imagenet_db.pipeline import ConvertSummary, convert, plan_build
-from imagenet_db.recipes.formats import Stage, default_transform, plan
+from imagenet_db.recipes.formats import RecipeOptions, Stage, default_transform, plan
 from imagenet_db.sources import labels as L
 from imagenet_db.sources import load_dataset
-from imagenet_db.sources.base import DEFAULT_SEED, Dataset
+from imagenet_db.sources.base import Dataset
 from imagenet_db.sources.checksums import verify_source
 from imagenet_db.sources.listfile import list_text
 
@@ -122,79 +122,91 @@ def _aux_stage(aux: Dict[str, bytes], log) -> None:
             log(f"wrote {path}")
 
 
+def _checked_plan(found: Dataset, outdir: str, transform: TransformOptions,
+                  recipe: RecipeOptions, log) -> Tuple[Dataset, List[Stage]]:
+    """The recipe's stages after checking the options that depend on each other."""
+    if recipe.mean_crop < 0:
+        raise ImagenetDbError(f"--mean_crop must be >= 0, not {recipe.mean_crop}")
+    if recipe.prototxt and recipe.output_format != "caffe":
+        raise ImagenetDbError("--prototxt writes Caffe prototxts: --format caffe only")
+    want_mean = transform.fixed_size or bool(recipe.mean_crop)
+    if recipe.output_format == "caffe" and not want_mean:
+        log("note: the images keep differing sizes, so no mean is computed; pass --mean_crop N "
+            "(e.g. 224) for the mean of their centre NxN windows")
+    return plan(found, outdir, transform, recipe, want_mean)
+
+
+def _report_path(outdir: str, recipe: RecipeOptions) -> Optional[str]:
+    """OUTDIR/report.html when a report is written (caffe format only: it reads Datum DBs)."""
+    if recipe.report and recipe.output_format == "caffe":
+        return os.path.join(outdir, REPORT_NAME)
+    return None
+
+
+def _check_extras(outdir: str, recipe: RecipeOptions, overwrite: bool) -> None:
+    """Refuse up front to replace a report or prototxt of the user's."""
+    report_path = _report_path(outdir, recipe)
+    if report_path and os.path.exists(report_path) and not is_report(report_path) \
+            and not overwrite:
+        raise ImagenetDbError(f"{report_path} exists and is not an imagenet-db report; pass "
+                              f"--overwrite to replace it (or --no-report)")
+    if recipe.prototxt:
+        from imagenet_db.recipes.prototxt import check_prototxt_targets
+
+        check_prototxt_targets(outdir, overwrite)
+
+
+def _write_extras(outdir: str, found: Dataset, transform: TransformOptions,
+                  recipe: RecipeOptions, summaries: Dict[str, ConvertSummary],
+                  build: BuildOptions, log) -> None:
+    """After the databases: the prototxts and the report (when asked for)."""
+    if recipe.prototxt:
+        from imagenet_db.recipes.prototxt import write_prototxts
+
+        for path in write_prototxts(outdir, found, transform, recipe.backend, summaries,
+                                    recipe.mean_crop, build.overwrite):
+            log(f"wrote {path}")
+    report_path = _report_path(outdir, recipe)
+    if report_path:
+        started = time.monotonic()
+        write_report(outdir, report_path, log=log)
+        log(f"wrote {report_path} ({time.monotonic() - started:.1f} s; imagenet-db report)")
+
+
 def create_imagenet(source: str, outdir: str, transform: Optional[TransformOptions] = None,
-                    backend: str = "lmdb", seed: int = DEFAULT_SEED,
-                    build: BuildOptions = BuildOptions(), verify: bool = False,
-                    log: Callable[[str], None] = print, mean_crop: int = 0,
-                    prototxt: bool = False, drop_blacklist: bool = False,
-                    output_format: str = "caffe", val_layout: str = "folders",
-                    batch_images: Optional[int] = None,
-                    report: bool = True,
-                    allow_empty_classes: bool = False) -> Dict[str, ConvertSummary]:
+                    recipe: RecipeOptions = RecipeOptions(), build: BuildOptions = BuildOptions(),
+                    log: Callable[[str], None] = print) -> Dict[str, ConvertSummary]:
     """Build ImageNet training data for one framework from ``source`` into ``outdir``.
 
-    output_format: 'caffe' (default: Caffe's LMDB/LevelDB of ``backend`` + the mean),
-    'cuda-convnet2', 'theano-alexnet' or 'folder'; what each writes, its labels and record
-    order: ``recipes.formats``. transform: decode/resize/encode settings (default: the
-    format's, ``formats.default_transform``: for caffe a squash to 256x256, bilinear, raw
-    datums, as Caffe's create_imagenet.sh with RESIZE=true). caffe: when images keep their
-    sizes (0x0) or come out at varying sizes (shorter_side, min_max_dim) the mean is only
-    computed with ``mean_crop``. backend: 'lmdb' or 'leveldb'.
-    mean_crop: take the mean over the centre mean_crop x mean_crop window of every train image
-    (needed for varying sizes; e.g. 224 for a shorter_side 256 build); 0 = whole images.
-    The mean is written as imagenet_mean.binaryproto, .npy and .png (a picture), and its
-    per-channel values are logged. prototxt: also write Caffe train_val/solver/deploy
-    prototxts filled with OUTDIR's paths, the class count and the backend
-    (``recipes.prototxt.write_prototxts``; caffe format only).
-    seed: shuffle seed of the training images (and, for caffe, of val). val_layout: folder
-    format only, 'folders' (val/<wnid>/) or 'flat'. batch_images: images per batch of the
-    batch formats (None: upstream's 3072 / 256; see ``formats.plan``). build: overwrite/
-    resume/strict/txn_size/max_pixels/workers/progress/executor, as for ``pipeline.convert``.
-    verify: for archive input, first check the archives' MD5 against the published values
-    (reads every byte: ~147 GB for the real ones; ChecksumError on a mismatch).
-    log: where progress lines go. drop_blacklist: leave out the validation images the
-    2014/2015 devkit blacklists (``--drop_val_blacklist``; off by default: the classification
-    task keeps all 50,000). report (caffe): at the end, write OUTDIR/report.html (the page of
-    ``imagenet-db report``: counts, sizes, class histogram, mean image, samples, skips,
-    settings); an existing report.html that is not an imagenet-db report is refused up front
-    unless ``build.overwrite``. Returns {stage name: summary} ('train', 'val'; or the format's
-    name for the one-directory batch formats). Raises ImagenetDbError for bad input, and
-    refuses (before doing any work) to replace existing outputs unless ``build.overwrite``;
-    OutputBusyError while another create_imagenet runs in ``outdir`` (it holds
-    ``OUTDIR/.imagenet_db.lock``) or another build writes one of its outputs.
-    allow_empty_classes: keep a synset without training images as a label (else an error,
-    see ``sources.load_dataset``).
+    recipe: what to make (``formats.RecipeOptions``: format, backend, seed, mean_crop,
+    prototxt, report, val_layout, batch_images, drop_blacklist, allow_empty_classes,
+    verify); what each format writes, its labels and record order: ``recipes.formats``.
+    transform: decode/resize/encode settings (default: the format's,
+    ``formats.default_transform``: for caffe a squash to 256x256, bilinear, raw datums, as
+    Caffe's create_imagenet.sh with RESIZE=true). caffe: the mean of the train DB is written
+    as imagenet_mean.binaryproto, .npy and .png and its per-channel values logged; when images
+    keep their sizes (0x0) or come out at varying sizes (shorter_side, min_max_dim) it is only
+    computed with ``recipe.mean_crop``. build: overwrite/resume/strict/txn_size/max_pixels/
+    workers/progress/executor, as for ``pipeline.convert``. log: where progress lines go.
+    Returns {stage name: summary} ('train', 'val'; or the format's name for the one-directory
+    batch formats). Raises ImagenetDbError for bad input (a ChecksumError for a mismatch under
+    ``recipe.verify``), and refuses (before doing any work) to replace existing outputs
+    unless ``build.overwrite``; OutputBusyError while another create_imagenet runs in
+    ``outdir`` (it holds ``OUTDIR/.imagenet_db.lock``) or another build writes one of its
+    outputs.
     """
-    transform = transform or default_transform(output_format)
-    if verify:
+    transform = transform or default_transform(recipe.output_format)
+    if recipe.verify:
         verify_source(source, progress=build.progress, log=log)
-    found = load_dataset(source, drop_blacklist, log, allow_empty_classes)
+    found = load_dataset(source, recipe.drop_blacklist, log, recipe.allow_empty_classes)
     os.makedirs(outdir, exist_ok=True)
     with OutputLock(folder_lock_path(outdir), f"{outdir} is being built by create_imagenet"):
-        if mean_crop < 0:
-            raise ImagenetDbError(f"--mean_crop must be >= 0, not {mean_crop}")
-        if prototxt and output_format != "caffe":
-            raise ImagenetDbError("--prototxt writes Caffe prototxts: --format caffe only")
-        want_mean = transform.fixed_size or bool(mean_crop)
-        if output_format == "caffe" and not want_mean:
-            log("note: the images keep differing sizes, so no mean is computed; pass --mean_crop N "
-                "(e.g. 224) for the mean of their centre NxN windows")
-        labelled, stages = plan(output_format, found, outdir, backend, seed, transform, val_layout,
-                                batch_images, want_mean, mean_crop)
+        labelled, stages = _checked_plan(found, outdir, transform, recipe, log)
         mean_paths = [os.path.join(outdir, "imagenet_mean" + ext)
                       for ext in (".binaryproto", ".npy", ".png")]
         aux = aux_outputs(labelled, outdir)
-        report = report and output_format == "caffe"  # the report reads Datum databases
-        report_path = os.path.join(outdir, REPORT_NAME)
-        if report and os.path.exists(report_path) and not is_report(report_path) \
-                and not build.overwrite:
-            raise ImagenetDbError(f"{report_path} exists and is not an imagenet-db report; pass "
-                                  f"--overwrite to replace it (or --no-report)")
+        _check_extras(outdir, recipe, build.overwrite)
         _preflight(stages, aux, mean_paths, transform, build)
-        if prototxt:
-            from imagenet_db.recipes.prototxt import check_prototxt_targets
-
-            check_prototxt_targets(outdir, build.overwrite)
         remove_stale_temporaries(outdir, [os.path.basename(p) for p in list(aux) + mean_paths])
         _aux_stage(aux, log)
         summaries = {}
@@ -207,17 +219,9 @@ def create_imagenet(source: str, outdir: str, transform: Optional[TransformOptio
                 log(f"skipped images are listed in {summary.db_path}.skipped.tsv")
             summaries[stage.name] = summary
             if stage.want_mean:
-                _mean_stage(summary, mean_paths, build.overwrite, stage.backend, log, mean_crop)
-        if prototxt:
-            from imagenet_db.recipes.prototxt import write_prototxts
-
-            for path in write_prototxts(outdir, found, transform, backend, summaries, mean_crop,
-                                        build.overwrite):
-                log(f"wrote {path}")
-        if report:
-            started = time.monotonic()
-            write_report(outdir, report_path, log=log)
-            log(f"wrote {report_path} ({time.monotonic() - started:.1f} s; imagenet-db report)")
+                _mean_stage(summary, mean_paths, build.overwrite, stage.backend, log,
+                            recipe.mean_crop)
+        _write_extras(outdir, found, transform, recipe, summaries, build, log)
         return summaries
 
 
