@@ -43,7 +43,8 @@ def write_file_atomic(path: str, data: bytes, tmp: Optional[str] = None) -> None
     fsync_dir(os.path.dirname(path) or ".")
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """True when a process with this PID exists (also one of another user)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -64,7 +65,7 @@ def remove_stale_temporaries(folder: str, names: Optional[Sequence[str]] = None)
         name, sep, rest = entry.partition(".tmp-")
         pid = rest.split(".")[0]
         if sep and pid.isdigit() and (names is None or name in names) \
-                and not _pid_alive(int(pid)):
+                and not pid_alive(int(pid)):
             remove_path(os.path.join(folder, entry))
 
 

@@ -42,6 +42,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 import plyvel
 
+from imagenet_db.engine.files import pid_alive
 from imagenet_db.errors import DamagedDatabaseError, DatabaseError
 from imagenet_db.outputs.leveldb import _error_text
 
@@ -81,16 +82,6 @@ def _tables(folder: str) -> Dict[int, str]:
     return found
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def remove_stale() -> None:
     """Remove snapshots and views of processes that no longer run."""
     tmp = tempfile.gettempdir()
@@ -100,7 +91,7 @@ def remove_stale() -> None:
         return
     for name in names:
         match = _NAME.match(name)
-        if match and not _pid_alive(int(match.group(2))):
+        if match and not pid_alive(int(match.group(2))):
             shutil.rmtree(os.path.join(tmp, name), ignore_errors=True)
 
 
