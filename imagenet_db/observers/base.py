@@ -28,22 +28,26 @@ class Observer:
     needs_pixels = False
 
     def identity(self) -> dict:
+        """Facts this observer adds to the build record (compared on --resume)."""
         return {}
 
     def restore(self, build: str, output, done: int) -> int:
+        """Catch up with the records < ``done`` already committed; returns how many were read."""
         return 0
 
     def add(self, record, encoded) -> None:
-        pass
+        """See one record (``outputs.base.Encoded``) before it is stored; may raise to stop."""
 
     def committed(self, build: str, last_index: int) -> None:
-        pass
+        """Called after a commit whose last record has index ``last_index``."""
 
     def finish(self, build: str) -> dict:
+        """At the end, inside the build directory; returns completion-record entries."""
         return {}
 
     def finished(self, db_path: str, manifest: dict) -> None:
-        pass
+        """Instead of a build: take the results of an already complete output."""
 
     def results(self) -> dict:
+        """What the caller gets back in ``ConvertSummary.results``."""
         return {}
