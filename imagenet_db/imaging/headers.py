@@ -34,15 +34,14 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from imagenet_db.imaging.sizes import (PNG_SIGNATURE, declared_size, image_format,  # noqa: F401
+from imagenet_db.imaging.sizes import (JPEG_SOF_MARKERS, JPEG_SOS, JPEG_STANDALONE,  # noqa: F401
+                                       PNG_SIGNATURE, declared_size, image_format, jpeg_segments,
                                        jpeg_size, png_size)
 
 DEFAULT_MAX_PIXELS = 100_000_000
 
-# SOFn markers that carry the frame size (all of C0..CF but DHT=C4, JPG=C8, DAC=CC)
-_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+_SOF_MARKERS, _STANDALONE = JPEG_SOF_MARKERS, JPEG_STANDALONE
 _RST_MARKERS = range(0xD0, 0xD8)
-_STANDALONE = frozenset({0x01, *_RST_MARKERS, 0xD8})  # markers without a length field
 
 def sniff_format(data: bytes) -> Optional[str]:
     """The image format named by the file's first bytes (see ``imaging.sizes.image_format``),
@@ -206,23 +205,10 @@ def _exif_orientation(payload: bytes) -> Optional[int]:
 def _jpeg_frame(data: bytes) -> Optional[Tuple[int, int, int, int]]:
     """(width, height, components, EXIF orientation) from the segments before the first scan,
     or None for anything but a plain 8-bit frame with at most one readable EXIF block."""
-    if data[:2] != b"\xff\xd8":
-        return None
-    pos, size = 2, len(data)
     orientation, exif_blocks, frame = 1, 0, None
-    while pos + 4 <= size:
-        if data[pos] != 0xFF:
+    for marker, payload, declared in jpeg_segments(data):
+        if payload is None or len(payload) != declared:  # standalone marker, or cut short
             return None
-        marker = data[pos + 1]
-        if marker == 0xFF:  # fill byte
-            pos += 1
-            continue
-        if marker in _STANDALONE:
-            return None
-        length = int.from_bytes(data[pos + 2:pos + 4], "big")
-        if length < 2 or pos + 2 + length > size:
-            return None
-        payload = data[pos + 4:pos + 2 + length]
         if marker == 0xE1 and payload[:6] == b"Exif\x00\x00":
             exif_blocks += 1
             orientation = _exif_orientation(payload)
@@ -233,11 +219,10 @@ def _jpeg_frame(data: bytes) -> Optional[Tuple[int, int, int, int]]:
                 return None
             frame = (int.from_bytes(payload[3:5], "big"), int.from_bytes(payload[1:3], "big"),
                      payload[5], payload[0])
-        elif marker == 0xDA:
+        elif marker == JPEG_SOS:
             if frame is None or frame[3] != 8:  # 12-bit JPEGs: let the decoder judge
                 return None
             return frame[0], frame[1], frame[2], orientation
-        pos += 2 + length
     return None
 
 

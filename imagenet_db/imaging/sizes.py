@@ -28,7 +28,7 @@ Signatures and field layouts are those of the formats' specifications. Anything 
 gives None (then ``imaging.headers`` refuses to decode the file under a pixel cap).
 """
 import struct
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 Size = Tuple[int, int]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -85,31 +85,53 @@ def _u32(data: bytes, at: int, order: str) -> int:
     return int.from_bytes(data[at:at + 4], order)
 
 
-def jpeg_size(data: bytes) -> Optional[Size]:
-    """(width, height) from the first frame header (SOFn) reached by walking the marker
-    segments that precede it; None when ``data`` is not a JPEG or the header is cut short."""
+# JPEG markers (ITU-T T.81 annex B): SOFn carry the frame size (all of C0..CF but DHT=C4,
+# JPG=C8, DAC=CC); TEM, RSTn and SOI stand alone (no length field); SOS starts the scan data
+JPEG_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+JPEG_STANDALONE = frozenset({0x01, *range(0xD0, 0xD8), 0xD8})
+JPEG_SOS = 0xDA
+
+
+def jpeg_segments(data: bytes) -> Iterator[Tuple[int, Optional[bytes], int]]:
+    """The marker segments of a JPEG after SOI, up to and including the first SOS (start of
+    scan), as (marker, payload, declared payload length): payload is None for a standalone
+    marker, and shorter than declared when the file ends inside the segment (then it is the
+    last one). Stops early at bytes that are not a marker or a length below 2; yields nothing
+    when ``data`` is not a JPEG. Reads only the headers, never the entropy-coded data."""
     if len(data) < 4 or data[0] != 0xFF or data[1] != 0xD8:
-        return None
+        return
     pos, end = 2, len(data)
     while pos + 4 <= end:
         if data[pos] != 0xFF:
-            return None
+            return
         marker = data[pos + 1]
-        if marker == 0xFF:  # fill byte
+        if marker == 0xFF:  # fill byte before a marker
             pos += 1
             continue
-        if marker in (0x01, 0xD8) or 0xD0 <= marker <= 0xD7:  # no length field
+        if marker in JPEG_STANDALONE:
+            yield marker, None, 0
             pos += 2
             continue
         length = _u16(data, pos + 2, "big")
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-            if pos + 9 > end or length < 7:
-                return None
-            width, height = _u16(data, pos + 7, "big"), _u16(data, pos + 5, "big")
-            return (width, height) if width and height else None
-        if marker == 0xDA or length < 2:
-            return None
+        if length < 2:
+            return
+        yield marker, data[pos + 4:pos + 2 + length], length - 2
+        if marker == JPEG_SOS:
+            return
         pos += 2 + length
+
+
+def jpeg_size(data: bytes) -> Optional[Size]:
+    """(width, height) from the first frame header (SOFn) reached by walking the marker
+    segments that precede it; None when ``data`` is not a JPEG or the header is cut short."""
+    for marker, payload, declared in jpeg_segments(data):
+        if marker == JPEG_SOS:
+            return None
+        if marker in JPEG_SOF_MARKERS:
+            if len(payload) < 5 or declared < 5:
+                return None
+            width, height = _u16(payload, 3, "big"), _u16(payload, 1, "big")
+            return (width, height) if width and height else None
     return None
 
 
