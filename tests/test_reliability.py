@@ -94,9 +94,7 @@ def db_items(path, backend=None):
     return list(iterate_db(str(path), backend))
 
 
-def small_jpeg(rng):
-    return fixtures.imagenet_like_jpeg(rng, size=(int(rng.integers(150, 300)),
-                                                  int(rng.integers(120, 240))))
+small_jpeg = fixtures.small_jpeg
 
 
 @pytest.fixture(scope="module")
@@ -120,15 +118,7 @@ def tree(tmp_path_factory):
         (root / "val" / name).write_bytes(small_jpeg(rng))
         lines.append(f"{name} {WNIDS[i % len(WNIDS)]}\n")
     (root / "val.txt").write_text("".join(lines))
-    images = root / "images"
-    images.mkdir()
-    entries = []
-    for i in range(160):
-        (images / f"img_{i:04d}.jpg").write_bytes(small_jpeg(rng))
-        entries.append(f"img_{i:04d}.jpg {i % 7}\n")
-    (images / "img_0050.jpg").write_bytes(odd["text"])
-    (images / "img_0120.jpg").write_bytes(odd["truncated"])
-    (root / "list.txt").write_text("".join(entries))
+    fixtures.write_list_folder(root / "images", root / "list.txt", rng)
     return root
 
 

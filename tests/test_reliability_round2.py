@@ -214,9 +214,7 @@ def snapshot(outdir):
     return out
 
 
-def small_jpeg(rng, size=None):
-    size = size or (int(rng.integers(150, 300)), int(rng.integers(120, 240)))
-    return photos.imagenet_like_jpeg(rng, size=size)
+small_jpeg = photos.small_jpeg
 
 
 @pytest.fixture(scope="module")
@@ -225,16 +223,7 @@ def data(tmp_path_factory):
     flat val/ of 24 + val.txt); a private tar-index cache folder."""
     root = tmp_path_factory.mktemp("data")
     rng = np.random.default_rng(13)
-    odd = photos.odd_images()
-    images = root / "images"
-    images.mkdir()
-    lines = []
-    for i in range(160):
-        (images / f"img_{i:04d}.jpg").write_bytes(small_jpeg(rng))
-        lines.append(f"img_{i:04d}.jpg {i % 7}\n")
-    (images / "img_0050.jpg").write_bytes(odd["text"])
-    (images / "img_0120.jpg").write_bytes(odd["truncated"])
-    (root / "list.txt").write_text("".join(lines))
+    photos.write_list_folder(root / "images", root / "list.txt", rng)
     tree = root / "tree"
     for wnid in WNIDS:
         (tree / "train" / wnid).mkdir(parents=True)

@@ -350,6 +350,31 @@ def write_corpus(dir, count: int, seed: int = 0, photos_dir=None) -> list[Path]:
     return paths
 
 
+def small_jpeg(rng, size=None, photos_dir=None) -> bytes:
+    """An ImageNet-like JPEG (:func:`imagenet_like_jpeg`) of ``size`` (width, height) or, by
+    default, a random 150-299 x 120-239 pixels: small, so tests stay fast."""
+    size = size or (int(rng.integers(150, 300)), int(rng.integers(120, 240)))
+    return imagenet_like_jpeg(rng, photos_dir, size=size)
+
+
+def write_list_folder(images, listfile, rng, count: int = 160,
+                      broken=((50, "text"), (120, "truncated"))) -> None:
+    """``count`` small JPEGs ``img_%04d.jpg`` in the folder ``images`` (created) and a Caffe
+    list ``listfile`` of 'img_NNNN.jpg <i % 7>' lines; ``broken``: (index, kind) pairs whose
+    file is replaced by :func:`odd_images` ``[kind]`` (default: a text file at 50 and a
+    truncated JPEG at 120, both skipped by a build)."""
+    images = Path(images)
+    images.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for i in range(count):
+        (images / f"img_{i:04d}.jpg").write_bytes(small_jpeg(rng))
+        lines.append(f"img_{i:04d}.jpg {i % 7}\n")
+    odd = odd_images()
+    for index, kind in broken:
+        (images / f"img_{index:04d}.jpg").write_bytes(odd[kind])
+    Path(listfile).write_text("".join(lines))
+
+
 if __name__ == "__main__":
     import argparse
 
