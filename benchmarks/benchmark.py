@@ -249,25 +249,33 @@ def busy_cpu_seconds() -> float:
     return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
-def run_job(name: str, **params) -> dict:
-    """Run a job in a fresh interpreter; returns its JSON result plus ``rss`` (its peak RSS,
-    bytes) and ``others`` (cores' worth of CPU used by other processes meanwhile)."""
+def run_script_job(argv: list, what: str, quiet: bool = False) -> dict:
+    """Run ``python3 argv...`` in a fresh interpreter (the repository on PYTHONPATH) after
+    sync(2); its last stdout line is a JSON result, to which ``others`` is added (cores' worth
+    of CPU used by other processes meanwhile). SystemExit naming ``what`` when it fails."""
     import resource
 
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     os.sync()  # no job pays for the disk writes left behind by the one before
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     busy, start = busy_cpu_seconds(), time.perf_counter()
-    proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--job", name,
-                           json.dumps(params)], stdout=subprocess.PIPE, env=env, text=True)
+    proc = subprocess.run([sys.executable, *argv], stdout=subprocess.PIPE, env=env, text=True,
+                          stderr=subprocess.DEVNULL if quiet else None)
     wall, busy = time.perf_counter() - start, busy_cpu_seconds() - busy
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode:
-        raise SystemExit(f"benchmark job {name} {params} failed (exit {proc.returncode})")
+        raise SystemExit(f"{what} failed (exit {proc.returncode})")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     mine = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     result["others"] = max(0.0, busy - mine) / wall
     return result
+
+
+def run_job(name: str, **params) -> dict:
+    """Run a job in a fresh interpreter; returns its JSON result plus ``rss`` (its peak RSS,
+    bytes) and ``others`` (cores' worth of CPU used by other processes meanwhile)."""
+    return run_script_job([os.path.abspath(__file__), "--job", name, json.dumps(params)],
+                          f"benchmark job {name} {params}")
 
 
 def db_ratio(db: str) -> tuple:

@@ -28,7 +28,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,7 +38,7 @@ for path in (ROOT, HERE):
     if path not in sys.path:
         sys.path.insert(0, path)
 
-from benchmark import busy_cpu_seconds, peak_rss  # noqa: E402
+from benchmark import peak_rss, run_script_job  # noqa: E402
 
 JOBS = [  # (row name, create_imagenet arguments)
     ("caffe lmdb", ["--format", "caffe"]),
@@ -70,23 +69,9 @@ def job(source: str, out: str, args: list) -> dict:
 
 def run(source: str, out: str, args: list) -> dict:
     """Run one job in a fresh interpreter; adds ``others`` (other processes' cores)."""
-    import resource
-
     shutil.rmtree(out, ignore_errors=True)
-    os.sync()
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    busy, start = busy_cpu_seconds(), time.perf_counter()
-    proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--job",
-                           json.dumps([source, out, args])], stdout=subprocess.PIPE,
-                          stderr=subprocess.DEVNULL, env=env, text=True)
-    wall, busy = time.perf_counter() - start, busy_cpu_seconds() - busy
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if proc.returncode:
-        raise SystemExit(f"job {args} failed (exit {proc.returncode})")
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    mine = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    result["others"] = max(0.0, busy - mine) / wall
+    result = run_script_job([os.path.abspath(__file__), "--job", json.dumps([source, out, args])],
+                            f"job {args}", quiet=True)
     shutil.rmtree(out, ignore_errors=True)
     return result
 

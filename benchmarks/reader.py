@@ -30,20 +30,11 @@ import lmdb
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+sys.path[:0] = [ROOT, os.path.join(ROOT, "benchmarks")]
 
+from benchmark import busy_cpu_seconds  # noqa: E402
 from imagenet_db.protos import Datum  # noqa: E402
 from imagenet_db.reader import DatumDB  # noqa: E402
-
-
-def busy_cpu_seconds() -> float:
-    """CPU seconds all processes have spent so far (/proc/stat; 0 where unavailable)."""
-    try:
-        with open("/proc/stat") as f:
-            fields = [int(v) for v in f.readline().split()[1:]]
-    except OSError:
-        return 0.0
-    return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
 
 
 def prepare(work: str, images: int) -> dict:
