@@ -227,3 +227,33 @@ def test_writer_thread_stop_commits_what_was_stored_and_drops_the_queue(tmp_path
     check = LmdbWriter(str(tmp_path / "db"))
     assert check.entries() == writer.written  # all of it committed, nothing after it
     check.abort()
+
+
+# ---------------------------------------------------------------- cheap checks, same verdicts
+def test_grey_edge_corner_shortcut_agrees_with_the_full_edge_scan():
+    """_grey_edge looks at the corners first; on small images where 128 is common it must say
+    exactly what scanning the four edges says (including 1-pixel-wide and gray images)."""
+    from imagenet_db.imaging.decode import _grey_edge
+
+    def full_scan(image):
+        return any(bool((edge == 128).all()) for edge in (image[0], image[-1], image[:, 0],
+                                                           image[:, -1]))
+    rng = np.random.default_rng(3)
+    verdicts = set()
+    for trial in range(4000):
+        height, width = rng.integers(1, 6, 2)
+        shape = (height, width, 3) if trial % 2 else (height, width)
+        image = rng.choice(np.array([128, 127], np.uint8), size=shape, p=[0.85, 0.15])
+        assert _grey_edge(image) == full_scan(image), image
+        verdicts.add(full_scan(image))
+    assert verdicts == {True, False}
+
+
+def test_fast_crc32_gives_zlibs_values():
+    import zlib
+
+    from imagenet_db.crc import crc32
+    data = np.random.default_rng(4).integers(0, 256, 197_000, dtype=np.uint8).tobytes()
+    for start in (0, 1, 0xFFFFFFFF, zlib.crc32(b"00000001_a.JPEG")):
+        assert crc32(data, start) == zlib.crc32(data, start)
+    assert crc32(memoryview(data)[5:]) == zlib.crc32(data[5:])

@@ -49,7 +49,19 @@ _PROBE = b"\x55" * 64
 
 
 def _grey_edge(image: np.ndarray) -> bool:
-    """True when a whole edge row or column of ``image`` is exactly mid-grey (128)."""
+    """True when a whole edge row or column of ``image`` is exactly mid-grey (128).
+
+    The four corner pixels are looked at first: an edge can only be all 128 when both of its
+    corners are, so almost every image is decided by four pixel reads instead of four edge
+    scans (which cost ~0.05-0.1 ms per 500x375 photo amid a build)."""
+    height, width = image.shape[:2]
+    grey = b"\x80" * (image.shape[2] if image.ndim == 3 else 1)
+    top_left, top_right, bottom_left, bottom_right = (
+        image[y, x].tobytes() == grey for y, x in ((0, 0), (0, width - 1), (height - 1, 0),
+                                                   (height - 1, width - 1)))
+    if not ((top_left and (top_right or bottom_left)) or
+            (bottom_right and (top_right or bottom_left))):
+        return False
     return any(bool((edge == 128).all()) for edge in (image[0], image[-1], image[:, 0],
                                                        image[:, -1]))
 

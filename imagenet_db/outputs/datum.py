@@ -7,12 +7,12 @@ and ``encoded = false`` all explicitly set, so its wire bytes are
 An encoded Datum (``ReadFileToDatum`` / ``cv::imencode``) holds the bytes of an image file
 with ``encoded = true``; imagenet-db also fills in channels/height/width, which Caffe leaves out.
 """
-import zlib
 from typing import Optional
 
 import cv2
 import numpy as np
 
+from imagenet_db.crc import crc32
 from imagenet_db.errors import DatabaseError
 from imagenet_db.imaging.decode import chw_view, decode_flag_for
 from imagenet_db.outputs.base import Encoded
@@ -68,7 +68,7 @@ def encode_datum(record, image) -> Encoded:
 def entry_checksum(key: bytes, value) -> int:
     """CRC-32 (zlib's) of a database entry's key followed by its value: what the completion
     record's content checksum sums (``observers.checksum``) and ``verify`` recomputes."""
-    return zlib.crc32(value, zlib.crc32(key))
+    return crc32(value, crc32(key))
 
 
 def hwc_to_chw_bytes(image: np.ndarray) -> bytes:

@@ -17,13 +17,13 @@ continues after its last line (files written after it are written again, identic
 ``imagenet_db.json`` and, if any, the skip log).
 """
 import os
-import zlib
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 
+from imagenet_db.crc import crc32
 from imagenet_db.engine.files import fsync_dir, remove_path
 from imagenet_db.errors import DatabaseError
 from imagenet_db.imaging.decode import decode_image
@@ -40,7 +40,7 @@ def file_checksum(relpath: str, data) -> int:
     """CRC-32 of a written file's relpath (UTF-8) followed by its bytes: the per-entry checksum
     the completion record sums (``observers.checksum``) and ``extract --check_contents``
     recomputes."""
-    return zlib.crc32(data, zlib.crc32(relpath.encode("utf-8")))
+    return crc32(data, crc32(relpath.encode("utf-8")))
 
 
 def copies_files(options) -> bool:

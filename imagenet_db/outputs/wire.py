@@ -52,9 +52,7 @@ def _tag(field: int, wire_type: int) -> bytes:
 def raw_datum_header(channels: int, height: int, width: int) -> bytes:
     """The bytes of a raw Datum that come before its pixels: channels, height, width, and the
     tag and length of ``data`` (length = channels*height*width)."""
-    size = channels * height * width
-    return (_tag(_CHANNELS, _VARINT) + varint(channels) + _tag(_HEIGHT, _VARINT) + varint(height)
-            + _tag(_WIDTH, _VARINT) + varint(width) + _tag(_DATA, _LENGTH) + varint(size))
+    return _shape_fields(channels, height, width) + _DATA_TAG + varint(channels * height * width)
 
 
 @lru_cache(maxsize=4096)
@@ -113,14 +111,25 @@ def encoded_datum_bytes(file_bytes, label: int, shape: Optional[Tuple[int, int, 
     encoded=True).SerializeToString()`` (channels/height/width left out when ``shape`` is
     None, as Caffe's ReadFileToDatum leaves them); the file bytes are copied once.
     """
-    head = b""
-    if shape is not None:
-        channels, height, width = shape
-        head = (_tag(_CHANNELS, _VARINT) + varint(channels) + _tag(_HEIGHT, _VARINT)
-                + varint(height) + _tag(_WIDTH, _VARINT) + varint(width))
-    head += _tag(_DATA, _LENGTH) + varint(len(file_bytes))
-    tail = _tag(_LABEL, _VARINT) + varint(label) + _tag(_ENCODED, _VARINT) + varint(1)
-    return b"".join((head, file_bytes, tail))
+    head = _shape_fields(*shape) if shape is not None else b""
+    return b"".join((head, _DATA_TAG, varint(len(file_bytes)), file_bytes,
+                     _encoded_trailer(label)))
+
+
+_DATA_TAG = _tag(_DATA, _LENGTH)
+
+
+@lru_cache(maxsize=4096)
+def _shape_fields(channels: int, height: int, width: int) -> bytes:
+    """The channels, height and width fields of a Datum."""
+    return (_tag(_CHANNELS, _VARINT) + varint(channels) + _tag(_HEIGHT, _VARINT)
+            + varint(height) + _tag(_WIDTH, _VARINT) + varint(width))
+
+
+@lru_cache(maxsize=4096)
+def _encoded_trailer(label: int) -> bytes:
+    """The bytes of an encoded Datum after its data: ``label`` then ``encoded = true``."""
+    return _tag(_LABEL, _VARINT) + varint(label) + _tag(_ENCODED, _VARINT) + varint(1)
 
 
 def _read_varint(buf, pos: int, end: int) -> Tuple[int, int]:

@@ -14,6 +14,7 @@ import zipfile
 import zlib
 from typing import Dict, NamedTuple, Optional, Tuple
 
+from imagenet_db.crc import crc32
 from imagenet_db.errors import ImagenetDbError
 from imagenet_db.sources.tarindex import check_unchanged, file_identity
 
@@ -103,7 +104,7 @@ class ZipReader:
                 data = zlib.decompress(data, -15, m.size or 1)
             except zlib.error as exc:
                 raise OSError(f"{self.path}: {m.name}: damaged deflate data: {exc}") from None
-        if len(data) != m.size or zlib.crc32(data) != m.crc:
+        if len(data) != m.size or crc32(data) != m.crc:
             raise OSError(f"{self.path}: {m.name}: CRC-32 or size mismatch (damaged zip)")
         return data
 
