@@ -186,8 +186,9 @@ def build_args(parser, what: str):
                                 f"settings are kept")
     bool_flag(parser, "strict", "fail (exit 1) on the first image that has to be skipped")
     parser.add_argument("--txn_size", type=int, default=DEFAULT_TXN_SIZE, metavar="N",
-                        help=f"datums per database transaction (default {DEFAULT_TXN_SIZE}, as "
-                             f"convert_imageset); a crash loses only uncommitted work: the "
+                        help=f"datums per database transaction at most (default {DEFAULT_TXN_SIZE}, "
+                             f"as convert_imageset; an LMDB transaction also ends at 32 MiB of "
+                             f"datums); a crash loses only uncommitted work: the "
                              f"transaction being written and what is queued behind it")
     parser.add_argument("--max_pixels", type=int_range(0, None), default=DEFAULT_MAX_PIXELS,
                         metavar="N",

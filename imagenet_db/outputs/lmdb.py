@@ -6,7 +6,10 @@ grows by itself: before a put that could overflow the map, the open transaction 
 and the map doubled, so the user never sees MDB_MAP_FULL; transaction boundaries do not change
 the stored bytes. No ``writemap`` (it would make data.mdb as large as the map size).
 Puts are committed every ``batch_size`` puts (1,000 as in convert_imageset) or
-``batch_bytes`` bytes, whichever comes first. Every commit is durable (fsync of the data
+``batch_bytes`` bytes (``TXN_BYTES``, 32 MiB: ~160 raw 256x256 datums), whichever comes first.
+Small transactions measured faster end to end than 128 MiB ones (2,000 images, 4 interleaved
+runs each: 1.80-2.21 s against 2.23-2.67 s): the transaction's pages are reused from the heap
+while still in the CPU caches, and the last commit, which no decode overlaps, is short. Every commit is durable (fsync of the data
 pages; the meta page is written without its own fsync, MDB_NOMETASYNC): after an OS crash or
 power loss the database is intact and at most the last transaction is lost, which
 ``--resume`` redoes (a build also loses the records queued for the writing thread behind it,
@@ -27,6 +30,7 @@ from imagenet_db.outputs.datumdb import DatumWriter
 from imagenet_db.outputs.heap import keep_freed_heap
 
 INITIAL_MAP_SIZE = 1 << 30  # 1 GiB; doubled as needed
+TXN_BYTES = 32 << 20  # bytes of values per transaction at most (see the module docstring)
 
 
 class LmdbWriter(DatumWriter):
@@ -43,7 +47,7 @@ class LmdbWriter(DatumWriter):
     description = "Caffe Datum LMDB (Caffe's default backend)"
     max_key_bytes = 511  # MDB_MAXKEYSIZE of a default LMDB build (mdb_env_get_maxkeysize)
 
-    def __init__(self, path: str, batch_size: int = 1000, batch_bytes: int = 128 << 20,
+    def __init__(self, path: str, batch_size: int = 1000, batch_bytes: int = TXN_BYTES,
                  map_size: int = INITIAL_MAP_SIZE, sync_commits: bool = True):
         self.path = path
         self.batch_size, self.batch_bytes = batch_size, batch_bytes
