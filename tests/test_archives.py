@@ -20,7 +20,7 @@ from imagenet_db.sources.ilsvrc2012 import ArchiveError, index_archives
 from imagenet_db.sources.checksums import ChecksumError, verify_archives
 from imagenet_db.cli import create_imagenet_main, main
 from imagenet_db.sources.devkit import DevkitError, read_devkit
-from imagenet_db.recipes.extract import ExtractError, extract
+from imagenet_db.recipes.extract import ExtractError, ExtractOptions, extract
 from imagenet_db.errors import ImagenetDbError
 from imagenet_db.outputs.folder import FolderOutput
 from imagenet_db.sources import open_dataset
@@ -229,7 +229,7 @@ def test_archives_and_extracted_tree_give_identical_databases(small, tmp_path):
 def test_extract_reproduces_layout_and_resumes(small, tmp_path, monkeypatch):
     arch, tree = str(small["root"] / "arch"), small["root"] / "tree"
     dest = tmp_path / "imagenet"
-    s = extract(arch, str(dest), workers=2, progress=False, log=quiet)
+    s = extract(arch, str(dest), build=BuildOptions(workers=2, progress=False), log=quiet)
     assert s.written == len(small["train"]) + len(small["val"]) and s.kept == 0
     for relpath, _ in small["train"]:
         assert (dest / "train" / relpath).read_bytes() == (tree / "train" / relpath).read_bytes()
@@ -258,9 +258,9 @@ def test_extract_reproduces_layout_and_resumes(small, tmp_path, monkeypatch):
         m.setattr(FolderOutput, "__init__", small_commits)
         m.setattr(FolderOutput, "add", crash_on_sixth)
         with pytest.raises(KeyboardInterrupt):
-            extract(arch, str(dest), workers=1, progress=False, log=quiet)
+            extract(arch, str(dest), build=BuildOptions(workers=1, progress=False), log=quiet)
     assert len(read_lines(dest / "val.partial" / "imagenet_db.files.log")) == 4
-    s = extract(arch, str(dest), workers=2, progress=False, log=quiet)
+    s = extract(arch, str(dest), build=BuildOptions(workers=2, progress=False), log=quiet)
     assert s.kept == len(small["train"]) and s.written == len(small["val"])
     for name, wnid in small["val"]:
         assert (dest / "val" / wnid / name).read_bytes() == (tree / "val" / name).read_bytes()
@@ -270,8 +270,8 @@ def test_extract_reproduces_layout_and_resumes(small, tmp_path, monkeypatch):
     victim = dest / "train" / small["train"][5][0]
     (victim.parent / "stray.JPEG").write_bytes(b"x")
     with pytest.raises(ExtractError, match="train/" + victim.parent.name):
-        extract(arch, str(dest), progress=False, log=quiet)
-    extract(arch, str(dest), overwrite=True, progress=False, log=quiet)
+        extract(arch, str(dest), build=BuildOptions(progress=False), log=quiet)
+    extract(arch, str(dest), build=BuildOptions(overwrite=True, progress=False), log=quiet)
     assert not (victim.parent / "stray.JPEG").exists()
 
 
@@ -290,8 +290,9 @@ def test_extract_flat_layout_is_the_caffe_tree(small, tmp_path):
     # a val.txt edited by the user is not replaced silently
     (tmp_path / "x" / "val.txt").write_text("ILSVRC2012_val_00000001.JPEG n01440764\n")
     with pytest.raises(ImagenetDbError, match="val.txt exists with other contents"):
-        extract(str(small["root"] / "arch"), str(tmp_path / "x"), val_layout="flat",
-                progress=False, log=quiet)
+        extract(str(small["root"] / "arch"), str(tmp_path / "x"),
+                options=ExtractOptions(val_layout="flat"), build=BuildOptions(progress=False),
+                log=quiet)
 
 
 # ------------------------------------------------------------------ checksums

@@ -12,6 +12,7 @@ import pytest
 
 from conftest import parse_datum, read_lmdb
 from imagenet_db.cli import create_imagenet_main, main
+from imagenet_db.engine.buildstate import BuildOptions
 from imagenet_db.errors import ImagenetDbError
 from imagenet_db.recipes.extract import extract
 from imagenet_db.recipes.imagenet import write_labels
@@ -169,13 +170,13 @@ def test_targz_index_is_cached(small, monkeypatch, tmp_path):
 
 
 def test_extract_gives_the_same_tree_from_every_archive(small, tmp_path):
-    ref = tmp_path / "ref"
-    extract(small["sources"]["ilsvrc2012"], str(ref), progress=False, log=quiet, workers=2)
+    ref, build = tmp_path / "ref", BuildOptions(workers=2, progress=False)
+    extract(small["sources"]["ilsvrc2012"], str(ref), build=build, log=quiet)
     want = {str(p.relative_to(ref)): p.read_bytes() for p in ref.rglob("*") if p.is_file()}
     want_records = {k: want.pop(k) for k in ("train/imagenet_db.json", "val/imagenet_db.json")}
     for name in ("2015 tar.gz + devkit", "kaggle zip", "kaggle targz"):
         dest = tmp_path / name.replace(" ", "_")
-        s = extract(small["sources"][name], str(dest), progress=False, log=quiet, workers=2)
+        s = extract(small["sources"][name], str(dest), build=build, log=quiet)
         got = {str(p.relative_to(dest)): p.read_bytes() for p in dest.rglob("*") if p.is_file()}
         for record in ("train/imagenet_db.json", "val/imagenet_db.json"):
             # the completion records name the order the files were read in (archive order)

@@ -52,18 +52,19 @@ def extract_parser(prog="imagenet-db extract") -> argparse.ArgumentParser:
 
 def _extract(args) -> None:
     from imagenet_db.sources.checksums import verify_source
-    from imagenet_db.recipes.extract import extract
+    from imagenet_db.engine.buildstate import BuildOptions
+    from imagenet_db.recipes.extract import ExtractOptions, extract
 
     log = stderr_log
     transform = transform_options(args, args.resize_width, args.resize_height, encoded=True)
     if args.verify:
         verify_source(args.source, progress=args.progress, log=log)
-    summary = extract(args.source, args.dest, val_layout=args.val_layout,
-                      overwrite=args.overwrite, workers=args.workers, progress=args.progress,
-                      log=log, drop_blacklist=args.drop_val_blacklist,
-                      transform=transform if transform.resizing else None,
-                      allow_empty_classes=args.allow_empty_classes,
-                      check_contents=args.check_contents or args.verify)
+    options = ExtractOptions(val_layout=args.val_layout, drop_blacklist=args.drop_val_blacklist,
+                             allow_empty_classes=args.allow_empty_classes,
+                             check_contents=args.check_contents or args.verify)
+    build = BuildOptions(overwrite=args.overwrite, workers=args.workers, progress=args.progress)
+    summary = extract(args.source, args.dest, transform if transform.resizing else None,
+                      options, build, log)
     log(summary.describe())
     log(f"checked {sum(summary.counts.values())} images in {len(summary.counts)} folders "
         f"against the SOURCE: all present")

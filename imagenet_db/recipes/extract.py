@@ -19,7 +19,7 @@ valid SOURCEs for ``create_imagenet``/``labels``. At the end every folder's imag
 checked against the source's lists.
 """
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Dict, Optional
 
 from imagenet_db.engine.buildstate import MANIFEST_NAME, BuildOptions, read_manifest
@@ -118,37 +118,51 @@ def _check_contents(dest: str, summaries) -> None:
                                f"was changed since; pass --overwrite to extract again")
 
 
-def extract(source: str, dest: str, val_layout: str = "folders", overwrite: bool = False,
-            workers: Optional[int] = None, progress: Optional[bool] = None,
-            log: Callable[[str], None] = print,
-            transform: Optional[TransformOptions] = None,
-            drop_blacklist: bool = False, allow_empty_classes: bool = False,
-            check_contents: bool = False) -> ExtractSummary:
+@dataclass(frozen=True)
+class ExtractOptions:
+    """What ``extract`` writes, besides the transform and how the build runs.
+
+    val_layout: 'folders' (val/<wnid>/, as valprep.sh) or 'flat' (val/ + Caffe's val.txt).
+    drop_blacklist: leave out the validation images the devkit blacklists (see
+    ``base.drop_val_blacklist``). allow_empty_classes: keep a synset without training images
+    as a label (else an error; see ``sources.load_dataset``). check_contents: also compare
+    every file with the content checksum recorded when it was written (reads them all;
+    ``--check_contents``, implied by ``--verify``).
+    """
+    val_layout: str = "folders"
+    drop_blacklist: bool = False
+    allow_empty_classes: bool = False
+    check_contents: bool = False
+
+
+def extract(source: str, dest: str, transform: Optional[TransformOptions] = None,
+            options: ExtractOptions = ExtractOptions(), build: BuildOptions = BuildOptions(),
+            log: Callable[[str], None] = print) -> ExtractSummary:
     """Write ``source`` (any distribution: the ILSVRC2012 archives, an extracted tree) into
     ``dest`` as the folder layout above; files are copied byte for byte unless ``transform``
     asks for a resize (then re-encoded in their own format).
 
-    val_layout: 'folders' (val/<wnid>/, as valprep.sh) or 'flat' (val/ + Caffe's val.txt).
-    overwrite: rebuild splits that exist (built beside them and swapped in when complete).
-    workers: threads (None = all cores). progress: tqdm bar (None = only on a terminal).
-    drop_blacklist: leave out the validation images the devkit blacklists (see
-    ``base.drop_val_blacklist``). allow_empty_classes: see ``sources.load_dataset``.
-    check_contents: also compare every file with the content checksum recorded when it was
-    written (reads them all; ``--check_contents``, implied by ``--verify``).
+    options: the layout and checks (``ExtractOptions``: val_layout, drop_blacklist,
+    allow_empty_classes, check_contents). build: how it runs (``BuildOptions``): overwrite
+    rebuilds splits that exist (built beside them and swapped in when complete); workers:
+    threads (None = all cores); progress: tqdm bar (None = only on a terminal); the other
+    fields as for ``create_imagenet``; ``build.resume`` is ignored: a run always resumes
+    unless overwrite. log: where progress lines go.
     Resumable: run it again after an interruption. Raises ImagenetDbError subclasses for a
-    bad source, ExtractError for a final count that differs from the source's lists or an
-    empty file where an image was extracted, OutputBusyError while another run writes DEST
-    (``DEST/.imagenet_db.lock``).
+    bad source, ExtractError for an unknown val_layout, a final count that differs from the
+    source's lists, an empty file where an image was extracted or (check_contents) a file
+    whose contents changed since it was written, OutputBusyError while another run writes
+    DEST (``DEST/.imagenet_db.lock``).
     """
     from imagenet_db.recipes.imagenet import create_imagenet
 
-    if val_layout not in VAL_LAYOUTS:
+    if options.val_layout not in VAL_LAYOUTS:
         raise ExtractError(f"val layout must be one of {', '.join(VAL_LAYOUTS)}, not "
-                           f"{val_layout!r}")
-    build = BuildOptions(overwrite=overwrite, resume=not overwrite, workers=workers,
-                         progress=progress)
-    recipe = RecipeOptions(output_format="folder", val_layout=val_layout,
-                           drop_blacklist=drop_blacklist, allow_empty_classes=allow_empty_classes)
+                           f"{options.val_layout!r}")
+    build = replace(build, resume=not build.overwrite)
+    recipe = RecipeOptions(output_format="folder", val_layout=options.val_layout,
+                           drop_blacklist=options.drop_blacklist,
+                           allow_empty_classes=options.allow_empty_classes)
     summaries = create_imagenet(source, dest, transform or default_transform("folder"), recipe,
                                 build, log)
     summary = ExtractSummary(dest=dest)
@@ -173,7 +187,7 @@ def extract(source: str, dest: str, val_layout: str = "folders", overwrite: bool
             skipped[folder] = skipped.get(folder, 0) + 1
     check_counts(dest, {k: v - skipped.get(k, 0) for k, v in counts.items()})
     _check_not_empty(dest, summaries)
-    if check_contents:
+    if options.check_contents:
         _check_contents(dest, summaries)
     summary.counts = counts
     return summary
