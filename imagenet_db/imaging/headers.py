@@ -73,6 +73,22 @@ def _check_dqt(payload: bytes) -> bool:
     return pos == len(payload)
 
 
+_NO_EOI = "truncated: the file ends before the end-of-image marker"
+
+
+class _MarkerWalk:
+    """What ``jpeg_structure`` has read so far: the frame size (width, height), the restart
+    interval (DRI), the scans seen, and the offsets of every marker (``_marker_offsets``,
+    found at the first scan)."""
+    __slots__ = ("dims", "restart_interval", "scans", "markers")
+
+    def __init__(self) -> None:
+        self.dims: Optional[Tuple[int, int]] = None
+        self.restart_interval = 0
+        self.scans = 0
+        self.markers: Optional[np.ndarray] = None
+
+
 def jpeg_structure(data: bytes) -> Tuple[Optional[Tuple[int, int]], Optional[str]]:
     """Walk a JPEG's markers. Returns ((width, height) or None, problem or None).
 
@@ -80,71 +96,97 @@ def jpeg_structure(data: bytes) -> Tuple[Optional[Tuple[int, int]], Optional[str
     with the byte offset); ``(width, height)`` comes from the frame header (SOFn) when one was
     read. Not a JPEG (no SOI marker): (None, None).
     """
-    size = len(data)
     if data[:2] != b"\xff\xd8":
         return None, None
-    dims = None
-    restart_interval = 0
-    scans = 0
-    markers = None  # offsets of every 0xFF followed by a marker byte, found on the first scan
+    walk = _MarkerWalk()
     pos = 2
     while True:
-        if pos >= size:
-            return dims, "truncated: the file ends before the end-of-image marker"
-        if data[pos] != 0xFF:  # extraneous bytes: libjpeg skips them with a warning, so do we
-            pos = data.find(b"\xff", pos)
-            if pos < 0:
-                return dims, "truncated: the file ends before the end-of-image marker"
-        while pos < size and data[pos] == 0xFF:  # fill bytes may precede a marker
-            pos += 1
-        if pos >= size:
-            return dims, "truncated: the file ends inside a marker"
-        marker, at = data[pos], pos - 1
-        pos += 1
+        problem, marker, at, end = _next_segment(data, pos)
+        if problem:
+            return walk.dims, problem
         if marker == 0xD9:  # EOI
-            if not scans:
-                return dims, "corrupt: end-of-image marker before any image data"
-            return dims, None
-        if marker in _RST_MARKERS or marker in (0x00, 0x01, 0xD8):
-            return dims, f"corrupt: stray marker 0xFF{marker:02X} at byte {at}"
-        if pos + 2 > size:
-            return dims, f"truncated: marker 0xFF{marker:02X} at byte {at} has no length"
-        length = int.from_bytes(data[pos:pos + 2], "big")
-        end = pos + length
-        if length < 2:
-            return dims, f"corrupt: marker 0xFF{marker:02X} at byte {at} has length {length}"
-        if end > size:
-            return dims, (f"truncated: segment 0xFF{marker:02X} at byte {at} runs past the end "
-                          f"of the file")
-        payload = data[pos + 2:end]
-        if marker in _SOF_MARKERS:
-            if len(payload) < 6 or len(payload) != 6 + 3 * payload[5]:
-                return dims, f"corrupt: malformed frame header at byte {at}"
-            height = int.from_bytes(payload[1:3], "big")
-            width = int.from_bytes(payload[3:5], "big")
-            if width == 0 or height == 0:
-                return dims, f"corrupt: frame header at byte {at} gives size {width}x{height}"
-            dims = (width, height)
-        elif marker == 0xC4 and not _check_dht(payload):
-            return dims, f"corrupt: malformed Huffman table segment at byte {at}"
-        elif marker == 0xDB and not _check_dqt(payload):
-            return dims, f"corrupt: malformed quantization table segment at byte {at}"
-        elif marker == 0xDD:
-            if len(payload) != 2:
-                return dims, f"corrupt: malformed restart interval segment at byte {at}"
-            restart_interval = int.from_bytes(payload, "big")
-        elif marker == 0xDA:
-            if dims is None:
-                return dims, f"corrupt: scan at byte {at} before any frame header"
-            if not payload or len(payload) != 4 + 2 * payload[0]:
-                return dims, f"corrupt: malformed scan header at byte {at}"
-            scans += 1
-            if markers is None:
-                markers = _marker_offsets(data)
-            problem, end = _skip_entropy_data(data, markers, end, restart_interval)
-            if problem:
-                return dims, problem
+            if not walk.scans:
+                return walk.dims, "corrupt: end-of-image marker before any image data"
+            return walk.dims, None
+        problem, end = _read_segment(data, marker, at, data[at + 4:end], end, walk)
+        if problem:
+            return walk.dims, problem
         pos = end
+
+
+def _next_segment(data: bytes, pos: int) -> Tuple[Optional[str], int, int, int]:
+    """The marker segment at or after ``pos``, past extraneous bytes (libjpeg skips them with
+    a warning, so do we) and fill bytes (0xFF), and where it ends by its length field; a
+    marker that stands alone (RSTn, TEM, SOI, 0x00) is stray here. Returns (problem or None,
+    marker byte, offset of the 0xFF before it, end offset); the payload is
+    ``data[at + 4:end]``. EOI (0xD9) has no length: its end is ``at + 2``."""
+    size = len(data)
+    if pos >= size:
+        return _NO_EOI, 0, pos, pos
+    if data[pos] != 0xFF:
+        pos = data.find(b"\xff", pos)
+        if pos < 0:
+            return _NO_EOI, 0, pos, pos
+    while pos < size and data[pos] == 0xFF:  # fill bytes may precede a marker
+        pos += 1
+    if pos >= size:
+        return "truncated: the file ends inside a marker", 0, pos, pos
+    marker, at = data[pos], pos - 1
+    pos += 1
+    if marker == 0xD9:
+        return None, marker, at, pos
+    if marker in _RST_MARKERS or marker in (0x00, 0x01, 0xD8):
+        return f"corrupt: stray marker 0xFF{marker:02X} at byte {at}", marker, at, pos
+    if pos + 2 > size:
+        return f"truncated: marker 0xFF{marker:02X} at byte {at} has no length", marker, at, pos
+    length = int.from_bytes(data[pos:pos + 2], "big")
+    if length < 2:
+        return (f"corrupt: marker 0xFF{marker:02X} at byte {at} has length {length}", marker,
+                at, pos)
+    if pos + length > size:
+        return (f"truncated: segment 0xFF{marker:02X} at byte {at} runs past the end of the "
+                f"file"), marker, at, pos
+    return None, marker, at, pos + length
+
+
+def _read_segment(data: bytes, marker: int, at: int, payload: bytes, end: int,
+                  walk: _MarkerWalk) -> Tuple[Optional[str], int]:
+    """Check one segment's payload (T.81 B.2: SOFn, DHT, DQT, DRI, SOS; others are passed
+    over) and note in ``walk`` what it sets. A scan header also skips the scan's
+    entropy-coded data. Returns (problem or None, offset where the next marker is looked for)."""
+    if marker in _SOF_MARKERS:
+        return _read_frame_header(payload, at, walk), end
+    if marker == 0xC4 and not _check_dht(payload):
+        return f"corrupt: malformed Huffman table segment at byte {at}", end
+    if marker == 0xDB and not _check_dqt(payload):
+        return f"corrupt: malformed quantization table segment at byte {at}", end
+    if marker == 0xDD:
+        if len(payload) != 2:
+            return f"corrupt: malformed restart interval segment at byte {at}", end
+        walk.restart_interval = int.from_bytes(payload, "big")
+    elif marker == 0xDA:
+        if walk.dims is None:
+            return f"corrupt: scan at byte {at} before any frame header", end
+        if not payload or len(payload) != 4 + 2 * payload[0]:
+            return f"corrupt: malformed scan header at byte {at}", end
+        walk.scans += 1
+        if walk.markers is None:
+            walk.markers = _marker_offsets(data)
+        return _skip_entropy_data(data, walk.markers, end, walk.restart_interval)
+    return None, end
+
+
+def _read_frame_header(payload: bytes, at: int, walk: _MarkerWalk) -> Optional[str]:
+    """Check a frame header (SOFn, T.81 B.2.2) and note its (width, height) in ``walk``.
+    Returns the problem, or None."""
+    if len(payload) < 6 or len(payload) != 6 + 3 * payload[5]:
+        return f"corrupt: malformed frame header at byte {at}"
+    height = int.from_bytes(payload[1:3], "big")
+    width = int.from_bytes(payload[3:5], "big")
+    if width == 0 or height == 0:
+        return f"corrupt: frame header at byte {at} gives size {width}x{height}"
+    walk.dims = (width, height)
+    return None
 
 
 def _marker_offsets(data: bytes) -> np.ndarray:
