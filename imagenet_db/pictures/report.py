@@ -276,46 +276,45 @@ def _shapes_text(stats: DbStats, sampled: Counter) -> str:
     return ", ".join(parts) or "-"
 
 
-def db_section(db_path: str, folder: str, class_names: Sequence[str], count: int, log) -> str:
-    """The HTML of one database's six sections."""
-    started = time.monotonic()
-    name = os.path.basename(os.path.normpath(db_path))
-    anchor = _anchor(db_path)
-    with DatumDB(db_path) as db:
-        stats = scan(db)
-        positions = choose_positions(db, count) if stats.entries else []
-        sheet, tiles = contact_sheet(db, positions, class_names, tile=SHEET_TILE)
-        sampled = Counter()
-        for tile in tiles:
-            if tile.problem is None:
-                image, _ = db[tile.position]
-                sampled[(image.shape[2], image.shape[0], image.shape[1])] += 1
-        first_key = db.key(0).decode("utf-8", "replace") if stats.entries else "-"
-        last_key = db.key(-1).decode("utf-8", "replace") if stats.entries else "-"
-        backend = db.backend
+def _sampled_shapes(db: DatumDB, tiles) -> Counter:
+    """(channels, height, width) counts of the sample tiles that decoded."""
+    sampled = Counter()
+    for tile in tiles:
+        if tile.problem is None:
+            image, _ = db[tile.position]
+            sampled[(image.shape[2], image.shape[0], image.shape[1])] += 1
+    return sampled
+
+
+def _overview_parts(db_path: str, anchor: str, backend: str, stats: DbStats, sampled: Counter,
+                    keys: Tuple[str, str]) -> List[str]:
+    """The overview section: backend, counts, sizes, bytes per datum, disk, first/last key."""
     disk = sum(os.path.getsize(os.path.join(db_path, f)) for f in os.listdir(db_path)
                if os.path.isfile(os.path.join(db_path, f)))
     mean_bytes = (f"{stats.value_bytes / stats.entries:,.0f}, {stats.min_bytes:,}, "
                   f"{stats.max_bytes:,}") if stats.entries else "-"
-    parts = [f"<h2 id='{anchor}'>{_e(name)}</h2>",
-             f"<section id='{anchor}-overview'><h3>Overview</h3>",
-             _table([("path", os.path.abspath(db_path)), ("backend", backend),
-                     ("datums", f"{stats.entries:,}"),
-                     ("encoded / raw", f"{stats.encoded:,} / {stats.entries - stats.encoded:,}"
-                      + (f" ({stats.float_datums:,} float)" if stats.float_datums else "")),
-                     ("image sizes (channels x height x width)", _shapes_text(stats, sampled)),
-                     ("bytes per datum (mean, min, max)", mean_bytes),
-                     ("files on disk", f"{disk / 1e6:,.1f} MB"),
-                     ("first key", first_key), ("last key", last_key)]),
-             "</section>"]
+    return [f"<section id='{anchor}-overview'><h3>Overview</h3>",
+            _table([("path", os.path.abspath(db_path)), ("backend", backend),
+                    ("datums", f"{stats.entries:,}"),
+                    ("encoded / raw", f"{stats.encoded:,} / {stats.entries - stats.encoded:,}"
+                     + (f" ({stats.float_datums:,} float)" if stats.float_datums else "")),
+                    ("image sizes (channels x height x width)", _shapes_text(stats, sampled)),
+                    ("bytes per datum (mean, min, max)", mean_bytes),
+                    ("files on disk", f"{disk / 1e6:,.1f} MB"),
+                    ("first key", keys[0]), ("last key", keys[1])]),
+            "</section>"]
 
+
+def _classes_parts(anchor: str, stats: DbStats, class_names: Sequence[str]) -> List[str]:
+    """The classes section: labels used, the histogram, the 10 smallest and largest classes,
+    the classes of ``class_names`` without datums."""
     ranked = sorted(stats.labels.items(), key=lambda item: (item[1], item[0]))
     label_name = (lambda label: class_names[label] if 0 <= label < len(class_names) else "")
     missing = [label for label in range(len(class_names)) if label not in stats.labels]
-    parts += [f"<section id='{anchor}-classes'><h3>Classes</h3>",
-              f"<p>{len(stats.labels):,} labels used"
-              + (f" of the {len(class_names):,} classes of synset_words.txt" if class_names else "")
-              + "</p>"]
+    parts = [f"<section id='{anchor}-classes'><h3>Classes</h3>",
+             f"<p>{len(stats.labels):,} labels used"
+             + (f" of the {len(class_names):,} classes of synset_words.txt" if class_names else "")
+             + "</p>"]
     if stats.labels:
         parts.append(_img("datums per class", "image/png",
                           histogram_png(stats.labels, len(class_names))))
@@ -330,8 +329,12 @@ def db_section(db_path: str, folder: str, class_names: Sequence[str], count: int
         parts.append(f"<p>{len(missing):,} classes without datums: {_e(shown)}"
                      f"{' ...' if len(missing) > 20 else ''}</p>")
     parts.append("</section>")
+    return parts
 
-    parts.append(f"<section id='{anchor}-mean'><h3>Mean image</h3>")
+
+def _mean_parts(db_path: str, folder: str, anchor: str, stats: DbStats, log) -> List[str]:
+    """The mean image section: the picture of the mean (``_mean_for``) and its mean_value."""
+    parts = [f"<section id='{anchor}-mean'><h3>Mean image</h3>"]
     mean, source = _mean_for(db_path, folder, stats, log) if stats.entries else (None, "empty")
     if mean is None:
         parts.append(f"<p>{_e(source)}</p>")
@@ -345,7 +348,26 @@ def db_section(db_path: str, folder: str, class_names: Sequence[str], count: int
                   "<p class='note'>per-channel mean_value, in the order of transform_param's "
                   "mean_value entries</p>"]
     parts.append("</section>")
+    return parts
 
+
+def db_section(db_path: str, folder: str, class_names: Sequence[str], count: int, log) -> str:
+    """The HTML of one database's six sections."""
+    started = time.monotonic()
+    name = os.path.basename(os.path.normpath(db_path))
+    anchor = _anchor(db_path)
+    with DatumDB(db_path) as db:
+        stats = scan(db)
+        positions = choose_positions(db, count) if stats.entries else []
+        sheet, tiles = contact_sheet(db, positions, class_names, tile=SHEET_TILE)
+        sampled = _sampled_shapes(db, tiles)
+        first_key = db.key(0).decode("utf-8", "replace") if stats.entries else "-"
+        last_key = db.key(-1).decode("utf-8", "replace") if stats.entries else "-"
+        backend = db.backend
+    parts = [f"<h2 id='{anchor}'>{_e(name)}</h2>",
+             *_overview_parts(db_path, anchor, backend, stats, sampled, (first_key, last_key)),
+             *_classes_parts(anchor, stats, class_names),
+             *_mean_parts(db_path, folder, anchor, stats, log)]
     ok, jpeg = cv2.imencode(".jpg", sheet, [cv2.IMWRITE_JPEG_QUALITY, 90])
     parts += [f"<section id='{anchor}-samples'><h3>Samples</h3>",
               f"<p class='note'>{len(positions)} of {stats.entries:,} datums, spread evenly over "
