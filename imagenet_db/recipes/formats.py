@@ -196,30 +196,45 @@ def plan(found: Dataset, outdir: str, transform: TransformOptions, recipe: Recip
     mean (over the centre mean_crop square when > 0).
     Raises ImagenetDbError for an unknown format, a dataset the format cannot label, or a
     training split smaller than one Theano batch (there would be no batch and no mean)."""
-    output_format, backend, seed = recipe.output_format, recipe.backend, recipe.seed
-    val_layout, batch_images, mean_crop = recipe.val_layout, recipe.batch_images, recipe.mean_crop
+    output_format = recipe.output_format
     if output_format not in FORMATS:
         raise ImagenetDbError(f"unknown format {output_format!r}; expected one of "
                               f"{', '.join(FORMATS)}")
     check_transform(output_format, transform)
     out = os.path.normpath(outdir)
-    base = {"seed": seed, "synsets": len(found.synsets)}
     if output_format == "caffe":
-        if backend not in BACKENDS:
-            raise ImagenetDbError(f"unknown backend {backend!r}")
-        stages = [Stage(name, os.path.join(out, f"ilsvrc12_{name}_{backend}"), backend,
-                        split.records(True, seed),
-                        {"split": name, **base, "shuffle": True},
-                        want_mean=name == "train" and want_mean, mean_crop=mean_crop)
-                  for name, split in found.splits.items()]
-        return found, stages
+        return found, _caffe_stages(found, out, recipe, want_mean)
     if output_format == "folder":
-        found = folder_relpaths(found, val_layout)
-        stages = [Stage(name, os.path.join(out, name), "folder", archive_order_records(split),
-                        {"split": name, "synsets": len(found.synsets), "format": "folder",
-                         "val_layout": val_layout})
-                  for name, split in found.splits.items()]
-        return found, stages
+        found = folder_relpaths(found, recipe.val_layout)
+        return found, [Stage(name, os.path.join(out, name), "folder",
+                             archive_order_records(split),
+                             {"split": name, "synsets": len(found.synsets), "format": "folder",
+                              "val_layout": recipe.val_layout})
+                       for name, split in found.splits.items()]
+    return _batch_stage(found, out, recipe)
+
+
+def _caffe_stages(found: Dataset, out: str, recipe: RecipeOptions,
+                  want_mean: bool) -> List[Stage]:
+    """One shuffled Datum DB a split (``ilsvrc12_<split>_<backend>``); the train DB gets the
+    mean when ``want_mean``."""
+    backend, seed = recipe.backend, recipe.seed
+    if backend not in BACKENDS:
+        raise ImagenetDbError(f"unknown backend {backend!r}")
+    base = {"seed": seed, "synsets": len(found.synsets)}
+    return [Stage(name, os.path.join(out, f"ilsvrc12_{name}_{backend}"), backend,
+                  split.records(True, seed),
+                  {"split": name, **base, "shuffle": True},
+                  want_mean=name == "train" and want_mean, mean_crop=recipe.mean_crop)
+            for name, split in found.splits.items()]
+
+
+def _batch_options(found: Dataset, recipe: RecipeOptions) -> Tuple[Dataset, dict]:
+    """(dataset relabelled for the format, output options) of a batch format: cuda-convnet2
+    takes the devkit's label order and its label names; ``recipe.batch_images`` is checked
+    (a multiple of 3 for cuda-convnet2, even for theano-alexnet, and for theano-alexnet no
+    more than the training images)."""
+    output_format, batch_images = recipe.output_format, recipe.batch_images
     options = {}
     if output_format == "cuda-convnet2":
         found = relabel(found, L.devkit_synsets(found.synsets))
@@ -241,6 +256,15 @@ def plan(found: Dataset, outdir: str, transform: TransformOptions, recipe: Recip
             raise ImagenetDbError(f"{train} training images are fewer than one theano-alexnet "
                                   f"batch of {size}: no batch would be written (see "
                                   f"--batch_images)")
+    return found, options
+
+
+def _batch_stage(found: Dataset, out: str, recipe: RecipeOptions) -> Tuple[Dataset, List[Stage]]:
+    """The one stage of a batch format: every split's records in one list (train shuffled as
+    upstream does: Python's random for cuda-convnet2, numpy's for theano-alexnet; the other
+    splits sorted), the split sizes in the output options."""
+    output_format, seed = recipe.output_format, recipe.seed
+    found, options = _batch_options(found, recipe)
     records, splits = [], []
     for name, split in found.splits.items():
         if name != "train":
@@ -252,7 +276,7 @@ def plan(found: Dataset, outdir: str, transform: TransformOptions, recipe: Recip
         records += _records(split, order, len(records))
         splits.append((name, len(order)))
     options["splits"] = splits
-    settings = {**base, "format": output_format,
+    settings = {"seed": seed, "synsets": len(found.synsets), "format": output_format,
                 "label_order": "devkit" if output_format == "cuda-convnet2" else "caffe"}
     folder = CC2_DIR if output_format == "cuda-convnet2" else THEANO_DIR
     return found, [Stage(output_format, os.path.join(out, folder), output_format, records,
