@@ -211,50 +211,64 @@ def plan_output(db_path: str, identity: dict, overwrite: bool, resume: bool) -> 
     if not os.path.isdir(parent):
         raise DatabaseError(f"{parent}: output directory does not exist")
     db_exists, partial_exists = os.path.lexists(db_path), os.path.lexists(build)
-
-    def refuse_if_different(found: dict, where: str) -> None:
-        diffs = identity_differences(identity, found)
-        if diffs:
-            raise DatabaseError(f"{where} was built with other settings or input; "
-                                f"--resume refused: {'; '.join(diffs)}. Pass --overwrite "
-                                f"(without --resume) to rebuild from scratch")
-
     if overwrite:  # what would be replaced must be ours (or a bare database)
         for path in (db_path, build):
             refuse_foreign(path)
     if resume and partial_exists:
-        manifest = read_manifest(build)
-        if manifest is not None:
-            refuse_if_different(manifest, build)
-            if db_exists and not overwrite:
-                raise DatabaseError(f"{build} is a complete replacement for {db_path}, which "
-                                    f"exists; pass --overwrite --resume to swap it in")
-            return "publish"
-        record = read_json(os.path.join(build, BUILD_RECORD_NAME))
-        if record is None:
-            if has_database_files(build):
-                raise DatabaseError(f"{build} has no build record (not made by this tool?); "
-                                    f"pass --overwrite to discard it")
-            return "build"  # the previous run died before writing anything
-        refuse_if_different(record, build)
-        return "resume"
+        return _plan_partial(db_path, identity, overwrite, db_exists)
     if db_exists and not overwrite:
-        refuse_foreign(db_path)
-        if not resume:
-            raise DatabaseError(f"{db_path} already exists; pass --overwrite to replace it "
-                                f"(or --resume to accept it when it is a finished build with "
-                                f"the same settings)")
-        manifest = read_manifest(db_path) if os.path.isdir(db_path) else None
-        if manifest is None:
-            raise DatabaseError(f"{db_path} exists but has no completion record "
-                                f"({MANIFEST_NAME}): not a finished imagenet-db build; pass "
-                                f"--overwrite to replace it")
-        refuse_if_different(manifest, db_path)
-        return "done"
+        return _plan_existing(db_path, identity, resume)
     if partial_exists and not overwrite:
         raise DatabaseError(f"{build} holds an unfinished build; pass --resume to continue it "
                             f"or --overwrite to discard it")
     return "build"
+
+
+def _refuse_if_different(identity: dict, found: dict, where: str) -> None:
+    """Raise DatabaseError when the build record ``found`` (of ``where``) is not ``identity``."""
+    diffs = identity_differences(identity, found)
+    if diffs:
+        raise DatabaseError(f"{where} was built with other settings or input; "
+                            f"--resume refused: {'; '.join(diffs)}. Pass --overwrite "
+                            f"(without --resume) to rebuild from scratch")
+
+
+def _plan_partial(db_path: str, identity: dict, overwrite: bool, db_exists: bool) -> str:
+    """``plan_output`` under ``resume`` when DB.partial exists: 'publish' (it is complete),
+    'resume' (its build record is ``identity``) or 'build' (nothing was written yet)."""
+    build = db_path + PARTIAL_SUFFIX
+    manifest = read_manifest(build)
+    if manifest is not None:
+        _refuse_if_different(identity, manifest, build)
+        if db_exists and not overwrite:
+            raise DatabaseError(f"{build} is a complete replacement for {db_path}, which "
+                                f"exists; pass --overwrite --resume to swap it in")
+        return "publish"
+    record = read_json(os.path.join(build, BUILD_RECORD_NAME))
+    if record is None:
+        if has_database_files(build):
+            raise DatabaseError(f"{build} has no build record (not made by this tool?); "
+                                f"pass --overwrite to discard it")
+        return "build"  # the previous run died before writing anything
+    _refuse_if_different(identity, record, build)
+    return "resume"
+
+
+def _plan_existing(db_path: str, identity: dict, resume: bool) -> str:
+    """``plan_output`` when DB exists and is not to be overwritten: 'done' when it is a
+    finished build of ``identity`` and ``resume`` accepts it; else DatabaseError."""
+    refuse_foreign(db_path)
+    if not resume:
+        raise DatabaseError(f"{db_path} already exists; pass --overwrite to replace it "
+                            f"(or --resume to accept it when it is a finished build with "
+                            f"the same settings)")
+    manifest = read_manifest(db_path) if os.path.isdir(db_path) else None
+    if manifest is None:
+        raise DatabaseError(f"{db_path} exists but has no completion record "
+                            f"({MANIFEST_NAME}): not a finished imagenet-db build; pass "
+                            f"--overwrite to replace it")
+    _refuse_if_different(identity, manifest, db_path)
+    return "done"
 
 
 def start_build(build: str, identity: dict) -> None:
