@@ -160,37 +160,13 @@ def open_clsloc(container: Container, top: str, devkits: List[DevkitInfo],
     check_same_truth([d for d in devkits if d.truth is not None])
 
     notes: List[str] = []
-    full = [d for d in devkits if d.full_words]
-    if full:
-        words = full[0].words()
-    elif mapping:
-        words = mapping
-    elif devkits:
-        words = devkits[0].words()
-        notes.append(f"synset_words.txt has map_clsloc.txt's short names ('kit fox'), the only "
-                     f"class names in {devkits[0].where}; the full words ('kit fox, Vulpes "
-                     f"macrotis') are in a meta_clsloc.mat or LOC_synset_mapping.txt")
-    else:
-        words = {}
-
+    words = _class_words(devkits, mapping, notes)
     files = _val_files(container, data)
-    sources: List[LabelSource] = []
-    xml = _xml_source(container, top)
-    if xml:
-        sources.append(xml)
-    if KAGGLE_VAL in kaggle:
-        sources.append(_csv_source(*kaggle[KAGGLE_VAL]))
-    sources += [_devkit_source(d) for d in devkits if d.truth is not None]
+    sources = _val_sources(container, top, devkits, kaggle)  # read even without val images
     splits = {"train": Split("train", train, _loader(container, data + "train/"))}
     blacklist, blacklist_where = None, ""
     if files:
-        if not sources:
-            raise ClslocDataError(f"{container.where(data + 'val/')}: no validation labels: looked "
-                                  f"for {top}Annotations/CLS-LOC/val/*.xml, {KAGGLE_VAL} and a "
-                                  f"devkit's validation ground truth")
-        wnids = _reconcile(container, data, files, sources, labels)
-        splits["val"] = Split("val", [(files[n], labels[wnids[files[n]]]) for n in sorted(files)],
-                              _loader(container, data + "val/"))
+        splits["val"] = _val_split(container, top, files, sources, labels)
         for d in devkits:
             if d.blacklist is not None:
                 blacklist = {files[n] for n in d.blacklist if n in files}
@@ -199,6 +175,52 @@ def open_clsloc(container: Container, top: str, devkits: List[DevkitInfo],
     if len(synsets) == 1000 and len(train) != 1_281_167:
         notes.append(f"{container.path} holds {len(train):,} train images; ILSVRC2012 has 1,281,167")
     return Dataset(synsets, splits, words, notes, blacklist, blacklist_where)
+
+
+def _class_words(devkits: List[DevkitInfo], mapping: Dict[str, str],
+                 notes: List[str]) -> Dict[str, str]:
+    """{wnid: words} for synset_words.txt: a devkit's full words (meta_clsloc.mat), else
+    Kaggle's LOC_synset_mapping.txt, else a devkit's short names from map_clsloc.txt (said in
+    ``notes``), else none."""
+    full = [d for d in devkits if d.full_words]
+    if full:
+        return full[0].words()
+    if mapping:
+        return mapping
+    if devkits:
+        words = devkits[0].words()
+        notes.append(f"synset_words.txt has map_clsloc.txt's short names ('kit fox'), the only "
+                     f"class names in {devkits[0].where}; the full words ('kit fox, Vulpes "
+                     f"macrotis') are in a meta_clsloc.mat or LOC_synset_mapping.txt")
+        return words
+    return {}
+
+
+def _val_sources(container: Container, top: str, devkits: List[DevkitInfo],
+                 kaggle: Dict[str, Tuple[bytes, str]]) -> List[LabelSource]:
+    """The validation label sources present: the XML annotations, Kaggle's
+    LOC_val_solution.csv, each devkit's ground truth (in that order)."""
+    sources: List[LabelSource] = []
+    xml = _xml_source(container, top)
+    if xml:
+        sources.append(xml)
+    if KAGGLE_VAL in kaggle:
+        sources.append(_csv_source(*kaggle[KAGGLE_VAL]))
+    return sources + [_devkit_source(d) for d in devkits if d.truth is not None]
+
+
+def _val_split(container: Container, top: str, files: Dict[int, str],
+               sources: List[LabelSource], labels: Dict[str, int]) -> Split:
+    """The val split of the images ``files`` ({number: relpath}), labelled by ``sources``
+    (which must agree: ``_reconcile``). Raises ClslocDataError when there is no source."""
+    data = f"{top}Data/CLS-LOC/"
+    if not sources:
+        raise ClslocDataError(f"{container.where(data + 'val/')}: no validation labels: looked "
+                              f"for {top}Annotations/CLS-LOC/val/*.xml, {KAGGLE_VAL} and a "
+                              f"devkit's validation ground truth")
+    wnids = _reconcile(container, data, files, sources, labels)
+    return Split("val", [(files[n], labels[wnids[files[n]]]) for n in sorted(files)],
+                 _loader(container, data + "val/"))
 
 
 def _loader(container: Container, prefix: str) -> Callable[[str], Callable[[], bytes]]:
