@@ -3,13 +3,14 @@
 Each build is a real child process running the CLI (started as tests/test_reliability_round2.py
 starts its builds) on a tree of ImageNet-like JPEGs made from the real photos, two of them
 broken (skipped and logged). The child is frozen (SIGSTOP) as soon as its first batch file is
-in place (folder: the first logged batch of files), checked to be midway, and SIGKILLed; the
-``--resume`` run is killed a few batches further on while a batch (image) file is being written
-(its temporary in place); theano-alexnet is also killed in its finish (incomplete batches
-deleted, label files being written); a last ``--resume`` finishes. The
-finished OUTDIR must hold exactly what an uninterrupted build of the same command holds, file
-by file by SHA-256 (batches, batches.meta, labels/, misc/, image trees, completion records,
-skip logs, aux files) and folder by folder: no temporary, lock or .partial left behind.
+in place (folder: the first logged batch of files), checked to be midway, and SIGKILLed. The
+``--resume`` run is killed the same way a few batches further on, mid-write (a batch file's
+temporary in place; folder: files written that the log does not hold yet); theano-alexnet's
+also in its finish() (incomplete batches deleted, label files being written). A last
+``--resume`` finishes. The finished OUTDIR must hold exactly what an uninterrupted build of the
+same command holds, file by file by SHA-256 (batches, batches.meta, labels/, misc/, image
+trees, completion records, skip logs, aux files) and folder by folder: no temporary, lock or
+.partial left behind.
 """
 import hashlib
 import os
@@ -20,7 +21,8 @@ from pathlib import Path
 import pytest
 
 from imagenet_db.testing import photos
-from test_reliability_round2 import WNIDS, pause, run, start
+from test_reliability_round2 import WNIDS, files_under, pause, run, start
+
 
 @pytest.fixture(scope="module")
 def source(tmp_path_factory):
@@ -106,15 +108,9 @@ def kill_midway(proc, outdir, ready):
 
 
 def digests(outdir):
-    """{relative path: SHA-256 of the file, or 'folder'} of everything under ``outdir``."""
-    out = {}
-    for folder, dirs, names in os.walk(outdir):
-        for name in dirs:
-            out[os.path.relpath(os.path.join(folder, name), outdir)] = "folder"
-        for name in names:
-            path = os.path.join(folder, name)
-            out[os.path.relpath(path, outdir)] = hashlib.sha256(Path(path).read_bytes()).hexdigest()
-    return out
+    """{relative path: SHA-256 of the file, or 'dir'} of everything under ``outdir``."""
+    return {path: data if data == "dir" else hashlib.sha256(data).hexdigest()
+            for path, data in files_under(outdir).items()}
 
 
 @pytest.mark.parametrize("fmt", sorted(FORMATS))
