@@ -19,8 +19,8 @@ a temporary name the frameworks never read (``.NAME.tmp-PID``: a dot name, and n
     (and fsync'ed) after the unit files holding those images are in place. It is also the map
     from a position in the batches back to the image (kept in the finished output).
 ``imagenet_db.batches.state.npz``
-    replaced atomically after each append: the log's committed length and the running sums a
-    format keeps (e.g. the mean of the training images).
+    replaced atomically after each append: the log's committed length, the running sums a
+    format keeps (e.g. the mean of the training images) and whether ``finish()`` has begun.
 
 Everything else follows from the log: which units exist, which one is still open, which record
 comes next (the one after the last logged index; images skipped before it stay skipped,
@@ -29,7 +29,9 @@ the committed length, unit files the log does not account for (renamed into plac
 crash, ahead of the state) are deleted, and the open unit's images are read back from its
 file so that it can be completed. ``finish()`` (after the last record, before the completion
 record) writes what only a finished output has (cuda-convnet2's batches.meta; Theano's label
-files and mean) and is safe to run twice.
+files and mean) and is safe to run twice; one that deletes unit files (Theano's incomplete last
+batches) calls ``begin_finish`` first, so that a build killed there is reopened without reading
+them back.
 """
 import io
 import json
@@ -110,6 +112,7 @@ class BatchOutput(Output):
         self.logged: List[Entry] = []
         self.split_counts = [0] * len(self.splits)  # logged images per split
         self.log_bytes = 0
+        self.finishing = False  # finish() has begun (see begin_finish)
         self.sums: Dict[str, np.ndarray] = {}
         self._pending: List[Entry] = []  # images of the open unit not yet logged
         self.values: list = []  # values of the open unit's images (logged and pending)
@@ -157,6 +160,7 @@ class BatchOutput(Output):
             raise DatabaseError(f"{self.state_path}: unreadable build state ({exc}); pass "
                                 f"--overwrite to start again") from None
         self.log_bytes = int(header["log_bytes"])
+        self.finishing = bool(header.get("finishing", False))
         with open(self.log_path, "ab") as f:  # cut what was appended after the last state
             f.truncate(self.log_bytes)
         entries = []
@@ -173,7 +177,8 @@ class BatchOutput(Output):
 
     def _save_state(self) -> None:
         buf = io.BytesIO()
-        np.savez(buf, header=np.array(json.dumps({"log_bytes": self.log_bytes})),
+        header = {"log_bytes": self.log_bytes, "finishing": self.finishing}
+        np.savez(buf, header=np.array(json.dumps(header)),
                  **{f"sum_{k}": v for k, v in self.sums.items()})
         write_file_via(self.state_path, buf.getvalue())
 
@@ -195,7 +200,7 @@ class BatchOutput(Output):
         for path in self.existing_unit_files():
             if path not in keep:
                 os.remove(path)
-        if units and not units[-1].final:
+        if units and not units[-1].final and not self.finishing:
             self.values = self.read_unit_values(units[-1])
 
     # ------------------------------------------------------------------ Output interface
@@ -228,6 +233,9 @@ class BatchOutput(Output):
         of the previous split (``add`` calls it first)."""
         last = self._pending[-1][0] if self._pending else \
             (self.logged[-1][0] if self.logged else -1)
+        if self.finishing:
+            raise DatabaseError(f"{self.path}: record {record.index} after the output was "
+                                f"finished; pass --overwrite to start again")
         if record.index <= last:
             raise DatabaseError(f"{self.path}: record {record.index} after {last}: records "
                                 f"must come in list order")
@@ -288,6 +296,14 @@ class BatchOutput(Output):
             for entry, pixels in zip(unit.entries, self.unit_pixels(unit)):
                 if entry[0] >= start:
                     yield entry[0], entry[2], pixels
+
+    def begin_finish(self) -> None:
+        """Record in the state that finish() has begun, before it deletes unit files: a build
+        killed in finish() is then reopened without reading its open unit back (that file may
+        be gone; no image joins it after the last record) and finish() runs again."""
+        if not self.finishing:
+            self.finishing = True
+            self._save_state()
 
     # ------------------------------------------------------------------ for subclasses
     def unit_paths(self, unit: Unit) -> List[str]:

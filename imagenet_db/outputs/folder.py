@@ -9,10 +9,11 @@ still caught: the header checks of ``imaging.headers``, an empty file or an unkn
 skipped and reported); with a resize mode the transformed image is re-encoded in the file's
 own format (JPEG at OpenCV's default quality 95).
 
-Each file is written through ``.NAME.tmp-PID`` and renamed. Every ``batch_size`` files (the
-pipeline's txn_size) they are fsync'ed (on 8 threads) and appended to ``imagenet_db.files.log`` (``index TAB
-label TAB relpath``, fsync'ed): the log says which records are stored, so a resumed build
-continues after its last line (files written after it are written again, identically).
+Each file is written through ``.NAME.tmp-PID`` in the output root (where a resumed build
+removes those of a killed one) and renamed into its folder. Every ``batch_size`` files (the
+pipeline's txn_size) they are fsync'ed (on 8 threads) and appended to ``imagenet_db.files.log``
+(``index TAB label TAB relpath``, fsync'ed): the log says which records are stored, so a resumed
+build continues after its last line (files written after it are written again, identically).
 ``finish`` deletes the log (the tree is then plain image folders plus the completion record
 ``imagenet_db.json`` and, if any, the skip log).
 """
@@ -135,7 +136,9 @@ class FolderOutput(Output):
         if folder not in self._folders:
             os.makedirs(folder, exist_ok=True)
             self._folders.add(folder)
-        tmp = temporary_path(final)
+        # The temporary goes to the output root, where a resumed build removes stale ones: one
+        # beside the file (in <wnid>/) outlived a SIGKILL and was published with the tree.
+        tmp = temporary_path(final, self.path)
         try:
             with open(tmp, "wb") as f:
                 f.write(encoded.value)

@@ -162,14 +162,18 @@ class TheanoAlexnetOutput(BatchOutput):
     def finish(self) -> dict:
         """Delete each split's incomplete last batch (not part of the output, as upstream);
         write labels/ and misc/. Returns per split: batches, images, dropped."""
+        # A build SIGKILLed here, after an incomplete batch was deleted, failed to resume
+        # ("0001.hkl: unreadable batch file"): the state says finish has begun.
+        self.begin_finish()
         for unit in self.layout(self.logged, complete=True):
             if len(unit.entries) < self.unit_size:
                 for path in self.unit_paths(unit):
                     if os.path.exists(path):
                         os.remove(path)
         labels_dir, misc = os.path.join(self.path, "labels"), os.path.join(self.path, "misc")
-        os.makedirs(labels_dir, exist_ok=True)
-        os.makedirs(misc, exist_ok=True)
+        for folder in (labels_dir, misc):
+            os.makedirs(folder, exist_ok=True)
+            remove_stale_temporaries(folder)  # of a build killed here (they outlived resume)
         facts: dict = {}
         half = self.unit_size // 2
         for split, (name, _) in enumerate(self.splits):
