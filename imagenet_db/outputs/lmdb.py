@@ -15,7 +15,8 @@ power loss the database is intact and at most the last transaction is lost, whic
 ``--resume`` redoes (a build also loses the records queued for the writing thread behind it,
 at most 64 MiB: see ``engine.writer``). ``sync_commits=False`` (MDB_NOSYNC) drops the per-commit fsync: ~2x the
 rate of the writer alone, no measurable difference end to end here (decoding is the limit),
-but a power loss could then damage ``DB.partial``. glibc's malloc is tuned so that
+but a power loss could then damage ``DB.partial``. After each durable commit the pages written
+are dropped from the page cache (``LmdbWriter._drop_written_pages``). glibc's malloc is tuned so that
 transaction memory is reused rather than page-faulted anew each commit (``outputs.heap``).
 A write that fails (disk full, file-size limit) raises DatabaseError; what was committed
 before stays intact.
@@ -51,6 +52,8 @@ class LmdbWriter(DatumWriter):
                  map_size: int = INITIAL_MAP_SIZE, sync_commits: bool = True):
         self.path = path
         self.batch_size, self.batch_bytes = batch_size, batch_bytes
+        self.sync_commits = sync_commits
+        self._data_fd: Optional[int] = None  # data.mdb, read-only: for posix_fadvise only
         keep_freed_heap()
         try:
             self.env = lmdb.open(path, map_size=map_size, subdir=True, meminit=True,
@@ -121,6 +124,29 @@ class LmdbWriter(DatumWriter):
                 if "Input/output error" in str(exc):  # LMDB reports a short write as EIO
                     hint = " (a short write: is the disk full or a file-size limit reached?)"
                 raise DatabaseError(f"{self.path}: LMDB commit failed: {exc}{hint}") from None
+            if self.sync_commits:
+                self._drop_written_pages()
+
+    def _drop_written_pages(self) -> None:
+        """Ask the kernel to drop data.mdb's pages from the page cache once they are on disk
+        (``posix_fadvise(POSIX_FADV_DONTNEED)`` after the commit's fsync; pages LMDB has
+        mapped, e.g. its branch pages, stay). A 150-250 GB build then does not push everything
+        else out of the page cache, and the next commit's pages come from memory just freed
+        rather than from reclaim: the writing thread's CPU fell from ~0.19 to ~0.13 ms per raw
+        256x256 datum on the development VM. Best effort: skipped where unsupported."""
+        if not hasattr(os, "posix_fadvise"):
+            return
+        try:
+            if self._data_fd is None:
+                self._data_fd = os.open(os.path.join(self.path, "data.mdb"), os.O_RDONLY)
+            os.posix_fadvise(self._data_fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        except OSError:
+            pass
+
+    def _close_data_fd(self) -> None:
+        if self._data_fd is not None:
+            os.close(self._data_fd)
+            self._data_fd = None
 
     def entries(self) -> int:
         """Number of committed entries."""
@@ -142,6 +168,7 @@ class LmdbWriter(DatumWriter):
             except lmdb.Error as exc:
                 raise DatabaseError(f"{self.path}: LMDB sync to disk failed: {exc}") from None
         finally:
+            self._close_data_fd()
             self.env.close()
 
     def abort(self) -> None:
@@ -152,6 +179,7 @@ class LmdbWriter(DatumWriter):
                 txn.abort()
             except lmdb.Error:
                 pass
+        self._close_data_fd()
         self.env.close()
 
     @classmethod
