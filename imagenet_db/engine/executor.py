@@ -11,16 +11,16 @@ queue hand-off and one wake-up per chunk rather than per image. Memory stays bou
 ``window`` items are in flight (default 32 per worker), enough for the workers to run on while
 the writer is busy (the writer commits on its own thread, ``engine.writer``).
 
-For a cluster, ``dask_executor(address)`` hands the same work to the workers of an existing
-Dask (dask.distributed) cluster: chunks of 64 records per task (a task costs a few
-milliseconds of scheduler and worker event-loop time, an image about one; on the 2-core
-development VM 64 beat 32 and 128), up to 256 records per cluster thread in flight, results
-fetched straight from the workers (``direct_to_workers``) and consumed in list order, so the
-database is the same as a local build. Results cross as pickle protocol 5 frames: a raw Datum travels once, as one buffer (see
-``outputs.base.Encoded``). The records' loaders and the transform are plain picklable
-objects; the image files (or archives) must be readable at the same paths on every Dask
-worker (a shared filesystem). A worker that dies mid-task has its chunks rerun elsewhere by
-the scheduler; the transform is deterministic, so the database does not change.
+For a cluster, ``dask_executor(address)`` hands the same work to the workers of an existing Dask
+(dask.distributed) cluster: chunks of 64 records per task (a task costs a few milliseconds of
+scheduler and worker event-loop time, an image about one; on the 2-core development VM 64 beat
+32 and 128), up to 256 records per cluster thread in flight, results fetched straight from the
+workers (``direct_to_workers``) and consumed in list order, so the database is the same as a
+local build. Results cross as pickle protocol 5 frames: a raw Datum travels once, as one buffer
+(see ``outputs.base.Encoded``). The records' loaders and the transform are plain picklable
+objects; the image files (or archives) must be readable at the same paths on every Dask worker
+(a shared filesystem). A worker that dies mid-task has its chunks rerun elsewhere by the
+scheduler; the transform is deterministic, so the database does not change.
 
 A cluster can fail in ways local threads cannot; none of them may hang a build or end it with
 a traceback. ``dask_executor`` gives up connecting after ``timeout`` seconds (also when the

@@ -5,21 +5,21 @@ ascending byte order, so puts use MDB_APPEND (dense pages, ~2.5x faster). The LM
 grows by itself: before a put that could overflow the map, the open transaction is committed
 and the map doubled, so the user never sees MDB_MAP_FULL; transaction boundaries do not change
 the stored bytes. No ``writemap`` (it would make data.mdb as large as the map size).
-Puts are committed every ``batch_size`` puts (1,000 as in convert_imageset) or
-``batch_bytes`` bytes (``TXN_BYTES``, 32 MiB: ~160 raw 256x256 datums), whichever comes first.
-Small transactions measured faster end to end than 128 MiB ones (2,000 images, 4 interleaved
-runs each: 1.80-2.21 s against 2.23-2.67 s): the transaction's pages are reused from the heap
-while still in the CPU caches, and the last commit, which no decode overlaps, is short. Every commit is durable (fsync of the data
-pages; the meta page is written without its own fsync, MDB_NOMETASYNC): after an OS crash or
-power loss the database is intact and at most the last transaction is lost, which
-``--resume`` redoes (a build also loses the records queued for the writing thread behind it,
-at most 64 MiB: see ``engine.writer``). ``sync_commits=False`` (MDB_NOSYNC) drops the per-commit fsync: ~2x the
-rate of the writer alone, no measurable difference end to end here (decoding is the limit),
-but a power loss could then damage ``DB.partial``. After each durable commit the pages written
-are dropped from the page cache (``LmdbWriter._drop_written_pages``). glibc's malloc is tuned so that
-transaction memory is reused rather than page-faulted anew each commit (``outputs.heap``).
-A write that fails (disk full, file-size limit) raises DatabaseError; what was committed
-before stays intact.
+Puts are committed every ``batch_size`` puts (1,000 as in convert_imageset) or ``batch_bytes``
+bytes (``TXN_BYTES``, 32 MiB: ~160 raw 256x256 datums), whichever comes first. Small
+transactions measured faster end to end than 128 MiB ones (2,000 images, 4 interleaved runs
+each: 1.80-2.21 s against 2.23-2.67 s): the transaction's pages are reused from the heap while
+still in the CPU caches, and the last commit, which no decode overlaps, is short. Every commit
+is durable (fsync of the data pages; the meta page is written without its own fsync,
+MDB_NOMETASYNC): after an OS crash or power loss the database is intact and at most the last
+transaction is lost, which ``--resume`` redoes (a build also loses the records queued for the
+writing thread behind it, at most 64 MiB: see ``engine.writer``). ``sync_commits=False``
+(MDB_NOSYNC) drops the per-commit fsync: ~2x the rate of the writer alone, no measurable
+difference end to end here (decoding is the limit), but a power loss could then damage
+``DB.partial``. After each durable commit the pages written are dropped from the page cache
+(``LmdbWriter._drop_written_pages``). glibc's malloc is tuned so that transaction memory is
+reused rather than page-faulted anew each commit (``outputs.heap``). A write that fails (disk
+full, file-size limit) raises DatabaseError; what was committed before stays intact.
 """
 import os
 from typing import Iterator, Optional, Tuple
