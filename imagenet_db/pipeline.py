@@ -122,6 +122,16 @@ def skip_report_path(db_path: str) -> str:
     return os.path.normpath(db_path) + ".skipped.tsv"
 
 
+def read_skip_report(db_path: str) -> List[Tuple[str, str]]:
+    """(relpath, reason) of each line of ``DB.skipped.tsv``; [] when there is none (nothing
+    was skipped). Raises OSError when it cannot be read."""
+    try:
+        with open(skip_report_path(db_path), encoding="utf-8") as f:
+            return [tuple(line.rstrip("\n").rpartition("\t")[::2]) for line in f]
+    except FileNotFoundError:
+        return []
+
+
 def write_skip_report(db_path: str, skipped: Sequence[Tuple[str, str]]) -> Optional[str]:
     """Write ``DB.skipped.tsv`` (relpath TAB reason per line) beside the database, atomically;
     remove a stale one when nothing was skipped. Returns the report's path or None."""

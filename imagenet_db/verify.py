@@ -52,7 +52,10 @@ from imagenet_db.errors import DamagedDatabaseError, DatabaseError, ImagenetDbEr
 from imagenet_db.engine.executor import ordered_map
 from imagenet_db.sources.labels import read_synsets
 from imagenet_db.protos import Datum
+from imagenet_db.outputs import OUTPUTS, READERS
+from imagenet_db.outputs.batchfiles import LOG_NAME as BATCHES_LOG, STATE_NAME as BATCHES_STATE
 from imagenet_db.outputs.datumreader import DatumDB, detect_datum_backend
+from imagenet_db.outputs.folder import LOG_NAME as FILES_LOG
 from imagenet_db.outputs.wire import datum_fields
 
 KEY_PATTERN = re.compile(rb"^(\d{8,})_(.+)$", re.S)
@@ -73,6 +76,7 @@ class VerifyReport:
     problems: List[str] = field(default_factory=list)
     problem_count: int = 0
     notes: List[str] = field(default_factory=list)
+    unit: str = "datums"  # what entries counts: 'datums', or 'images' for the other formats
 
     @property
     def ok(self) -> bool:
@@ -88,7 +92,9 @@ class VerifyReport:
     def describe(self) -> str:
         """Multi-line human summary: counts, shapes, labels, notes, problems, verdict."""
         lines = [f"{self.path}: {self.backend}, {self.entries} datums "
-                 f"({self.encoded} encoded, {self.entries - self.encoded} raw)"]
+                 f"({self.encoded} encoded, {self.entries - self.encoded} raw)"
+                 if self.unit == "datums" else f"{self.path}: {self.backend}, {self.entries} "
+                 f"{self.unit}"]
         if self.manifest:
             lines.append(f"  completion record: complete, {self.manifest.get('entries')} "
                          f"entries, {self.manifest.get('skipped', 0)} images skipped of "
@@ -261,8 +267,9 @@ def _check_totals(report: VerifyReport, path: str, manifest: dict,
     """Counts against the completion record, the stored mean, one size."""
     if manifest:
         if manifest.get("entries") != report.entries:
-            report.problem(f"completion record says {manifest.get('entries')} entries, the "
-                           f"database holds {report.entries}")
+            where = "the database holds" if report.unit == "datums" else "found"
+            report.problem(f"completion record says {manifest.get('entries')} entries, "
+                           f"{where} {report.entries}")
         if None not in (manifest.get("records"), manifest.get("skipped")) and \
                 manifest["entries"] + manifest["skipped"] != manifest["records"]:
             report.problem(f"completion record: {manifest['entries']} entries + "
@@ -280,7 +287,8 @@ def _check_totals(report: VerifyReport, path: str, manifest: dict,
                 if mean_shape not in expected:
                     report.problem(f"stored mean {mean_file} has shape {mean_shape}")
     if report.entries == 0:
-        report.problem("the database is empty")
+        report.problem("the database is empty" if report.unit == "datums" else
+                       f"{path}: no {report.unit}")
     crop = manifest.get("mean_crop") if manifest else None
     if crop and report.shapes:
         small = [(h, w) for _, h, w in report.shapes if h < crop or w < crop]
@@ -289,7 +297,7 @@ def _check_totals(report: VerifyReport, path: str, manifest: dict,
             report.problem(f"{sum(n for (_, hh, ww), n in report.shapes.items() if hh < crop or ww < crop)} "
                            f"datum(s) smaller than the {crop}x{crop} mean crop (e.g. {w}x{h}): "
                            f"Caffe's crop_size {crop} would stop on them")
-    if len(report.shapes) > 1:
+    if len(report.shapes) > 1 and report.unit == "datums":
         heights = [h for _, h, _ in report.shapes]
         widths = [w for _, _, w in report.shapes]
         text = (f"datums have {len(report.shapes)} different channels/height/width (width "
@@ -353,6 +361,70 @@ def verify_db(path: str, backend: Optional[str] = None, synsets_path: Optional[s
         return report
     finally:
         db.close()
+    _check_totals(report, path, manifest, allow_mixed_sizes)
+    return report
+
+
+OTHER_FORMATS = tuple(name for name in OUTPUTS if name not in READERS)
+ACCEPTED = ("an LMDB or LevelDB (Caffe Datum database), or the output of create_imagenet "
+            "--format cuda-convnet2 (batches.meta, data_batch_N/), theano-alexnet (labels/, "
+            "misc/img_mean.npy, *_hkl_*/) or folder (one split: OUTDIR/train or OUTDIR/val, "
+            "with its imagenet_db.json)")
+BUILD_FILES = (B.BUILD_RECORD_NAME, BATCHES_LOG, BATCHES_STATE, FILES_LOG)
+
+
+def _unfinished(path: str) -> Optional[str]:
+    """Why ``path`` is an unfinished imagenet-db build (a ``.partial`` folder, or build files
+    without a completion record), or None."""
+    if path.endswith(B.PARTIAL_SUFFIX) and os.path.isdir(path):
+        return f"{path}: unfinished imagenet-db build (a {B.PARTIAL_SUFFIX} folder); {B.RESUME_HINT}"
+    if not os.path.isdir(path) and os.path.isdir(path + B.PARTIAL_SUFFIX):
+        return (f"{path}: not built yet: {path}{B.PARTIAL_SUFFIX} holds an unfinished "
+                f"imagenet-db build; {B.RESUME_HINT}")
+    found = [name for name in BUILD_FILES if os.path.isfile(os.path.join(path, name))]
+    if found and B.read_manifest(path) is None:
+        return (f"{path}: unfinished imagenet-db build ({', '.join(found)}, no completion "
+                f"record {B.MANIFEST_NAME}); {B.RESUME_HINT}")
+    return None
+
+
+def verify_output(path: str, backend: Optional[str] = None, synsets_path: Optional[str] = None,
+                  workers: Optional[int] = None, progress: Optional[bool] = None,
+                  require_manifest: bool = False,
+                  allow_mixed_sizes: bool = False) -> VerifyReport:
+    """``imagenet-db verify PATH``: check any output imagenet-db makes, chosen by detection.
+
+    A Caffe Datum database (LMDB, LevelDB, or ``backend`` given) goes to ``verify_db`` (same
+    arguments). An unfinished build (``PATH.partial``, or build files such as
+    ``imagenet_db.batches.log`` without a completion record) is one problem line saying so.
+    A finished cuda-convnet2, theano-alexnet or folder output (named by the ``format`` of its
+    completion record, else by ``Output.detect``) is checked by its format's
+    ``Output.verify`` (each problem one line naming the file), then its counts against the
+    completion record (entries, entries + skipped = records). Raises DatabaseError, one line
+    saying what verify accepts, when ``path`` is none of these.
+    """
+    path = os.path.normpath(path)
+    if backend or detect_datum_backend(path):
+        return verify_db(path, backend, synsets_path, workers, progress,
+                         require_manifest=require_manifest, allow_mixed_sizes=allow_mixed_sizes)
+    unfinished = _unfinished(path)
+    if not unfinished and not os.path.exists(path):
+        raise DatabaseError(f"{path}: no such file or directory")
+    if unfinished:
+        report = VerifyReport(path=path, backend="unfinished build", unit="images")
+        report.problem(unfinished)
+        return report
+    manifest = B.read_manifest(path) if os.path.isdir(path) else None
+    name = (manifest or {}).get("format")
+    if name not in OTHER_FORMATS:
+        name = next((n for n in OTHER_FORMATS if OUTPUTS[n].detect(path)), None)
+    if name is None:
+        raise DatabaseError(f"{path}: not an output verify knows; it accepts {ACCEPTED}")
+    report = VerifyReport(path=path, backend=name, manifest=manifest, unit="images")
+    if manifest is None:
+        report.problem(f"{path}: no completion record ({B.MANIFEST_NAME})")
+        return report
+    OUTPUTS[name].verify(path, manifest, report)
     _check_totals(report, path, manifest, allow_mixed_sizes)
     return report
 

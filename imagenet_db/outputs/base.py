@@ -100,6 +100,14 @@ class Output(ABC):
     def detect(cls, path: str) -> bool:
         """True when ``path`` holds an output of this format."""
 
+    @classmethod
+    def verify(cls, path: str, manifest: dict, report) -> None:
+        """Check the finished output at ``path`` against its completion record ``manifest``
+        (``imagenet-db verify``), adding one line per problem, naming the file, to ``report``
+        (a ``verify.VerifyReport``: problem(), entries, labels, shapes, notes). The Caffe
+        Datum databases are checked by ``verify.verify_db`` instead."""
+        raise NotImplementedError(f"{cls.__name__} has no verify")
+
     @property
     @abstractmethod
     def pending(self) -> int:

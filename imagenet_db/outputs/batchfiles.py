@@ -95,18 +95,24 @@ class BatchOutput(Output):
     path: the output directory (created). splits: [(name, record count)] in record order.
     batch_size: the pipeline's txn_size; ignored (units are the commit points: every full unit
     is committed at once, the open one by commit/close).
+    read_only: open a finished output to check it (``verify``): nothing is created, cut back
+    or deleted, the log is read whole.
     Subclasses set ``unit_size`` and implement unit_paths, existing_unit_files, write_unit,
-    read_unit_values, unit_pixels and finish; ``add`` takes the encoded value of one image.
+    read_unit_values, unit_pixels and finish; ``add`` takes the encoded value of one image;
+    for ``verify``, check_unit_file and check_side_files.
     """
     unit_size = 1
 
-    def __init__(self, path: str, splits: Sequence[Tuple[str, int]] = (), batch_size: int = 0):
+    def __init__(self, path: str, splits: Sequence[Tuple[str, int]] = (), batch_size: int = 0,
+                 read_only: bool = False):
         if not splits:
             raise ValueError(f"{type(self).__name__} needs splits=[(name, record count), ...]")
         self.path = path
         self.splits = [(str(name), int(count)) for name, count in splits]
         self.starts = np.cumsum([0] + [count for _, count in self.splits]).tolist()
-        os.makedirs(path, exist_ok=True)
+        self.read_only = read_only
+        if not read_only:
+            os.makedirs(path, exist_ok=True)
         self.log_path = os.path.join(path, LOG_NAME)
         self.state_path = os.path.join(path, STATE_NAME)
         self.logged: List[Entry] = []
@@ -117,7 +123,8 @@ class BatchOutput(Output):
         self._pending: List[Entry] = []  # images of the open unit not yet logged
         self.values: list = []  # values of the open unit's images (logged and pending)
         self._load()
-        self._reopen()
+        if not read_only:
+            self._reopen()
 
     # ------------------------------------------------------------------ layout
     def split_of(self, index: int) -> int:
@@ -161,8 +168,9 @@ class BatchOutput(Output):
                                 f"--overwrite to start again") from None
         self.log_bytes = int(header["log_bytes"])
         self.finishing = bool(header.get("finishing", False))
-        with open(self.log_path, "ab") as f:  # cut what was appended after the last state
-            f.truncate(self.log_bytes)
+        if not self.read_only:
+            with open(self.log_path, "ab") as f:  # cut what was appended after the last state
+                f.truncate(self.log_bytes)
         entries = []
         with open(self.log_path, encoding="utf-8", newline="\n") as f:
             for number, line in enumerate(f, start=1):
@@ -304,6 +312,66 @@ class BatchOutput(Output):
         if not self.finishing:
             self.finishing = True
             self._save_state()
+
+    # ------------------------------------------------------------------ verify
+    @classmethod
+    def verify(cls, path: str, manifest: dict, report) -> None:
+        """Check the finished output at ``path`` against its completion record ``manifest``
+        (``imagenet-db verify``): the log read whole, every unit file it implies present and
+        loading as the framework loads it with the images and labels the log says, no unit
+        file the log does not account for, the side files (check_side_files), labels in
+        0..synsets-1, and the log's images and labels against ``entries_sha256``. Problems go
+        to ``report`` (a ``verify.VerifyReport``), one line each, naming the file."""
+        log = os.path.join(path, LOG_NAME)
+        try:
+            output = cls(path, **manifest.get("output_options", {}), read_only=True)
+        except (DatabaseError, OSError, ValueError, TypeError) as exc:
+            report.problem(f"{log}: cannot be read ({exc})")
+            return
+        output.check_files(manifest, report)
+
+    def check_files(self, manifest: dict, report) -> None:
+        """The checks of ``verify`` on this (read-only) output."""
+        from imagenet_db.engine.buildstate import list_fingerprint
+        from imagenet_db.sources.base import Record
+
+        log = os.path.join(self.path, LOG_NAME)
+        report.entries = len(self.logged)
+        synsets = manifest.get("synsets")
+        for _, label, relpath in self.logged:
+            report.labels[label] += 1
+            if label < 0 or (synsets and label >= synsets):
+                report.problem(f"{log}: {relpath}: label {label} is outside 0..{synsets - 1}")
+        fingerprint = list_fingerprint([Record(i, r, label, None) for i, label, r in self.logged])
+        if manifest.get("entries_sha256") not in (None, fingerprint):
+            report.problem(f"{log}: the logged images or labels differ from those the "
+                           f"completion record was written with (entries_sha256)")
+        expected = set()
+        for unit in self.layout(self.logged, complete=True):
+            for path in self.unit_paths(unit) if self.unit_kept(unit) else ():
+                expected.add(path)
+                if not os.path.isfile(path):
+                    report.problem(f"{path}: missing (holds {len(unit.entries)} images of "
+                                   f"the log)")
+                    continue
+                problem = self.check_unit_file(unit, path, report)
+                if problem:
+                    report.problem(f"{path}: {problem}")
+        for path in sorted(set(self.existing_unit_files()) - expected):
+            report.problem(f"{path}: not part of the output (its images are not in {LOG_NAME})")
+        self.check_side_files(manifest, report)
+
+    def unit_kept(self, unit: Unit) -> bool:
+        """True when a finished output keeps ``unit``'s files (all do, by default)."""
+        return True
+
+    def check_unit_file(self, unit: Unit, path: str, report) -> Optional[str]:
+        """Load the unit file ``path`` as the framework does and compare it with ``unit``'s
+        entries; count its images' (C, H, W) in ``report.shapes``. Returns a problem or None."""
+        raise NotImplementedError
+
+    def check_side_files(self, manifest: dict, report) -> None:
+        """Check the files besides the units (batches.meta, labels/, misc/) into ``report``."""
 
     # ------------------------------------------------------------------ for subclasses
     def unit_paths(self, unit: Unit) -> List[str]:

@@ -46,6 +46,8 @@ import cv2
 import numpy as np
 
 from imagenet_db.errors import DatabaseError, ImagenetDbError
+from imagenet_db.imaging.decode import decode_image
+from imagenet_db.imaging.headers import check_image_bytes
 from imagenet_db.outputs import py2pickle
 from imagenet_db.outputs.batchfiles import (BatchOutput, StatsEncoded, Unit, write_file_via)
 
@@ -177,7 +179,7 @@ class CudaConvnet2Output(BatchOutput):
     def __init__(self, path: str, splits: Sequence[Tuple[str, int]] = (),
                  label_names: Sequence[str] = (), stats_splits: Sequence[str] = ("train",),
                  batch_size_images: int = BATCH_SIZE, sub_batch_size: int = SUB_BATCH_SIZE,
-                 batch_size: int = 0):
+                 batch_size: int = 0, read_only: bool = False):
         if batch_size_images % sub_batch_size:
             raise ValueError("batch_size_images must be a multiple of sub_batch_size")
         self.unit_size, self.batch_images = sub_batch_size, batch_size_images
@@ -185,7 +187,7 @@ class CudaConvnet2Output(BatchOutput):
         self.label_names, self.image_size = list(label_names), IMAGE_SIZE
         self._stats_names = tuple(stats_splits)
         self._pending_stats = ColorStats(IMAGE_SIZE)
-        super().__init__(path, splits)
+        super().__init__(path, splits, read_only=read_only)
         self.stats_splits = {n for n, (name, _) in enumerate(self.splits)
                              if name in self._stats_names}
         self.stats = ColorStats.from_arrays(self.sums, IMAGE_SIZE)
@@ -251,6 +253,58 @@ class CudaConvnet2Output(BatchOutput):
         for jpeg in self.read_unit_values(unit):
             bgr = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
             yield np.ascontiguousarray(bgr[:, :, ::-1].transpose(2, 0, 1))
+
+    def check_unit_file(self, unit: Unit, path: str, report) -> Optional[str]:
+        """As the loader reads it: ``pickle.load(f, encoding='latin1')``, a dict whose 'data'
+        are the log's images as JPEGs (each decodes to 3 channels, at least 256x256) and whose
+        'labels' are ``[[label], ...]`` of the log."""
+        try:
+            with open(path, "rb") as f:
+                batch = pickle.load(f, encoding="latin1")
+            data, labels = batch["data"], batch["labels"]
+        except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError, KeyError,
+                AttributeError, IndexError) as exc:
+            return f"cannot be loaded as a cuda-convnet2 sub-batch pickle ({type(exc).__name__}: {exc})"
+        if len(data) != len(unit.entries):
+            return f"holds {len(data)} images, the log says {len(unit.entries)}"
+        if list(labels) != [[label] for _, label, _ in unit.entries]:
+            return "its labels differ from the log's"
+        for jpeg, (_, _, relpath) in zip(data, unit.entries):
+            jpeg = jpeg.encode("latin1") if isinstance(jpeg, str) else jpeg
+            image = None if check_image_bytes(jpeg) else decode_image(jpeg, True)
+            if image is None:
+                return f"image {relpath}: {check_image_bytes(jpeg) or 'JPEG cannot be decoded'}"
+            if min(image.shape[:2]) < self.image_size:
+                return (f"image {relpath} is {image.shape[1]}x{image.shape[0]}, smaller than "
+                        f"{self.image_size}x{self.image_size}")
+            report.shapes[(3, image.shape[0], image.shape[1])] += 1
+        return None
+
+    def check_side_files(self, manifest: dict, report) -> None:
+        """batches.meta loads (latin1) with this output's batch_size, num_vis, label_names,
+        a float32 (num_vis, 1) data_mean and a ((3,), (3, 3)) color_pca."""
+        path = os.path.join(self.path, META_NAME)
+        num_vis = self.image_size * self.image_size * 3
+        try:
+            with open(path, "rb") as f:
+                meta = pickle.load(f, encoding="latin1")
+            problem = None
+            if (meta["batch_size"], meta["num_vis"]) != (self.batch_images, num_vis):
+                problem = (f"batch_size {meta['batch_size']}, num_vis {meta['num_vis']}; "
+                           f"expected {self.batch_images}, {num_vis}")
+            elif list(meta["label_names"]) != self.label_names:
+                problem = "its label_names differ from the completion record's"
+            elif np.shape(meta["data_mean"]) != (num_vis, 1):
+                problem = f"data_mean has shape {np.shape(meta['data_mean'])}"
+            elif [np.shape(a) for a in meta["color_pca"]] != [(3,), (3, 3)]:
+                problem = "color_pca is not ((3,), (3, 3))"
+        except FileNotFoundError:
+            problem = "missing"
+        except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError, KeyError,
+                AttributeError, IndexError) as exc:
+            problem = f"cannot be loaded ({type(exc).__name__}: {exc})"
+        if problem:
+            report.problem(f"{path}: {problem}")
 
     def add(self, record, encoded) -> None:
         """Store one image's JPEG; training images also go into data_mean/color_pca."""

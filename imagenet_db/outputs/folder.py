@@ -27,6 +27,7 @@ import numpy as np
 from imagenet_db.crc import crc32
 from imagenet_db.engine.files import fsync_dir, remove_path
 from imagenet_db.errors import DatabaseError
+from imagenet_db.observers.checksum import MANIFEST_FIELD as CHECKSUM_FIELD, add_checksum
 from imagenet_db.imaging.decode import decode_image
 from imagenet_db.imaging.headers import describe_undecodable, jpeg_size, png_dimensions, \
     sniff_format
@@ -42,6 +43,35 @@ def file_checksum(relpath: str, data) -> int:
     the completion record sums (``observers.checksum``) and ``extract --check_contents``
     recomputes."""
     return crc32(data, crc32(relpath.encode("utf-8")))
+
+
+def listed_files(list_path: str, skipped=()) -> List[Tuple[int, str, int]]:
+    """(record index, relpath, label) of each line of a split's list (``OUTDIR/train.txt``:
+    'relpath label' lines, line i = record i), the relpaths in ``skipped`` left out: the files
+    a finished folder output holds. Raises OSError when the list cannot be read."""
+    skipped = set(skipped)
+    out = []
+    with open(list_path, encoding="utf-8") as f:
+        for index, line in enumerate(f):
+            relpath, label = line.rstrip("\n").rsplit(" ", 1)
+            if relpath not in skipped:
+                out.append((index, relpath, int(label)))
+    return out
+
+
+def files_checksum(root: str, relpaths, visit=None) -> int:
+    """The content checksum of the files ``root/relpath``: the sum modulo 2^64 of their
+    ``file_checksum`` (what the completion record keeps as ``entries_crc32_sum``). Reads every
+    file; ``visit(relpath, data)``, if given, sees each one. Raises OSError (with the file's
+    name) for a file that cannot be read."""
+    total = 0
+    for relpath in relpaths:
+        with open(os.path.join(root, *relpath.split("/")), "rb") as f:
+            data = f.read()
+        if visit is not None:
+            visit(relpath, data)
+        total = add_checksum(total, file_checksum(relpath, data))
+    return total
 
 
 def copies_files(options) -> bool:
@@ -114,6 +144,73 @@ class FolderOutput(Output):
     def detect(cls, path: str) -> bool:
         """True when ``path`` holds a folder build's log (an unfinished one)."""
         return os.path.isfile(os.path.join(path, LOG_NAME))
+
+    @classmethod
+    def verify(cls, path: str, manifest: dict, report) -> None:
+        """Check the finished split folder ``path`` (``imagenet-db verify``): the files of its
+        list (``OUTDIR/<split>.txt`` beside it, less the skipped ones of ``path.skipped.tsv``)
+        are there and no other image file; when the list is gone, the image files found are
+        checked; each decodes (OpenCV, after the header checks of the build); labels in
+        0..synsets-1 and the list against ``entries_sha256``; the content checksum
+        (``entries_crc32_sum``) recomputed from every file. Problems go to ``report`` (a
+        ``verify.VerifyReport``), one line each, naming the file."""
+        from imagenet_db.engine.buildstate import list_fingerprint
+        from imagenet_db.pipeline import read_skip_report
+        from imagenet_db.imaging.headers import check_image_bytes
+        from imagenet_db.sources.base import Record, is_image_name
+
+        found = set()
+        for folder, dirs, names in os.walk(path):
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            rel = os.path.relpath(folder, path).replace(os.sep, "/")
+            found.update(name if rel == "." else f"{rel}/{name}" for name in names
+                         if is_image_name(name) and not name.startswith("."))
+        list_path = os.path.join(os.path.dirname(path), f"{manifest.get('split')}.txt")
+        try:
+            skipped = [relpath for relpath, _ in read_skip_report(path)]
+            listed = listed_files(list_path, skipped)
+        except (OSError, ValueError) as exc:
+            report.notes.append(f"{list_path}: not read ({getattr(exc, 'strerror', None) or exc}): "
+                                f"the image files found are checked, not the list")
+            listed = [(None, relpath, None) for relpath in sorted(found)]
+        else:
+            fingerprint = list_fingerprint([Record(i, r, label, None) for i, r, label in listed])
+            if manifest.get("entries_sha256") not in (None, fingerprint):
+                report.problem(f"{list_path}: its images or labels differ from those the "
+                               f"folder was built from (entries_sha256)")
+            for relpath in sorted(found - {relpath for _, relpath, _ in listed}):
+                report.problem(f"{os.path.join(path, relpath)}: not in {list_path}")
+        present = []
+        for _, relpath, label in listed:
+            if relpath not in found:
+                report.problem(f"{os.path.join(path, relpath)}: missing")
+                continue
+            present.append(relpath)
+            if label is not None:
+                report.labels[label] += 1
+                if label < 0 or label >= manifest.get("synsets", label + 1):
+                    report.problem(f"{list_path}: {relpath}: label {label} is outside "
+                                   f"0..{manifest['synsets'] - 1}")
+        report.entries = len(present)
+
+        def decodes(relpath, data):
+            problem = check_image_bytes(data)
+            image = None if problem else decode_image(data, True)
+            if image is None:
+                report.problem(f"{os.path.join(path, relpath)}: "
+                               f"{problem or describe_undecodable(data)}")
+            else:
+                report.shapes[(3, image.shape[0], image.shape[1])] += 1
+
+        try:
+            total = files_checksum(path, present, decodes)
+        except OSError as exc:
+            report.problem(f"{exc.filename}: {exc.strerror or exc}")
+            return
+        recorded = manifest.get(CHECKSUM_FIELD)
+        if recorded is not None and recorded != f"{total:016x}" and not report.problems:
+            report.problem(f"{path}: its files differ from those written (content checksum "
+                           f"{CHECKSUM_FIELD} of its completion record): a file was changed")
 
     @property
     def pending(self) -> int:

@@ -28,7 +28,7 @@ squash is OpenCV's bilinear, as Caffe's (a mean difference of ~2 grey levels).
 """
 import io
 import os
-from typing import Iterator, List, Sequence, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -57,6 +57,18 @@ def save_npy(path: str, array: np.ndarray) -> None:
     write_file_via(path, buf.getvalue())
 
 
+def _npy_problem(path: str, good, what: str) -> Optional[str]:
+    """'PATH: problem' when the .npy file is missing, cannot be loaded, or ``good(array)`` is
+    false (``what`` says why); None when it is fine."""
+    try:
+        array = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        return f"{path}: missing"
+    except (OSError, ValueError, EOFError) as exc:
+        return f"{path}: cannot be loaded with numpy.load ({exc})"
+    return None if good(array) else f"{path}: {what}"
+
+
 class TheanoAlexnetOutput(BatchOutput):
     """Theano AlexNet hickle batches of every split in one directory (module docstring).
 
@@ -70,13 +82,14 @@ class TheanoAlexnetOutput(BatchOutput):
     def __init__(self, path: str, splits: Sequence[Tuple[str, int]] = (),
                  mean_splits: Sequence[str] = ("train",),
                  file_list_splits: Sequence[str] = ("train",),
-                 batch_images: int = BATCH_SIZE, batch_size: int = 0):
+                 batch_images: int = BATCH_SIZE, batch_size: int = 0,
+                 read_only: bool = False):
         if batch_images % 2:
             raise ValueError("batch_images must be even (two halves)")
         self.unit_size = batch_images
         self._mean_names, self._list_names = tuple(mean_splits), tuple(file_list_splits)
         self._batch_sum = None
-        super().__init__(path, splits)
+        super().__init__(path, splits, read_only=read_only)
 
     @classmethod
     def encode(cls, record, image) -> Encoded:
@@ -110,7 +123,8 @@ class TheanoAlexnetOutput(BatchOutput):
         for split in range(len(self.splits)):
             for folder in self._dirs(split):
                 if os.path.isdir(folder):
-                    remove_stale_temporaries(folder)
+                    if not self.read_only:
+                        remove_stale_temporaries(folder)
                     out += [os.path.join(folder, name) for name in os.listdir(folder)
                             if name.endswith(".hkl")]
         return out
@@ -150,6 +164,50 @@ class TheanoAlexnetOutput(BatchOutput):
 
     def unit_pixels(self, unit: Unit) -> Iterator[np.ndarray]:
         yield from self.read_unit_values(unit)
+
+    def unit_kept(self, unit: Unit) -> bool:
+        """Each split's incomplete last batch is not part of a finished output."""
+        return len(unit.entries) == self.unit_size
+
+    def check_unit_file(self, unit: Unit, path: str, report) -> Optional[str]:
+        """As ``train.py`` loads it: ``hickle.load`` gives uint8 c01b (3, H, W, n), n the
+        batch size (its half for the _0/_1 files); the full file's images are counted."""
+        try:
+            batch = _hickle().load(path)
+        except Exception as exc:  # h5py/hickle raise many kinds for a damaged file
+            return f"cannot be loaded with hickle.load ({type(exc).__name__}: {exc})"
+        half = path.endswith(("_0.hkl", "_1.hkl"))
+        n = self.unit_size // 2 if half else self.unit_size
+        shape = getattr(batch, "shape", None)
+        if getattr(batch, "dtype", None) != np.uint8 or shape is None or len(shape) != 4 or \
+                shape[0] != 3 or shape[3] != n:
+            return (f"holds {getattr(batch, 'dtype', type(batch).__name__)} {shape}, expected "
+                    f"uint8 (3, H, W, {n})")
+        if not half:
+            report.shapes[tuple(shape[:3])] += n
+        return None
+
+    def check_side_files(self, manifest: dict, report) -> None:
+        """labels/<split>_labels.npy (and _0/_1) equal to the log's labels, as finish wrote
+        them; misc/img_mean.npy a float64 (3, H, W)."""
+        half = self.unit_size // 2
+        for split, (name, _) in enumerate(self.splits):
+            labels = np.array([label for _, label, _ in self.split_entries(split)], np.int64)
+            rows = labels[:len(labels) // self.unit_size * self.unit_size].reshape(-1, half)
+            for suffix, want in (("", labels), ("_0", rows[0::2].ravel()),
+                                 ("_1", rows[1::2].ravel())):
+                path = os.path.join(self.path, "labels", f"{name}_labels{suffix}.npy")
+                problem = _npy_problem(path, lambda a, want=want: np.array_equal(a, want),
+                                       "differs from the labels of the log")
+                if problem:
+                    report.problem(problem)
+        shapes = set(report.shapes) or {None}
+        if self._mean_names:
+            path = os.path.join(self.path, "misc", "img_mean.npy")
+            problem = _npy_problem(path, lambda a: a.dtype == np.float64 and (
+                None in shapes or a.shape in shapes), "is not a float64 (3, H, W) of the batches")
+            if problem:
+                report.problem(problem)
 
     def committed_unit(self, unit: Unit) -> None:
         if self._batch_sum is not None:
