@@ -151,9 +151,10 @@ def test_unfinished_build_fails(jpegs, tmp_path, capsys):
 def test_not_a_database(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     rc, out = run(capsys, tmp_path / "empty")
-    assert rc == 1 and "neither an LMDB nor a LevelDB" in out
+    assert rc == 1 and "not an output verify knows" in out and "LMDB or LevelDB" in out
+    assert "cuda-convnet2" in out and out.count("\n") == 1  # one line saying what it accepts
     rc, out = run(capsys, tmp_path / "missing")
-    assert rc == 1 and "no such database directory" in out
+    assert rc == 1 and "no such file or directory" in out
 
 
 def test_verify_api_counts_labels_and_shapes(jpegs, tmp_path):

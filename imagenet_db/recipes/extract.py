@@ -25,8 +25,8 @@ from typing import Callable, Dict, Optional
 from imagenet_db.engine.buildstate import MANIFEST_NAME, BuildOptions, read_manifest
 from imagenet_db.errors import ImagenetDbError
 from imagenet_db.imaging.transform import TransformOptions
-from imagenet_db.observers.checksum import MANIFEST_FIELD as CHECKSUM_FIELD, add_checksum
-from imagenet_db.outputs.folder import file_checksum
+from imagenet_db.observers.checksum import MANIFEST_FIELD as CHECKSUM_FIELD
+from imagenet_db.outputs.folder import files_checksum, listed_files
 from imagenet_db.recipes.formats import VAL_LAYOUTS, RecipeOptions, default_transform
 from imagenet_db.sources.base import is_image_name
 
@@ -75,23 +75,25 @@ def check_counts(dest: str, counts: Dict[str, int]) -> None:
                            "extract again")
 
 
+def _stored_files(dest: str, name: str, result):
+    """(index, relpath, label) of the files split ``name`` holds: its list less its skips."""
+    return listed_files(os.path.join(dest, f"{name}.txt"),
+                        [relpath for relpath, _ in result.skipped])
+
+
 def _check_not_empty(dest: str, summaries) -> None:
     """No file listed for a split (and not skipped) may be empty: an empty file at an image's
     name (a copy cut short, a file truncated by hand) would pass the count check."""
     for name, result in summaries.items():
-        skipped = {relpath for relpath, _ in result.skipped}
-        with open(os.path.join(dest, f"{name}.txt"), encoding="utf-8") as f:
-            for line in f:
-                relpath = line.rstrip("\n").rsplit(" ", 1)[0]
-                path = os.path.join(dest, name, *relpath.split("/"))
-                if relpath not in skipped and os.path.isfile(path) and \
-                        os.path.getsize(path) == 0:
-                    raise ExtractError(f"{path} is empty; pass --overwrite to extract again")
+        for _, relpath, _ in _stored_files(dest, name, result):
+            path = os.path.join(dest, name, *relpath.split("/"))
+            if os.path.isfile(path) and os.path.getsize(path) == 0:
+                raise ExtractError(f"{path} is empty; pass --overwrite to extract again")
 
 
 def _check_contents(dest: str, summaries) -> None:
     """Every split's files still hold what was written: the content checksum of its completion
-    record (the sum of each file's CRC-32, ``outputs.folder.file_checksum``) recomputed from
+    record (the sum of each file's CRC-32, ``outputs.folder.files_checksum``) recomputed from
     the files (reads them all). A file changed after the extraction, even at the same size,
     fails it."""
     for name, result in summaries.items():
@@ -99,19 +101,11 @@ def _check_contents(dest: str, summaries) -> None:
         recorded = manifest.get(CHECKSUM_FIELD)
         if recorded is None:
             continue  # extracted by an earlier version: nothing to compare with
-        skipped = {relpath for relpath, _ in result.skipped}
-        total = 0
-        with open(os.path.join(dest, f"{name}.txt"), encoding="utf-8") as f:
-            for line in f:
-                relpath = line.rstrip("\n").rsplit(" ", 1)[0]
-                if relpath in skipped:
-                    continue
-                try:
-                    with open(os.path.join(dest, name, *relpath.split("/")), "rb") as image:
-                        total = add_checksum(total, file_checksum(relpath, image.read()))
-                except OSError as exc:
-                    raise ExtractError(f"{os.path.join(dest, name, relpath)}: "
-                                       f"{exc.strerror or exc}") from None
+        relpaths = [relpath for _, relpath, _ in _stored_files(dest, name, result)]
+        try:
+            total = files_checksum(os.path.join(dest, name), relpaths)
+        except OSError as exc:
+            raise ExtractError(f"{exc.filename}: {exc.strerror or exc}") from None
         if f"{total:016x}" != recorded:
             raise ExtractError(f"{os.path.join(dest, name)}: its files differ from what was "
                                f"extracted (content checksum of its {MANIFEST_NAME}): a file "
