@@ -377,7 +377,8 @@ def _unfinished(path: str) -> Optional[str]:
     """Why ``path`` is an unfinished imagenet-db build (a ``.partial`` folder, or build files
     without a completion record), or None."""
     if path.endswith(B.PARTIAL_SUFFIX) and os.path.isdir(path):
-        return f"{path}: unfinished imagenet-db build (a {B.PARTIAL_SUFFIX} folder); {B.RESUME_HINT}"
+        return (f"{path}: unfinished imagenet-db build (a {B.PARTIAL_SUFFIX} folder); "
+                f"{B.RESUME_HINT}")
     if not os.path.isdir(path) and os.path.isdir(path + B.PARTIAL_SUFFIX):
         return (f"{path}: not built yet: {path}{B.PARTIAL_SUFFIX} holds an unfinished "
                 f"imagenet-db build; {B.RESUME_HINT}")

@@ -131,7 +131,8 @@ def test_extra_unit_file_and_changed_log_are_problems(built, tmp_path, capsys):
     rc, out = run(capsys, output)
     found = problems(out)
     assert rc == 1
-    assert any(p.startswith(f"{output / 'data_batch_0' / 'data_batch_0.7'}: not part") for p in found)
+    extra = output / "data_batch_0" / "data_batch_0.7"
+    assert any(p.startswith(f"{extra}: not part") for p in found)
     assert any(p.startswith(f"{log}: ") and "entries_sha256" in p for p in found)
     assert any("labels differ from the log" in p for p in found)
 

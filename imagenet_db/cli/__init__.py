@@ -37,7 +37,8 @@ SUBCOMMANDS = {
                "only synsets.txt, synset_words.txt, train.txt, val.txt (archives or tree)"),
     "extract": (extract_main,
                 "ILSVRC2012 archives -> train/<wnid>/, val/<wnid>/ folders (resumable)"),
-    "verify": (verify_main, "check a Datum database end to end (also Caffe-made ones)"),
+    "verify": (verify_main,
+               "check a Datum database (also Caffe-made) or a --format output end to end"),
     "show": (show_main, "contact sheet PNG of a database's datums (captioned tiles)"),
     "report": (report_main, "self-contained HTML report of OUTDIR or of one database"),
 }

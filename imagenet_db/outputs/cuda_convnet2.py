@@ -264,7 +264,8 @@ class CudaConvnet2Output(BatchOutput):
             data, labels = batch["data"], batch["labels"]
         except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError, KeyError,
                 AttributeError, IndexError) as exc:
-            return f"cannot be loaded as a cuda-convnet2 sub-batch pickle ({type(exc).__name__}: {exc})"
+            return (f"cannot be loaded as a cuda-convnet2 sub-batch pickle "
+                    f"({type(exc).__name__}: {exc})")
         if len(data) != len(unit.entries):
             return f"holds {len(data)} images, the log says {len(unit.entries)}"
         if list(labels) != [[label] for _, label, _ in unit.entries]:
