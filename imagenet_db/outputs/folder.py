@@ -154,32 +154,11 @@ class FolderOutput(Output):
         0..synsets-1 and the list against ``entries_sha256``; the content checksum
         (``entries_crc32_sum``) recomputed from every file. Problems go to ``report`` (a
         ``verify.VerifyReport``), one line each, naming the file."""
-        from imagenet_db.engine.buildstate import list_fingerprint
-        from imagenet_db.pipeline import read_skip_report
         from imagenet_db.imaging.headers import check_image_bytes
-        from imagenet_db.sources.base import Record, is_image_name
 
-        found = set()
-        for folder, dirs, names in os.walk(path):
-            dirs[:] = [d for d in dirs if not d.startswith(".")]
-            rel = os.path.relpath(folder, path).replace(os.sep, "/")
-            found.update(name if rel == "." else f"{rel}/{name}" for name in names
-                         if is_image_name(name) and not name.startswith("."))
+        found = _image_files(path)
         list_path = os.path.join(os.path.dirname(path), f"{manifest.get('split')}.txt")
-        try:
-            skipped = [relpath for relpath, _ in read_skip_report(path)]
-            listed = listed_files(list_path, skipped)
-        except (OSError, ValueError) as exc:
-            report.notes.append(f"{list_path}: not read ({getattr(exc, 'strerror', None) or exc}): "
-                                f"the image files found are checked, not the list")
-            listed = [(None, relpath, None) for relpath in sorted(found)]
-        else:
-            fingerprint = list_fingerprint([Record(i, r, label, None) for i, r, label in listed])
-            if manifest.get("entries_sha256") not in (None, fingerprint):
-                report.problem(f"{list_path}: its images or labels differ from those the "
-                               f"folder was built from (entries_sha256)")
-            for relpath in sorted(found - {relpath for _, relpath, _ in listed}):
-                report.problem(f"{os.path.join(path, relpath)}: not in {list_path}")
+        listed = _checked_list(path, list_path, manifest, found, report)
         present = []
         for _, relpath, label in listed:
             if relpath not in found:
@@ -318,3 +297,41 @@ class FolderOutput(Output):
         """Delete the log (the completion record counts the files)."""
         remove_path(self.log_path)
         return {}
+
+
+def _image_files(path: str) -> set:
+    """The image files under ``path`` (relpaths with '/'), hidden files and folders left out."""
+    from imagenet_db.sources.base import is_image_name
+
+    found = set()
+    for folder, dirs, names in os.walk(path):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        rel = os.path.relpath(folder, path).replace(os.sep, "/")
+        found.update(name if rel == "." else f"{rel}/{name}" for name in names
+                     if is_image_name(name) and not name.startswith("."))
+    return found
+
+
+def _checked_list(path: str, list_path: str, manifest: dict, found: set, report) -> list:
+    """The (index, relpath, label) entries a split folder must hold: its list file less the
+    skipped images, checked against the completion record's ``entries_sha256`` and against
+    the files ``found`` (extra files are problems); when the list cannot be read, the files
+    found (with unknown labels), and a note saying so."""
+    from imagenet_db.engine.buildstate import list_fingerprint
+    from imagenet_db.pipeline import read_skip_report
+    from imagenet_db.sources.base import Record
+
+    try:
+        skipped = [relpath for relpath, _ in read_skip_report(path)]
+        listed = listed_files(list_path, skipped)
+    except (OSError, ValueError) as exc:
+        report.notes.append(f"{list_path}: not read ({getattr(exc, 'strerror', None) or exc}): "
+                            f"the image files found are checked, not the list")
+        return [(None, relpath, None) for relpath in sorted(found)]
+    fingerprint = list_fingerprint([Record(i, r, label, None) for i, r, label in listed])
+    if manifest.get("entries_sha256") not in (None, fingerprint):
+        report.problem(f"{list_path}: its images or labels differ from those the "
+                       f"folder was built from (entries_sha256)")
+    for relpath in sorted(found - {relpath for _, relpath, _ in listed}):
+        report.problem(f"{os.path.join(path, relpath)}: not in {list_path}")
+    return listed
