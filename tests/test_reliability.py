@@ -111,13 +111,7 @@ def tree(tmp_path_factory):
             (folder / f"{wnid}_{i + 1}.JPEG").write_bytes(small_jpeg(rng))
     for k, name in enumerate(BAD):  # broken files spread over the classes
         (root / "train" / WNIDS[k] / f"{WNIDS[k]}_{7 * k + 3}.JPEG").write_bytes(odd[name])
-    (root / "val").mkdir()
-    lines = []
-    for i in range(1, 31):
-        name = f"ILSVRC2012_val_{i:08d}.JPEG"
-        (root / "val" / name).write_bytes(small_jpeg(rng))
-        lines.append(f"{name} {WNIDS[i % len(WNIDS)]}\n")
-    (root / "val.txt").write_text("".join(lines))
+    fixtures.write_small_val(root, 30, WNIDS, rng)
     fixtures.write_list_folder(root / "images", root / "list.txt", rng)
     return root
 

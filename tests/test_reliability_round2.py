@@ -229,13 +229,7 @@ def data(tmp_path_factory):
         (tree / "train" / wnid).mkdir(parents=True)
         for i in range(20):
             (tree / "train" / wnid / f"{wnid}_{i + 1}.JPEG").write_bytes(small_jpeg(rng))
-    (tree / "val").mkdir()
-    val = []
-    for i in range(1, 25):
-        name = f"ILSVRC2012_val_{i:08d}.JPEG"
-        (tree / "val" / name).write_bytes(small_jpeg(rng))
-        val.append(f"{name} {WNIDS[i % len(WNIDS)]}\n")
-    (tree / "val.txt").write_text("".join(val))
+    photos.write_small_val(tree, 24, WNIDS, rng)
     return root
 
 

@@ -357,6 +357,20 @@ def small_jpeg(rng, size=None, photos_dir=None) -> bytes:
     return imagenet_like_jpeg(rng, photos_dir, size=size)
 
 
+def write_small_val(root, count: int, wnids, rng) -> None:
+    """``root/val/ILSVRC2012_val_%08d.JPEG`` for 1..``count`` (:func:`small_jpeg`) and
+    ``root/val.txt`` giving image i the wnid ``wnids[i % len(wnids)]``, one
+    'ILSVRC2012_val_NNNNNNNN.JPEG wnid' line each (the val layout of an extracted tree)."""
+    root = Path(root)
+    (root / "val").mkdir()
+    lines = []
+    for i in range(1, count + 1):
+        name = f"ILSVRC2012_val_{i:08d}.JPEG"
+        (root / "val" / name).write_bytes(small_jpeg(rng))
+        lines.append(f"{name} {wnids[i % len(wnids)]}\n")
+    (root / "val.txt").write_text("".join(lines))
+
+
 def write_list_folder(images, listfile, rng, count: int = 160,
                       broken=((50, "text"), (120, "truncated"))) -> None:
     """``count`` small JPEGs ``img_%04d.jpg`` in the folder ``images`` (created) and a Caffe
