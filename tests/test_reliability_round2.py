@@ -38,6 +38,7 @@ from imagenet_db import cli
 from imagenet_db.protos import Datum
 from imagenet_db.testing import archives as fixture_archives
 from imagenet_db.testing import photos
+from imagenet_db.testing.hold import HeldImage, hardlinked_copy
 
 REPO = Path(__file__).resolve().parent.parent
 WNIDS = ["n01440764", "n01443537", "n01751748", "n02119789", "n02123045", "n02124075"]
@@ -262,14 +263,17 @@ def test_1_second_build_of_a_db_is_refused_while_the_first_runs(data, tmp_path):
     clean = db_items(tmp_path / "clean")
     assert len(clean) == 158
 
-    first = start(*convert_args(data, db, *flags))
-    wait_until(lambda: lmdb_entries(partial) >= 5, first)
-    pause(first)  # holds its lock, mid-build
+    images = hardlinked_copy(data / "images", tmp_path / "images")
+    held = HeldImage(images / "img_0100.jpg")
+    args = ["convert", images, data / "list.txt", db, *flags]
+    first = start(*args)
+    # everything before img_0100 (img_0050 is broken) is written; the build then waits for it
+    wait_until(lambda: lmdb_entries(partial) >= 99, first)
     try:
         committed = db_items(partial)
         for extra in (["--resize_width=16", "--resize_height=16", "--overwrite"],  # what the
                       ["--resume"], ["--overwrite", "--resume"]):  # refusal used to suggest
-            rc, err = call(*convert_args(data, db, *flags, *extra))
+            rc, err = call(*args, *extra)
             assert rc == 1, err
             line = one_line_error(err)
             assert f"being built by process {first.pid}" in line, line
@@ -279,7 +283,8 @@ def test_1_second_build_of_a_db_is_refused_while_the_first_runs(data, tmp_path):
         first.kill()  # SIGKILL: the kernel releases its lock
         first.wait()
         first.stderr.close()
-    rc, err = call(*convert_args(data, db, *flags, "--resume"))  # works once it is gone
+    held.restore()
+    rc, err = call(*args, "--resume")  # works once it is gone
     assert rc == 0, err
     assert db_items(db) == clean
     assert record(db) == record(tmp_path / "clean")  # incl. the content checksum
@@ -297,16 +302,21 @@ def test_1_second_create_imagenet_is_refused_and_the_first_finishes_intact(data,
     assert rc == 0, err
     clean = snapshot(tmp_path / "clean")
 
+    # hold the 12th validation image (val is built after train; flat val/ is listed by val.txt,
+    # so a FIFO there is read; the shuffled order is the clean val LMDB's key order)
+    tree = hardlinked_copy(data / "tree", tmp_path / "tree")
+    key = db_items(tmp_path / "clean" / "ilsvrc12_val_lmdb")[11][0].decode()
+    held = HeldImage(tree / "val" / key.split("_", 1)[1])
+    args[1] = tree
     first = start(*args)
-    wait_until(lambda: lmdb_entries(out / "ilsvrc12_train_lmdb.partial") >= 5, first)
-    pause(first)
+    wait_until(lambda: lmdb_entries(out / "ilsvrc12_val_lmdb.partial") >= 11, first)
     try:
         for extra in (["--overwrite", "--resize=16x16"], ["--resume"]):
             rc, err = call(*args, *extra)
             assert rc == 1, err
             assert f"process {first.pid}" in one_line_error(err)
     finally:
-        first.send_signal(signal.SIGCONT)
+        held.release()
     rc, err = finish(first, 120)
     assert rc == 0, err
     assert snapshot(out) == clean
@@ -486,17 +496,31 @@ def _stop_midway(proc, partial, entries=10):
     pause(proc)
 
 
+def held_images(many, tmp_path, index=100):
+    """A private copy of ``many``'s images with image ``index`` held (a FIFO): a build from
+    it writes the 64-record cluster task before it and then waits, however fast the machine
+    (testing.hold). Returns (images folder, HeldImage)."""
+    root = many[0]
+    imgs = hardlinked_copy(root / "imgs", tmp_path / "imgs")
+    return imgs, HeldImage(imgs / f"i{index:04d}.jpg")
+
+
+def _wait_held(proc, partial):
+    """The build has committed everything before the held image (one cluster task)."""
+    wait_until(lambda: lmdb_entries(partial) >= 64, proc)
+
+
 def test_3_lost_scheduler_ends_the_build_and_resume_on_a_new_cluster_finishes(many, tmp_path,
                                                                            cluster):
     root, flags, clean = many
     db, partial = tmp_path / "db", tmp_path / "db.partial"
+    imgs, held = held_images(many, tmp_path)
     first = cluster()
-    proc = start("convert", root / "imgs", root / "list.txt", db, *flags,
+    proc = start("convert", imgs, root / "list.txt", db, *flags,
                  f"--dask_scheduler={first.address}", "--dask_timeout=5")
-    _stop_midway(proc, partial)
+    _wait_held(proc, partial)
     first.scheduler.kill()
     first.scheduler.wait()
-    proc.send_signal(signal.SIGCONT)
     began = time.monotonic()
     rc, err = finish(proc, 60)
     assert rc == 1 and time.monotonic() - began < 30, err
@@ -504,8 +528,9 @@ def test_3_lost_scheduler_ends_the_build_and_resume_on_a_new_cluster_finishes(ma
     assert "scheduler" in line and "--resume" in line, line
     committed = db_items(partial)
     assert 0 < len(committed) < len(clean) and committed == clean[:len(committed)]
+    held.restore()
     second = cluster()
-    rc, err = run("convert", root / "imgs", root / "list.txt", db, *flags, "--resume",
+    rc, err = run("convert", imgs, root / "list.txt", db, *flags, "--resume",
                   f"--dask_scheduler={second.address}")
     assert rc == 0, err
     assert db_items(db) == clean
@@ -514,20 +539,21 @@ def test_3_lost_scheduler_ends_the_build_and_resume_on_a_new_cluster_finishes(ma
 def test_3_no_workers_left_ends_the_build_and_local_resume_finishes(many, tmp_path, cluster):
     root, flags, clean = many
     db, partial = tmp_path / "db", tmp_path / "db.partial"
+    imgs, held = held_images(many, tmp_path)
     c = cluster()
-    proc = start("convert", root / "imgs", root / "list.txt", db, *flags,
+    proc = start("convert", imgs, root / "list.txt", db, *flags,
                  f"--dask_scheduler={c.address}", "--dask_timeout=2")
-    _stop_midway(proc, partial)
+    _wait_held(proc, partial)
     for worker in c.workers:
         worker.kill()
         worker.wait()
-    proc.send_signal(signal.SIGCONT)
     began = time.monotonic()
     rc, err = finish(proc, 60)
     assert rc == 1 and time.monotonic() - began < 30, err
     line = one_line_error(err)
     assert "worker" in line and "--resume" in line, line
-    rc, err = call("convert", root / "imgs", root / "list.txt", db, *flags, "--resume")
+    held.restore()
+    rc, err = call("convert", imgs, root / "list.txt", db, *flags, "--resume")
     assert rc == 0, err
     assert db_items(db) == clean
 
@@ -559,18 +585,17 @@ def test_3_a_scheduler_address_that_is_not_dask_fails_within_the_timeout(many, t
 def test_3_sigterm_is_honoured_while_waiting_for_a_stuck_cluster(many, tmp_path, cluster):
     root, flags, clean = many
     db, partial = tmp_path / "db", tmp_path / "db.partial"
+    imgs, held = held_images(many, tmp_path)
     c = cluster()
-    proc = start("convert", root / "imgs", root / "list.txt", db, *flags,
+    proc = start("convert", imgs, root / "list.txt", db, *flags,
                  f"--dask_scheduler={c.address}", "--dask_timeout=120")
-    wait_until(lambda: lmdb_entries(partial) >= 10, proc)
-    for worker in c.workers:
-        worker.send_signal(signal.SIGSTOP)  # tasks hang: the build waits for results
-    time.sleep(1.0)
+    _wait_held(proc, partial)  # the worker's task hangs on the held image: the build waits
     proc.send_signal(signal.SIGTERM)
     rc, err = finish(proc, 15)  # within seconds, not after --dask_timeout
     assert rc == 143, err
     assert "Traceback" not in err and "interrupted" in err and "--resume" in err, err
-    rc, err = call("convert", root / "imgs", root / "list.txt", db, *flags, "--resume")
+    held.restore()
+    rc, err = call("convert", imgs, root / "list.txt", db, *flags, "--resume")
     assert rc == 0, err
     assert db_items(db) == clean
 
