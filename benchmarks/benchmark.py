@@ -356,6 +356,7 @@ def start_dask_cluster(folder: str):
     dask = [sys.executable, "-m", "dask"]  # the `dask` command of this interpreter
     quiet = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=folder)
     procs = [subprocess.Popen(dask + ["scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+                                      "--dashboard-address", "127.0.0.1:0",
                                       "--scheduler-file", scheduler_file], **quiet)]
     deadline = time.monotonic() + 60
     while not os.path.exists(scheduler_file) and time.monotonic() < deadline:

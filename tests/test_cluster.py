@@ -16,7 +16,7 @@ distributed = pytest.importorskip("distributed")
 @pytest.fixture(scope="module")
 def scheduler():
     cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                       dashboard_address=None)
+                                       dashboard_address="127.0.0.1:0")  # no fixed port
     try:
         yield cluster.scheduler_address
     finally:
@@ -68,7 +68,7 @@ def test_killed_worker_is_rescheduled_with_an_identical_database(tmp_path):
     convert(records, str(tmp_path / "local"), transform=transform,
             build=BuildOptions(progress=False, workers=2))
     cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                       dashboard_address=None)
+                                       dashboard_address="127.0.0.1:0")  # no fixed port
     try:
         killed = []
 
