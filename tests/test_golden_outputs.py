@@ -1,10 +1,18 @@
 """Every output pinned by digest: databases, mean files, aux files and skip reports.
 
-The digests in ``golden_digests.json`` were taken from the code before the package was split
-into sources/imaging/outputs (issue 8); a restructuring must leave every byte the same. LMDB
-and LevelDB contents are digested as their (key, value) pairs in key order (LevelDB's files
-are not deterministic byte for byte); the other files as their bytes. Regenerate only for a
-deliberate output change: ``python3 tests/test_golden_outputs.py --write``.
+Every input is a file in the repository: the bundled sample and ``tests/data/golden_inputs/``
+(24 ImageNet-like JPEGs, the odd image files, an ILSVRC2012 archive triple). They were made
+once by ``imagenet_db.testing`` and frozen (issue 18): generated at test time, their bytes
+followed the installed OpenCV's JPEG encoder and resize, so a new OpenCV moved the digests
+although the product had not changed. A pinned output must start from bytes that cannot drift.
+
+The digests in ``golden_digests.json`` were first taken from the code before the package was
+split into sources/imaging/outputs (issue 8) and re-pinned once from the frozen inputs; a
+restructuring must leave every byte the same. LMDB and LevelDB contents are digested as their
+(key, value) pairs in key order (LevelDB's files are not deterministic byte for byte); the
+other files as their bytes. Regenerate only for a deliberate output change:
+``python3 tests/test_golden_outputs.py --write``. ``--freeze-inputs`` remakes the inputs with
+the installed libraries (then the digests must be re-pinned too, saying why).
 """
 import hashlib
 import json
@@ -23,6 +31,7 @@ from imagenet_db.testing.photos import odd_images, write_corpus
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "examples" / "sample_imagenet"
 GOLDEN = Path(__file__).with_name("golden_digests.json")
+INPUTS = Path(__file__).parent / "data" / "golden_inputs"
 WNIDS = ["n01440764", "n01443537", "n02119789", "n04592741"]
 
 
@@ -60,14 +69,21 @@ def _run(argv):
     assert main(argv) == 0, argv
 
 
+def freeze_inputs(dest: Path = INPUTS) -> None:
+    """Write the generated inputs under ``dest`` (run once; see the module docstring)."""
+    shutil.rmtree(dest, ignore_errors=True)
+    for name, data in sorted(odd_images().items()):
+        (dest / "odd").mkdir(parents=True, exist_ok=True)
+        (dest / "odd" / f"{name}.JPEG").write_bytes(data)
+    write_corpus(dest / "corpus", 24, seed=5)
+    write_archives(dest / "archives", wnids=WNIDS, train_per_class=4, val_count=8, seed=11)
+
+
 def _odd_tree(root: Path) -> Path:
     images = root / "images"
-    images.mkdir(parents=True)
-    lines = []
-    for i, (name, data) in enumerate(sorted(odd_images().items())):
-        (images / f"{name}.JPEG").write_bytes(data)
-        lines.append(f"{name}.JPEG {i % 3}\n")
-    (root / "list.txt").write_text("".join(lines))
+    shutil.copytree(INPUTS / "odd", images)
+    names = sorted(path.name for path in images.iterdir())
+    (root / "list.txt").write_text("".join(f"{name} {i % 3}\n" for i, name in enumerate(names)))
     return images
 
 
@@ -94,9 +110,9 @@ def build_all(work: Path) -> dict:
     _run(["mean", str(out / "gray_lmdb"), str(out / "gray_mean.binaryproto")])
     results["convert odd images"] = _digests(out)
 
-    corpus = work / "corpus"
-    paths = write_corpus(corpus, 24, seed=5)
-    (work / "corpus.txt").write_text("".join(f"{p.name} {i % 5}\n" for i, p in enumerate(paths)))
+    corpus = shutil.copytree(INPUTS / "corpus", work / "corpus")
+    names = sorted(path.name for path in corpus.iterdir())
+    (work / "corpus.txt").write_text("".join(f"{name} {i % 5}\n" for i, name in enumerate(names)))
     out = work / "corpus_out"
     out.mkdir()
     _run(["convert", "--no-progress", "--resize_height=256", "--resize_width=256", "--shuffle",
@@ -107,8 +123,7 @@ def build_all(work: Path) -> dict:
     _run(["mean", str(out / "train_lmdb"), str(out / "mean.npy")])
     results["convert corpus"] = _digests(out)
 
-    arch = work / "archives"
-    write_archives(arch, wnids=WNIDS, train_per_class=4, val_count=8, seed=11)
+    arch = shutil.copytree(INPUTS / "archives", work / "archives")
     out = work / "archive_out"
     _run(["create", str(arch), str(out), "--no-progress", "--resize", "24x24"])
     results["create archives"] = _digests(out)
@@ -127,6 +142,9 @@ def test_outputs_match_pinned_digests(built, config):
 
 
 if __name__ == "__main__":
+    if "--freeze-inputs" in sys.argv:
+        freeze_inputs()
+        print(f"wrote {INPUTS}")
     if "--write" in sys.argv:
         import tempfile
         with tempfile.TemporaryDirectory() as tmp:
