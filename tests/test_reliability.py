@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 from imagenet_db.testing import photos as fixtures
+from imagenet_db.testing.hold import HeldImage, hardlinked_copy
 from imagenet_db.cli import compute_image_mean_main, convert_imageset_main, create_imagenet_main
 from imagenet_db.errors import SkippedImageError
 from imagenet_db.imaging.headers import check_image_bytes, jpeg_structure
@@ -237,29 +238,24 @@ def test_convert_imageset_leveldb_survives_sigkill(tree, tmp_path):
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_ctrl_c_commits_and_says_how_to_resume(tree, tmp_path, signum, code):
     db = tmp_path / "db"
-    args = [tree / "images", tree / "list.txt", db, "--resize_width=32", "--resize_height=32",
+    images = hardlinked_copy(tree / "images", tmp_path / "images")
+    held = HeldImage(images / "img_0100.jpg")  # the build waits there, however fast it is
+    args = [images, tree / "list.txt", db, "--resize_width=32", "--resize_height=32",
             "--txn_size=1", "--workers=1"]
     partial = Path(f"{db}.partial")
-    for _attempt in range(5):  # a loaded machine may let the child finish before the signal
-        shutil.rmtree(partial, ignore_errors=True)
-        shutil.rmtree(db, ignore_errors=True)
-        proc = start_child("convert_imageset_main", *args)
-        while not wait_for_entries(partial, 60) and proc.poll() is None:
-            time.sleep(0.005)  # Ctrl-C in the middle, after img_0050's skip
-        if proc.poll() is not None:  # finished before we looked: try again
-            assert proc.wait() == 0, proc.stderr.read().decode()
-            proc.stderr.close()
-            continue
-        proc.send_signal(signum)
-        err = proc.stderr.read().decode()
-        assert proc.wait(timeout=30) == code, err
-        assert "Traceback" not in err and "--resume" in err and "interrupted" in err
-        assert not db.exists()  # an unfinished DB never sits at the final name
-        assert not (partial / "imagenet_db.json").exists()
-        committed = db_items(partial)
-        assert len(committed) >= 60  # everything stored before the signal is committed
-        if len(committed) < 158:  # all 158 datums (img_0050 is skipped) = finished before it
-            break
+    proc = start_child("convert_imageset_main", *args)
+    while not wait_for_entries(partial, 99):  # img_0000..0099 but the skipped img_0050
+        assert proc.poll() is None, proc.stderr.read().decode()
+        time.sleep(0.005)
+    proc.send_signal(signum)  # Ctrl-C in the middle, after img_0050's skip
+    held.release()  # its reader thread must end for the process to exit; the handler has run
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=30) == code, err
+    assert "Traceback" not in err and "--resume" in err and "interrupted" in err
+    assert not db.exists()  # an unfinished DB never sits at the final name
+    assert not (partial / "imagenet_db.json").exists()
+    committed = db_items(partial)
+    held.restore()
     assert 0 < len(committed) < 158
     rc, err = run_child("convert_imageset_main", *args)
     assert rc == 1 and "--resume" in err  # without --resume the partial build is not touched
@@ -405,11 +401,15 @@ def test_reader_sees_only_committed_data_during_a_build(tree, tmp_path):
                         tmp_path / "clean", "--resize_width=32", "--resize_height=32")
     clean = dict(db_items(tmp_path / "clean"))
     partial = f"{tmp_path / 'db'}.partial"
-    proc = start_child("convert_imageset_main", tree / "images", tree / "list.txt",
+    images = hardlinked_copy(tree / "images", tmp_path / "images")
+    held = HeldImage(images / "img_0100.jpg")  # released once a reader has seen the build midway
+    proc = start_child("convert_imageset_main", images, tree / "list.txt",
                        tmp_path / "db", "--resize_width=32", "--resize_height=32",
                        "--txn_size=3", "--workers=1")
     seen = []
     while proc.poll() is None:
+        if seen and seen[-1] >= 99:  # all before img_0100 (img_0050 is skipped) was seen
+            held.release()
         if os.path.exists(os.path.join(partial, "data.mdb")):
             try:
                 items = db_items(partial, "lmdb")

@@ -154,7 +154,7 @@ def test_unfinished_build_is_reported_as_unfinished(built, tmp_path, capsys):
 
 def test_not_an_output_says_what_verify_accepts(tmp_path, capsys):
     (tmp_path / "photos").mkdir()
-    shutil.copy(next((REPO / "examples" / "photos").glob("*.jpg")), tmp_path / "photos")
+    shutil.copy(sorted((REPO / "examples" / "photos").glob("*.jpg"))[0], tmp_path / "photos")
     rc, out = run(capsys, tmp_path / "photos")
     assert rc == 1 and out.count("\n") == 1
     assert all(word in out for word in ("LMDB", "cuda-convnet2", "theano-alexnet", "folder"))
