@@ -38,7 +38,7 @@ from imagenet_db.pipeline import convert  # noqa: E402
 from imagenet_db.sources import open_dataset  # noqa: E402
 from imagenet_db.sources.base import Record, shuffle_order  # noqa: E402
 from imagenet_db.sources.ilsvrc2012 import index_archives  # noqa: E402
-from imagenet_db.sources.tarindex import TarReader  # noqa: E402
+from imagenet_db.sources.archives.tarindex import TarReader  # noqa: E402
 from imagenet_db.testing import archives as fixture_archives  # noqa: E402
 
 OPTIONS = TransformOptions(resize_height=256, resize_width=256)

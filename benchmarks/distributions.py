@@ -29,7 +29,8 @@ from imagenet_db.engine.buildstate import BuildOptions  # noqa: E402
 from imagenet_db.imaging.transform import TransformOptions  # noqa: E402
 from imagenet_db.outputs import iterate_db  # noqa: E402
 from imagenet_db.recipes.imagenet import create_imagenet  # noqa: E402
-from imagenet_db.sources import gzindex, open_dataset  # noqa: E402
+from imagenet_db.sources import open_dataset  # noqa: E402
+from imagenet_db.sources.archives import gzindex  # noqa: E402
 from imagenet_db.testing import archives as fixture_archives  # noqa: E402
 from imagenet_db.testing import clsloc  # noqa: E402
 

@@ -5,9 +5,9 @@
     image, label = db[0]                              # (256, 256, 3) uint8 BGR, int
     for image, label in db: ...                       # key order, one cursor
 
-See ``DatumDB`` (in ``imagenet_db.outputs.datumreader``) for the details: positions, threads,
+See ``DatumDB`` (in ``imagenet_db.readers.datumreader``) for the details: positions, threads,
 worker processes, read-only and lock-free opening.
 """
-from imagenet_db.outputs.datumreader import DatumDB, KeyList, check_database
+from imagenet_db.readers.datumreader import DatumDB, KeyList, check_database
 
 __all__ = ["DatumDB", "KeyList", "check_database"]

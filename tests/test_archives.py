@@ -29,7 +29,7 @@ from imagenet_db.imaging.transform import TransformOptions
 from imagenet_db.recipes.imagenet import create_imagenet, write_labels
 from imagenet_db.protos import Datum
 from imagenet_db.outputs import iterate_db
-from imagenet_db.sources.tarindex import (TarIndexError, TarReader, cache_file, index_nested,
+from imagenet_db.sources.archives.tarindex import (TarIndexError, TarReader, cache_file, index_nested,
                                   index_tar)
 
 SMALL_WNIDS = ["n01440764", "n01443537", "n01751748", "n02105855", "n02119789", "n09193705"]

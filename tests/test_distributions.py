@@ -16,7 +16,8 @@ from imagenet_db.engine.buildstate import BuildOptions
 from imagenet_db.errors import ImagenetDbError
 from imagenet_db.recipes.extract import extract
 from imagenet_db.recipes.imagenet import write_labels
-from imagenet_db.sources import detect, gzindex, ilsvrc2012, ilsvrc2015, kaggle, open_dataset
+from imagenet_db.sources import detect, ilsvrc2012, ilsvrc2015, kaggle, open_dataset
+from imagenet_db.sources.archives import gzindex
 from imagenet_db.testing import clsloc as F
 
 AUX = ("synsets.txt", "train.txt", "val.txt")

@@ -15,7 +15,7 @@ import pytest
 
 from imagenet_db.cli import main
 from imagenet_db.errors import DatabaseError
-from imagenet_db.outputs import leveldbreader
+from imagenet_db.readers import leveldbreader
 from imagenet_db.protos import Datum
 from imagenet_db.reader import DatumDB
 from imagenet_db.testing.photos import write_corpus

@@ -18,8 +18,8 @@ from types import ModuleType
 from typing import Dict, Iterator, Optional, Tuple, Type
 
 from imagenet_db.errors import DatabaseError
-from imagenet_db.outputs import (cuda_convnet2, folder, leveldb, leveldbreader, lmdb, lmdbreader,
-                                 theano_alexnet)
+from imagenet_db.outputs import cuda_convnet2, folder, leveldb, lmdb, theano_alexnet
+from imagenet_db.readers import leveldbreader, lmdbreader
 from imagenet_db.outputs.base import Output
 
 OUTPUTS: Dict[str, Type[Output]] = {

@@ -28,7 +28,7 @@ import lmdb
 
 from imagenet_db.errors import DatabaseError
 from imagenet_db.outputs.datumdb import DatumWriter
-from imagenet_db.outputs.heap import keep_freed_heap
+from imagenet_db.engine.heap import keep_freed_heap
 
 INITIAL_MAP_SIZE = 1 << 30  # 1 GiB; doubled as needed
 TXN_BYTES = 32 << 20  # bytes of values per transaction at most (see the module docstring)

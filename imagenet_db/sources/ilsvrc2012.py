@@ -14,7 +14,7 @@ synsets, Caffe labels are their positions in ASCII wnid order, each validation i
 wnid of its ground-truth ILSVRC2012_ID. Relpaths are Caffe's (``n01440764/n01440764_10026.JPEG``
 for train, ``ILSVRC2012_val_00000001.JPEG`` for val), so lists, keys and databases equal those
 built from the same images extracted (train/<wnid>/..., flat val/ + val.txt).
-Images are then read by ``os.pread`` at their indexed offsets (``imagenet_db.sources.tarindex``).
+Images are then read by ``os.pread`` at their indexed offsets (``imagenet_db.sources.archives.tarindex``).
 """
 import os
 import re
@@ -26,7 +26,7 @@ from imagenet_db.sources import labels as L
 from imagenet_db.sources.base import Dataset, Split, check_list_name
 from imagenet_db.sources import devkits as D
 from imagenet_db.sources.devkit import Devkit, Synset, read_devkit
-from imagenet_db.sources.tarindex import Member, MemberLoader, TarReader, index_nested, index_tar
+from imagenet_db.sources.archives.tarindex import Member, MemberLoader, TarReader, index_nested, index_tar
 
 NAME = "ilsvrc2012"
 

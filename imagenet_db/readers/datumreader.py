@@ -32,7 +32,7 @@ import numpy as np
 
 from imagenet_db.errors import DatabaseError
 from imagenet_db.imaging.decode import decode_flag_for
-from imagenet_db.outputs import leveldbreader, lmdbreader
+from imagenet_db.readers import leveldbreader, lmdbreader
 from imagenet_db.outputs.datum import datum_to_chw, parse_datum
 from imagenet_db.outputs.wire import datum_fields
 from imagenet_db.protos import Datum

@@ -13,9 +13,9 @@ from typing import Callable, Dict, List, Optional
 
 from imagenet_db.errors import ImagenetDbError
 from imagenet_db.sources.base import FileLoader
-from imagenet_db.sources.tarindex import MemberLoader
-from imagenet_db.sources.gzindex import GzipTarIndex, GzipTarReader
-from imagenet_db.sources.zipindex import ZipReader, index_zip
+from imagenet_db.sources.archives.tarindex import MemberLoader
+from imagenet_db.sources.archives.gzindex import GzipTarIndex, GzipTarReader
+from imagenet_db.sources.archives.zipindex import ZipReader, index_zip
 
 
 class ContainerError(ImagenetDbError):

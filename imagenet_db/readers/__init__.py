@@ -1,0 +1,1 @@
+"""Readers: Caffe Datum databases (LMDB, LevelDB) read back, read-only and lock-free."""

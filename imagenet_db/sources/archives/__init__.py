@@ -1,0 +1,1 @@
+"""Archive access: tar, .tar.gz and .zip members read in place, behind one container interface."""
