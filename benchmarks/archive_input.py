@@ -32,7 +32,7 @@ import lmdb  # noqa: E402
 from imagenet_db.engine.buildstate import BuildOptions  # noqa: E402
 from imagenet_db.engine.executor import ordered_map  # noqa: E402
 from imagenet_db.imaging.transform import TransformOptions, transform_image  # noqa: E402
-from imagenet_db.outputs import iterate_db  # noqa: E402
+from imagenet_db.readers import iterate_db  # noqa: E402
 from imagenet_db.outputs.datum import caffe_key, encode_datum  # noqa: E402
 from imagenet_db.pipeline import convert  # noqa: E402
 from imagenet_db.sources import open_dataset  # noqa: E402

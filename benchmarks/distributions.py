@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from imagenet_db.engine.buildstate import BuildOptions  # noqa: E402
 from imagenet_db.imaging.transform import TransformOptions  # noqa: E402
-from imagenet_db.outputs import iterate_db  # noqa: E402
+from imagenet_db.readers import iterate_db  # noqa: E402
 from imagenet_db.recipes.imagenet import create_imagenet  # noqa: E402
 from imagenet_db.sources import open_dataset  # noqa: E402
 from imagenet_db.sources.archives import gzindex  # noqa: E402

@@ -6,8 +6,9 @@
     for image, label in db: ...                       # key order, one cursor
 
 See ``DatumDB`` (in ``imagenet_db.readers.datumreader``) for the details: positions, threads,
-worker processes, read-only and lock-free opening.
+worker processes, read-only and lock-free opening; ``check_database`` is in ``imagenet_db.readers``.
 """
-from imagenet_db.readers.datumreader import DatumDB, KeyList, check_database
+from imagenet_db.readers import check_database
+from imagenet_db.readers.datumreader import DatumDB, KeyList
 
 __all__ = ["DatumDB", "KeyList", "check_database"]

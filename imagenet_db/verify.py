@@ -52,9 +52,10 @@ from imagenet_db.errors import DamagedDatabaseError, DatabaseError, ImagenetDbEr
 from imagenet_db.engine.executor import ordered_map
 from imagenet_db.sources.labels import read_synsets
 from imagenet_db.protos import Datum
-from imagenet_db.outputs import OUTPUTS, READERS
+from imagenet_db.outputs import OUTPUTS
 from imagenet_db.outputs.batchfiles import LOG_NAME as BATCHES_LOG, STATE_NAME as BATCHES_STATE
-from imagenet_db.readers.datumreader import DatumDB, detect_datum_backend
+from imagenet_db.readers import READERS, detect_datum_backend
+from imagenet_db.readers.datumreader import DatumDB
 from imagenet_db.outputs.folder import LOG_NAME as FILES_LOG
 from imagenet_db.outputs.wire import datum_fields
 

@@ -28,7 +28,7 @@ from imagenet_db.engine.buildstate import BuildOptions
 from imagenet_db.imaging.transform import TransformOptions
 from imagenet_db.recipes.imagenet import create_imagenet, write_labels
 from imagenet_db.protos import Datum
-from imagenet_db.outputs import iterate_db
+from imagenet_db.readers import iterate_db
 from imagenet_db.sources.archives.tarindex import (TarIndexError, TarReader, cache_file, index_nested,
                                   index_tar)
 

@@ -16,7 +16,7 @@ from imagenet_db.engine.heap import keep_freed_heap
 from imagenet_db.observers.mean import compute_db_mean
 from imagenet_db.pipeline import convert
 from imagenet_db.protos import Datum
-from imagenet_db.outputs import iterate_db
+from imagenet_db.readers import iterate_db
 from imagenet_db.outputs.leveldb import LevelDbWriter
 from imagenet_db.outputs.lmdb import LmdbWriter
 from imagenet_db.sources.listfile import list_records
