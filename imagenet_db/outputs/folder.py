@@ -318,7 +318,7 @@ def _checked_list(path: str, list_path: str, manifest: dict, found: set, report)
     the files ``found`` (extra files are problems); when the list cannot be read, the files
     found (with unknown labels), and a note saying so."""
     from imagenet_db.engine.buildstate import list_fingerprint
-    from imagenet_db.pipeline import read_skip_report
+    from imagenet_db.engine.buildstate import read_skip_report
     from imagenet_db.sources.base import Record
 
     try:
