@@ -46,7 +46,7 @@ import numpy as np
 from tqdm import tqdm
 
 from imagenet_db.engine import buildstate as B
-from imagenet_db.observers.checksum import MANIFEST_FIELD as CHECKSUM_FIELD, add_checksum
+from imagenet_db.crc import CHECKSUM_FIELD, add_checksum
 from imagenet_db.outputs.datum import datum_to_chw, entry_checksum
 from imagenet_db.errors import DamagedDatabaseError, DatabaseError, ImagenetDbError
 from imagenet_db.engine.executor import ordered_map
