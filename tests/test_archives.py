@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import tarfile
 import time
+import types
 from pathlib import Path
 
 import cv2
@@ -16,13 +17,14 @@ import numpy as np
 import pytest
 
 from imagenet_db.testing import archives as fixture_archives
-from imagenet_db.sources.ilsvrc2012 import ArchiveError, index_archives
-from imagenet_db.sources.checksums import ChecksumError, verify_archives
+from imagenet_db.sources.ilsvrc2012 import ArchiveError, index_archives, verify_archives
+from imagenet_db.sources.checksums import ChecksumError
 from imagenet_db.cli import create_imagenet_main, main
 from imagenet_db.sources.devkit import DevkitError, read_devkit
 from imagenet_db.recipes.extract import ExtractError, ExtractOptions, extract
 from imagenet_db.errors import ImagenetDbError
 from imagenet_db.outputs.folder import FolderOutput
+from imagenet_db import sources
 from imagenet_db.sources import open_dataset
 from imagenet_db.engine.buildstate import BuildOptions
 from imagenet_db.imaging.transform import TransformOptions
@@ -311,6 +313,28 @@ def test_verify_checks_md5_of_every_archive(small, capsys):
                                  "--progress=false"])
     assert code == 1 and "differs from the published" in capsys.readouterr().err
     assert not (small["root"] / "never").exists()
+
+
+def test_verify_dispatches_through_the_distributions(small, tmp_path, monkeypatch, capsys):
+    """--verify runs the verify of the distribution that reads SOURCE (sources.DISTRIBUTIONS);
+    a SOURCE whose distribution publishes no checksums gets one line naming it, exit 1."""
+    tree = str(small["root"] / "tree")
+    with pytest.raises(ImagenetDbError) as err:
+        sources.verify_source(tree, progress=False, log=quiet)
+    assert str(err.value) == (f"{tree}: --verify checks the ILSVRC2012 archives "
+                              f"(ILSVRC2012_img_train.tar, ...), and this folder holds none")
+    code = create_imagenet_main([tree, str(tmp_path / "never"), "--verify", "--progress=false"])
+    assert code == 1 and capsys.readouterr().err.strip().endswith("and this folder holds none")
+    assert not (tmp_path / "never").exists()
+    seen = []  # a distribution added to the registry with its own verify is the one called
+    own = types.SimpleNamespace(NAME="own", LOOKS_FOR="own", VERIFIES="own files",
+                                detect=lambda path: path == tree,
+                                verify=lambda path, progress, log: seen.append(path))
+    monkeypatch.setattr(sources, "DISTRIBUTIONS", [own] + sources.DISTRIBUTIONS)
+    sources.verify_source(tree, progress=False, log=quiet)
+    assert seen == [tree]
+    with pytest.raises(ChecksumError):  # the archives still go to ilsvrc2012.verify
+        sources.verify_source(str(small["root"] / "arch"), progress=False, log=quiet)
 
 
 # ------------------------------------------------------------------ errors

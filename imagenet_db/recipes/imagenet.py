@@ -33,7 +33,7 @@ from imagenet_db.recipes.formats import RecipeOptions, Stage, default_transform,
 from imagenet_db.sources import labels as L
 from imagenet_db.sources import load_dataset
 from imagenet_db.sources.base import Dataset
-from imagenet_db.sources.checksums import verify_source
+from imagenet_db.sources import verify_source
 from imagenet_db.sources.listfile import list_text
 
 DEFAULT_TRANSFORM = default_transform("caffe")  # create_imagenet.sh: squash to 256x256

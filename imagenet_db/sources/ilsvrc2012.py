@@ -24,6 +24,7 @@ from typing import Callable, Dict, List, Optional
 from imagenet_db.errors import ImagenetDbError
 from imagenet_db.sources import labels as L
 from imagenet_db.sources.base import Dataset, Split, check_list_name
+from imagenet_db.sources.checksums import verify_files
 from imagenet_db.sources import devkits as D
 from imagenet_db.sources.devkit import Devkit, Synset, read_devkit
 from imagenet_db.sources.archives.tarindex import Member, MemberLoader, TarReader, index_nested, index_tar
@@ -34,6 +35,14 @@ TRAIN_TAR = "ILSVRC2012_img_train.tar"
 VAL_TAR = "ILSVRC2012_img_val.tar"
 DEVKIT_TGZ = "ILSVRC2012_devkit_t12.tar.gz"
 ARCHIVE_NAMES = (TRAIN_TAR, VAL_TAR, DEVKIT_TGZ)
+# --verify: the MD5s listed on the ILSVRC2012 download page (also checked by torchvision's
+# ImageNet dataset); the 2014/2015 devkits have no published value (logged, not compared)
+PUBLISHED_MD5: Dict[str, str] = {
+    TRAIN_TAR: "1d675b47d978889d74fa0da5fadfb00e",
+    VAL_TAR: "29b22e2961454d5413ddabcf34fc5622",
+    DEVKIT_TGZ: "fa75699e90414af021442c21a62c3abf",
+}
+VERIFIES = f"the ILSVRC2012 archives ({TRAIN_TAR}, ...)"  # what --verify checks, for messages
 LOOKS_FOR = (f"the ILSVRC2012 archives: {TRAIN_TAR}, {VAL_TAR} and a devkit ({DEVKIT_TGZ}, "
              f"ILSVRC2014_devkit.tgz or ILSVRC2015_devkit.tar.gz)")
 VAL_NAME = re.compile(r"^ILSVRC2012_val_(\d{8})\.JPEG$")
@@ -302,7 +311,18 @@ def open_dataset(source: str) -> Dataset:
                    index.blacklist_where)
 
 
-def verify(source: str, progress=None, log=print) -> None:
-    """``--verify``: the archives' MD5 against the published values (see sources.checksums)."""
-    from imagenet_db.sources.checksums import verify_archives
+def verify_archives(paths: ArchivePaths, expected: Optional[Dict[str, str]] = None,
+                    progress: Optional[bool] = None, log: Callable[[str], None] = print) -> None:
+    """Check the MD5 of each archive against ``expected`` (file name -> hex MD5; default:
+    PUBLISHED_MD5). Every file is checked; raises ChecksumError naming each mismatching
+    file with the expected and actual digests (``checksums.verify_files``)."""
+    verify_files(paths.all(), PUBLISHED_MD5 if expected is None else expected, "ILSVRC2012",
+                 progress, log)
+
+
+def verify(source: str, progress: Optional[bool] = None,
+           log: Callable[[str], None] = print) -> None:
+    """``--verify``: the archives' MD5 against the published values (``PUBLISHED_MD5``);
+    progress: tqdm bars in bytes (None = only on a terminal). Raises ChecksumError on a
+    mismatch, ArchiveError when the archive set is incomplete."""
     verify_archives(find_archives(source), progress=progress, log=log)
