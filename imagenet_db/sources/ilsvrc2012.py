@@ -14,7 +14,7 @@ synsets, Caffe labels are their positions in ASCII wnid order, each validation i
 wnid of its ground-truth ILSVRC2012_ID. Relpaths are Caffe's (``n01440764/n01440764_10026.JPEG``
 for train, ``ILSVRC2012_val_00000001.JPEG`` for val), so lists, keys and databases equal those
 built from the same images extracted (train/<wnid>/..., flat val/ + val.txt).
-Images are then read by ``os.pread`` at their indexed offsets (``imagenet_db.sources.archives.tarindex``).
+Images are then read by ``os.pread`` at their indexed offsets (``archives.containers.TarContainer``).
 """
 import os
 import re
@@ -27,7 +27,8 @@ from imagenet_db.sources.base import Dataset, Split, check_list_name
 from imagenet_db.sources.checksums import verify_files
 from imagenet_db.sources import devkits as D
 from imagenet_db.sources.devkit import Devkit, Synset, read_devkit
-from imagenet_db.sources.archives.tarindex import Member, MemberLoader, TarReader, index_nested, index_tar
+from imagenet_db.sources.archives.containers import TarContainer
+from imagenet_db.sources.archives.tarindex import Member, index_nested, index_tar
 
 NAME = "ilsvrc2012"
 
@@ -283,17 +284,6 @@ def _read_devkits(paths: ArchivePaths):
     return devkit, infos, words, notes
 
 
-def loader_for(path: str, members: Dict[str, Member]) -> Callable[[str], Callable[[], bytes]]:
-    """relpath -> zero-argument loader reading that member from ``path`` by offset; all
-    loaders share one open file."""
-    reader = TarReader(path)
-
-    def make(relpath: str) -> Callable[[], bytes]:
-        m = members[relpath]
-        return MemberLoader(reader, m.offset, m.size)
-    return make
-
-
 def detect(source: str) -> bool:
     """True when ``source`` holds any of the three files (ArchiveError when only some)."""
     return find_archives(source) is not None
@@ -304,9 +294,10 @@ def open_dataset(source: str) -> Dataset:
     Caffe's aux files; loaders read each image by its offset in the tar. Raises
     ImagenetDbError subclasses naming the bad file (see index_archives)."""
     index = index_archives(source)
-    splits = {"train": Split("train", index.train_entries(), loader_for(index.paths.train,
-                                                                        index.train)),
-              "val": Split("val", index.val_entries(), loader_for(index.paths.val, index.val))}
+    train, val = TarContainer(index.paths.train, index.train), TarContainer(index.paths.val,
+                                                                           index.val)
+    splits = {"train": Split("train", index.train_entries(), train.loader),
+              "val": Split("val", index.val_entries(), val.loader)}
     return Dataset(index.synsets, splits, index.words, index.notes, index.blacklist,
                    index.blacklist_where)
 
