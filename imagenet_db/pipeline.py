@@ -44,6 +44,19 @@ from imagenet_db.outputs.base import Encoded, Output
 from imagenet_db.sources.base import Record
 
 
+@dataclass(frozen=True)
+class Recorded:
+    """What a build records beside its inputs, in the build record (``imagenet_db.json``).
+
+    settings: extra facts that decide the output (seed, shuffle, split...), compared on
+    --resume. output_options: keyword arguments of the output's constructor (e.g. the splits
+    of a batch output), recorded and compared like ``settings``. info: facts recorded only
+    (e.g. the list file's path). All JSON-able dicts (None = none)."""
+    settings: Optional[dict] = None
+    output_options: Optional[dict] = None
+    info: Optional[dict] = None
+
+
 @dataclass
 class ConvertSummary:
     """What a conversion did. written/skipped counts; skipped lists (relpath, reason);
@@ -317,8 +330,7 @@ def _start(db_path: str, build_dir: str, action: str, identity: dict) -> None:
 def convert(records: Sequence[Record], db_path: str, backend: str = "lmdb",
             transform: TransformOptions = TransformOptions(),
             build: BuildOptions = BuildOptions(), observers: Sequence = (),
-            settings: Optional[dict] = None, info: Optional[dict] = None,
-            output_options: Optional[dict] = None) -> ConvertSummary:
+            recorded: Recorded = Recorded()) -> ConvertSummary:
     """Convert images to an output (a Caffe Datum LMDB/LevelDB...), as Caffe's convert_imageset.
 
     records: in output order (already shuffled); record i must have index i (its key number).
@@ -327,10 +339,9 @@ def convert(records: Sequence[Record], db_path: str, backend: str = "lmdb",
     txn_size/max_pixels/check_size/workers/progress/executor (``BuildOptions``); the output
     does not depend on workers or executor. observers: e.g. ``observers.mean.MeanObserver()``
     (its mean is returned in the summary's results and kept as imagenet_db.mean.npy in the
-    output directory; equal to compute_image_mean on it). settings: extra facts that decide
-    the output (seed, split...), recorded and compared on resume. info: facts recorded only.
-    output_options: keyword arguments of the output's constructor (e.g. the splits of a
-    batch output); recorded and compared on resume like ``settings``.
+    output directory; equal to compute_image_mean on it). recorded: the settings (compared on
+    resume), the output's constructor options (compared too) and info (recorded only), see
+    ``Recorded``.
 
     Unreadable/undecodable/corrupt/oversized images are skipped, counted and listed in
     ``DB.skipped.tsv``. Raises DatabaseError (existing output, resume refused, disk full...),
@@ -343,13 +354,13 @@ def convert(records: Sequence[Record], db_path: str, backend: str = "lmdb",
     if any(record.index != position for position, record in enumerate(records)):
         raise ValueError("records must be numbered 0..n-1 in list order")
     # as JSON gives them back (lists, not tuples), so that a resume compares them equal
-    output_options = json.loads(json.dumps(output_options or {}))
+    output_options = json.loads(json.dumps(recorded.output_options or {}))
     parent = os.path.dirname(db_path) or "."
     if not os.path.isdir(parent):
         raise DatabaseError(f"{parent}: output directory does not exist")
     with OutputLock(lock_path_for(db_path), f"{db_path} is being built"):
         return _convert_locked(records, db_path, backend, transform, build, observers,
-                               settings, info, output_options)
+                               recorded.settings, recorded.info, output_options)
 
 
 def output_path(path: str) -> str:
