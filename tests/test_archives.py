@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from imagenet_db.testing import archives as fixture_archives
+from imagenet_db.testing.archives import ArchiveSpec
 from imagenet_db.sources.ilsvrc2012 import ArchiveError, index_archives, verify_archives
 from imagenet_db.sources.checksums import ChecksumError
 from imagenet_db.cli import create_imagenet_main, main
@@ -52,8 +53,8 @@ def private_index_cache(tmp_path_factory, monkeypatch):
 def small(tmp_path_factory):
     """6 classes x 4 train images, 12 val images, plus the same images as a Caffe tree."""
     root = tmp_path_factory.mktemp("small")
-    info = fixture_archives.write_archives(root / "arch", SMALL_WNIDS, train_per_class=4,
-                                           val_count=12, seed=3, tree_root=root / "tree")
+    spec = ArchiveSpec(SMALL_WNIDS, train_per_class=4, val_count=12, seed=3)
+    info = fixture_archives.write_archives(root / "arch", spec, tree_root=root / "tree")
     info["root"] = root
     return info
 
@@ -62,8 +63,8 @@ def small(tmp_path_factory):
 def full(tmp_path_factory):
     """All 1,000 real classes (real IDs and words), one tiny image each, 10 val images."""
     root = tmp_path_factory.mktemp("full")
-    info = fixture_archives.write_archives(root / "arch", None, train_per_class=1, val_count=10,
-                                           image_size=(32, 24), seed=1)
+    spec = ArchiveSpec(None, train_per_class=1, val_count=10, image_size=(32, 24), seed=1)
+    info = fixture_archives.write_archives(root / "arch", spec)
     info["root"] = root
     return info
 
@@ -435,8 +436,9 @@ def test_png_named_jpeg_and_cmyk_decode_from_the_tar(small):
 def test_fixture_archives_are_reproducible(tmp_path):
     digests = []
     for run in ("a", "b"):
-        fixture_archives.write_archives(tmp_path / run, SMALL_WNIDS[:3], train_per_class=2,
-                                        val_count=3, image_size=(40, 30), seed=9)
+        spec = ArchiveSpec(SMALL_WNIDS[:3], train_per_class=2, val_count=3, image_size=(40, 30),
+                           seed=9)
+        fixture_archives.write_archives(tmp_path / run, spec)
         digests.append([hashlib.md5((tmp_path / run / n).read_bytes()).hexdigest()
                         for n in ARCHIVES])
     assert digests[0] == digests[1]

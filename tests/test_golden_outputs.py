@@ -17,7 +17,7 @@ import plyvel
 import pytest
 
 from imagenet_db.cli import main
-from imagenet_db.testing.archives import write_archives
+from imagenet_db.testing.archives import ArchiveSpec, write_archives
 from imagenet_db.testing.photos import odd_images, write_corpus
 
 REPO = Path(__file__).resolve().parent.parent
@@ -108,7 +108,7 @@ def build_all(work: Path) -> dict:
     results["convert corpus"] = _digests(out)
 
     arch = work / "archives"
-    write_archives(arch, wnids=WNIDS, train_per_class=4, val_count=8, seed=11)
+    write_archives(arch, ArchiveSpec(wnids=WNIDS, train_per_class=4, val_count=8, seed=11))
     out = work / "archive_out"
     _run(["create", str(arch), str(out), "--no-progress", "--resize", "24x24"])
     results["create archives"] = _digests(out)
