@@ -14,7 +14,7 @@ synsets, Caffe labels are their positions in ASCII wnid order, each validation i
 wnid of its ground-truth ILSVRC2012_ID. Relpaths are Caffe's (``n01440764/n01440764_10026.JPEG``
 for train, ``ILSVRC2012_val_00000001.JPEG`` for val), so lists, keys and databases equal those
 built from the same images extracted (train/<wnid>/..., flat val/ + val.txt).
-Images are then read by ``os.pread`` at their indexed offsets (``archives.containers.TarContainer``).
+Images are then read by ``os.pread`` at their indexed offsets (a ``containers.TarContainer``).
 """
 import os
 import re
