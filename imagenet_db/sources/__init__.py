@@ -2,15 +2,19 @@
 
 Every distribution is a module with ``NAME``, ``LOOKS_FOR`` (what it is recognised by, for
 messages), ``detect(path) -> bool`` (cheap; may raise when a file set is incomplete),
-``open_dataset(path) -> base.Dataset`` and optionally ``verify(path, progress, log)`` (the
-published checksums). ``DISTRIBUTIONS`` lists them in detection order; the first one that
-detects a SOURCE reads it. Labels are always Caffe's (``labels``: wnids in ASCII order).
+``open_dataset(path) -> base.Dataset`` (its splits read images through a container of
+``archives.containers``: a folder, a tar, a .tar.gz or a .zip) and optionally
+``verify(path, progress, log)`` with ``VERIFIES`` (its table of published MD5s, checked by
+``checksums.verify_files``). ``DISTRIBUTIONS`` lists them in detection order; the first one
+that detects a SOURCE reads it, and ``verify_source`` (``--verify``) calls its ``verify``.
+Labels are always Caffe's (``labels``: wnids in ASCII order).
 
 To add a distribution: write ``sources/<name>.py`` with those functions and add it to
 ``DISTRIBUTIONS`` (before more general layouts such as the plain tree); ``create_imagenet``,
-``imagenet-db labels`` and ``--verify`` then accept it. The tar index (``tarindex``), devkit
-parsing (``devkit``) and checksums (``checksums``) are helpers for such modules; the Caffe
-list file of ``convert_imageset`` is ``listfile``.
+``imagenet-db labels`` and ``--verify`` then accept it. Archive access (``archives/``: tar,
+.tar.gz and .zip indexes, containers), devkit parsing (``devkit``, ``devkits``, ``clsloc``,
+``matlab``) and ``checksums`` are helpers for such modules; the Caffe list file of
+``convert_imageset`` is ``listfile``.
 """
 import os
 from types import ModuleType
