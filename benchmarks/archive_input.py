@@ -32,14 +32,15 @@ import lmdb  # noqa: E402
 from imagenet_db.engine.buildstate import BuildOptions  # noqa: E402
 from imagenet_db.engine.executor import ordered_map  # noqa: E402
 from imagenet_db.imaging.transform import TransformOptions, transform_image  # noqa: E402
-from imagenet_db.outputs import iterate_db  # noqa: E402
+from imagenet_db.readers import iterate_db  # noqa: E402
 from imagenet_db.outputs.datum import caffe_key, encode_datum  # noqa: E402
 from imagenet_db.pipeline import convert  # noqa: E402
 from imagenet_db.sources import open_dataset  # noqa: E402
 from imagenet_db.sources.base import Record, shuffle_order  # noqa: E402
 from imagenet_db.sources.ilsvrc2012 import index_archives  # noqa: E402
-from imagenet_db.sources.tarindex import TarReader  # noqa: E402
+from imagenet_db.sources.archives.tarindex import TarReader  # noqa: E402
 from imagenet_db.testing import archives as fixture_archives  # noqa: E402
+from imagenet_db.testing.archives import ArchiveSpec  # noqa: E402
 
 OPTIONS = TransformOptions(resize_height=256, resize_width=256)
 
@@ -106,8 +107,8 @@ def main():
     arch, tree = work / "arch", work / "tree"
     if not (arch / "ILSVRC2012_img_train.tar").exists():
         t = time.perf_counter()
-        fixture_archives.write_archives(arch, wnids, args.per_class, val_count=10, seed=0,
-                                        tree_root=tree)
+        fixture_archives.write_archives(arch, ArchiveSpec(wnids, args.per_class, val_count=10,
+                                                          seed=0), tree_root=tree)
         print(f"fixture: {time.perf_counter() - t:.1f} s", file=sys.stderr)
     os.environ["IMAGENET_DB_TAR_INDEX_CACHE"] = str(work / "index-cache")
 

@@ -198,7 +198,7 @@ def job_mean(db: str, baseline: bool) -> dict:
     import numpy as np
     from imagenet_db.observers.mean import compute_db_mean
     from imagenet_db.protos import Datum
-    from imagenet_db.outputs import iterate_db
+    from imagenet_db.readers import iterate_db
 
     payload = sum(len(v) for _, v in iterate_db(db))  # also warms the page cache
     start = time.perf_counter()
@@ -280,7 +280,7 @@ def run_job(name: str, **params) -> dict:
 
 def db_ratio(db: str) -> tuple:
     """(bytes on disk, payload bytes = sum of key + value lengths) of an LMDB or LevelDB."""
-    from imagenet_db.outputs import iterate_db
+    from imagenet_db.readers import iterate_db
 
     payload = sum(len(k) + len(v) for k, v in iterate_db(db))
     disk = sum(os.path.getsize(os.path.join(db, f)) for f in os.listdir(db)
@@ -293,7 +293,7 @@ def pixel_difference(db_a: str, db_b: str) -> tuple:
     import numpy as np
     from imagenet_db.outputs.datum import datum_to_chw
     from imagenet_db.protos import Datum
-    from imagenet_db.outputs import iterate_db
+    from imagenet_db.readers import iterate_db
 
     total = count = worst = 0
     a, b = Datum(), Datum()

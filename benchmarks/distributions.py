@@ -27,11 +27,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from imagenet_db.engine.buildstate import BuildOptions  # noqa: E402
 from imagenet_db.imaging.transform import TransformOptions  # noqa: E402
-from imagenet_db.outputs import iterate_db  # noqa: E402
+from imagenet_db.readers import iterate_db  # noqa: E402
 from imagenet_db.recipes.imagenet import create_imagenet  # noqa: E402
-from imagenet_db.sources import gzindex, open_dataset  # noqa: E402
+from imagenet_db.sources import open_dataset  # noqa: E402
+from imagenet_db.sources.archives import gzindex  # noqa: E402
 from imagenet_db.testing import archives as fixture_archives  # noqa: E402
 from imagenet_db.testing import clsloc  # noqa: E402
+from imagenet_db.testing.archives import ArchiveSpec  # noqa: E402
 
 
 def cpu_ticks_of_others():
@@ -69,8 +71,8 @@ def main():
     os.environ["IMAGENET_DB_TAR_INDEX_CACHE"] = str(work / "index-cache")
     wnids = [w for _, w, _ in fixture_archives.ilsvrc2012_classes()[:args.classes]]
     t = time.perf_counter()
-    base = clsloc.write_base(work / "base", wnids=wnids, train_per_class=args.per_class,
-                             val_count=args.val, seed=0)
+    base = clsloc.write_base(work / "base", ArchiveSpec(wnids=wnids, train_per_class=args.per_class,
+                                                        val_count=args.val, seed=0))
     clsloc.write_ilsvrc2015(work / "c15", base)
     clsloc.write_kaggle(work / "kaggle", base, form="zip")
     print(f"fixture: {time.perf_counter() - t:.1f} s", file=sys.stderr)

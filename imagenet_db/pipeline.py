@@ -30,8 +30,7 @@ from imagenet_db.engine import buildstate as B
 from imagenet_db.engine.buildstate import (DEFAULT_TXN_SIZE, MANIFEST_NAME,  # noqa: F401
                                            PARTIAL_SUFFIX, BuildOptions)
 from imagenet_db.engine.executor import ClusterError, ordered_map
-from imagenet_db.engine.files import remove_path, remove_stale_temporaries, write_file_atomic
-from imagenet_db.engine.files import write_json_atomic
+from imagenet_db.engine.files import remove_path, remove_stale_temporaries, write_json_atomic
 from imagenet_db.engine.graceful import GracefulStop
 from imagenet_db.engine.lock import OutputLock, lock_path_for
 from imagenet_db.engine.writer import WriterThread
@@ -43,6 +42,19 @@ from imagenet_db.observers.sizecheck import SizeCheck
 from imagenet_db.outputs import output_class
 from imagenet_db.outputs.base import Encoded, Output
 from imagenet_db.sources.base import Record
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What a build records beside its inputs, in the build record (``imagenet_db.json``).
+
+    settings: extra facts that decide the output (seed, shuffle, split...), compared on
+    --resume. output_options: keyword arguments of the output's constructor (e.g. the splits
+    of a batch output), recorded and compared like ``settings``. info: facts recorded only
+    (e.g. the list file's path). All JSON-able dicts (None = none)."""
+    settings: Optional[dict] = None
+    output_options: Optional[dict] = None
+    info: Optional[dict] = None
 
 
 @dataclass
@@ -117,33 +129,6 @@ class RecordJob:
         return self.output.encode(record, image)
 
 
-def skip_report_path(db_path: str) -> str:
-    """Where the skip report of ``db_path`` goes: ``DB.skipped.tsv`` beside the database."""
-    return os.path.normpath(db_path) + ".skipped.tsv"
-
-
-def read_skip_report(db_path: str) -> List[Tuple[str, str]]:
-    """(relpath, reason) of each line of ``DB.skipped.tsv``; [] when there is none (nothing
-    was skipped). Raises OSError when it cannot be read."""
-    try:
-        with open(skip_report_path(db_path), encoding="utf-8") as f:
-            return [tuple(line.rstrip("\n").rpartition("\t")[::2]) for line in f]
-    except FileNotFoundError:
-        return []
-
-
-def write_skip_report(db_path: str, skipped: Sequence[Tuple[str, str]]) -> Optional[str]:
-    """Write ``DB.skipped.tsv`` (relpath TAB reason per line) beside the database, atomically;
-    remove a stale one when nothing was skipped. Returns the report's path or None."""
-    report = skip_report_path(db_path)
-    if not skipped:
-        remove_path(report)
-        return None
-    write_file_atomic(report, "".join(f"{relpath}\t{reason}\n" for relpath, reason in skipped)
-                      .encode("utf-8"))
-    return report
-
-
 def all_observers(build: BuildOptions, observers: Sequence) -> list:
     """The observers of a build: --check_size's guard (first), then the caller's, then the
     content checksum kept in the completion record (``observers.checksum``)."""
@@ -178,7 +163,7 @@ def _finished_summary(db_path: str, action: str, observers: Sequence) -> Convert
     for observer in observers:
         observer.finished(db_path, manifest)
         summary.results.update(observer.results())
-    write_skip_report(db_path, skipped)
+    B.write_skip_report(db_path, skipped)
     return summary
 
 
@@ -320,7 +305,7 @@ def _publish(build_dir: str, records: Sequence[Record], summary: ConvertSummary,
         write_json_atomic(os.path.join(build_dir, MANIFEST_NAME), manifest)
         remove_path(os.path.join(build_dir, B.BUILD_RECORD_NAME))
         B.publish(build_dir, summary.db_path)
-        write_skip_report(summary.db_path, summary.skipped)
+        B.write_skip_report(summary.db_path, summary.skipped)
     except OSError as exc:
         raise DatabaseError(f"{build_dir}: cannot finish the build: {exc.strerror or exc}; "
                             f"{B.RESUME_HINT}") from None
@@ -336,7 +321,7 @@ def _start(db_path: str, build_dir: str, action: str, identity: dict) -> None:
             B.start_build(build_dir, identity)
         remove_stale_temporaries(build_dir)
         remove_stale_temporaries(os.path.dirname(db_path) or ".",
-                                 [os.path.basename(skip_report_path(db_path))])
+                                 [os.path.basename(B.skip_report_path(db_path))])
     except OSError as exc:
         raise DatabaseError(f"{build_dir}: cannot prepare the build: "
                             f"{exc.strerror or exc}") from None
@@ -345,8 +330,7 @@ def _start(db_path: str, build_dir: str, action: str, identity: dict) -> None:
 def convert(records: Sequence[Record], db_path: str, backend: str = "lmdb",
             transform: TransformOptions = TransformOptions(),
             build: BuildOptions = BuildOptions(), observers: Sequence = (),
-            settings: Optional[dict] = None, info: Optional[dict] = None,
-            output_options: Optional[dict] = None) -> ConvertSummary:
+            recorded: Recorded = Recorded()) -> ConvertSummary:
     """Convert images to an output (a Caffe Datum LMDB/LevelDB...), as Caffe's convert_imageset.
 
     records: in output order (already shuffled); record i must have index i (its key number).
@@ -355,10 +339,9 @@ def convert(records: Sequence[Record], db_path: str, backend: str = "lmdb",
     txn_size/max_pixels/check_size/workers/progress/executor (``BuildOptions``); the output
     does not depend on workers or executor. observers: e.g. ``observers.mean.MeanObserver()``
     (its mean is returned in the summary's results and kept as imagenet_db.mean.npy in the
-    output directory; equal to compute_image_mean on it). settings: extra facts that decide
-    the output (seed, split...), recorded and compared on resume. info: facts recorded only.
-    output_options: keyword arguments of the output's constructor (e.g. the splits of a
-    batch output); recorded and compared on resume like ``settings``.
+    output directory; equal to compute_image_mean on it). recorded: the settings (compared on
+    resume), the output's constructor options (compared too) and info (recorded only), see
+    ``Recorded``.
 
     Unreadable/undecodable/corrupt/oversized images are skipped, counted and listed in
     ``DB.skipped.tsv``. Raises DatabaseError (existing output, resume refused, disk full...),
@@ -371,13 +354,13 @@ def convert(records: Sequence[Record], db_path: str, backend: str = "lmdb",
     if any(record.index != position for position, record in enumerate(records)):
         raise ValueError("records must be numbered 0..n-1 in list order")
     # as JSON gives them back (lists, not tuples), so that a resume compares them equal
-    output_options = json.loads(json.dumps(output_options or {}))
+    output_options = json.loads(json.dumps(recorded.output_options or {}))
     parent = os.path.dirname(db_path) or "."
     if not os.path.isdir(parent):
         raise DatabaseError(f"{parent}: output directory does not exist")
     with OutputLock(lock_path_for(db_path), f"{db_path} is being built"):
         return _convert_locked(records, db_path, backend, transform, build, observers,
-                               settings, info, output_options)
+                               recorded.settings, recorded.info, output_options)
 
 
 def output_path(path: str) -> str:

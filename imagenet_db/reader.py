@@ -5,9 +5,10 @@
     image, label = db[0]                              # (256, 256, 3) uint8 BGR, int
     for image, label in db: ...                       # key order, one cursor
 
-See ``DatumDB`` (in ``imagenet_db.outputs.datumreader``) for the details: positions, threads,
-worker processes, read-only and lock-free opening.
+See ``DatumDB`` (in ``imagenet_db.readers.datumreader``) for the details: positions, threads,
+worker processes, read-only and lock-free opening; ``check_database`` is in ``imagenet_db.readers``.
 """
-from imagenet_db.outputs.datumreader import DatumDB, KeyList, check_database
+from imagenet_db.readers import check_database
+from imagenet_db.readers.datumreader import DatumDB, KeyList
 
 __all__ = ["DatumDB", "KeyList", "check_database"]

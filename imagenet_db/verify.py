@@ -46,15 +46,16 @@ import numpy as np
 from tqdm import tqdm
 
 from imagenet_db.engine import buildstate as B
-from imagenet_db.observers.checksum import MANIFEST_FIELD as CHECKSUM_FIELD, add_checksum
+from imagenet_db.crc import CHECKSUM_FIELD, add_checksum
 from imagenet_db.outputs.datum import datum_to_chw, entry_checksum
 from imagenet_db.errors import DamagedDatabaseError, DatabaseError, ImagenetDbError
 from imagenet_db.engine.executor import ordered_map
 from imagenet_db.sources.labels import read_synsets
 from imagenet_db.protos import Datum
-from imagenet_db.outputs import OUTPUTS, READERS
+from imagenet_db.outputs import OUTPUTS
 from imagenet_db.outputs.batchfiles import LOG_NAME as BATCHES_LOG, STATE_NAME as BATCHES_STATE
-from imagenet_db.outputs.datumreader import DatumDB, detect_datum_backend
+from imagenet_db.readers import READERS, detect_datum_backend
+from imagenet_db.readers.datumreader import DatumDB
 from imagenet_db.outputs.folder import LOG_NAME as FILES_LOG
 from imagenet_db.outputs.wire import datum_fields
 

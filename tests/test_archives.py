@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import tarfile
 import time
+import types
 from pathlib import Path
 
 import cv2
@@ -16,20 +17,22 @@ import numpy as np
 import pytest
 
 from imagenet_db.testing import archives as fixture_archives
-from imagenet_db.sources.ilsvrc2012 import ArchiveError, index_archives
-from imagenet_db.sources.checksums import ChecksumError, verify_archives
+from imagenet_db.testing.archives import ArchiveSpec
+from imagenet_db.sources.ilsvrc2012 import ArchiveError, index_archives, verify_archives
+from imagenet_db.sources.checksums import ChecksumError
 from imagenet_db.cli import create_imagenet_main, main
 from imagenet_db.sources.devkit import DevkitError, read_devkit
 from imagenet_db.recipes.extract import ExtractError, ExtractOptions, extract
 from imagenet_db.errors import ImagenetDbError
 from imagenet_db.outputs.folder import FolderOutput
+from imagenet_db import sources
 from imagenet_db.sources import open_dataset
 from imagenet_db.engine.buildstate import BuildOptions
 from imagenet_db.imaging.transform import TransformOptions
 from imagenet_db.recipes.imagenet import create_imagenet, write_labels
 from imagenet_db.protos import Datum
-from imagenet_db.outputs import iterate_db
-from imagenet_db.sources.tarindex import (TarIndexError, TarReader, cache_file, index_nested,
+from imagenet_db.readers import iterate_db
+from imagenet_db.sources.archives.tarindex import (TarIndexError, TarReader, cache_file, index_nested,
                                   index_tar)
 
 SMALL_WNIDS = ["n01440764", "n01443537", "n01751748", "n02105855", "n02119789", "n09193705"]
@@ -50,8 +53,8 @@ def private_index_cache(tmp_path_factory, monkeypatch):
 def small(tmp_path_factory):
     """6 classes x 4 train images, 12 val images, plus the same images as a Caffe tree."""
     root = tmp_path_factory.mktemp("small")
-    info = fixture_archives.write_archives(root / "arch", SMALL_WNIDS, train_per_class=4,
-                                           val_count=12, seed=3, tree_root=root / "tree")
+    spec = ArchiveSpec(SMALL_WNIDS, train_per_class=4, val_count=12, seed=3)
+    info = fixture_archives.write_archives(root / "arch", spec, tree_root=root / "tree")
     info["root"] = root
     return info
 
@@ -60,8 +63,8 @@ def small(tmp_path_factory):
 def full(tmp_path_factory):
     """All 1,000 real classes (real IDs and words), one tiny image each, 10 val images."""
     root = tmp_path_factory.mktemp("full")
-    info = fixture_archives.write_archives(root / "arch", None, train_per_class=1, val_count=10,
-                                           image_size=(32, 24), seed=1)
+    spec = ArchiveSpec(None, train_per_class=1, val_count=10, image_size=(32, 24), seed=1)
+    info = fixture_archives.write_archives(root / "arch", spec)
     info["root"] = root
     return info
 
@@ -313,6 +316,28 @@ def test_verify_checks_md5_of_every_archive(small, capsys):
     assert not (small["root"] / "never").exists()
 
 
+def test_verify_dispatches_through_the_distributions(small, tmp_path, monkeypatch, capsys):
+    """--verify runs the verify of the distribution that reads SOURCE (sources.DISTRIBUTIONS);
+    a SOURCE whose distribution publishes no checksums gets one line naming it, exit 1."""
+    tree = str(small["root"] / "tree")
+    with pytest.raises(ImagenetDbError) as err:
+        sources.verify_source(tree, progress=False, log=quiet)
+    assert str(err.value) == (f"{tree}: --verify checks the ILSVRC2012 archives "
+                              f"(ILSVRC2012_img_train.tar, ...), and this folder holds none")
+    code = create_imagenet_main([tree, str(tmp_path / "never"), "--verify", "--progress=false"])
+    assert code == 1 and capsys.readouterr().err.strip().endswith("and this folder holds none")
+    assert not (tmp_path / "never").exists()
+    seen = []  # a distribution added to the registry with its own verify is the one called
+    own = types.SimpleNamespace(NAME="own", LOOKS_FOR="own", VERIFIES="own files",
+                                detect=lambda path: path == tree,
+                                verify=lambda path, progress, log: seen.append(path))
+    monkeypatch.setattr(sources, "DISTRIBUTIONS", [own] + sources.DISTRIBUTIONS)
+    sources.verify_source(tree, progress=False, log=quiet)
+    assert seen == [tree]
+    with pytest.raises(ChecksumError):  # the archives still go to ilsvrc2012.verify
+        sources.verify_source(str(small["root"] / "arch"), progress=False, log=quiet)
+
+
 # ------------------------------------------------------------------ errors
 def rewrite_devkit(arch: Path, ground_truth=None, drop=None):
     path = arch / "ILSVRC2012_devkit_t12.tar.gz"
@@ -411,8 +436,9 @@ def test_png_named_jpeg_and_cmyk_decode_from_the_tar(small):
 def test_fixture_archives_are_reproducible(tmp_path):
     digests = []
     for run in ("a", "b"):
-        fixture_archives.write_archives(tmp_path / run, SMALL_WNIDS[:3], train_per_class=2,
-                                        val_count=3, image_size=(40, 30), seed=9)
+        spec = ArchiveSpec(SMALL_WNIDS[:3], train_per_class=2, val_count=3, image_size=(40, 30),
+                           seed=9)
+        fixture_archives.write_archives(tmp_path / run, spec)
         digests.append([hashlib.md5((tmp_path / run / n).read_bytes()).hexdigest()
                         for n in ARCHIVES])
     assert digests[0] == digests[1]

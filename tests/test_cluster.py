@@ -3,6 +3,7 @@ import pytest
 
 from conftest import read_lmdb
 from imagenet_db.testing import archives as fixture_archives
+from imagenet_db.testing.archives import ArchiveSpec
 from imagenet_db.cli import create_imagenet_main
 from imagenet_db.errors import ImagenetDbError
 from imagenet_db.engine.executor import dask_executor
@@ -33,8 +34,8 @@ def test_tree_and_archives_on_dask_equal_local_build(sample_copy, tmp_path, sche
             == (tmp_path / "local" / "imagenet_mean.binaryproto").read_bytes())
 
     arch = tmp_path / "arch"
-    fixture_archives.write_archives(arch, ["n01440764", "n01751748", "n02119789"],
-                                    train_per_class=3, val_count=4)
+    fixture_archives.write_archives(arch, ArchiveSpec(["n01440764", "n01751748", "n02119789"],
+                                                      train_per_class=3, val_count=4))
     opts = TransformOptions(16, 16)
     create_imagenet(str(arch), str(tmp_path / "a_local"), opts, log=lambda _: None)
     with dask_executor(scheduler) as executor:
@@ -100,8 +101,8 @@ def test_targz_and_zip_sources_on_dask_equal_local_build(tmp_path, scheduler, mo
     from imagenet_db.testing import clsloc
 
     monkeypatch.setenv("IMAGENET_DB_TAR_INDEX_CACHE", str(tmp_path / "idx"))
-    base = clsloc.write_base(tmp_path / "base", wnids=["n01440764", "n01751748", "n02119789"],
-                             train_per_class=3, val_count=4)
+    base = clsloc.write_base(tmp_path / "base", ArchiveSpec(
+        wnids=["n01440764", "n01751748", "n02119789"], train_per_class=3, val_count=4))
     clsloc.write_ilsvrc2015(tmp_path / "c15", base)
     clsloc.write_kaggle(tmp_path / "k", base, form="zip")
     opts = TransformOptions(16, 16)

@@ -16,8 +16,10 @@ from imagenet_db.engine.buildstate import BuildOptions
 from imagenet_db.errors import ImagenetDbError
 from imagenet_db.recipes.extract import extract
 from imagenet_db.recipes.imagenet import write_labels
-from imagenet_db.sources import detect, gzindex, ilsvrc2012, ilsvrc2015, kaggle, open_dataset
+from imagenet_db.sources import detect, ilsvrc2012, ilsvrc2015, kaggle, open_dataset
+from imagenet_db.sources.archives import gzindex
 from imagenet_db.testing import clsloc as F
+from imagenet_db.testing.archives import ArchiveSpec
 
 AUX = ("synsets.txt", "train.txt", "val.txt")
 SMALL_WNIDS = ["n01440764", "n01443537", "n01751748", "n02105855", "n02119789", "n09193705"]
@@ -63,7 +65,8 @@ def full(tmp_path_factory):
     """The real 1,000 classes (real IDs, words, first ground-truth IDs), one tiny image each,
     12 val images, in every distribution."""
     root = tmp_path_factory.mktemp("full")
-    base = F.write_base(root, train_per_class=1, val_count=12, image_size=(32, 24), seed=1)
+    base = F.write_base(root, ArchiveSpec(train_per_class=1, val_count=12, image_size=(32, 24),
+                                          seed=1))
     base["sources"] = _variants(root, base)
     return base
 
@@ -72,7 +75,8 @@ def full(tmp_path_factory):
 def small(tmp_path_factory):
     """6 classes x 3 train images, 8 val images, in every distribution (for database builds)."""
     root = tmp_path_factory.mktemp("small")
-    base = F.write_base(root, wnids=SMALL_WNIDS, train_per_class=3, val_count=8, seed=4)
+    base = F.write_base(root, ArchiveSpec(wnids=SMALL_WNIDS, train_per_class=3, val_count=8,
+                                          seed=4))
     base["root"] = root
     base["sources"] = _variants(root, base)
     return base

@@ -22,6 +22,7 @@ from imagenet_db.sources import open_dataset
 from imagenet_db.sources.base import shuffle_order
 from imagenet_db.sources.labels import ilsvrc2012_ids
 from imagenet_db.testing import archives as fixture_archives
+from imagenet_db.testing.archives import ArchiveSpec
 
 ARGS = ["--progress=false", "--workers=2"]
 
@@ -35,8 +36,8 @@ def private_index_cache(tmp_path_factory, monkeypatch):
 def arch(tmp_path_factory):
     """All 1,000 real classes (real IDs, words) with one small image each, 7 val images."""
     root = tmp_path_factory.mktemp("arch")
-    info = fixture_archives.write_archives(root, None, train_per_class=1, val_count=7,
-                                           image_size=(40, 30), seed=4)
+    info = fixture_archives.write_archives(root, ArchiveSpec(None, train_per_class=1, val_count=7,
+                                                             image_size=(40, 30), seed=4))
     info["root"] = root
     return info
 

@@ -25,7 +25,7 @@ import plyvel
 import pytest
 
 from imagenet_db.cli import main
-from imagenet_db.testing.archives import write_archives
+from imagenet_db.testing.archives import ArchiveSpec, write_archives
 from imagenet_db.testing.photos import odd_images, write_corpus
 
 REPO = Path(__file__).resolve().parent.parent
@@ -76,7 +76,7 @@ def freeze_inputs(dest: Path = INPUTS) -> None:
         (dest / "odd").mkdir(parents=True, exist_ok=True)
         (dest / "odd" / f"{name}.JPEG").write_bytes(data)
     write_corpus(dest / "corpus", 24, seed=5)
-    write_archives(dest / "archives", wnids=WNIDS, train_per_class=4, val_count=8, seed=11)
+    write_archives(dest / "archives", ArchiveSpec(wnids=WNIDS, train_per_class=4, val_count=8, seed=11))
 
 
 def _odd_tree(root: Path) -> Path:

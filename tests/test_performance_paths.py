@@ -12,11 +12,11 @@ from imagenet_db.outputs.datum import hwc_to_chw_bytes
 from imagenet_db.errors import ShapeMismatchError
 from imagenet_db.imaging.fastdecode import decode_reduced, reduction_for
 from imagenet_db.imaging.headers import jpeg_size
-from imagenet_db.outputs.heap import keep_freed_heap
+from imagenet_db.engine.heap import keep_freed_heap
 from imagenet_db.observers.mean import compute_db_mean
 from imagenet_db.pipeline import convert
 from imagenet_db.protos import Datum
-from imagenet_db.outputs import iterate_db
+from imagenet_db.readers import iterate_db
 from imagenet_db.outputs.leveldb import LevelDbWriter
 from imagenet_db.outputs.lmdb import LmdbWriter
 from imagenet_db.sources.listfile import list_records

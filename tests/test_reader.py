@@ -15,7 +15,7 @@ import pytest
 
 from imagenet_db.cli import main
 from imagenet_db.errors import DatabaseError
-from imagenet_db.outputs import leveldbreader
+from imagenet_db.readers import check_database, detect_datum_backend, iterate_db, leveldbreader
 from imagenet_db.protos import Datum
 from imagenet_db.reader import DatumDB
 from imagenet_db.testing.photos import write_corpus
@@ -152,6 +152,23 @@ def test_position_out_of_range_is_index_error(databases):
         db["0"]
     assert sum(1 for _ in db) == 12  # iteration stops by itself (no IndexError leaks)
     db.close()
+
+
+def test_one_database_detection_for_every_reader(tmp_path, databases):
+    """DatumDB and iterate_db go through readers.check_database: the same one-line error for
+    the same bad path, and the same backend for a good one."""
+    (tmp_path / "folder").mkdir()
+    lmdb_db = databases["lmdb", False, False]
+    for path, backend in [(str(tmp_path / "folder"), None), (str(tmp_path / "missing"), None),
+                          (lmdb_db, "leveldb"), (lmdb_db, "nosuch")]:
+        with pytest.raises(DatabaseError) as by_datumdb:
+            DatumDB(path, backend)
+        with pytest.raises(DatabaseError) as by_iterate:
+            next(iterate_db(path, backend))
+        assert str(by_datumdb.value) == str(by_iterate.value) == str(
+            pytest.raises(DatabaseError, check_database, path, backend).value)
+    assert check_database(lmdb_db) == detect_datum_backend(lmdb_db) == "lmdb"
+    assert [key for key, _ in iterate_db(lmdb_db)] == list(DatumDB(lmdb_db).keys)
 
 
 def test_path_that_is_not_a_database(tmp_path, databases):

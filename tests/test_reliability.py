@@ -31,7 +31,7 @@ from imagenet_db.observers import mean as mean_observer
 from imagenet_db.observers.mean import MeanObserver
 from imagenet_db.pipeline import convert
 from imagenet_db.protos import Datum
-from imagenet_db.outputs import iterate_db
+from imagenet_db.readers import iterate_db
 from imagenet_db.sources.listfile import list_records
 from imagenet_db.imaging.transform import TransformOptions
 

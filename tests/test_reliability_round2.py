@@ -37,6 +37,7 @@ import pytest
 from imagenet_db import cli
 from imagenet_db.protos import Datum
 from imagenet_db.testing import archives as fixture_archives
+from imagenet_db.testing.archives import ArchiveSpec
 from imagenet_db.testing import photos
 from imagenet_db.testing.hold import HeldImage, hardlinked_copy
 
@@ -324,8 +325,8 @@ def test_1_second_create_imagenet_is_refused_and_the_first_finishes_intact(data,
 
 def test_1_extract_and_compute_image_mean_respect_a_held_lock(data, tmp_path):
     arch = tmp_path / "arch"
-    fixture_archives.write_archives(arch, WNIDS[:3], train_per_class=2, val_count=4,
-                                    image_size=(40, 30))
+    fixture_archives.write_archives(arch, ArchiveSpec(WNIDS[:3], train_per_class=2, val_count=4,
+                                                      image_size=(40, 30)))
     dest = tmp_path / "dest"
     dest.mkdir()
     fd = hold_lock(dest / ".imagenet_db.lock")
@@ -606,8 +607,9 @@ def arch(tmp_path_factory):
     """An ILSVRC2012 archive triple (4 classes x 120 train, 20 val, 64x48 images) and the
     outputs of an uninterrupted create_imagenet from it."""
     root = tmp_path_factory.mktemp("arch")
-    fixture_archives.write_archives(root / "arch", WNIDS[:4], train_per_class=120, val_count=20,
-                                    image_size=(64, 48), seed=5)
+    fixture_archives.write_archives(root / "arch", ArchiveSpec(WNIDS[:4], train_per_class=120,
+                                                               val_count=20, image_size=(64, 48),
+                                                               seed=5))
     # 196 KB raw datums: the writer's queue (64 MB) holds ~330, so the reads of a build stopped
     # after 5 commits are far from done
     args = ["--resize=256x256", "--txn_size=1", "--workers=1", "--no-report"]
@@ -899,8 +901,8 @@ def test_7_non_utf8_file_name_in_a_tree_is_a_one_line_error(data, tmp_path):
 
 def test_7_a_damaged_tar_index_cache_is_ignored_and_rebuilt(tmp_path):
     arch = tmp_path / "arch"
-    fixture_archives.write_archives(arch, WNIDS[:3], train_per_class=2, val_count=4,
-                                    image_size=(40, 30))
+    fixture_archives.write_archives(arch, ArchiveSpec(WNIDS[:3], train_per_class=2, val_count=4,
+                                                      image_size=(40, 30)))
     cache = tmp_path / "cache"
     rc, err = call("labels", arch, tmp_path / "first", IMAGENET_DB_TAR_INDEX_CACHE=cache)
     assert rc == 0, err
@@ -991,8 +993,8 @@ def _retar(path, transform):
 
 def test_8_sparse_tar_members_are_refused(tmp_path):
     arch = tmp_path / "arch"
-    fixture_archives.write_archives(arch, WNIDS[:3], train_per_class=2, val_count=12,
-                                    image_size=(256, 192))  # the sparse member is not last
+    spec = ArchiveSpec(WNIDS[:3], train_per_class=2, val_count=12, image_size=(256, 192))
+    fixture_archives.write_archives(arch, spec)  # the sparse member is not last
     val_tar = arch / "ILSVRC2012_img_val.tar"
     files = tmp_path / "val_files"
     with tarfile.open(val_tar) as tar:
@@ -1020,8 +1022,8 @@ def test_8_sparse_tar_members_are_refused(tmp_path):
 
 def test_8_extract_never_certifies_an_empty_or_changed_file(tmp_path):
     arch = tmp_path / "arch"
-    fixture_archives.write_archives(arch, WNIDS[:3], train_per_class=2, val_count=4,
-                                    image_size=(40, 30))
+    fixture_archives.write_archives(arch, ArchiveSpec(WNIDS[:3], train_per_class=2, val_count=4,
+                                                      image_size=(40, 30)))
     dest = tmp_path / "dest"
     rc, err = call("extract", arch, dest)
     assert rc == 0, err
@@ -1045,8 +1047,8 @@ def test_8_extract_never_certifies_an_empty_or_changed_file(tmp_path):
 
 def test_8_odd_member_names_in_archives(tmp_path):
     arch = tmp_path / "arch"
-    fixture_archives.write_archives(arch, WNIDS[:3], train_per_class=2, val_count=4,
-                                    image_size=(40, 30))
+    fixture_archives.write_archives(arch, ArchiveSpec(WNIDS[:3], train_per_class=2, val_count=4,
+                                                      image_size=(40, 30)))
     train_tar = arch / "ILSVRC2012_img_train.tar"
     original = train_tar.read_bytes()
 
@@ -1125,8 +1127,8 @@ def test_8_resume_after_a_kill_between_record_and_publish_leaves_no_build_record
 
 def test_8_an_empty_devkit_is_a_one_line_error(tmp_path):
     arch = tmp_path / "arch"
-    fixture_archives.write_archives(arch, WNIDS[:3], train_per_class=2, val_count=4,
-                                    image_size=(40, 30))
+    fixture_archives.write_archives(arch, ArchiveSpec(WNIDS[:3], train_per_class=2, val_count=4,
+                                                      image_size=(40, 30)))
     (arch / "ILSVRC2012_devkit_t12.tar.gz").write_bytes(b"")
     rc, err = call("labels", arch, tmp_path / "aux")
     assert rc == 1 and len(err.strip().splitlines()) == 1, err
@@ -1157,8 +1159,9 @@ def test_8_a_signal_outside_the_build_loop_ends_the_command_in_one_line(data, tm
 def test_8_a_subset_archive_notes_its_counts_once(tmp_path):
     arch = tmp_path / "arch"
     wnids = [wnid for _, wnid, _ in fixture_archives.ilsvrc2012_classes()[:100]]
-    info = fixture_archives.write_archives(arch, wnids, train_per_class=1, val_count=4,
-                                           image_size=(16, 12), odd_members=False)
+    info = fixture_archives.write_archives(arch, ArchiveSpec(wnids, train_per_class=1, val_count=4,
+                                                             image_size=(16, 12),
+                                                             odd_members=False))
     assert len(info["classes"]) == 100
     devkit = arch / "ILSVRC2012_devkit_t12.tar.gz"  # meta.mat as the real devkit's: 1300 each
     meta = fixture_archives.meta_mat_bytes(info["classes"],

@@ -16,6 +16,7 @@ from imagenet_db.outputs.datum import datum_to_chw
 from imagenet_db.outputs.meanfile import read_mean
 from imagenet_db.protos import BlobProto, NetParameter, SolverParameter
 from imagenet_db.testing import archives as fixture_archives
+from imagenet_db.testing.archives import ArchiveSpec
 from imagenet_db.verify import verify_db
 
 TRAIN_LIST = [(f"{w}/{f}", i) for i, w in enumerate(sorted(os.listdir(SAMPLE / "train")))
@@ -247,9 +248,8 @@ def test_crop_size_mean_of_fixed_size_db_is_centre_of_full_mean(tmp_path):
 # ------------------------------------------------------------------ extract
 def test_extract_shorter_side_resizes_and_resumes(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("IMAGENET_DB_TAR_INDEX_CACHE", str(tmp_path / "idx"))
-    info = fixture_archives.write_archives(tmp_path / "arch", ["n01440764", "n02119789"],
-                                           train_per_class=3, val_count=4, seed=5,
-                                           tree_root=tmp_path / "tree")
+    spec = ArchiveSpec(["n01440764", "n02119789"], train_per_class=3, val_count=4, seed=5)
+    info = fixture_archives.write_archives(tmp_path / "arch", spec, tree_root=tmp_path / "tree")
     dest = tmp_path / "x"
     args = ["extract", str(tmp_path / "arch"), str(dest), "--shorter_side=64",
             "--encode_quality=90", "--workers=2", "--progress=false"]

@@ -54,7 +54,7 @@ def convert_parser(prog="convert_imageset") -> argparse.ArgumentParser:
 
 
 def _convert(args) -> None:
-    from imagenet_db.pipeline import convert
+    from imagenet_db.pipeline import Recorded, convert
     from imagenet_db.sources.base import shuffled
     from imagenet_db.sources.listfile import list_records, read_list
 
@@ -72,8 +72,8 @@ def _convert(args) -> None:
     with executor_for(args) as executor:
         summary = convert(list_records(args.root, entries), args.db, args.backend, options,
                           build_options(args, executor),
-                          settings={"shuffle": args.shuffle, "seed": args.seed},
-                          info={"listfile": os.path.abspath(args.listfile)})
+                          recorded=Recorded(settings={"shuffle": args.shuffle, "seed": args.seed},
+                                            info={"listfile": os.path.abspath(args.listfile)}))
     print(summary.describe(), file=sys.stderr)
     if summary.skipped:
         print(f"skipped images are listed in {summary.db_path}.skipped.tsv", file=sys.stderr)

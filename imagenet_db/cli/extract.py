@@ -51,7 +51,7 @@ def extract_parser(prog="imagenet-db extract") -> argparse.ArgumentParser:
 
 
 def _extract(args) -> None:
-    from imagenet_db.sources.checksums import verify_source
+    from imagenet_db.sources import verify_source
     from imagenet_db.engine.buildstate import BuildOptions
     from imagenet_db.recipes.extract import ExtractOptions, extract
 

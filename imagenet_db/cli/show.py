@@ -9,7 +9,6 @@ the key order; --label N shows only class N. The database is read read-only (not
 written next to it).
 """
 import argparse
-import os
 import sys
 from typing import Optional, Sequence
 
@@ -46,43 +45,12 @@ def show_parser(prog="imagenet-db show") -> argparse.ArgumentParser:
     return p
 
 
-def show(db_path: str, out: Optional[str] = None, count: int = DEFAULT_COUNT,
-         label: Optional[int] = None, synsets: Optional[str] = None, tile: int = DEFAULT_TILE,
-         columns: int = 0, backend: Optional[str] = None, overwrite: bool = False) -> str:
-    """Write the contact sheet of ``db_path`` (see the module docstring) and return the PNG's
-    path. Raises ImagenetDbError for a bad database, a label no datum has, or an existing
-    ``out`` without ``overwrite``."""
-    from imagenet_db.engine.files import write_file_atomic
-    from imagenet_db.errors import ImagenetDbError
-    from imagenet_db.pictures.sheet import (choose_positions, contact_sheet, encode_png,
-                                            find_class_file, read_class_names)
-    from imagenet_db.reader import DatumDB
-
-    if count < 1:
-        raise ImagenetDbError("--count must be at least 1")
-    out = out or os.path.basename(os.path.abspath(db_path)) + ".sheet.png"
-    if os.path.exists(out) and not overwrite:
-        raise ImagenetDbError(f"{out} already exists; pass --overwrite to replace it")
-    with DatumDB(db_path, backend) as db:
-        class_file = synsets or find_class_file(db_path)
-        names = read_class_names(class_file) if class_file else []
-        if len(db) == 0:
-            raise ImagenetDbError(f"{db_path}: the database is empty")
-        positions = choose_positions(db, count, label)
-        which = f"label {label}" + (f" ({names[label]})" if 0 <= label < len(names) else "") \
-            if label is not None else "spread over the key order"
-        title = f"{db_path}\n{len(positions)} of {len(db):,} datums, {which}"
-        sheet, tiles = contact_sheet(db, positions, names, tile, columns, title)
-    write_file_atomic(out, encode_png(sheet))
-    bad = [t for t in tiles if t.problem]
-    for t in bad:
-        print(f"note: {t.problem}", file=sys.stderr)
-    return out
-
-
 def _show(args) -> None:
-    out = show(args.db, args.out, args.count, args.label, args.synsets, args.tile, args.columns,
-               args.backend, args.overwrite)
+    from imagenet_db.pictures.sheet import SheetOptions, write_sheet
+
+    options = SheetOptions(args.out, args.count, args.label, args.synsets, args.tile,
+                           args.columns, args.backend, args.overwrite)
+    out = write_sheet(args.db, options, log=lambda text: print(text, file=sys.stderr))
     print(f"wrote {out}", file=sys.stderr)
 
 

@@ -328,6 +328,33 @@ class SkipLog:
             self._file = None
 
 
+def skip_report_path(db_path: str) -> str:
+    """Where the skip report of ``db_path`` goes: ``DB.skipped.tsv`` beside the database."""
+    return os.path.normpath(db_path) + ".skipped.tsv"
+
+
+def read_skip_report(db_path: str) -> List[Tuple[str, str]]:
+    """(relpath, reason) of each line of ``DB.skipped.tsv``; [] when there is none (nothing
+    was skipped). Raises OSError when it cannot be read."""
+    try:
+        with open(skip_report_path(db_path), encoding="utf-8") as f:
+            return [tuple(line.rstrip("\n").rpartition("\t")[::2]) for line in f]
+    except FileNotFoundError:
+        return []
+
+
+def write_skip_report(db_path: str, skipped: Sequence[Tuple[str, str]]) -> Optional[str]:
+    """Write ``DB.skipped.tsv`` (relpath TAB reason per line) beside the database, atomically;
+    remove a stale one when nothing was skipped. Returns the report's path or None."""
+    report = skip_report_path(db_path)
+    if not skipped:
+        remove_path(report)
+        return None
+    write_file_atomic(report, "".join(f"{relpath}\t{reason}\n" for relpath, reason in skipped)
+                      .encode("utf-8"))
+    return report
+
+
 def read_skip_log(path: str) -> List[Tuple[int, str, str]]:
     """(index, relpath, reason) entries of a build's skip log; [] when there is none. A last
     line cut short by a crash (no newline) is ignored."""

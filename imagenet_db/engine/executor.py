@@ -45,7 +45,7 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Callable, Iterable, Iterator, Optional, TypeVar
 
 from imagenet_db.errors import ImagenetDbError
-from imagenet_db.outputs.heap import keep_freed_heap
+from imagenet_db.engine.heap import keep_freed_heap
 
 T = TypeVar("T")
 R = TypeVar("R")

@@ -17,19 +17,13 @@ import os
 import time
 from typing import Tuple
 
+from imagenet_db.crc import CHECKSUM_FIELD as MANIFEST_FIELD, add_checksum
 from imagenet_db.engine.files import read_json, write_json_atomic
 from imagenet_db.errors import ImagenetDbError
 from imagenet_db.observers.base import Observer
 
 CHECKPOINT_NAME = "imagenet_db.checksum.json"
 CHECKPOINT_SECONDS = 30.0
-MANIFEST_FIELD = "entries_crc32_sum"
-MASK = (1 << 64) - 1
-
-
-def add_checksum(total: int, checksum: int) -> int:
-    """``total`` + ``checksum`` modulo 2^64."""
-    return (total + checksum) & MASK
 
 
 class ContentChecksum(Observer):

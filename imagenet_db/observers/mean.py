@@ -26,7 +26,7 @@ from imagenet_db.engine.executor import default_workers
 from imagenet_db.engine.files import write_file_atomic
 from imagenet_db.errors import DamagedDatabaseError, ImagenetDbError, ShapeMismatchError
 from imagenet_db.observers.base import Observer
-from imagenet_db.outputs.datumreader import DatumDB
+from imagenet_db.readers.datumreader import DatumDB
 from imagenet_db.outputs.wire import locate_raw_pixels
 
 MEAN_NAME = "imagenet_db.mean.npy"  # the finished mean, inside the database directory

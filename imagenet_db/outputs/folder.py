@@ -24,10 +24,9 @@ from typing import Iterator, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from imagenet_db.crc import crc32
+from imagenet_db.crc import CHECKSUM_FIELD, add_checksum, crc32
 from imagenet_db.engine.files import fsync_dir, remove_path
 from imagenet_db.errors import DatabaseError
-from imagenet_db.observers.checksum import MANIFEST_FIELD as CHECKSUM_FIELD, add_checksum
 from imagenet_db.imaging.decode import decode_image
 from imagenet_db.imaging.headers import describe_undecodable, jpeg_size, png_dimensions, \
     sniff_format
@@ -318,7 +317,7 @@ def _checked_list(path: str, list_path: str, manifest: dict, found: set, report)
     the files ``found`` (extra files are problems); when the list cannot be read, the files
     found (with unknown labels), and a note saying so."""
     from imagenet_db.engine.buildstate import list_fingerprint
-    from imagenet_db.pipeline import read_skip_report
+    from imagenet_db.engine.buildstate import read_skip_report
     from imagenet_db.sources.base import Record
 
     try:

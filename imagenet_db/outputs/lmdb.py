@@ -18,7 +18,7 @@ writing thread behind it, at most 64 MiB: see ``engine.writer``). ``sync_commits
 difference end to end here (decoding is the limit), but a power loss could then damage
 ``DB.partial``. After each durable commit the pages written are dropped from the page cache
 (``LmdbWriter._drop_written_pages``). glibc's malloc is tuned so that transaction memory is
-reused rather than page-faulted anew each commit (``outputs.heap``). A write that fails (disk
+reused rather than page-faulted anew each commit (``engine.heap``). A write that fails (disk
 full, file-size limit) raises DatabaseError; what was committed before stays intact.
 """
 import os
@@ -28,7 +28,7 @@ import lmdb
 
 from imagenet_db.errors import DatabaseError
 from imagenet_db.outputs.datumdb import DatumWriter
-from imagenet_db.outputs.heap import keep_freed_heap
+from imagenet_db.engine.heap import keep_freed_heap
 
 INITIAL_MAP_SIZE = 1 << 30  # 1 GiB; doubled as needed
 TXN_BYTES = 32 << 20  # bytes of values per transaction at most (see the module docstring)

@@ -39,7 +39,8 @@ from imagenet_db.engine import buildstate as B
 from imagenet_db.engine.files import write_file_atomic
 from imagenet_db.errors import ImagenetDbError
 from imagenet_db.outputs.datum import parse_datum
-from imagenet_db.outputs.datumreader import DatumDB, detect_datum_backend
+from imagenet_db.readers import detect_datum_backend
+from imagenet_db.readers.datumreader import DatumDB
 from imagenet_db.outputs.meanfile import channel_means, read_mean
 from imagenet_db.outputs.wire import datum_fields
 from imagenet_db.pictures.sheet import (DEFAULT_COUNT, choose_positions, contact_sheet,

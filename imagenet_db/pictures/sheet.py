@@ -13,12 +13,14 @@ shown as '?'. A datum that cannot be decoded gets a captioned empty tile, not an
 import os
 import unicodedata
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 
+from imagenet_db.engine.files import write_file_atomic
 from imagenet_db.errors import ImagenetDbError
+from imagenet_db.readers.datumreader import DatumDB
 
 BACKGROUND = (40, 40, 40)  # BGR
 TEXT_COLOUR = (235, 235, 235)
@@ -215,3 +217,52 @@ def encode_png(image: np.ndarray) -> bytes:
     if not ok:
         raise ImagenetDbError("OpenCV could not encode a PNG")
     return buf.tobytes()
+
+
+@dataclass(frozen=True)
+class SheetOptions:
+    """What ``write_sheet`` draws (the flags of ``imagenet-db show``).
+
+    out: the PNG to write (None: ``<DB name>.sheet.png`` in the current folder). count: datums
+    shown (>= 1), spread over the key order. label: only datums with this label (None: any).
+    synsets: class names file (synset_words.txt or synsets.txt; None: the one beside the
+    database, if any). tile: tile size in pixels (0 = stored size). columns: tiles per row
+    (0 = about square). backend: 'lmdb', 'leveldb' or None (detected). overwrite: replace an
+    existing ``out``."""
+    out: Optional[str] = None
+    count: int = DEFAULT_COUNT
+    label: Optional[int] = None
+    synsets: Optional[str] = None
+    tile: int = DEFAULT_TILE
+    columns: int = 0
+    backend: Optional[str] = None
+    overwrite: bool = False
+
+
+def write_sheet(db_path: str, options: SheetOptions = SheetOptions(),
+                log: Callable[[str], None] = print) -> str:
+    """Write the contact sheet of the Datum database ``db_path`` (read-only) as a PNG and
+    return its path; a datum that cannot be decoded is logged as 'note: ...' (its tile stays
+    empty). Raises ImagenetDbError for a count below 1, a bad or empty database, a label no
+    datum has, or an existing ``out`` without ``overwrite``."""
+    if options.count < 1:
+        raise ImagenetDbError("--count must be at least 1")
+    out = options.out or os.path.basename(os.path.abspath(db_path)) + ".sheet.png"
+    if os.path.exists(out) and not options.overwrite:
+        raise ImagenetDbError(f"{out} already exists; pass --overwrite to replace it")
+    label = options.label
+    with DatumDB(db_path, options.backend) as db:
+        class_file = options.synsets or find_class_file(db_path)
+        names = read_class_names(class_file) if class_file else []
+        if len(db) == 0:
+            raise ImagenetDbError(f"{db_path}: the database is empty")
+        positions = choose_positions(db, options.count, label)
+        which = f"label {label}" + (f" ({names[label]})" if 0 <= label < len(names) else "") \
+            if label is not None else "spread over the key order"
+        title = f"{db_path}\n{len(positions)} of {len(db):,} datums, {which}"
+        sheet, tiles = contact_sheet(db, positions, names, options.tile, options.columns, title)
+    write_file_atomic(out, encode_png(sheet))
+    for t in tiles:
+        if t.problem:
+            log(f"note: {t.problem}")
+    return out

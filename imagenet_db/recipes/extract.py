@@ -25,7 +25,7 @@ from typing import Callable, Dict, Optional
 from imagenet_db.engine.buildstate import MANIFEST_NAME, BuildOptions, read_manifest
 from imagenet_db.errors import ImagenetDbError
 from imagenet_db.imaging.transform import TransformOptions
-from imagenet_db.observers.checksum import MANIFEST_FIELD as CHECKSUM_FIELD
+from imagenet_db.crc import CHECKSUM_FIELD
 from imagenet_db.outputs.folder import files_checksum, listed_files
 from imagenet_db.recipes.formats import VAL_LAYOUTS, RecipeOptions, default_transform
 from imagenet_db.sources.base import is_image_name

@@ -28,12 +28,12 @@ from imagenet_db.imaging.transform import TransformOptions
 from imagenet_db.observers.mean import compute_db_mean
 from imagenet_db.outputs.meanfile import channel_means, mean_picture, read_mean, write_mean
 from imagenet_db.pictures.report import REPORT_NAME, is_report, write_report
-from imagenet_db.pipeline import ConvertSummary, convert, plan_build
+from imagenet_db.pipeline import ConvertSummary, Recorded, convert, plan_build
 from imagenet_db.recipes.formats import RecipeOptions, Stage, default_transform, plan
 from imagenet_db.sources import labels as L
 from imagenet_db.sources import load_dataset
 from imagenet_db.sources.base import Dataset
-from imagenet_db.sources.checksums import verify_source
+from imagenet_db.sources import verify_source
 from imagenet_db.sources.listfile import list_text
 
 DEFAULT_TRANSFORM = default_transform("caffe")  # create_imagenet.sh: squash to 256x256
@@ -212,8 +212,7 @@ def create_imagenet(source: str, outdir: str, transform: Optional[TransformOptio
         summaries = {}
         for stage in stages:
             summary = convert(stage.records, stage.db_path, stage.backend, transform, build,
-                              stage.observers(), stage.settings,
-                              output_options=stage.output_options)
+                              stage.observers(), Recorded(stage.settings, stage.output_options))
             log(summary.describe())
             if summary.skipped:
                 log(f"skipped images are listed in {summary.db_path}.skipped.tsv")

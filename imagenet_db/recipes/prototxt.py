@@ -145,22 +145,24 @@ def _conv(name, bottom, num, kernel, std, bias, train, stride=1, pad=0, group=1)
         param.append(("stride", stride))
     if group != 1:
         param.append(("group", group))
-    extra = {}
-    if train:
-        extra["params"] = _LEARN
-        param += [("weight_filler", [("type", "gaussian"), ("std", std)]),
-                  ("bias_filler", [("type", "constant"), ("value", bias)])]
+    extra = _learned(param, std, bias, train)
     return layer(name, "Convolution", bottom, name, convolution_param=param, **extra)
 
 
 def _fc(name, bottom, num, std, bias, train):
     param = [("num_output", num)]
-    extra = {}
-    if train:
-        extra["params"] = _LEARN
-        param += [("weight_filler", [("type", "gaussian"), ("std", std)]),
-                  ("bias_filler", [("type", "constant"), ("value", bias)])]
+    extra = _learned(param, std, bias, train)
     return layer(name, "InnerProduct", bottom, name, inner_product_param=param, **extra)
+
+
+def _learned(param: list, std: float, bias: float, train: bool) -> dict:
+    """In a TRAIN net: appends the Gaussian weight (``std``) and constant bias fillers to a
+    layer's ``param`` and returns its learning rates (``params``: ``_LEARN``); else {}."""
+    if not train:
+        return {}
+    param += [("weight_filler", [("type", "gaussian"), ("std", std)]),
+              ("bias_filler", [("type", "constant"), ("value", bias)])]
+    return {"params": _LEARN}
 
 
 def _relu(name, blob):
@@ -357,11 +359,8 @@ def prototxt_files(outdir: str, num_classes: int, backend: str, transform, val_c
                         mean_values=tuple(channel_means(mean)) if mean_crop else ())
         note = [f"CaffeNet over {root} ({what}; {transform.resize_width}x"
                 f"{transform.resize_height} images, crop {crop}). {MARKER}"]
-        return {"train_val.prototxt": caffenet_train_val(spec, num_classes, note),
-                "solver.prototxt": solver(os.path.join(root, "train_val.prototxt"),
-                                          os.path.join(root, "caffenet_train"), "caffenet",
-                                          test_iter=test_iter, comments=note),
-                "deploy.prototxt": caffenet_deploy(num_classes, crop, note)}
+        return _net_files(root, "caffenet", caffenet_train_val(spec, num_classes, note),
+                          caffenet_deploy(num_classes, crop, note), test_iter, note)
     if not mean_crop or mean is None:
         raise ImagenetDbError(f"{root}: the images have varying sizes; pass --mean_crop N (the "
                               f"training crop, e.g. 224) so the prototxt gets mean values")
@@ -374,11 +373,19 @@ def prototxt_files(outdir: str, num_classes: int, backend: str, transform, val_c
                     force_color=force_color, train_batch=32, val_batch=VAL_BATCH)
     note = [f"ResNet-50 over {root} ({what}; varying sizes, {note_size}; crop {mean_crop}, "
             f"mean_value = the mean of the centre {mean_crop}x{mean_crop} crops). {MARKER}"]
-    return {"train_val.prototxt": resnet50_train_val(spec, num_classes, note),
+    return _net_files(root, "resnet50", resnet50_train_val(spec, num_classes, note),
+                      resnet50_deploy(num_classes, mean_crop, note), test_iter, note)
+
+
+def _net_files(root: str, recipe: str, train_val: str, deploy: str, test_iter: int,
+               note: List[str]) -> Dict[str, str]:
+    """{file name: text} of one net in ``root``: its train_val and deploy texts and the solver
+    of ``recipe`` ('caffenet', 'resnet50') over ROOT/train_val.prototxt."""
+    return {"train_val.prototxt": train_val,
             "solver.prototxt": solver(os.path.join(root, "train_val.prototxt"),
-                                      os.path.join(root, "resnet50_train"), "resnet50",
+                                      os.path.join(root, f"{recipe}_train"), recipe,
                                       test_iter=test_iter, comments=note),
-            "deploy.prototxt": resnet50_deploy(num_classes, mean_crop, note)}
+            "deploy.prototxt": deploy}
 
 
 MARKER = "Written by create_imagenet --prototxt."

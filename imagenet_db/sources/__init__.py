@@ -2,19 +2,23 @@
 
 Every distribution is a module with ``NAME``, ``LOOKS_FOR`` (what it is recognised by, for
 messages), ``detect(path) -> bool`` (cheap; may raise when a file set is incomplete),
-``open_dataset(path) -> base.Dataset`` and optionally ``verify(path, progress, log)`` (the
-published checksums). ``DISTRIBUTIONS`` lists them in detection order; the first one that
-detects a SOURCE reads it. Labels are always Caffe's (``labels``: wnids in ASCII order).
+``open_dataset(path) -> base.Dataset`` (its splits read images through a container of
+``archives.containers``: a folder, a tar, a .tar.gz or a .zip) and optionally
+``verify(path, progress, log)`` with ``VERIFIES`` (its table of published MD5s, checked by
+``checksums.verify_files``). ``DISTRIBUTIONS`` lists them in detection order; the first one
+that detects a SOURCE reads it, and ``verify_source`` (``--verify``) calls its ``verify``.
+Labels are always Caffe's (``labels``: wnids in ASCII order).
 
 To add a distribution: write ``sources/<name>.py`` with those functions and add it to
 ``DISTRIBUTIONS`` (before more general layouts such as the plain tree); ``create_imagenet``,
-``imagenet-db labels`` and ``--verify`` then accept it. The tar index (``tarindex``), devkit
-parsing (``devkit``) and checksums (``checksums``) are helpers for such modules; the Caffe
-list file of ``convert_imageset`` is ``listfile``.
+``imagenet-db labels`` and ``--verify`` then accept it. Archive access (``archives/``: tar,
+.tar.gz and .zip indexes, containers), devkit parsing (``devkit``, ``devkits``, ``clsloc``,
+``matlab``) and ``checksums`` are helpers for such modules; the Caffe list file of
+``convert_imageset`` is ``listfile``.
 """
 import os
 from types import ModuleType
-from typing import Callable, List
+from typing import Callable, List, Optional
 
 from imagenet_db.errors import ImagenetDbError
 from imagenet_db.sources import ilsvrc2012, ilsvrc2015, kaggle, tree
@@ -33,11 +37,32 @@ def detect(source: str) -> ModuleType:
     folder and listing what was looked for (every distribution's LOOKS_FOR) when none matches."""
     if not os.path.isdir(source):
         raise ImagenetDbError(f"{source}: no such directory")
-    for distribution in DISTRIBUTIONS:
-        if distribution.detect(source):
-            return distribution
+    distribution = _find(source)
+    if distribution is not None:
+        return distribution
     raise ImagenetDbError(f"{source}: no ImageNet found; looked for "
                           + "; or ".join(d.LOOKS_FOR for d in DISTRIBUTIONS))
+
+
+def _find(source: str) -> Optional[ModuleType]:
+    """The first distribution that detects ``source`` (a directory), else None."""
+    return next((d for d in DISTRIBUTIONS if d.detect(source)), None)
+
+
+def verify_source(source: str, progress: Optional[bool] = None,
+                  log: Callable[[str], None] = print) -> None:
+    """``--verify``: the ``verify`` of the distribution that reads ``source`` (its files' MD5
+    against the published values, one log line per file; progress: tqdm bars in bytes, None
+    = only on a terminal). Raises ImagenetDbError naming ``source`` when it holds no
+    distribution with published checksums (an extracted tree has none), a
+    ``checksums.ChecksumError`` naming each mismatching file."""
+    distribution = _find(source) if os.path.isdir(source) else None
+    check = getattr(distribution, "verify", None)
+    if check is None:
+        raise ImagenetDbError(f"{source}: --verify checks " + "; or ".join(
+            d.VERIFIES for d in DISTRIBUTIONS if hasattr(d, "verify"))
+            + ", and this folder holds none")
+    check(source, progress=progress, log=log)
 
 
 def open_dataset(source: str) -> Dataset:

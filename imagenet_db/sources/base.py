@@ -169,8 +169,3 @@ def check_names(dataset: "Dataset", where: str) -> None:
     for split in dataset.splits.values():
         for relpath, _ in split.entries:
             check_list_name(relpath, f"{where}: {split.name} image")
-
-
-def file_loader(root: str) -> Callable[[str], Callable[[], bytes]]:
-    """relpath -> loader of the file ``root/relpath``."""
-    return lambda relpath: FileLoader(os.path.join(root, relpath))

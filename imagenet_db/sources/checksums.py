@@ -1,29 +1,24 @@
-"""``--verify``: MD5 of the ILSVRC2012 archives against the values published with them.
+"""``--verify``'s helpers: the MD5 of a distribution's files against the values published
+with them. Each distribution module keeps its own table of file names and MD5s beside its
+parser and calls ``verify_files`` from its ``verify`` (``sources.verify_source`` dispatches).
 
-Off by default: it reads every byte (~147 GB for the real archives, a few minutes per
-10 GB at disk speed), with a tqdm progress bar in bytes. The published MD5s are those
-listed on the ILSVRC2012 download page (and checked by torchvision's ImageNet dataset).
+Off by default: it reads every byte (~147 GB for the real ILSVRC2012 archives, a few minutes
+per 10 GB at disk speed), with a tqdm progress bar in bytes.
 """
 import hashlib
 import os
 import sys
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Optional, Sequence
 
 from tqdm import tqdm
 
-from imagenet_db.sources.ilsvrc2012 import DEVKIT_TGZ, TRAIN_TAR, VAL_TAR, ArchivePaths, find_archives
 from imagenet_db.errors import ImagenetDbError
 
-PUBLISHED_MD5: Dict[str, str] = {
-    TRAIN_TAR: "1d675b47d978889d74fa0da5fadfb00e",
-    VAL_TAR: "29b22e2961454d5413ddabcf34fc5622",
-    DEVKIT_TGZ: "fa75699e90414af021442c21a62c3abf",
-}
 CHUNK = 4 << 20  # 4 MiB reads
 
 
 class ChecksumError(ImagenetDbError):
-    """An archive's MD5 differs from the published one; the message names the file."""
+    """A file's MD5 differs from the published one; the message names the file."""
 
 
 def md5_file(path: str, progress: Optional[bool] = None) -> str:
@@ -48,14 +43,14 @@ def md5_file(path: str, progress: Optional[bool] = None) -> str:
     return digest.hexdigest()
 
 
-def verify_archives(paths: ArchivePaths, expected: Optional[Dict[str, str]] = None,
-                    progress: Optional[bool] = None, log: Callable[[str], None] = print) -> None:
-    """Check the MD5 of each archive against ``expected`` (file name -> hex MD5; default:
-    PUBLISHED_MD5). Every file is checked; raises ChecksumError naming each mismatching
-    file with the expected and actual digests."""
-    expected = PUBLISHED_MD5 if expected is None else expected
+def verify_files(paths: Sequence[str], expected: Dict[str, str], dataset: str,
+                 progress: Optional[bool] = None, log: Callable[[str], None] = print) -> None:
+    """Check the MD5 of each file in ``paths`` against ``expected`` (file name -> hex MD5,
+    the table a distribution module keeps beside its parser), logging one line per file.
+    Every file is checked; raises ChecksumError naming each mismatching file with the
+    expected and actual digests (``dataset`` names the distribution in that message)."""
     bad = []
-    for path in paths.all():
+    for path in paths:
         name = os.path.basename(path)
         actual = md5_file(path, progress)
         want = expected.get(name)
@@ -67,16 +62,4 @@ def verify_archives(paths: ArchivePaths, expected: Optional[Dict[str, str]] = No
             log(f"{path}: MD5 {actual} OK")
     if bad:
         raise ChecksumError("; ".join(bad) + " (corrupt or incomplete download, or not the "
-                            "ILSVRC2012 file)")
-
-
-def verify_source(source: str, progress: Optional[bool] = None,
-                  log: Callable[[str], None] = print) -> None:
-    """``--verify`` for a SOURCE folder: verify_archives on its ILSVRC2012 archives.
-    Raises ImagenetDbError when SOURCE holds no archives (an extracted tree has no published
-    checksums), ChecksumError on a mismatch."""
-    paths = find_archives(source)
-    if paths is None:
-        raise ImagenetDbError(f"{source}: --verify checks the ILSVRC2012 archives "
-                              f"({TRAIN_TAR}, ...), and this folder holds none")
-    verify_archives(paths, progress=progress, log=log)
+                            f"{dataset} file)")

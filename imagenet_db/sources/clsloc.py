@@ -15,11 +15,13 @@ import io
 import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
+from functools import partial
 from typing import Dict, List, Optional, Set
 
 import numpy as np
 
 from imagenet_db.errors import ImagenetDbError
+from imagenet_db.sources.matlab import mat_int, mat_text
 
 WNID = re.compile(r"^n\d{8}$")
 VAL_STEM = re.compile(r"^ILSVRC2012_val_(\d{8})$")
@@ -27,6 +29,9 @@ VAL_STEM = re.compile(r"^ILSVRC2012_val_(\d{8})$")
 
 class ClslocError(ImagenetDbError):
     """Malformed devkit / Kaggle metadata; the message names the file and line."""
+
+
+_int = partial(mat_int, error=ClslocError)  # a MATLAB integer field, errors as ClslocError
 
 
 @dataclass(frozen=True)
@@ -84,23 +89,6 @@ def _field(names, *candidates) -> Optional[str]:
     return None
 
 
-def _text(value) -> str:
-    array = np.asarray(value)
-    if array.size == 0:
-        return ""
-    return str(array.item() if array.size == 1 else "".join(map(str, array.ravel())))
-
-
-def _int(value, where: str) -> int:
-    array = np.asarray(value)
-    if array.size != 1:
-        raise ClslocError(f"{where}: expected one number, got an array of shape {array.shape}")
-    number = array.item()
-    if isinstance(number, (bytes, str)) or float(number) != int(number):
-        raise ClslocError(f"{where}: expected an integer, got {number!r}")
-    return int(number)
-
-
 def parse_meta_clsloc(data: bytes, where: str) -> List[ClassEntry]:
     """The ``synsets`` struct array of a devkit .mat file, any year:
 
@@ -134,10 +122,10 @@ def parse_meta_clsloc(data: bytes, where: str) -> List[ClassEntry]:
         at = f"{where}: synsets({n})"
         if "num_children" in names and _int(row["num_children"], f"{at}.num_children") != 0:
             continue  # an internal WordNet node, not a class
-        wnid = _text(row["WNID"])
+        wnid = mat_text(row["WNID"])
         if not WNID.match(wnid):
             raise ClslocError(f"{at}: WNID {wnid!r} is not a wnid like n01440764")
-        entries.append(ClassEntry(_int(row[id_field], f"{at}.{id_field}"), wnid, _text(row[words_field])))
+        entries.append(ClassEntry(_int(row[id_field], f"{at}.{id_field}"), wnid, mat_text(row[words_field])))
     return _check_table(entries, where)
 
 

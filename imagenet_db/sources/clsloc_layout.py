@@ -21,7 +21,7 @@ from imagenet_db.errors import ImagenetDbError
 from imagenet_db.sources import clsloc as P
 from imagenet_db.sources import labels as L
 from imagenet_db.sources.base import Dataset, Split, is_image_name
-from imagenet_db.sources.containers import Container
+from imagenet_db.sources.archives.containers import Container
 from imagenet_db.sources.devkits import DevkitInfo, check_same_truth
 
 VAL_NAME = re.compile(r"^ILSVRC2012_val_(\d{8})\.JPEG$")

@@ -19,6 +19,7 @@ only ever mapped to its wnid here. ``data/ILSVRC2012_validation_blacklist.txt`` 
 import io
 import tarfile
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Dict, List
 
 import numpy as np
@@ -26,6 +27,7 @@ import numpy as np
 from imagenet_db.errors import ImagenetDbError
 from imagenet_db.sources.base import archive_problem
 from imagenet_db.sources.labels import is_wnid
+from imagenet_db.sources.matlab import mat_int, mat_text
 
 META_MAT = "data/meta.mat"
 GROUND_TRUTH = "data/ILSVRC2012_validation_ground_truth.txt"
@@ -35,6 +37,9 @@ SYNSET_FIELDS = ("ILSVRC2012_ID", "WNID", "words", "gloss", "num_children", "chi
 
 class DevkitError(ImagenetDbError):
     """The devkit is missing a file or holds malformed data; the message names the file."""
+
+
+_scalar_int = partial(mat_int, error=DevkitError)  # a MATLAB integer field
 
 
 @dataclass(frozen=True)
@@ -85,23 +90,6 @@ class Devkit:
         return [mapping[i] for i in self.val_ground_truth]
 
 
-def _scalar_int(value, where: str) -> int:
-    array = np.asarray(value)
-    if array.size != 1:
-        raise DevkitError(f"{where}: expected one number, got an array of shape {array.shape}")
-    number = array.item()
-    if isinstance(number, (bytes, str)) or float(number) != int(number):
-        raise DevkitError(f"{where}: expected an integer, got {number!r}")
-    return int(number)
-
-
-def _text(value) -> str:
-    array = np.asarray(value)
-    if array.size == 0:
-        return ""
-    return str(array.item() if array.size == 1 else "".join(map(str, array.ravel())))
-
-
 def parse_meta_mat(data: bytes, where: str) -> List[Synset]:
     """Parse meta.mat bytes into Synsets (file order).
 
@@ -126,12 +114,12 @@ def parse_meta_mat(data: bytes, where: str) -> List[Synset]:
     synsets, seen_ids, seen_wnids = [], {}, {}
     for n, row in enumerate(table.ravel(), start=1):
         at = f"{where}: synsets({n})"
-        wnid = _text(row["WNID"])
+        wnid = mat_text(row["WNID"])
         if not is_wnid(wnid):
             raise DevkitError(f"{at}: WNID {wnid!r} is not a wnid like n01440764")
         s = Synset(ilsvrc2012_id=_scalar_int(row["ILSVRC2012_ID"], f"{at}.ILSVRC2012_ID"),
-                   wnid=wnid, words=_text(row["words"]),
-                   gloss=_text(row["gloss"]) if "gloss" in names else "",
+                   wnid=wnid, words=mat_text(row["words"]),
+                   gloss=mat_text(row["gloss"]) if "gloss" in names else "",
                    num_children=_scalar_int(row["num_children"], f"{at}.num_children"),
                    num_train_images=(_scalar_int(row["num_train_images"], f"{at}.num_train_images")
                                      if "num_train_images" in names else 0))

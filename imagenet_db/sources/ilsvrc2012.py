@@ -14,7 +14,7 @@ synsets, Caffe labels are their positions in ASCII wnid order, each validation i
 wnid of its ground-truth ILSVRC2012_ID. Relpaths are Caffe's (``n01440764/n01440764_10026.JPEG``
 for train, ``ILSVRC2012_val_00000001.JPEG`` for val), so lists, keys and databases equal those
 built from the same images extracted (train/<wnid>/..., flat val/ + val.txt).
-Images are then read by ``os.pread`` at their indexed offsets (``imagenet_db.sources.tarindex``).
+Images are then read by ``os.pread`` at their indexed offsets (a ``containers.TarContainer``).
 """
 import os
 import re
@@ -24,9 +24,11 @@ from typing import Callable, Dict, List, Optional
 from imagenet_db.errors import ImagenetDbError
 from imagenet_db.sources import labels as L
 from imagenet_db.sources.base import Dataset, Split, check_list_name
+from imagenet_db.sources.checksums import verify_files
 from imagenet_db.sources import devkits as D
 from imagenet_db.sources.devkit import Devkit, Synset, read_devkit
-from imagenet_db.sources.tarindex import Member, MemberLoader, TarReader, index_nested, index_tar
+from imagenet_db.sources.archives.containers import TarContainer
+from imagenet_db.sources.archives.tarindex import Member, index_nested, index_tar
 
 NAME = "ilsvrc2012"
 
@@ -34,6 +36,14 @@ TRAIN_TAR = "ILSVRC2012_img_train.tar"
 VAL_TAR = "ILSVRC2012_img_val.tar"
 DEVKIT_TGZ = "ILSVRC2012_devkit_t12.tar.gz"
 ARCHIVE_NAMES = (TRAIN_TAR, VAL_TAR, DEVKIT_TGZ)
+# --verify: the MD5s listed on the ILSVRC2012 download page (also checked by torchvision's
+# ImageNet dataset); the 2014/2015 devkits have no published value (logged, not compared)
+PUBLISHED_MD5: Dict[str, str] = {
+    TRAIN_TAR: "1d675b47d978889d74fa0da5fadfb00e",
+    VAL_TAR: "29b22e2961454d5413ddabcf34fc5622",
+    DEVKIT_TGZ: "fa75699e90414af021442c21a62c3abf",
+}
+VERIFIES = f"the ILSVRC2012 archives ({TRAIN_TAR}, ...)"  # what --verify checks, for messages
 LOOKS_FOR = (f"the ILSVRC2012 archives: {TRAIN_TAR}, {VAL_TAR} and a devkit ({DEVKIT_TGZ}, "
              f"ILSVRC2014_devkit.tgz or ILSVRC2015_devkit.tar.gz)")
 VAL_NAME = re.compile(r"^ILSVRC2012_val_(\d{8})\.JPEG$")
@@ -274,17 +284,6 @@ def _read_devkits(paths: ArchivePaths):
     return devkit, infos, words, notes
 
 
-def loader_for(path: str, members: Dict[str, Member]) -> Callable[[str], Callable[[], bytes]]:
-    """relpath -> zero-argument loader reading that member from ``path`` by offset; all
-    loaders share one open file."""
-    reader = TarReader(path)
-
-    def make(relpath: str) -> Callable[[], bytes]:
-        m = members[relpath]
-        return MemberLoader(reader, m.offset, m.size)
-    return make
-
-
 def detect(source: str) -> bool:
     """True when ``source`` holds any of the three files (ArchiveError when only some)."""
     return find_archives(source) is not None
@@ -295,14 +294,26 @@ def open_dataset(source: str) -> Dataset:
     Caffe's aux files; loaders read each image by its offset in the tar. Raises
     ImagenetDbError subclasses naming the bad file (see index_archives)."""
     index = index_archives(source)
-    splits = {"train": Split("train", index.train_entries(), loader_for(index.paths.train,
-                                                                        index.train)),
-              "val": Split("val", index.val_entries(), loader_for(index.paths.val, index.val))}
+    train, val = TarContainer(index.paths.train, index.train), TarContainer(index.paths.val,
+                                                                           index.val)
+    splits = {"train": Split("train", index.train_entries(), train.loader),
+              "val": Split("val", index.val_entries(), val.loader)}
     return Dataset(index.synsets, splits, index.words, index.notes, index.blacklist,
                    index.blacklist_where)
 
 
-def verify(source: str, progress=None, log=print) -> None:
-    """``--verify``: the archives' MD5 against the published values (see sources.checksums)."""
-    from imagenet_db.sources.checksums import verify_archives
+def verify_archives(paths: ArchivePaths, expected: Optional[Dict[str, str]] = None,
+                    progress: Optional[bool] = None, log: Callable[[str], None] = print) -> None:
+    """Check the MD5 of each archive against ``expected`` (file name -> hex MD5; default:
+    PUBLISHED_MD5). Every file is checked; raises ChecksumError naming each mismatching
+    file with the expected and actual digests (``checksums.verify_files``)."""
+    verify_files(paths.all(), PUBLISHED_MD5 if expected is None else expected, "ILSVRC2012",
+                 progress, log)
+
+
+def verify(source: str, progress: Optional[bool] = None,
+           log: Callable[[str], None] = print) -> None:
+    """``--verify``: the archives' MD5 against the published values (``PUBLISHED_MD5``);
+    progress: tqdm bars in bytes (None = only on a terminal). Raises ChecksumError on a
+    mismatch, ArchiveError when the archive set is incomplete."""
     verify_archives(find_archives(source), progress=progress, log=log)

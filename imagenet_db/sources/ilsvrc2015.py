@@ -26,8 +26,8 @@ from imagenet_db.errors import ImagenetDbError
 from imagenet_db.sources import devkits as D
 from imagenet_db.sources.base import Dataset
 from imagenet_db.sources.clsloc_layout import keep_small, open_clsloc
-from imagenet_db.sources.containers import Container, FolderContainer, TarGzContainer
-from imagenet_db.sources.gzindex import index_targz
+from imagenet_db.sources.archives.containers import Container, FolderContainer, TarGzContainer
+from imagenet_db.sources.archives.gzindex import index_targz
 
 NAME = "ilsvrc2015"
 ARCHIVES = ("ILSVRC2015_CLS-LOC.tar.gz", "ILSVRC2017_CLS-LOC.tar.gz")

@@ -25,10 +25,10 @@ from imagenet_db.errors import ImagenetDbError
 from imagenet_db.sources import ilsvrc2015
 from imagenet_db.sources.base import Dataset
 from imagenet_db.sources.clsloc_layout import KAGGLE_MAPPING, KAGGLE_VAL, keep_small, open_clsloc
-from imagenet_db.sources.containers import (Container, FolderContainer, TarGzContainer,
+from imagenet_db.sources.archives.containers import (Container, FolderContainer, TarGzContainer,
                                             ZipContainer)
-from imagenet_db.sources.gzindex import index_targz
-from imagenet_db.sources.zipindex import ZipReader
+from imagenet_db.sources.archives.gzindex import index_targz
+from imagenet_db.sources.archives.zipindex import ZipReader
 
 NAME = "kaggle"
 ZIP = "imagenet-object-localization-challenge.zip"

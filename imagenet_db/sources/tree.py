@@ -13,8 +13,8 @@ from typing import Dict, List, Tuple
 
 from imagenet_db.errors import ImagenetDbError
 from imagenet_db.sources import labels as L
-from imagenet_db.sources.base import (Dataset, Split, check_list_name, file_loader,
-                                      is_image_name)
+from imagenet_db.sources.archives.containers import FolderContainer
+from imagenet_db.sources.base import Dataset, Split, check_list_name, is_image_name
 
 NAME = "tree"
 LOOKS_FOR = "an extracted tree: train/<wnid>/*.JPEG and val/"
@@ -53,7 +53,7 @@ def open_dataset(source: str) -> Dataset:
     labels = L.label_map(synsets)
     train = [(f"{wnid}/{name}", labels[wnid]) for wnid in synsets
              for name in _image_files(os.path.join(train_root, wnid))]
-    splits = {"train": Split("train", train, file_loader(train_root))}
+    splits = {"train": Split("train", train, FolderContainer(train_root).loader)}
 
     val_root = os.path.join(source, "val")
     if os.path.isdir(val_root):
@@ -63,7 +63,7 @@ def open_dataset(source: str) -> Dataset:
                    for wnid in folders for name in _image_files(os.path.join(val_root, wnid))]
         else:
             val = _read_val_labels(source, labels)
-        splits["val"] = Split("val", sorted(val), file_loader(val_root))
+        splits["val"] = Split("val", sorted(val), FolderContainer(val_root).loader)
     words = L.optional_words(os.path.join(source, "synset_words.txt"))
     return Dataset(synsets, splits, words)
 

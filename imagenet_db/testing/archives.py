@@ -1,6 +1,6 @@
 """Small but structurally faithful ILSVRC2012 archive triples, made from the real photos.
 
-``write_archives(root, ...)`` writes into ``root``:
+``write_archives(root, ArchiveSpec(...))`` writes into ``root``:
 
 * ``ILSVRC2012_img_train.tar``: one GNU-format member ``<wnid>.tar`` per class (outer order
   shuffled), each a tar of ``<wnid>_<n>.JPEG`` (inner order shuffled, n >= 10026 so that
@@ -26,7 +26,9 @@ from __future__ import annotations
 import gzip
 import io
 import tarfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import scipy.io
@@ -177,23 +179,66 @@ def _write_tree(tree: Path, files: dict, val: list, val_bytes: dict, words: dict
     (tree / "synset_words.txt").write_text("".join(f"{w} {words[w]}\n" for w in sorted(files)))
 
 
-def write_archives(root, wnids=None, train_per_class: int = 3, val_count: int = 10,
-                   seed: int = 0, image_size: tuple[int, int] | None = None,
-                   odd_members: bool = True, tree_root=None, photos_dir=None) -> dict:
+@dataclass(frozen=True)
+class ArchiveSpec:
+    """What ``write_archives`` puts in the archives; same spec -> same bytes.
+
+    wnids: class wnids, a subset of the real 1,000 (None: all 1,000). train_per_class: images
+    per class tar (>= 1). val_count: validation images (= ground-truth lines, >= 1). seed:
+    numpy seed. image_size: (width, height) of every image; None = ImageNet-like random
+    sizes. odd_members: replace three train images by a CMYK JPEG, a grayscale JPEG and a PNG
+    named .JPEG (needs at least 2 classes). photos_dir: source photos (None: examples/photos).
+    """
+    wnids: Optional[Sequence[str]] = None
+    train_per_class: int = 3
+    val_count: int = 10
+    seed: int = 0
+    image_size: Optional[Tuple[int, int]] = None
+    odd_members: bool = True
+    photos_dir: Optional[str] = None
+
+
+def _classes(spec: ArchiveSpec) -> list[tuple[int, str, str]]:
+    """The (ID, wnid, words) of ``spec.wnids`` in ID order; ValueError for a bad spec."""
+    table = ilsvrc2012_classes()
+    known = {w: (i, w, words) for i, w, words in table}
+    wnids = [w for _, w, _ in table] if spec.wnids is None else list(spec.wnids)
+    unknown = [w for w in wnids if w not in known]
+    if unknown:
+        raise ValueError(f"not ILSVRC2012 classes: {unknown}")
+    if spec.train_per_class < 1 or spec.val_count < 1:
+        raise ValueError("train_per_class and val_count must be >= 1")
+    return sorted((known[w] for w in set(wnids)), key=lambda c: c[0])
+
+
+def _draw_images(classes, spec: ArchiveSpec, rng):
+    """(files {wnid: {name: bytes}}, odd {relpath: kind}, ground truth, val [(name, wnid)],
+    val bytes {name: bytes}), drawn from ``rng`` in a fixed order."""
+    def image() -> bytes:
+        return photos.imagenet_like_jpeg(rng, spec.photos_dir, size=spec.image_size)
+
+    files: dict[str, dict[str, bytes]] = {}
+    for _, wnid, _ in classes:
+        numbers = rng.choice(np.arange(10027, 60001), size=spec.train_per_class, replace=False)
+        if wnid == "n01440764":
+            numbers[0] = 10026
+        files[wnid] = {f"{wnid}_{int(n)}.JPEG": image() for n in numbers}
+    odd = _add_odd_members(files, [c[1] for c in classes], spec.photos_dir) \
+        if spec.odd_members and len(classes) >= 2 else {}
+    truth = _ground_truth([c[0] for c in classes], spec.val_count, rng)
+    id_to_wnid = {i: w for i, w, _ in classes}
+    val = [(f"ILSVRC2012_val_{n:08d}.JPEG", id_to_wnid[t]) for n, t in enumerate(truth, 1)]
+    return files, odd, truth, val, {name: image() for name, _ in val}
+
+
+def write_archives(root, spec: ArchiveSpec = ArchiveSpec(), tree_root=None) -> dict:
     """Write an ILSVRC2012 archive triple into ``root`` (see the module docstring).
 
     Args:
         root: output folder (created; the three files are overwritten).
-        wnids: class wnids, a subset of the real 1,000 (default: all 1,000).
-        train_per_class: images per class tar (>= 1).
-        val_count: validation images (= ground-truth lines).
-        seed: numpy seed; same arguments -> same bytes.
-        image_size: (width, height) of every image; None = ImageNet-like random sizes.
-        odd_members: replace three train images by a CMYK JPEG, a grayscale JPEG and a PNG
-            named .JPEG (needs at least 2 classes).
+        spec: the classes, counts, seed and images (``ArchiveSpec``).
         tree_root: if given, also write the same images as an extracted Caffe-layout tree
             (train/<wnid>/*.JPEG, flat val/, val.txt with wnids, synset_words.txt).
-        photos_dir: source photos (default examples/photos).
 
     Returns:
         dict with "train" [(relpath, wnid)] sorted, "val" [(name, wnid)] by number,
@@ -203,35 +248,11 @@ def write_archives(root, wnids=None, train_per_class: int = 3, val_count: int = 
     Raises:
         ValueError: unknown wnid, train_per_class < 1, val_count < 1.
     """
-    table = ilsvrc2012_classes()
-    known = {w: (i, w, words) for i, w, words in table}
-    wnids = [w for _, w, _ in table] if wnids is None else list(wnids)
-    unknown = [w for w in wnids if w not in known]
-    if unknown:
-        raise ValueError(f"not ILSVRC2012 classes: {unknown}")
-    if train_per_class < 1 or val_count < 1:
-        raise ValueError("train_per_class and val_count must be >= 1")
-    classes = sorted((known[w] for w in set(wnids)), key=lambda c: c[0])
+    classes = _classes(spec)
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-
-    def image() -> bytes:
-        return photos.imagenet_like_jpeg(rng, photos_dir, size=image_size)
-
-    files: dict[str, dict[str, bytes]] = {}
-    for _, wnid, _ in classes:
-        numbers = rng.choice(np.arange(10027, 60001), size=train_per_class, replace=False)
-        if wnid == "n01440764":
-            numbers[0] = 10026
-        files[wnid] = {f"{wnid}_{int(n)}.JPEG": image() for n in numbers}
-    odd = _add_odd_members(files, [c[1] for c in classes], photos_dir) \
-        if odd_members and len(classes) >= 2 else {}
-    truth = _ground_truth([c[0] for c in classes], val_count, rng)
-    id_to_wnid = {i: w for i, w, _ in classes}
-    val = [(f"ILSVRC2012_val_{n:08d}.JPEG", id_to_wnid[t]) for n, t in enumerate(truth, 1)]
-    val_bytes = {name: image() for name, _ in val}
-
+    rng = np.random.default_rng(spec.seed)
+    files, odd, truth, val, val_bytes = _draw_images(classes, spec, rng)
     outer = []
     for k in rng.permutation(len(classes)):
         wnid = classes[k][1]
@@ -242,13 +263,12 @@ def write_archives(root, wnids=None, train_per_class: int = 3, val_count: int = 
              "devkit": root / "ILSVRC2012_devkit_t12.tar.gz"}
     paths["train"].write_bytes(_tar_bytes(outer))
     paths["val"].write_bytes(_tar_bytes([(name, val_bytes[name]) for name, _ in val]))
-    blacklist = sorted(rng.choice(np.arange(1, val_count + 1), size=min(2, val_count),
+    blacklist = sorted(rng.choice(np.arange(1, spec.val_count + 1), size=min(2, spec.val_count),
                                   replace=False).tolist())
     paths["devkit"].write_bytes(devkit_bytes(classes, {w: len(f) for w, f in files.items()},
                                              truth, blacklist))
     if tree_root is not None:
         _write_tree(Path(tree_root), files, val, val_bytes, {w: words for _, w, words in classes})
-
     train = sorted((f"{w}/{n}", w) for w, named in files.items() for n in named)
     return {"train": train, "val": val, "ground_truth": truth, "classes": classes, "odd": odd,
             "paths": {k: str(v) for k, v in paths.items()}}
@@ -266,6 +286,7 @@ if __name__ == "__main__":
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tree", default=None, help="also write the extracted Caffe tree here")
     a = parser.parse_args()
-    r = write_archives(a.root, a.wnids, a.train_per_class, a.val_count, a.seed, tree_root=a.tree)
+    r = write_archives(a.root, ArchiveSpec(a.wnids, a.train_per_class, a.val_count, a.seed),
+                       tree_root=a.tree)
     print(f"wrote {len(r['train'])} train and {len(r['val'])} val images "
           f"({len(r['classes'])} classes) to {a.root}")

@@ -26,12 +26,12 @@ from imagenet_db.testing import photos as P
 MTIME = A.MTIME
 
 
-def write_base(root, **kw) -> dict:
-    """The 2012 archive triple in ``root/ilsvrc2012`` and the same images extracted in
-    ``root/tree`` (Caffe layout). Returns write_archives' dict plus "tree" and "blacklist"
-    (the 2012 devkit's blacklisted image numbers)."""
+def write_base(root, spec: A.ArchiveSpec = A.ArchiveSpec()) -> dict:
+    """The 2012 archive triple of ``spec`` in ``root/ilsvrc2012`` and the same images
+    extracted in ``root/tree`` (Caffe layout). Returns write_archives' dict plus "tree" and
+    "blacklist" (the 2012 devkit's blacklisted image numbers)."""
     root = Path(root)
-    info = A.write_archives(root / "ilsvrc2012", tree_root=root / "tree", **kw)
+    info = A.write_archives(root / "ilsvrc2012", spec, tree_root=root / "tree")
     info["tree"] = str(root / "tree")
     with tarfile.open(info["paths"]["devkit"]) as t:
         member = next(m for m in t.getmembers() if m.name.endswith("validation_blacklist.txt"))

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import io
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -116,8 +117,48 @@ def imagenet_like_jpeg(
         ValueError: ``size`` not two positive ints, or ``quality`` outside 0..100.
     """
     photos = _photos(photos_dir)
-    # Fixed sequence of draws, independent of the arguments.
-    idx = int(rng.integers(len(photos)))
+    d = _draw(rng, len(photos))  # a fixed sequence of draws, independent of the arguments
+    if size is None:
+        short_side = min(d.long_side,
+                         max(300, round(d.long_side * (0.75 if d.snap_4_3 else d.ratio))))
+        w, h = (short_side, d.long_side) if d.portrait else (d.long_side, short_side)
+    else:
+        w, h = (int(v) for v in size)
+        if w <= 0 or h <= 0:
+            raise ValueError(f"size must be positive (width, height), got {size!r}")
+    q = d.quality
+    if quality is not None:
+        q = int(quality)
+        if not 0 <= q <= 100:
+            raise ValueError(f"quality must be in 0..100, got {quality!r}")
+    params = (cv2.IMWRITE_JPEG_QUALITY, q)
+    if d.sampling_444:
+        params += (cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444)
+    return _encode(_crop_resize_jitter(photos[d.idx][1], w, h, d), ".jpg", params)
+
+
+@dataclass(frozen=True)
+class _Draws:
+    """The random choices of one ``imagenet_like_jpeg``."""
+    idx: int
+    long_side: int
+    snap_4_3: bool
+    ratio: float
+    portrait: bool
+    frac_w: float
+    pos_x: float
+    pos_y: float
+    gains: np.ndarray
+    offset: float
+    noise_sigma: float
+    noise_seed: int
+    quality: int
+    sampling_444: bool
+
+
+def _draw(rng: np.random.Generator, photo_count: int) -> _Draws:
+    """Draw every choice of one image from ``rng``, always in this order and number."""
+    idx = int(rng.integers(photo_count))
     long_side = 500 if rng.random() < 0.75 else int(rng.integers(300, 500))
     snap_4_3, ratio = rng.random() < 0.4, rng.uniform(0.6, 1.0)
     portrait = rng.random() < 0.25
@@ -128,38 +169,27 @@ def imagenet_like_jpeg(
     noise_seed = int(rng.integers(2**63))
     q = 95 - int(21 * rng.random() ** 3)  # 75..95, skewed high (median 93) like camera JPEGs
     sampling_444 = rng.random() < 0.25
+    return _Draws(idx, long_side, snap_4_3, ratio, portrait, frac_w, pos_x, pos_y, gains,
+                  offset, noise_sigma, noise_seed, q, sampling_444)
 
-    if size is None:
-        short_side = min(long_side, max(300, round(long_side * (0.75 if snap_4_3 else ratio))))
-        w, h = (short_side, long_side) if portrait else (long_side, short_side)
-    else:
-        w, h = (int(v) for v in size)
-        if w <= 0 or h <= 0:
-            raise ValueError(f"size must be positive (width, height), got {size!r}")
-    if quality is not None:
-        q = int(quality)
-        if not 0 <= q <= 100:
-            raise ValueError(f"quality must be in 0..100, got {quality!r}")
 
-    img = photos[idx][1]
+def _crop_resize_jitter(img: np.ndarray, w: int, h: int, d: _Draws) -> np.ndarray:
+    """The (h, w, 3) uint8 BGR image of ``imagenet_like_jpeg``: crop, resize, gains, offset
+    and sensor noise as drawn in ``d`` (a gray photo is made BGR first)."""
     if img.ndim == 2:
         img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
     H, W = img.shape[:2]
     # Crop: width 60..100 % of W; height follows the target aspect, clipped to 60..100 % of H.
-    cw = W * (0.6 + 0.4 * frac_w)
+    cw = W * (0.6 + 0.4 * d.frac_w)
     ch = float(np.clip(cw * h / w, 0.6 * H, H))
     cw = float(np.clip(ch * w / h, 0.6 * W, W))
     cw, ch = max(1, round(cw)), max(1, round(ch))
-    x0, y0 = int(pos_x * (W - cw + 1)), int(pos_y * (H - ch + 1))
+    x0, y0 = int(d.pos_x * (W - cw + 1)), int(d.pos_y * (H - ch + 1))
     crop = img[y0:y0 + ch, x0:x0 + cw]
     interp = cv2.INTER_AREA if cw * ch > w * h else cv2.INTER_CUBIC
     out = cv2.resize(crop, (w, h), interpolation=interp).astype(np.float32)
-    noise = np.random.default_rng(noise_seed).normal(0.0, noise_sigma, out.shape)
-    out = np.clip(out * gains + offset + noise, 0, 255).round().astype(np.uint8)
-    params = (cv2.IMWRITE_JPEG_QUALITY, q)
-    if sampling_444:
-        params += (cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444)
-    return _encode(out, ".jpg", params)
+    noise = np.random.default_rng(d.noise_seed).normal(0.0, d.noise_sigma, out.shape)
+    return np.clip(out * d.gains + d.offset + noise, 0, 255).round().astype(np.uint8)
 
 
 def _corrupt_entropy_data(jpeg: bytes) -> bytes:
@@ -214,34 +244,41 @@ def odd_images(photos_dir=None) -> dict[str, bytes]:
         FileNotFoundError: a needed photo is missing.
         ImportError: Pillow is not installed (needed for "cmyk", "exif_rotated").
     """
-    from PIL import Image  # lazy: only needed for CMYK and EXIF
-
     def small(name: str) -> np.ndarray:
         return cv2.resize(_photo(name, photos_dir), (320, 240), interpolation=cv2.INTER_AREA)
 
-    gray = small("camera.png")
-    cat, coffee, astro = small("chelsea.png"), small("coffee.png"), small("astronaut.png")
+    return _odd_files(small("camera.png"), small("chelsea.png"), small("coffee.png"),
+                      small("astronaut.png"))
+
+
+def _pil_jpeg(bgr: np.ndarray, mode: str, **kw) -> bytes:
+    """``bgr`` saved by Pillow as a quality-90 JPEG in ``mode`` ('RGB', 'CMYK'); kw: save()'s."""
+    from PIL import Image  # lazy: only needed for CMYK and EXIF
+
+    buf = io.BytesIO()
+    Image.fromarray(bgr[:, :, ::-1].copy()).convert(mode).save(buf, "JPEG", quality=90, **kw)
+    return buf.getvalue()
+
+
+def _odd_files(gray: np.ndarray, cat: np.ndarray, coffee: np.ndarray,
+               astro: np.ndarray) -> dict[str, bytes]:
+    """The files of ``odd_images`` made from four 320x240 photos."""
+    from PIL import Image  # lazy: only needed for CMYK and EXIF
+
     q90 = (cv2.IMWRITE_JPEG_QUALITY, 90)
     valid = _encode(coffee, ".jpg", q90)
-
-    def pil_jpeg(bgr: np.ndarray, mode: str, **kw) -> bytes:
-        buf = io.BytesIO()
-        Image.fromarray(bgr[:, :, ::-1].copy()).convert(mode).save(buf, "JPEG", quality=90, **kw)
-        return buf.getvalue()
-
     exif = Image.Exif()
     exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to display
-
     return {
         "grayscale": _encode(gray, ".jpg", q90),
-        "cmyk": pil_jpeg(cat, "CMYK"),
+        "cmyk": _pil_jpeg(cat, "CMYK"),
         "png_named_jpeg": _encode(cat, ".png"),
         "progressive": _encode(astro, ".jpg", q90 + (cv2.IMWRITE_JPEG_PROGRESSIVE, 1)),
         "truncated": valid[: int(len(valid) * 0.4)],
         "zero_bytes": b"",
         "text": b"this is not an image\n",
         "one_pixel": _encode(np.array([[[40, 120, 200]]], np.uint8), ".jpg", q90),
-        "exif_rotated": pil_jpeg(cat, "RGB", exif=exif.tobytes()),
+        "exif_rotated": _pil_jpeg(cat, "RGB", exif=exif.tobytes()),
         "corrupt_markers": _corrupt_entropy_data(valid),
     }
 
@@ -293,7 +330,22 @@ def write_extracted_tree(
         raise ValueError("per-class counts must be >= 0")
     root = Path(root)
     rng = np.random.default_rng(seed)
+    train, val = _tree_lists(rng, wnids, train_per_class, val_per_class, val_layout == "flat")
+    for sub, items in (("train", train), ("val", val)):
+        for rel, _ in items:
+            path = root / sub / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(imagenet_like_jpeg(rng, photos_dir))
+    (root / "val").mkdir(parents=True, exist_ok=True)
+    if val_layout == "flat":
+        (root / "val.txt").write_text("".join(f"{rel} {wnid}\n" for rel, wnid in val))
+    return {"train": train, "val": val}
 
+
+def _tree_lists(rng: np.random.Generator, wnids: list, train_per_class: int,
+                val_per_class: int, flat: bool) -> tuple[list, list]:
+    """(train, val) [(relpath, wnid)] of ``write_extracted_tree``, drawn from ``rng``: train
+    file numbers per class, then the val images' shuffled class order."""
     train = []
     for wnid in wnids:
         numbers = np.sort(rng.choice(np.arange(1, 60001), size=train_per_class, replace=False))
@@ -304,17 +356,8 @@ def write_extracted_tree(
     for i, k in enumerate(order, start=1):
         wnid = val_labels[k]
         name = _VAL_NAME % i
-        val.append((name if val_layout == "flat" else f"{wnid}/{name}", wnid))
-
-    for sub, items in (("train", train), ("val", val)):
-        for rel, _ in items:
-            path = root / sub / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(imagenet_like_jpeg(rng, photos_dir))
-    (root / "val").mkdir(parents=True, exist_ok=True)
-    if val_layout == "flat":
-        (root / "val.txt").write_text("".join(f"{rel} {wnid}\n" for rel, wnid in val))
-    return {"train": train, "val": val}
+        val.append((name if flat else f"{wnid}/{name}", wnid))
+    return train, val
 
 
 def write_corpus(dir, count: int, seed: int = 0, photos_dir=None) -> list[Path]:

@@ -16,7 +16,7 @@ from typing import Dict, NamedTuple, Optional, Tuple
 
 from imagenet_db.crc import crc32
 from imagenet_db.errors import ImagenetDbError
-from imagenet_db.sources.tarindex import check_unchanged, file_identity
+from imagenet_db.sources.archives.tarindex import check_unchanged, file_identity
 
 LOCAL_HEADER = struct.Struct("<4s5H3L2H")  # signature .. name length, extra length (30 bytes)
 LOCAL_SIGNATURE = b"PK\x03\x04"

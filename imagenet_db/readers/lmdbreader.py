@@ -179,6 +179,11 @@ class LmdbReader:
                 shared.env.close()
 
 
+def detect(path: str) -> bool:
+    """True when ``path`` holds an LMDB's data.mdb."""
+    return os.path.isfile(os.path.join(path, "data.mdb"))
+
+
 def iterate(path: str) -> Iterator[Tuple[bytes, bytes]]:
     """(key, value) pairs of an existing LMDB in key order, read-only and lock-free (see the
     module docstring); DatabaseError if it cannot be opened, DamagedDatabaseError when it is

@@ -12,7 +12,7 @@ Index pass (once per archive): one sequential pass decompresses the whole file w
 on all cores while ``tarfile`` reads the member headers from that stream; rapidgzip records a
 seek point every CHUNK (64 KiB) of compressed data; small metadata members chosen by the caller
 (validation XMLs, devkit files) are kept. All three are cached beside the tar index
-(``imagenet_db.sources.tarindex``: ``~/.cache/imagenet-db/tar-index``, keyed by the file's path,
+(``imagenet_db.sources.archives.tarindex``: ``~/.cache/imagenet-db/tar-index``, keyed by the file's path,
 size, mtime and inode; ``IMAGENET_DB_TAR_INDEX_CACHE=off`` disables it). The pass runs at
 ~50 MB/s per core at this spacing (the per-seek-point bookkeeping dominates): ~25-50 minutes
 for the 155 GB archive on 2 cores, once.
@@ -37,7 +37,7 @@ from typing import Callable, Dict, List, NamedTuple, Optional
 
 from tqdm import tqdm
 
-from imagenet_db.sources.tarindex import (BLOCK, CACHE_ENV, Member, TarIndexError, archive_changed,
+from imagenet_db.sources.archives.tarindex import (BLOCK, CACHE_ENV, Member, TarIndexError, archive_changed,
                                          cache_file, check_unchanged, file_identity,
                                          sparse_member)
 

@@ -1,21 +1,23 @@
-"""Containers: a folder, a .tar.gz, a .zip (or a .tar.gz stored in a .zip) seen the same way: a
-set of '/'-separated member names, each readable by a zero-argument loader.
+"""Containers: a folder, a .tar, a .tar.gz, a .zip (or a .tar.gz stored in a .zip) seen the same
+way: a set of '/'-separated member names, each readable by a zero-argument loader. Every
+distribution reads its images through one (``Split.loader`` = ``container.loader``).
 
 A distribution module asks a container for what it needs (``dirs(prefix)``, ``files(prefix)``,
 ``read(name)``, ``loader(name)``) without caring how it is stored. Folders are listed lazily,
 one directory at a time (an extracted ImageNet has 1.3 M files); archives are indexed once
-(.tar.gz: ``gzindex``, cached; .zip: its central directory, ``zipindex``). Loaders are
-picklable (cluster workers reopen the archive at the same path) and read on the worker threads:
-``os.pread`` + zlib for zip members, a per-thread rapidgzip reader for .tar.gz members.
+(.tar: ``tarindex``, .tar.gz: ``gzindex``, both cached; .zip: its central directory,
+``zipindex``). Loaders are picklable (cluster workers reopen the archive at the same path) and
+read on the worker threads: ``os.pread`` for tar members, ``os.pread`` + zlib for zip members,
+a per-thread rapidgzip reader for .tar.gz members.
 """
 import os
 from typing import Callable, Dict, List, Optional
 
 from imagenet_db.errors import ImagenetDbError
 from imagenet_db.sources.base import FileLoader
-from imagenet_db.sources.tarindex import MemberLoader
-from imagenet_db.sources.gzindex import GzipTarIndex, GzipTarReader
-from imagenet_db.sources.zipindex import ZipReader, index_zip
+from imagenet_db.sources.archives.tarindex import Member, MemberLoader, TarReader
+from imagenet_db.sources.archives.gzindex import GzipTarIndex, GzipTarReader
+from imagenet_db.sources.archives.zipindex import ZipReader, index_zip
 
 
 class ContainerError(ImagenetDbError):
@@ -86,13 +88,19 @@ class FolderContainer(Container):
 
 
 class _Listed(Container):
-    """A container whose whole member list is known: {name: handle}."""
+    """A container whose whole member list is known: {name: handle}; its folder listing is
+    made on first use (a distribution that only reads members by name never needs it).
+    Members with an offset and a size are read through ``self.reader``."""
+    _files: Optional[Dict[str, List[str]]] = None
+    reader = None
 
     def _set_members(self, members: Dict[str, object]) -> None:
         self._members = members
+
+    def _listing(self) -> None:
         files: Dict[str, List[str]] = {}
         folders = set()
-        for name in members:
+        for name in self._members:
             parent = name.rpartition("/")[0]
             files.setdefault(parent + "/" if parent else "", []).append(name)
             while parent and parent not in folders:
@@ -108,10 +116,30 @@ class _Listed(Container):
         return name in self._members
 
     def files(self, prefix: str) -> List[str]:
+        if self._files is None:
+            self._listing()
         return sorted(self._files.get(prefix, []))
 
     def dirs(self, prefix: str) -> List[str]:
+        if self._files is None:
+            self._listing()
         return sorted(self._dirs.get(prefix, []))
+
+    def loader(self, name: str) -> Callable[[], bytes]:
+        m = self._members[name]
+        return MemberLoader(self.reader, m.offset, m.size)
+
+
+class TarContainer(_Listed):
+    """A plain .tar read in place by offset (``tarindex.TarReader``: ``os.pread`` on one open
+    file shared by all loaders). ``members``: name -> ``tarindex.Member``, under the names the
+    distribution reads them by, after its own checks of the tar's index (``index_tar``,
+    ``index_nested``: offsets into this file, nested tars included)."""
+
+    def __init__(self, path: str, members: Dict[str, Member]):
+        self.path = path
+        self.reader = TarReader(path)
+        self._set_members(members)
 
 
 def _clean(name: str) -> str:
@@ -135,8 +163,7 @@ class TarGzContainer(_Listed):
     def loader(self, name: str) -> Callable[[], bytes]:
         if name in self._small:
             return _Bytes(self._small[name])
-        m = self._members[name]
-        return MemberLoader(self.reader, m.offset, m.size)
+        return super().loader(name)
 
 
 class _Bytes:

@@ -11,7 +11,7 @@ How it reads:
   1,281,167 keys (listed in ~1.5 s when cached). Iterating (``for image, label in db``,
   ``items``, ``labels``) walks a cursor and needs no list.
 * Opening: read-only and lock-free (nothing is written next to the database: see
-  ``outputs.lmdbreader`` and ``outputs.leveldbreader``), lazily in each process, shared by
+  ``readers.lmdbreader`` and ``readers.leveldbreader``), lazily in each process, shared by
   every reader and thread of that process. A ``DatumDB`` pickles to its path, options and key
   list, so PyTorch ``DataLoader`` workers (fork or spawn) open their own.
 * Decoding: the Datum's fields are read from its wire bytes (``outputs.wire.datum_fields``, no
@@ -32,40 +32,13 @@ import numpy as np
 
 from imagenet_db.errors import DatabaseError
 from imagenet_db.imaging.decode import decode_flag_for
-from imagenet_db.outputs import leveldbreader, lmdbreader
+from imagenet_db.readers import check_database, leveldbreader, lmdbreader
 from imagenet_db.outputs.datum import datum_to_chw, parse_datum
 from imagenet_db.outputs.wire import datum_fields
 from imagenet_db.protos import Datum
 
 CHANNEL_ORDERS = ("BGR", "RGB")
 LAYOUTS = ("HWC", "CHW")
-BACKENDS = ("lmdb", "leveldb")
-
-
-def detect_datum_backend(path: str) -> Optional[str]:
-    """'lmdb' when ``path`` holds data.mdb, 'leveldb' when it holds CURRENT, else None."""
-    if os.path.isfile(os.path.join(path, "data.mdb")):
-        return "lmdb"
-    if os.path.isfile(os.path.join(path, "CURRENT")):
-        return "leveldb"
-    return None
-
-
-def check_database(path: str, backend: Optional[str] = None) -> str:
-    """The backend of the Datum database at ``path`` ('lmdb' or 'leveldb'), checked against
-    ``backend`` when given. Raises DatabaseError naming ``path`` when it is not a directory,
-    is neither an LMDB nor a LevelDB, or is not of ``backend``."""
-    if backend is not None and backend not in BACKENDS:
-        raise DatabaseError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
-    if not os.path.isdir(path):
-        raise DatabaseError(f"{path}: no such database directory")
-    found = detect_datum_backend(path)
-    if found is None or (backend is not None and found != backend):
-        what = f"a {found} database" if found else "neither an LMDB nor a LevelDB database"
-        raise DatabaseError(f"{path}: is {what}" + (f", not {backend}" if backend else ""))
-    return found
-
-
 _INSTANCES: "weakref.WeakSet[DatumDB]" = weakref.WeakSet()
 
 

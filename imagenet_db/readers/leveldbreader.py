@@ -252,6 +252,11 @@ class LevelDbReader:
                     shutil.rmtree(snapshot, ignore_errors=True)
 
 
+def detect(path: str) -> bool:
+    """True when ``path`` holds a LevelDB's CURRENT file."""
+    return os.path.isfile(os.path.join(path, "CURRENT"))
+
+
 def iterate(path: str) -> Iterator[Tuple[bytes, bytes]]:
     """(key, value) pairs of an existing LevelDB in key order, read through a private view
     (the database itself is not touched); DatabaseError if it cannot be opened."""
