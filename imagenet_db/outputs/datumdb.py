@@ -12,14 +12,18 @@ import numpy as np
 
 from imagenet_db.errors import DatabaseError
 from imagenet_db.outputs.base import Encoded, Output
+from imagenet_db.outputs.caffe import CAFFE
 from imagenet_db.outputs.datum import (caffe_key, caffe_key_size, datum_to_chw, encode_datum,
                                       entry_checksum, key_index, parse_datum)
 
 
 class DatumWriter(Output):
     """Base of the Caffe Datum key-value outputs (LMDB, LevelDB). ``max_key_bytes``: the
-    backend's key size limit (None: none)."""
+    backend's key size limit (None: none). Built by ``create_imagenet --format caffe``
+    (``outputs.caffe``)."""
     max_key_bytes: Optional[int] = None
+    datum_database = True
+    format_spec = CAFFE
 
     @classmethod
     def record_problem(cls, relpath: str, index: int = 0) -> Optional[str]:
