@@ -34,8 +34,9 @@ Both are exact: integer sums of the pixels (staged in uint16) and of every pixel
 product (``image_gram``, computed on the worker threads). With ``--cuda_convnet2_uncropped``
 images keep their aspect (shorter side 256) and both are taken over the centre 256x256.
 
-Labels (the recipe's job): the devkit's order, ILSVRC2012_ID - 1 (kit fox n02119789 = 0), not
-Caffe's. Train is shuffled (seeded), val in file order.
+Labels (``FORMAT.label_order``, applied by the recipe): the devkit's order, ILSVRC2012_ID - 1
+(kit fox n02119789 = 0), not Caffe's. Train is shuffled (seeded), val in file order
+(``stages``).
 """
 import math
 import os

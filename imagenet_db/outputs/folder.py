@@ -404,9 +404,14 @@ def stages(found: Dataset, out: str, recipe, want_mean: bool) -> Tuple[Dataset, 
                    for name, split in found.splits.items()]
 
 
+def default_transform(options=None) -> TransformOptions:
+    """No resize: each file stored as it is (copied byte for byte)."""
+    return TransformOptions(encoded=True)
+
+
 FORMAT = FormatSpec(
     name="folder", summary="image folders", folder="{split}",
-    default_transform=lambda options=None: TransformOptions(encoded=True),
+    default_transform=default_transform,
     check_transform=check_transform, stages=stages,
     options=(FormatOption("val_layout", "folder format: val/<wnid>/ (default, as valprep.sh) or "
                                         "flat val/", choices=VAL_LAYOUTS, default="folders"),))

@@ -21,7 +21,7 @@ Files are written with ``hickle.dump(array, path, mode='w')`` (readable by ``hic
 and, as dataset ``/data``, by plain h5py). Each split's incomplete last batch is not written
 (as upstream); its images keep their labels in ``<split>_labels.npy`` (upstream's file covers
 every listed image; the split label files stop at the last full batch).
-Labels are Caffe's (the recipe's job); the train order is the sorted list shuffled with numpy's
+Labels are Caffe's (``FORMAT.label_order``); the train order is the sorted list shuffled with numpy's
 legacy ``RandomState(seed).shuffle`` (``--seed 1`` gives upstream's ``np.random.seed(1)`` order),
 val sorted by name. Upstream resizes with ``scipy.misc.imresize`` (PIL bilinear); here the
 squash is OpenCV's bilinear, as Caffe's (a mean difference of ~2 grey levels).
