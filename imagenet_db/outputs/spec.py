@@ -68,7 +68,8 @@ class FormatSpec:
     folder name under OUTDIR, ``{split}`` and ``{backend}`` filled in by ``stages``.
     label_order: one of ``LABEL_ORDERS``; the dataset reaches ``stages`` (and the aux files)
     relabelled so. default_transform(options) -> TransformOptions: the transform when none is
-    given (``options``: a ``RecipeOptions``, e.g. cuda-convnet2's --uncropped).
+    given (``options``: a ``RecipeOptions`` or None; e.g. cuda-convnet2 reads
+    ``options.option('uncropped')``).
     check_transform(transform): raise ImagenetDbError for a transform it cannot store.
     stages(found, outdir, recipe, want_mean) -> (dataset for the aux files, [Stage]); raises
     ImagenetDbError for options it cannot build. options: its own flags (``FormatOption``).
