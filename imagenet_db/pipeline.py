@@ -143,7 +143,19 @@ def plan_build(records: Sequence[Record], db_path: str, backend: str,
     ``observers``: see ``buildstate.plan_output`` for the actions; raises DatabaseError when
     refused. ``convert`` calls it; recipes call it first to refuse before any work.
     output_options: the output constructor's options, recorded with the settings."""
-    output_options = json.loads(json.dumps(output_options or {}))
+    return _plan_build(records, db_path, backend, transform, build, observers, settings,
+                       _as_json(output_options))
+
+
+def _as_json(output_options: Optional[dict]) -> dict:
+    """``output_options`` as JSON gives them back (lists, not tuples), so that a resume
+    compares them equal to the recorded ones."""
+    return json.loads(json.dumps(output_options or {}))
+
+
+def _plan_build(records, db_path, backend, transform, build, observers, settings,
+                output_options: dict) -> Tuple[dict, str]:
+    """plan_build with ``output_options`` already as JSON gives them back (``_as_json``)."""
     if output_options:
         settings = {**(settings or {}), "output_options": output_options}
     observed = {}
@@ -353,8 +365,7 @@ def convert(records: Sequence[Record], db_path: str, backend: str = "lmdb",
     db_path = output_path(db_path)
     if any(record.index != position for position, record in enumerate(records)):
         raise ValueError("records must be numbered 0..n-1 in list order")
-    # as JSON gives them back (lists, not tuples), so that a resume compares them equal
-    output_options = json.loads(json.dumps(recorded.output_options or {}))
+    output_options = _as_json(recorded.output_options)
     parent = os.path.dirname(db_path) or "."
     if not os.path.isdir(parent):
         raise DatabaseError(f"{parent}: output directory does not exist")
@@ -386,8 +397,8 @@ def _convert_locked(records, db_path, backend, transform, build, observers, sett
                     info, output_options) -> ConvertSummary:
     """convert() with the output's lock held (one build per output)."""
     _check_records(records, output_class(backend))
-    identity, action = plan_build(records, db_path, backend, transform, build, observers,
-                                  settings, output_options)
+    identity, action = _plan_build(records, db_path, backend, transform, build, observers,
+                                   settings, output_options)
     observers = all_observers(build, observers)
     build_dir = db_path + PARTIAL_SUFFIX
     if action != "done":

@@ -334,7 +334,8 @@ def verify_db(path: str, backend: Optional[str] = None, synsets_path: Optional[s
     A damaged database is a problem of the report, not an exception.
     """
     path = os.path.normpath(path)
-    if isolate and (backend or detect_datum_backend(path)) == "lmdb":
+    found = OUTPUTS.get(backend or detect_datum_backend(path) or "")
+    if isolate and found is not None and found.read_in_child:
         return _verify_in_child(path, backend, synsets_path, workers, progress,
                                 require_manifest, allow_mixed_sizes)
     report = VerifyReport(path=path)
@@ -366,11 +367,21 @@ def verify_db(path: str, backend: Optional[str] = None, synsets_path: Optional[s
     return report
 
 
-OTHER_FORMATS = tuple(name for name in OUTPUTS if name not in READERS)
-ACCEPTED = ("an LMDB or LevelDB (Caffe Datum database), or the output of create_imagenet "
-            "--format cuda-convnet2 (batches.meta, data_batch_N/), theano-alexnet (labels/, "
-            "misc/img_mean.npy, *_hkl_*/) or folder (one split: OUTDIR/train or OUTDIR/val, "
-            "with its imagenet_db.json)")
+def other_formats() -> tuple:
+    """The outputs checked by their own ``Output.verify`` (not Caffe Datum databases)."""
+    return tuple(name for name, output in OUTPUTS.items() if not output.datum_database)
+
+
+def accepted() -> str:
+    """What verify accepts, from each output's ``verify_accepts``: 'an LMDB or LevelDB (Caffe
+    Datum database), or the output of create_imagenet --format cuda-convnet2 (...), ...'."""
+    databases = " or ".join(output.verify_accepts for output in OUTPUTS.values()
+                            if output.datum_database)
+    others = [f"{name} {OUTPUTS[name].verify_accepts}" for name in other_formats()]
+    listed = ", ".join(others[:-1]) + " or " + others[-1] if len(others) > 1 else "".join(others)
+    return (f"an {databases} (Caffe Datum database), or the output of create_imagenet "
+            f"--format {listed}")
+
 BUILD_FILES = (B.BUILD_RECORD_NAME, BATCHES_LOG, BATCHES_STATE, FILES_LOG)
 
 
@@ -418,10 +429,10 @@ def verify_output(path: str, backend: Optional[str] = None, synsets_path: Option
         return report
     manifest = B.read_manifest(path) if os.path.isdir(path) else None
     name = (manifest or {}).get("format")
-    if name not in OTHER_FORMATS:
-        name = next((n for n in OTHER_FORMATS if OUTPUTS[n].detect(path)), None)
+    if name not in other_formats():
+        name = next((n for n in other_formats() if OUTPUTS[n].detect(path)), None)
     if name is None:
-        raise DatabaseError(f"{path}: not an output verify knows; it accepts {ACCEPTED}")
+        raise DatabaseError(f"{path}: not an output verify knows; it accepts {accepted()}")
     report = VerifyReport(path=path, backend=name, manifest=manifest, unit="images")
     if manifest is None:
         report.problem(f"{path}: no completion record ({B.MANIFEST_NAME})")

@@ -12,12 +12,12 @@ from typing import Optional, Sequence
 
 from imagenet_db.cli.flags import (EXIT_STATUS, backend_arg, bool_flag, build_args,
                                    build_options, entry_point, executor_for, fast_decode_arg,
-                                   help_text, normalize_gflags, resize_args, run_command, seed_arg,
-                                   transform_options, workers_arg)
+                                   help_text, normalize_gflags, resize_args, resize_bools,
+                                   run_command, seed_arg, transform_options, workers_arg)
 from imagenet_db.sources.base import DEFAULT_SEED
 
 CONVERT_BOOLS = ("gray", "shuffle", "check_size", "encoded", "overwrite", "progress", "resume",
-                 "strict", "fast_decode", "only_shrink")
+                 "strict", "fast_decode")  # + the resize modes' (resize_bools)
 
 
 def convert_parser(prog="convert_imageset") -> argparse.ArgumentParser:
@@ -83,5 +83,5 @@ def _convert(args) -> None:
 def convert_imageset_main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of ``convert_imageset``."""
     argv = sys.argv[1:] if argv is None else argv
-    args = convert_parser().parse_args(normalize_gflags(argv, CONVERT_BOOLS))
+    args = convert_parser().parse_args(normalize_gflags(argv, CONVERT_BOOLS + resize_bools()))
     return run_command(_convert, args)

@@ -11,14 +11,17 @@ folders (files copied as they are unless a resize is asked).
 """
 import argparse
 import sys
-from typing import Optional, Sequence
+from typing import Dict, Optional, Sequence, Tuple
 
 from imagenet_db.cli.flags import (EXIT_STATUS, SOURCE_EPILOG, backend_arg, blacklist_arg,
                                    bool_flag, build_args, build_options, empty_classes_arg,
                                    entry_point, executor_for, fast_decode_arg, help_text,
-                                   normalize_gflags, resize_args, run_command, seed_arg,
-                                   stderr_log, transform_options, workers_arg)
-from imagenet_db.outputs import FORMATS
+                                   keeps_aspect, normalize_gflags, resize_args, resize_asked,
+                                   resize_bools, run_command, seed_arg, stderr_log,
+                                   transform_options, workers_arg)
+from imagenet_db.errors import ImagenetDbError
+from imagenet_db.outputs import datum_formats, format_spec, format_specs
+from imagenet_db.outputs.spec import FormatOption
 
 
 def size_arg(text: str):
@@ -32,9 +35,37 @@ def size_arg(text: str):
     return width, height
 
 
+def format_flags() -> Dict[str, Tuple[FormatOption, Tuple[str, ...]]]:
+    """The formats' own flags (``FormatSpec.options``), in registry order, each once:
+    {flag name: (its FormatOption as first declared, the formats declaring it)}."""
+    flags: Dict[str, Tuple[FormatOption, Tuple[str, ...]]] = {}
+    for spec in format_specs().values():
+        for option in spec.options:
+            first, owners = flags.get(option.name, (option, ()))
+            flags[option.name] = (first, owners + (spec.name,))
+    return flags
+
+
 CREATE_BOOLS = ("encoded", "overwrite", "progress", "verify", "resume", "strict", "fast_decode",
-                "only_shrink", "prototxt", "drop_val_blacklist", "uncropped",
-                "report", "allow_empty_classes")
+                "prototxt", "drop_val_blacklist", "report", "allow_empty_classes")
+
+
+def create_bools() -> tuple:
+    """The boolean flags of create_imagenet (for gflags' --flag=false, ``normalize_gflags``):
+    ``CREATE_BOOLS``, the resize modes' and the formats' boolean flags."""
+    return CREATE_BOOLS + resize_bools() + tuple(
+        name for name, (option, _) in format_flags().items() if option.kind == "bool")
+
+
+def add_format_flags(parser) -> None:
+    """Add every format's own flags (``format_flags``) with their declared help."""
+    for name, (option, _) in format_flags().items():
+        if option.kind == "bool":
+            bool_flag(parser, name, option.help, default=option.default)
+        else:
+            parser.add_argument(f"--{name}", type=option.type, default=option.default,
+                                metavar=option.metavar, choices=option.choices,
+                                help=option.help)
 
 
 def create_parser(prog="create_imagenet") -> argparse.ArgumentParser:
@@ -45,22 +76,18 @@ def create_parser(prog="create_imagenet") -> argparse.ArgumentParser:
         epilog=SOURCE_EPILOG + " " + EXIT_STATUS)
     p.add_argument("source", metavar="SOURCE", help="an ImageNet distribution (see below)")
     p.add_argument("outdir", metavar="OUTDIR", help="folder for the databases and aux files")
-    p.add_argument("--format", dest="output_format", default="caffe", choices=FORMATS,
-                   help="what to build (default caffe): Caffe's LMDB/LevelDB + mean; "
-                        "cuda-convnet2 batches; Theano AlexNet hickle batches; image folders")
+    specs = format_specs()
+    p.add_argument("--format", dest="output_format", default=next(iter(specs)),
+                   choices=tuple(specs),
+                   help=f"what to build (default {next(iter(specs))}): "
+                        + "; ".join(spec.summary for spec in specs.values()))
     p.add_argument("--resize", type=size_arg, default=None, metavar="WxH",
                    help="resize every image to WIDTHxHEIGHT with --resize_mode (default 256x256 "
                         "squash, as Caffe's create_imagenet.sh and theano-alexnet; folder: none, "
                         "files copied byte for byte; 0x0 = keep size; not used with "
                         "--shorter_side or --min_dim/--max_dim; cuda-convnet2 always uses "
                         "make-data's resize)")
-    bool_flag(p, "uncropped", "cuda-convnet2: keep the aspect ratio (shorter side 256, no "
-                              "centre crop; make-data's CROP_TO_SQUARE=False)")
-    p.add_argument("--batch_images", type=int, default=None, metavar="N",
-                   help="images per batch: cuda-convnet2 3072 (3 sub-batch files of N/3), "
-                        "theano-alexnet 256 (halves of N/2); default: upstream's")
-    p.add_argument("--val_layout", choices=("folders", "flat"), default="folders",
-                   help="folder format: val/<wnid>/ (default, as valprep.sh) or flat val/")
+    add_format_flags(p)
     backend_arg(p)
     bool_flag(p, "encoded", "store JPEG bytes instead of raw pixels")
     fast_decode_arg(p)
@@ -91,50 +118,62 @@ def create_parser(prog="create_imagenet") -> argparse.ArgumentParser:
 
 def create_transform(args):
     """The TransformOptions of parsed create_imagenet arguments: the resize flags, with the
-    format's defaults (256x256 squash for caffe and theano-alexnet, a copy for folder,
-    make-data's resize for cuda-convnet2, which takes no resize flag). Raises ImagenetDbError
-    for flags the format does not have."""
-    from imagenet_db.errors import ImagenetDbError
-    from imagenet_db.recipes.formats import default_transform
+    format's defaults (``FormatSpec.default_transform``: 256x256 squash for caffe and
+    theano-alexnet, a copy for folder, make-data's resize for cuda-convnet2, which takes no
+    resize flag: ``FormatSpec.own_resize``). Raises ImagenetDbError for flags the format does
+    not have."""
+    from dataclasses import replace
 
-    fmt = args.output_format
-    if args.uncropped and fmt != "cuda-convnet2":
-        raise ImagenetDbError("--uncropped applies to --format cuda-convnet2 only")
-    if args.encoded and fmt != "caffe":
-        raise ImagenetDbError(f"--encoded applies to --format caffe only ({fmt} decides how it "
-                              f"stores images)")
-    if fmt == "cuda-convnet2":
-        if args.resize or args.resize_mode or args.shorter_side or args.min_dim or \
-                args.max_dim or args.interpolation:
-            raise ImagenetDbError("cuda-convnet2 uses make-data's resize (shorter side 256, "
-                                  "centre crop; --uncropped): no resize flags")
-        from dataclasses import replace
-        return replace(default_transform(fmt, args.uncropped), fast_decode=args.fast_decode)
-    keeps_aspect = args.shorter_side or args.min_dim or args.max_dim or \
-        args.resize_mode in ("shorter_side", "min_max_dim")
-    default = (0, 0) if keeps_aspect or fmt == "folder" else (256, 256)
+    spec = format_spec(args.output_format)
+    _refuse_foreign_flags(args, spec.name)
+    if args.encoded and not spec.datum_databases:
+        raise ImagenetDbError(f"--encoded applies to --format {' / '.join(datum_formats())} only "
+                              f"({spec.name} decides how it stores images)")
+    defaults = spec.default_transform(recipe_options(args))
+    if spec.own_resize:
+        if args.resize or resize_asked(args):
+            raise ImagenetDbError(spec.own_resize)
+        return replace(defaults, fast_decode=args.fast_decode)
+    default = (0, 0) if keeps_aspect(args) else (defaults.resize_width, defaults.resize_height)
     width, height = args.resize or default
-    return transform_options(args, width, height, encoded=args.encoded or fmt == "folder",
+    return transform_options(args, width, height, encoded=args.encoded or defaults.encoded,
                              fast_decode=args.fast_decode)
 
 
+def _refuse_foreign_flags(args, name: str) -> None:
+    """ImagenetDbError for a format's own flag (``only_for_owner``) given to format ``name``."""
+    for flag, (option, owners) in format_flags().items():
+        if option.only_for_owner and name not in owners and \
+                getattr(args, flag) != option.default:
+            raise ImagenetDbError(f"--{flag} applies to --format {' / '.join(owners)} only")
+
+
+def recipe_options(args):
+    """The RecipeOptions of parsed create_imagenet arguments (the formats' own flags as
+    fields, or in ``format_options`` when not one)."""
+    from imagenet_db.recipes.formats import RECIPE_FIELDS, RecipeOptions
+
+    values = {name: getattr(args, name) for name in format_flags()}
+    return RecipeOptions(output_format=args.output_format, backend=args.backend, seed=args.seed,
+                         mean_crop=args.mean_crop, prototxt=args.prototxt, report=args.report,
+                         drop_blacklist=args.drop_val_blacklist,
+                         allow_empty_classes=args.allow_empty_classes, verify=args.verify,
+                         **{k: v for k, v in values.items() if k in RECIPE_FIELDS},
+                         format_options={k: v for k, v in values.items()
+                                         if k not in RECIPE_FIELDS})
+
+
 def _create(args) -> None:
-    from imagenet_db.recipes.formats import RecipeOptions
     from imagenet_db.recipes.imagenet import create_imagenet
 
     transform = create_transform(args)
-    recipe = RecipeOptions(output_format=args.output_format, backend=args.backend, seed=args.seed,
-                           mean_crop=args.mean_crop, prototxt=args.prototxt, report=args.report,
-                           val_layout=args.val_layout, batch_images=args.batch_images,
-                           drop_blacklist=args.drop_val_blacklist,
-                           allow_empty_classes=args.allow_empty_classes, verify=args.verify)
     with executor_for(args) as executor:
-        create_imagenet(args.source, args.outdir, transform, recipe, build_options(args, executor),
-                        log=stderr_log)
+        create_imagenet(args.source, args.outdir, transform, recipe_options(args),
+                        build_options(args, executor), log=stderr_log)
 
 
 @entry_point
 def create_imagenet_main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of ``create_imagenet``."""
     argv = sys.argv[1:] if argv is None else argv
-    return run_command(_create, create_parser().parse_args(normalize_gflags(argv, CREATE_BOOLS)))
+    return run_command(_create, create_parser().parse_args(normalize_gflags(argv, create_bools())))

@@ -15,7 +15,8 @@ from typing import Optional, Sequence
 
 from imagenet_db.cli.flags import (SOURCE_EPILOG, blacklist_arg, bool_flag, empty_classes_arg,
                                    entry_point, help_text, normalize_gflags, resize_args,
-                                   run_command, stderr_log, transform_options, workers_arg)
+                                   resize_bools, run_command, stderr_log, transform_options,
+                                   workers_arg)
 
 
 def extract_parser(prog="imagenet-db extract") -> argparse.ArgumentParser:
@@ -75,8 +76,7 @@ def extract_main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of ``imagenet-db extract``."""
 
     argv = sys.argv[1:] if argv is None else argv
-    args = extract_parser().parse_args(normalize_gflags(argv, ("verify", "overwrite", "progress",
-                                                                  "drop_val_blacklist", "only_shrink",
-                                                                  "allow_empty_classes",
-                                                                  "check_contents")))
+    bools = ("verify", "overwrite", "progress", "drop_val_blacklist", "allow_empty_classes",
+             "check_contents") + resize_bools()
+    args = extract_parser().parse_args(normalize_gflags(argv, bools))
     return run_command(_extract, args)

@@ -12,7 +12,7 @@ from imagenet_db.engine.buildstate import DEFAULT_TXN_SIZE, BuildOptions
 from imagenet_db.engine.executor import DEFAULT_DASK_TIMEOUT, default_workers
 from imagenet_db.errors import BuildInterrupted, ImagenetDbError
 from imagenet_db.imaging.headers import DEFAULT_MAX_PIXELS
-from imagenet_db.outputs import BACKENDS
+from imagenet_db.outputs import backends
 from imagenet_db.sources.base import DEFAULT_SEED
 
 TRUE_WORDS = {"true", "1", "yes", "t", "y"}
@@ -163,7 +163,7 @@ def entry_point(main):
 
 def backend_arg(parser, default="lmdb"):
     """Add --backend with the registered output formats as choices."""
-    parser.add_argument("--backend", default=default, choices=BACKENDS,
+    parser.add_argument("--backend", default=default, choices=backends(),
                         help="database type (default lmdb)" if default else
                              "database type (default: detected from the files)")
 
@@ -264,9 +264,10 @@ def _fill_value(text: str):
 
 def resize_args(parser, sizes_help: str = "--resize_width/--resize_height"):
     """The resize stage's flags (shared by convert_imageset, create_imagenet, extract):
-    --resize_mode, --shorter_side, --only_shrink, --min_dim, --max_dim, --interpolation,
-    --encode_quality, --fill_value. See ``transform_options`` for how they combine."""
-    from imagenet_db.imaging.resize import RESIZE_MODES
+    --resize_mode, each mode's own flags (its ``PARAMS``: --shorter_side, --only_shrink,
+    --min_dim, --max_dim), --interpolation, --encode_quality, --fill_value. See
+    ``transform_options`` for how they combine."""
+    from imagenet_db.imaging.resize import RESIZE_MODES, mode_params
     from imagenet_db.imaging.resize.geometry import INTERPOLATION_NAMES
 
     g = parser.add_argument_group(
@@ -277,17 +278,12 @@ def resize_args(parser, sizes_help: str = "--resize_width/--resize_height"):
                         f"DIGITS: keep the aspect ratio and cut the centre / pad with noise / "
                         f"half of each); convnet2 (cuda-convnet2: shorter side to N, centre NxN, "
                         f"AREA/CUBIC); shorter_side and min_max_dim are implied by their flags")
-    g.add_argument("--shorter_side", type=int, default=0, metavar="N",
-                   help="resize so the shorter side is N pixels, keeping the aspect ratio (ResNet "
-                        "/ Torch recipes; sizes then vary: use --encoded and a crop in training)")
-    bool_flag(g, "only_shrink", "with --shorter_side: keep images whose shorter side is already "
-                                "<= N (ImageMagick's -resize \"N^>\")")
-    g.add_argument("--min_dim", type=int, default=0, metavar="N",
-                   help="SSD-Caffe: enlarge, keeping the aspect ratio, images whose shorter side "
-                        "is below N")
-    g.add_argument("--max_dim", type=int, default=0, metavar="N",
-                   help="SSD-Caffe: shrink, keeping the aspect ratio, images whose longer side "
-                        "would exceed N")
+    for _, param in mode_params():  # each mode's own flags (imaging.resize: PARAMS)
+        if isinstance(param.default, bool):
+            bool_flag(g, param.name, param.help, default=param.default)
+        else:
+            g.add_argument(f"--{param.name}", type=int, default=param.default,
+                           metavar=param.metavar, help=param.help)
     g.add_argument("--interpolation", choices=INTERPOLATION_NAMES, default=None,
                    help="linear (bilinear, Caffe's; the default), area, cubic, or auto "
                         "(cuda-convnet2's rule: AREA when shrinking, CUBIC when enlarging; the "
@@ -304,22 +300,45 @@ def resize_args(parser, sizes_help: str = "--resize_width/--resize_height"):
 def transform_options(args, resize_width: int, resize_height: int, **fields):
     """TransformOptions from the resize flags (``resize_args``) and the given sizes/fields.
 
-    The mode is --resize_mode, else shorter_side when --shorter_side is given, min_max_dim when
-    --min_dim/--max_dim are, else squash. --interpolation defaults to auto for convnet2 and
-    linear otherwise. The noise seed is --seed, for the noise-padding modes only (other builds'
-    records stay as before). Raises ImagenetDbError for flags that do not go together."""
+    The mode is --resize_mode, else the one a mode's flag picks (``resize.selected_mode``:
+    shorter_side for --shorter_side, min_max_dim for --min_dim/--max_dim), else squash.
+    --interpolation defaults to the mode's ``DEFAULT_INTERPOLATION`` (auto for convnet2,
+    linear otherwise). The noise seed is --seed, for the noise-padding modes (``NOISE``) only
+    (other builds' records stay as before). Raises ImagenetDbError for flags that do not go
+    together."""
+    from imagenet_db.imaging.resize import RESIZE_MODES, declared, mode_params, selected_mode
     from imagenet_db.imaging.transform import TransformOptions
 
-    mode = args.resize_mode
-    if mode is None:
-        mode = ("shorter_side" if args.shorter_side else
-                "min_max_dim" if (args.min_dim or args.max_dim) else "squash")
-    interpolation = args.interpolation or ("auto" if mode == "convnet2" else "linear")
-    noisy = mode in ("fill", "half_crop") and not args.fill_value
+    mode = args.resize_mode or selected_mode(args)
+    interpolation = args.interpolation or declared(RESIZE_MODES[mode], "DEFAULT_INTERPOLATION")
+    noisy = declared(RESIZE_MODES[mode], "NOISE") and not args.fill_value
+    params = {param.name: getattr(args, param.name) for _, param in mode_params()}
     return TransformOptions(resize_width=max(0, resize_width), resize_height=max(0, resize_height),
-                            resize_mode=mode, shorter_side=args.shorter_side,
-                            only_shrink=args.only_shrink, min_dim=args.min_dim,
-                            max_dim=args.max_dim, interpolation=interpolation,
+                            resize_mode=mode, **params, interpolation=interpolation,
                             encode_quality=args.encode_quality,
                             fill_value=tuple(args.fill_value),
                             seed=getattr(args, "seed", 0) if noisy else 0, **fields)
+
+
+def resize_bools() -> tuple:
+    """The boolean flags of the resize modes (e.g. only_shrink), for ``normalize_gflags``."""
+    from imagenet_db.imaging.resize import mode_params
+
+    return tuple(param.name for _, param in mode_params() if isinstance(param.default, bool))
+
+
+def resize_asked(args) -> bool:
+    """True when any flag of ``resize_args`` that picks or sets up a resize is given: a mode,
+    a mode's selecting flag (--shorter_side, --min_dim, --max_dim), --interpolation."""
+    from imagenet_db.imaging.resize import mode_params
+
+    return bool(args.resize_mode or args.interpolation or
+                any(getattr(args, param.name) for _, param in mode_params() if param.selects))
+
+
+def keeps_aspect(args) -> bool:
+    """True when the resize flags ask for a mode whose sizes vary (not ``FIXED_SIZE``:
+    shorter_side, min_max_dim), named or picked by its flag."""
+    from imagenet_db.imaging.resize import RESIZE_MODES, selected_mode
+
+    return not RESIZE_MODES[args.resize_mode or selected_mode(args)].FIXED_SIZE

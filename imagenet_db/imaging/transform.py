@@ -24,7 +24,7 @@ stored where a decode would have given a garbled image too.
 decoding: see ``imaging.fastdecode``.
 """
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field, make_dataclass
 from typing import Optional, Tuple
 
 import cv2
@@ -34,13 +34,14 @@ from imagenet_db.errors import ImagenetDbError
 from imagenet_db.imaging.decode import decode_flag_for, decode_image, is_gray_file, jpeg_ends_early
 from imagenet_db.imaging.fastdecode import decode_reduced
 from imagenet_db.imaging.headers import decoded_shape
-from imagenet_db.imaging.resize import DEFAULT_MODE, check_options, resize_mode
+from imagenet_db.imaging.resize import DEFAULT_MODE, check_options, mode_params, resize_mode
 
 # Options added after the build record's first version -> their defaults (left out of the
-# record while at the default, so records of earlier builds still match).
-LATER_OPTIONS = {"resize_mode": DEFAULT_MODE, "shorter_side": 0, "only_shrink": False,
-                 "min_dim": 0, "max_dim": 0, "interpolation": "linear", "encode_quality": 0,
-                 "fill_value": (), "seed": 0}
+# record while at the default, so records of earlier builds still match); every resize
+# mode's params (``imaging.resize``, declared in the mode's module) are such options.
+LATER_OPTIONS = {"resize_mode": DEFAULT_MODE,
+                 **{param.name: param.default for _, param in mode_params()},
+                 "interpolation": "linear", "encode_quality": 0, "fill_value": (), "seed": 0}
 
 
 class ImageOptionError(ImagenetDbError):
@@ -51,44 +52,8 @@ class ImageSkipped(Exception):
     """An image that cannot be stored (undecodable, cannot be encoded); the text says why."""
 
 
-@dataclass(frozen=True)
-class TransformOptions:
-    """How to turn image file bytes into the stored image (the flags of convert_imageset).
-
-    resize_height, resize_width: output size in pixels; 0 keeps the decoded size (both must be
-    > 0 to resize). is_color: False decodes to 1-channel grayscale (``--gray``).
-    encoded: store encoded image bytes instead of raw pixels. encode_type: 'jpg', 'png', ...;
-    empty means "guess from each file's extension" as convert_imageset does.
-    fast_decode: when resizing a JPEG to at most half its size on both sides, decode it at
-    1/2, 1/4 or 1/8 scale in libjpeg first (faster, pixels differ slightly from Caffe's).
-    resize_mode: a name in ``imaging.resize.RESIZE_MODES`` (default squash, Caffe's); crop,
-    fill, half_crop (DIGITS) and convnet2 use resize_width x resize_height.
-    shorter_side, only_shrink: for resize_mode 'shorter_side': the shorter side in pixels;
-    only_shrink keeps images whose shorter side is already <= it (ImageMagick's "256^>").
-    min_dim, max_dim: for resize_mode 'min_max_dim' (SSD-Caffe), pixels, 0 = no bound.
-    interpolation: 'linear' (Caffe's bilinear), 'area', 'cubic' or 'auto' (cuda-convnet2's
-    rule: AREA when shrinking, CUBIC when enlarging).
-    encode_quality: JPEG quality 1..100 for re-encoded images; 0 = OpenCV's default (95, as
-    Caffe).
-    fill_value: padding of fill/half_crop: () = DIGITS' noise 0..254, else one value or
-    (B, G, R) in 0..255. seed: seeds that noise (with each image's relpath).
-    Raises ResizeOptionError (an ImagenetDbError) for settings that do not go together.
-    """
-    resize_height: int = 0
-    resize_width: int = 0
-    is_color: bool = True
-    encoded: bool = False
-    encode_type: str = ""
-    fast_decode: bool = False
-    resize_mode: str = DEFAULT_MODE
-    shorter_side: int = 0
-    only_shrink: bool = False
-    min_dim: int = 0
-    max_dim: int = 0
-    interpolation: str = "linear"
-    encode_quality: int = 0
-    fill_value: Tuple[int, ...] = ()
-    seed: int = 0
+class _TransformBehaviour:
+    """The methods of ``TransformOptions`` (its fields are made from the resize registry)."""
 
     def __post_init__(self):
         object.__setattr__(self, "fill_value", tuple(int(v) for v in self.fill_value))
@@ -116,6 +81,41 @@ class TransformOptions:
         return {name: list(value) if isinstance(value, tuple) else value
                 for name, value in self.__dict__.items()
                 if name not in LATER_OPTIONS or value != LATER_OPTIONS[name]}
+
+
+# (name, type, default) of the fields: the base ones, each resize mode's params, the rest
+_FIELDS = ([("resize_height", int, 0), ("resize_width", int, 0), ("is_color", bool, True),
+            ("encoded", bool, False), ("encode_type", str, ""), ("fast_decode", bool, False),
+            ("resize_mode", str, DEFAULT_MODE)]
+           + [(param.name, type(param.default), param.default) for _, param in mode_params()]
+           + [("interpolation", str, "linear"), ("encode_quality", int, 0),
+              ("fill_value", Tuple[int, ...], ()), ("seed", int, 0)])
+TransformOptions = make_dataclass(
+    "TransformOptions", [(name, kind, field(default=default)) for name, kind, default in _FIELDS],
+    bases=(_TransformBehaviour,), frozen=True)
+TransformOptions.__module__ = __name__
+TransformOptions.__doc__ = """How to turn image file bytes into the stored image (the flags of convert_imageset).
+
+    resize_height, resize_width: output size in pixels; 0 keeps the decoded size (both must be
+    > 0 to resize). is_color: False decodes to 1-channel grayscale (``--gray``).
+    encoded: store encoded image bytes instead of raw pixels. encode_type: 'jpg', 'png', ...;
+    empty means "guess from each file's extension" as convert_imageset does.
+    fast_decode: when resizing a JPEG to at most half its size on both sides, decode it at
+    1/2, 1/4 or 1/8 scale in libjpeg first (faster, pixels differ slightly from Caffe's).
+    resize_mode: a name in ``imaging.resize.RESIZE_MODES`` (default squash, Caffe's); crop,
+    fill, half_crop (DIGITS) and convnet2 use resize_width x resize_height.
+    Then one field per param of a resize mode (its module's ``PARAMS``, in registry order):
+    shorter_side, only_shrink for resize_mode 'shorter_side': the shorter side in pixels;
+    only_shrink keeps images whose shorter side is already <= it (ImageMagick's "256^>").
+    min_dim, max_dim: for resize_mode 'min_max_dim' (SSD-Caffe), pixels, 0 = no bound.
+    interpolation: 'linear' (Caffe's bilinear), 'area', 'cubic' or 'auto' (cuda-convnet2's
+    rule: AREA when shrinking, CUBIC when enlarging).
+    encode_quality: JPEG quality 1..100 for re-encoded images; 0 = OpenCV's default (95, as
+    Caffe).
+    fill_value: padding of fill/half_crop: () = DIGITS' noise 0..254, else one value or
+    (B, G, R) in 0..255. seed: seeds that noise (with each image's relpath).
+    Raises ResizeOptionError (an ImagenetDbError) for settings that do not go together.
+    """
 
 
 @dataclass

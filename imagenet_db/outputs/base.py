@@ -16,9 +16,12 @@ list); ``stored(start)`` reads committed records back (for the observers' catch-
 """
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar, Iterator, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, ClassVar, Iterator, Optional, Sequence, Tuple
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from imagenet_db.outputs.spec import FormatSpec
 
 
 @dataclass
@@ -70,11 +73,22 @@ def _encoded_with_view(value, offset, pixel_shape, shape, name, checksum=None) -
 class Output(ABC):
     """An output being written at ``path`` (a directory), committing every ``txn_size`` records.
 
-    Class attributes: ``name`` (the registry name, e.g. 'lmdb') and ``description``.
-    Raises DatabaseError for any failed write (disk full...); what was committed stays.
+    Class attributes: ``name`` (the registry name, e.g. 'lmdb'), ``description``,
+    ``format_spec`` (the ``outputs.spec.FormatSpec`` of the ``create_imagenet --format`` that
+    builds it: default transform, checks, stages, folder, label order, flags),
+    ``datum_database`` (a Caffe Datum database: a ``--backend`` choice, checked by
+    ``verify.verify_db``; else by ``verify``) and ``verify_accepts`` (what ``imagenet-db
+    verify`` looks for, in its one-line message), ``read_in_child`` (a damaged output can
+    kill its reader, e.g. SIGBUS through a memory map: verify reads it in a child process).
+    Raises DatabaseError for any failed write
+    (disk full...); what was committed stays.
     """
     name: ClassVar[str]
     description: ClassVar[str]
+    format_spec: ClassVar["FormatSpec"]
+    datum_database: ClassVar[bool] = False
+    verify_accepts: ClassVar[str] = ""
+    read_in_child: ClassVar[bool] = False
 
     @classmethod
     @abstractmethod

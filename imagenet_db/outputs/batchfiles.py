@@ -37,13 +37,15 @@ import io
 import json
 import os
 from dataclasses import dataclass
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from imagenet_db.engine.files import remove_stale_temporaries, write_file_atomic
-from imagenet_db.errors import DatabaseError
+from imagenet_db.errors import DatabaseError, ImagenetDbError
 from imagenet_db.outputs.base import Encoded, Output
+from imagenet_db.outputs.spec import FormatOption, Stage
+from imagenet_db.sources.base import Dataset, Record, Split
 
 LOG_NAME = "imagenet_db.batches.log"
 STATE_NAME = "imagenet_db.batches.state.npz"
@@ -405,3 +407,39 @@ class BatchOutput(Output):
         """After the last record: write what only a finished output has; returns facts for
         the completion record. Must be safe to run twice."""
         return {}
+
+
+def split_records(split: Split, order: List[Tuple[str, int]], start: int) -> List[Record]:
+    """Records of ``split``'s (relpath, label) ``order``, numbered from ``start``."""
+    return [Record(start + i, relpath, label, split.loader(relpath))
+            for i, (relpath, label) in enumerate(order)]
+
+
+def batch_stage(found: Dataset, out: str, spec, train_order: Callable[[list], list],
+                options: dict, settings: dict) -> Tuple[Dataset, List[Stage]]:
+    """The one stage of a batch format ``spec`` (its ``FormatSpec``): every split's records
+    in one list, split after split (train in ``train_order(entries)``, the others sorted),
+    the split sizes added to the output ``options`` as ``splits``; ``settings`` (seed...) get
+    the synset count, the format and its label order. The folder is ``spec.folder``."""
+    records, splits = [], []
+    for name, split in found.splits.items():
+        order = train_order(split.entries) if name == "train" else sorted(split.entries)
+        records += split_records(split, order, len(records))
+        splits.append((name, len(order)))
+    settings = {**settings, "synsets": len(found.synsets), "format": spec.name,
+                "label_order": spec.label_order}
+    return found, [Stage(spec.name, os.path.join(out, spec.folder), spec.name, records,
+                         settings, {**options, "splits": splits})]
+
+
+BATCH_IMAGES = FormatOption(
+    "batch_images", "images per batch: cuda-convnet2 3072 (3 sub-batch files of N/3), "
+                    "theano-alexnet 256 (halves of N/2); default: upstream's",
+    type=int, metavar="N")
+
+
+def colour_only(name: str, transform) -> None:
+    """Refuse --gray and --encoded for the batch format ``name`` (ImagenetDbError)."""
+    if not transform.is_color or transform.encoded:
+        raise ImagenetDbError(f"{name} stores colour images it encodes itself: --gray and "
+                              f"--encoded do not apply")

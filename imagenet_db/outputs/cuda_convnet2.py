@@ -34,8 +34,9 @@ Both are exact: integer sums of the pixels (staged in uint16) and of every pixel
 product (``image_gram``, computed on the worker threads). With ``--cuda_convnet2_uncropped``
 images keep their aspect (shorter side 256) and both are taken over the centre 256x256.
 
-Labels (the recipe's job): the devkit's order, ILSVRC2012_ID - 1 (kit fox n02119789 = 0), not
-Caffe's. Train is shuffled (seeded), val in file order.
+Labels (``FORMAT.label_order``, applied by the recipe): the devkit's order, ILSVRC2012_ID - 1
+(kit fox n02119789 = 0), not Caffe's. Train is shuffled (seeded), val in file order
+(``stages``).
 """
 import math
 import os
@@ -49,7 +50,11 @@ from imagenet_db.errors import DatabaseError, ImagenetDbError
 from imagenet_db.imaging.decode import decode_image
 from imagenet_db.imaging.headers import check_image_bytes
 from imagenet_db.outputs import py2pickle
-from imagenet_db.outputs.batchfiles import (BatchOutput, StatsEncoded, Unit, write_file_via)
+from imagenet_db.imaging.transform import TransformOptions
+from imagenet_db.outputs.batchfiles import (BATCH_IMAGES, BatchOutput, StatsEncoded, Unit,
+                                            batch_stage, colour_only, write_file_via)
+from imagenet_db.outputs.spec import FormatOption, FormatSpec
+from imagenet_db.sources.base import Dataset, shuffled
 
 BATCH_SIZE = 3072      # make-data's OUTPUT_BATCH_SIZE
 SUB_BATCH_SIZE = 1024  # make-data's OUTPUT_SUB_BATCH_SIZE
@@ -174,6 +179,7 @@ class CudaConvnet2Output(BatchOutput):
     Images are 256x256 (or, uncropped, at least that: the statistics take the centre).
     """
     name = "cuda-convnet2"
+    verify_accepts = "(batches.meta, data_batch_N/)"
     description = "cuda-convnet2 batches (make-data.py layout): pickled JPEG batches + batches.meta"
 
     def __init__(self, path: str, splits: Sequence[Tuple[str, int]] = (),
@@ -346,3 +352,57 @@ class CudaConvnet2Output(BatchOutput):
         return {"batch_ranges": self.batch_ranges(),
                 "images": {name: self.split_counts[n] for n, (name, _) in enumerate(self.splits)},
                 "mean_images": self.stats.images}
+
+
+def default_transform(options=None) -> TransformOptions:
+    """make-data's resize: resize mode convnet2 (shorter side 256 with C rounding, AREA/CUBIC
+    by the scale, centre 256x256); with the option ``uncropped`` (``RecipeOptions.option``):
+    shorter_side 256 with the same interpolation rule, no crop."""
+    if options is not None and options.option("uncropped"):
+        return TransformOptions(resize_mode="shorter_side", shorter_side=IMAGE_SIZE,
+                                interpolation="auto")
+    return TransformOptions(resize_height=IMAGE_SIZE, resize_width=IMAGE_SIZE,
+                            resize_mode="convnet2", interpolation="auto")
+
+
+def check_transform(transform: TransformOptions) -> None:
+    """Refuse any transform but make-data's (``default_transform``), and --gray/--encoded."""
+    crop = (transform.resize_mode == "convnet2" and transform.resize_width == IMAGE_SIZE
+            and transform.resize_height == IMAGE_SIZE)
+    keep = (transform.resize_mode == "shorter_side" and transform.shorter_side == IMAGE_SIZE
+            and not transform.only_shrink)
+    if not (crop or keep) or transform.interpolation != "auto":
+        raise ImagenetDbError(f"cuda-convnet2 batches hold make-data's images: resize mode "
+                              f"convnet2 at {IMAGE_SIZE}x{IMAGE_SIZE} (or shorter_side "
+                              f"{IMAGE_SIZE}, uncropped) with interpolation auto")
+    colour_only("cuda-convnet2", transform)
+
+
+def stages(found: Dataset, out: str, recipe, want_mean: bool) -> Tuple[Dataset, list]:
+    """One output holding train (shuffled with ``recipe.seed``, Python's order as make-data)
+    then val (sorted), labels in the devkit's order (the dataset comes relabelled), the
+    classes' words as ``label_names``; ``recipe.batch_images`` (None: 3072) must be a
+    multiple of 3 (3 sub-batch files)."""
+    options = {"label_names": [found.words.get(wnid, wnid) for wnid in found.synsets]}
+    batch_images = recipe.batch_images
+    if batch_images is not None:
+        if batch_images <= 0 or batch_images % 3:
+            raise ImagenetDbError(f"cuda-convnet2 batches hold 3 sub-batches: "
+                                  f"--batch_images {batch_images} is not a multiple of 3")
+        options.update(batch_size_images=batch_images, sub_batch_size=batch_images // 3)
+    seed = recipe.seed
+    return batch_stage(found, out, FORMAT, lambda entries: shuffled(entries, seed), options,
+                       {"seed": seed})
+
+
+FORMAT = FormatSpec(
+    name="cuda-convnet2", summary="cuda-convnet2 batches", folder="ilsvrc12_cuda_convnet2",
+    default_transform=default_transform, check_transform=check_transform, stages=stages,
+    label_order="devkit",
+    options=(FormatOption("uncropped", "cuda-convnet2: keep the aspect ratio (shorter side 256, "
+                                       "no centre crop; make-data's CROP_TO_SQUARE=False)",
+                          kind="bool", default=False, only_for_owner=True),
+             BATCH_IMAGES),
+    own_resize="cuda-convnet2 uses make-data's resize (shorter side 256, centre crop; "
+               "--uncropped): no resize flags")
+CudaConvnet2Output.format_spec = FORMAT

@@ -26,6 +26,12 @@ def caffe_key(index: int, relpath: str) -> bytes:
     return b"%08d_%s" % (index, relpath.encode("utf-8"))
 
 
+def caffe_key_size(index: int, relpath: str) -> int:
+    """len(caffe_key(index, relpath)) in bytes, without building the key (the size checks run
+    before a build, once per record)."""
+    return max(8, len(str(index))) + 1 + len(relpath.encode("utf-8"))
+
+
 def key_index(key: bytes, where: str = "") -> int:
     """The record index of a Caffe key ``%08d_relpath``. Raises DatabaseError for other keys."""
     digits, sep, _ = bytes(key).partition(b"_")

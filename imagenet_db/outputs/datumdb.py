@@ -12,21 +12,25 @@ import numpy as np
 
 from imagenet_db.errors import DatabaseError
 from imagenet_db.outputs.base import Encoded, Output
-from imagenet_db.outputs.datum import (caffe_key, datum_to_chw, encode_datum, entry_checksum,
-                                      key_index, parse_datum)
+from imagenet_db.outputs.caffe import CAFFE
+from imagenet_db.outputs.datum import (caffe_key, caffe_key_size, datum_to_chw, encode_datum,
+                                      entry_checksum, key_index, parse_datum)
 
 
 class DatumWriter(Output):
     """Base of the Caffe Datum key-value outputs (LMDB, LevelDB). ``max_key_bytes``: the
-    backend's key size limit (None: none)."""
+    backend's key size limit (None: none). Built by ``create_imagenet --format caffe``
+    (``outputs.caffe``)."""
     max_key_bytes: Optional[int] = None
+    datum_database = True
+    format_spec = CAFFE
 
     @classmethod
     def record_problem(cls, relpath: str, index: int = 0) -> Optional[str]:
         """A key (``%08d_relpath``, UTF-8) longer than the backend allows."""
         if cls.max_key_bytes is None:
             return None
-        size = len(caffe_key(index, relpath))
+        size = caffe_key_size(index, relpath)
         if size <= cls.max_key_bytes:
             return None
         return (f"the key of {relpath[:60]!r}... is {size} bytes, above the "
@@ -43,8 +47,9 @@ class DatumWriter(Output):
         return self.pending_puts
 
     def add(self, record, encoded: Encoded) -> None:
-        """Put ``encoded.value`` under the record's Caffe key."""
-        self.put(caffe_key(record.index, record.relpath), encoded.value)
+        """Put ``encoded.value`` under the record's Caffe key (``encoded.name``, made once by
+        ``encode_datum`` on the worker)."""
+        self.put(encoded.name.encode("utf-8"), encoded.value)
 
     def resume_position(self, records: Sequence) -> int:
         """1 + the index in the last key (0 when empty); the last key must be its record's."""

@@ -18,6 +18,7 @@ build continues after its last line (files written after it are written again, i
 ``imagenet_db.json`` and, if any, the skip log).
 """
 import os
+from dataclasses import replace
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator, List, Optional, Sequence, Tuple
 
@@ -26,12 +27,15 @@ import numpy as np
 
 from imagenet_db.crc import CHECKSUM_FIELD, add_checksum, crc32
 from imagenet_db.engine.files import fsync_dir, remove_path
-from imagenet_db.errors import DatabaseError
+from imagenet_db.errors import DatabaseError, ImagenetDbError
+from imagenet_db.imaging.transform import TransformOptions
 from imagenet_db.imaging.decode import decode_image
 from imagenet_db.imaging.headers import describe_undecodable, jpeg_size, png_dimensions, \
     sniff_format
 from imagenet_db.outputs.base import Encoded, Output
 from imagenet_db.outputs.batchfiles import sync_file, temporary_path
+from imagenet_db.outputs.spec import FormatOption, FormatSpec, Stage
+from imagenet_db.sources.base import Dataset, Record, Split
 
 LOG_NAME = "imagenet_db.files.log"
 SYNC_THREADS = 8
@@ -86,6 +90,7 @@ class FolderOutput(Output):
     batch_size: files per commit (fsync + log line), the pipeline's txn_size.
     """
     name = "folder"
+    verify_accepts = "(one split: OUTDIR/train or OUTDIR/val, with its imagenet_db.json)"
     description = "image files in <wnid>/ folders (ImageFolder / Torch layout)"
 
     def __init__(self, path: str, batch_size: int = 1000):
@@ -334,3 +339,79 @@ def _checked_list(path: str, list_path: str, manifest: dict, found: set, report)
     for relpath in sorted(found - {relpath for _, relpath, _ in listed}):
         report.problem(f"{os.path.join(path, relpath)}: not in {list_path}")
     return listed
+
+
+VAL_LAYOUTS = ("folders", "flat")
+
+
+def _position(load, relpath: str):
+    """Where a loader reads in its archive (for sequential I/O), else the relpath."""
+    key = getattr(load, "sort_key", None)
+    if key is None:
+        offset = getattr(load, "offset", None)
+        reader = getattr(load, "reader", None)
+        key = (getattr(reader, "path", ""), offset) if offset is not None else ("", 0)
+    return key, relpath
+
+
+def archive_order_records(split: Split) -> List[Record]:
+    """The split's records in the order its images sit in their archives (by each loader's
+    position when it has one, else by relpath): sequential reads for a plain copy."""
+    loads = [(split.loader(relpath), relpath, label) for relpath, label in split.entries]
+    loads.sort(key=lambda item: _position(item[0], item[1]))
+    return [Record(i, relpath, label, load) for i, (load, relpath, label) in enumerate(loads)]
+
+
+def folder_relpaths(found: Dataset, val_layout: str) -> Dataset:
+    """``found`` with val relpaths as the folder output writes them: ``<wnid>/<name>``
+    (folders) or ``<name>`` (flat); loaders still read the source's paths. Raises
+    ImagenetDbError for another layout or two val files of one name."""
+    if val_layout not in VAL_LAYOUTS:
+        raise ImagenetDbError(f"val layout must be one of {', '.join(VAL_LAYOUTS)}, "
+                              f"not {val_layout!r}")
+    splits = dict(found.splits)
+    if "val" in splits:
+        val = splits["val"]
+        names = {}
+        for rel, label in val.entries:
+            base = rel.rsplit("/", 1)[-1]
+            names[f"{found.synsets[label]}/{base}" if val_layout == "folders" else base] = rel
+        entries = sorted((new, label) for new, (rel, label) in
+                         zip(names, val.entries))
+        if len(names) != len(val.entries):
+            raise ImagenetDbError("two validation images have the same file name")
+        loader = val.loader
+        splits["val"] = Split("val", entries, lambda new, _n=names, _l=loader: _l(_n[new]))
+    return replace(found, splits=splits)
+
+
+def check_transform(transform: TransformOptions) -> None:
+    """The folder format stores image files: the transform must encode."""
+    if not transform.encoded:
+        raise ImagenetDbError("the folder format stores image files: the transform must encode")
+
+
+def stages(found: Dataset, out: str, recipe, want_mean: bool) -> Tuple[Dataset, list]:
+    """``train/`` and ``val/`` as image folders (``<wnid>/<name>``, val in per-wnid folders as
+    valprep.sh makes them, or flat with ``recipe.val_layout='flat'``), in archive order
+    (sequential reads); the aux files name those paths."""
+    found = folder_relpaths(found, recipe.val_layout)
+    return found, [Stage(name, os.path.join(out, FORMAT.folder.format(split=name)), FORMAT.name,
+                         archive_order_records(split),
+                         {"split": name, "synsets": len(found.synsets), "format": FORMAT.name,
+                          "val_layout": recipe.val_layout})
+                   for name, split in found.splits.items()]
+
+
+def default_transform(options=None) -> TransformOptions:
+    """No resize: each file stored as it is (copied byte for byte)."""
+    return TransformOptions(encoded=True)
+
+
+FORMAT = FormatSpec(
+    name="folder", summary="image folders", folder="{split}",
+    default_transform=default_transform,
+    check_transform=check_transform, stages=stages,
+    options=(FormatOption("val_layout", "folder format: val/<wnid>/ (default, as valprep.sh) or "
+                                        "flat val/", choices=VAL_LAYOUTS, default="folders"),))
+FolderOutput.format_spec = FORMAT

@@ -25,6 +25,7 @@ class LevelDbWriter(DatumWriter):
 
     name = "leveldb"
     description = "Caffe Datum LevelDB (Caffe's options)"
+    verify_accepts = "LevelDB"
 
     def __init__(self, path: str, batch_size: int = 1000, batch_bytes: int = 128 << 20):
         self.path = path

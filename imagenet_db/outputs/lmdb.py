@@ -46,6 +46,8 @@ class LmdbWriter(DatumWriter):
 
     name = "lmdb"
     description = "Caffe Datum LMDB (Caffe's default backend)"
+    verify_accepts = "LMDB"
+    read_in_child = True  # a damaged data.mdb can SIGBUS its reader (verify.verify_db)
     max_key_bytes = 511  # MDB_MAXKEYSIZE of a default LMDB build (mdb_env_get_maxkeysize)
 
     def __init__(self, path: str, batch_size: int = 1000, batch_bytes: int = TXN_BYTES,

@@ -21,7 +21,7 @@ Files are written with ``hickle.dump(array, path, mode='w')`` (readable by ``hic
 and, as dataset ``/data``, by plain h5py). Each split's incomplete last batch is not written
 (as upstream); its images keep their labels in ``<split>_labels.npy`` (upstream's file covers
 every listed image; the split label files stop at the last full batch).
-Labels are Caffe's (the recipe's job); the train order is the sorted list shuffled with numpy's
+Labels are Caffe's (``FORMAT.label_order``); the train order is the sorted list shuffled with numpy's
 legacy ``RandomState(seed).shuffle`` (``--seed 1`` gives upstream's ``np.random.seed(1)`` order),
 val sorted by name. Upstream resizes with ``scipy.misc.imresize`` (PIL bilinear); here the
 squash is OpenCV's bilinear, as Caffe's (a mean difference of ~2 grey levels).
@@ -35,8 +35,12 @@ import numpy as np
 from imagenet_db.engine.files import remove_stale_temporaries
 from imagenet_db.errors import DatabaseError, ImagenetDbError
 from imagenet_db.outputs.base import Encoded
-from imagenet_db.outputs.batchfiles import (BatchOutput, Unit, sync_file, temporary_path,
+from imagenet_db.imaging.transform import TransformOptions
+from imagenet_db.outputs.batchfiles import (BATCH_IMAGES, BatchOutput, Unit, batch_stage,
+                                             colour_only, sync_file, temporary_path,
                                              write_file_via)
+from imagenet_db.outputs.spec import FormatSpec, caffe_squash
+from imagenet_db.sources.base import Dataset
 from imagenet_db.engine.files import fsync_dir
 
 BATCH_SIZE = 256  # make_hkl.py's batch_size
@@ -77,6 +81,7 @@ class TheanoAlexnetOutput(BatchOutput):
     misc/shuffled_<name>_filenames.npy ('train'). batch_images: 256 (smaller in tests).
     """
     name = "theano-alexnet"
+    verify_accepts = "(labels/, misc/img_mean.npy, *_hkl_*/)"
     description = "Theano AlexNet hickle batches (c01b uint8, 256 per file, + 128 halves)"
 
     def __init__(self, path: str, splits: Sequence[Tuple[str, int]] = (),
@@ -261,3 +266,47 @@ class TheanoAlexnetOutput(BatchOutput):
         fsync_dir(labels_dir)
         fsync_dir(misc)
         return facts
+
+
+def numpy_shuffled(entries: list, seed: int) -> list:
+    """``entries`` shuffled as numpy's legacy ``np.random.seed(seed); np.random.shuffle(x)``
+    does (the same permutation for any list of that length; stable across numpy versions)."""
+    order = list(range(len(entries)))
+    np.random.RandomState(seed).shuffle(order)
+    return [entries[i] for i in order]
+
+
+def check_transform(transform: TransformOptions) -> None:
+    """Colour images it encodes itself (no --gray, no --encoded), all of one size."""
+    colour_only("theano-alexnet", transform)
+    if not transform.fixed_size:
+        raise ImagenetDbError("theano-alexnet batches need one image size (--resize WxH with a "
+                              "fixed-size resize mode)")
+
+
+def stages(found: Dataset, out: str, recipe, want_mean: bool) -> Tuple[Dataset, list]:
+    """One output holding train (sorted, then shuffled with numpy's legacy
+    ``RandomState(recipe.seed).shuffle``: ``--seed 1`` is upstream's order) then val (sorted),
+    Caffe labels. ``recipe.batch_images`` (None: 256) must be even, and no more than the
+    training images (else no batch and no mean would be written)."""
+    batch_images, options = recipe.batch_images, {}
+    if batch_images is not None:
+        if batch_images <= 0 or batch_images % 2:
+            raise ImagenetDbError(f"theano-alexnet batches are cut in two halves: "
+                                  f"--batch_images {batch_images} is not even")
+        options["batch_images"] = batch_images
+    size = batch_images or BATCH_SIZE
+    train = len(found.splits["train"].entries) if "train" in found.splits else 0
+    if train < size:
+        raise ImagenetDbError(f"{train} training images are fewer than one theano-alexnet "
+                              f"batch of {size}: no batch would be written (see --batch_images)")
+    seed = recipe.seed
+    return batch_stage(found, out, FORMAT, lambda entries: numpy_shuffled(entries, seed),
+                       options, {"seed": seed})
+
+
+FORMAT = FormatSpec(
+    name="theano-alexnet", summary="Theano AlexNet hickle batches",
+    folder="ilsvrc12_theano_alexnet", default_transform=caffe_squash,
+    check_transform=check_transform, stages=stages, options=(BATCH_IMAGES,))
+TheanoAlexnetOutput.format_spec = FORMAT

@@ -27,7 +27,8 @@ from imagenet_db.errors import ImagenetDbError
 from imagenet_db.imaging.transform import TransformOptions
 from imagenet_db.crc import CHECKSUM_FIELD
 from imagenet_db.outputs.folder import files_checksum, listed_files
-from imagenet_db.recipes.formats import VAL_LAYOUTS, RecipeOptions, default_transform
+from imagenet_db.outputs.folder import FORMAT as FOLDER, VAL_LAYOUTS
+from imagenet_db.recipes.formats import RecipeOptions
 from imagenet_db.sources.base import is_image_name
 
 class ExtractError(ImagenetDbError):
@@ -154,10 +155,10 @@ def extract(source: str, dest: str, transform: Optional[TransformOptions] = None
         raise ExtractError(f"val layout must be one of {', '.join(VAL_LAYOUTS)}, not "
                            f"{options.val_layout!r}")
     build = replace(build, resume=not build.overwrite)
-    recipe = RecipeOptions(output_format="folder", val_layout=options.val_layout,
+    recipe = RecipeOptions(output_format=FOLDER.name, val_layout=options.val_layout,
                            drop_blacklist=options.drop_blacklist,
                            allow_empty_classes=options.allow_empty_classes)
-    summaries = create_imagenet(source, dest, transform or default_transform("folder"), recipe,
+    summaries = create_imagenet(source, dest, transform or FOLDER.default_transform(None), recipe,
                                 build, log)
     summary = ExtractSummary(dest=dest)
     for result in summaries.values():

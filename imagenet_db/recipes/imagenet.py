@@ -29,14 +29,17 @@ from imagenet_db.observers.mean import compute_db_mean
 from imagenet_db.outputs.meanfile import channel_means, mean_picture, read_mean, write_mean
 from imagenet_db.pictures.report import REPORT_NAME, is_report, write_report
 from imagenet_db.pipeline import ConvertSummary, Recorded, convert, plan_build
-from imagenet_db.recipes.formats import RecipeOptions, Stage, default_transform, plan
+from imagenet_db.outputs import datum_formats, format_spec
+from imagenet_db.outputs.caffe import CAFFE
+from imagenet_db.recipes.formats import (RecipeOptions, Stage, default_transform, plan,
+                                         stage_observers)
 from imagenet_db.sources import labels as L
 from imagenet_db.sources import load_dataset
 from imagenet_db.sources.base import Dataset
 from imagenet_db.sources import verify_source
 from imagenet_db.sources.listfile import list_text
 
-DEFAULT_TRANSFORM = default_transform("caffe")  # create_imagenet.sh: squash to 256x256
+DEFAULT_TRANSFORM = CAFFE.default_transform(None)  # create_imagenet.sh: squash to 256x256
 
 
 def write_aux(found: Dataset, outdir: str) -> List[str]:
@@ -105,7 +108,7 @@ def _preflight(stages: List[Stage], aux: Dict[str, bytes], mean_paths: List[str]
     train_finished = False
     for stage in stages:
         _, action = plan_build(stage.records, stage.db_path, stage.backend, transform, build,
-                               stage.observers(), stage.settings, stage.output_options)
+                               stage_observers(stage), stage.settings, stage.output_options)
         train_finished |= stage.want_mean and action in ("done", "publish")
     if any(stage.want_mean for stage in stages) and not build.overwrite and not train_finished:
         for path in mean_paths:  # no run of this build can have written it yet
@@ -127,18 +130,21 @@ def _checked_plan(found: Dataset, outdir: str, transform: TransformOptions,
     """The recipe's stages after checking the options that depend on each other."""
     if recipe.mean_crop < 0:
         raise ImagenetDbError(f"--mean_crop must be >= 0, not {recipe.mean_crop}")
-    if recipe.prototxt and recipe.output_format != "caffe":
-        raise ImagenetDbError("--prototxt writes Caffe prototxts: --format caffe only")
+    datums = format_spec(recipe.output_format).datum_databases
+    if recipe.prototxt and not datums:
+        raise ImagenetDbError(f"--prototxt writes Caffe prototxts: --format "
+                              f"{' / '.join(datum_formats())} only")
     want_mean = transform.fixed_size or bool(recipe.mean_crop)
-    if recipe.output_format == "caffe" and not want_mean:
+    if datums and not want_mean:
         log("note: the images keep differing sizes, so no mean is computed; pass --mean_crop N "
             "(e.g. 224) for the mean of their centre NxN windows")
     return plan(found, outdir, transform, recipe, want_mean)
 
 
 def _report_path(outdir: str, recipe: RecipeOptions) -> Optional[str]:
-    """OUTDIR/report.html when a report is written (caffe format only: it reads Datum DBs)."""
-    if recipe.report and recipe.output_format == "caffe":
+    """OUTDIR/report.html when a report is written (formats of Datum databases only: it reads
+    them)."""
+    if recipe.report and format_spec(recipe.output_format).datum_databases:
         return os.path.join(outdir, REPORT_NAME)
     return None
 
@@ -212,7 +218,7 @@ def create_imagenet(source: str, outdir: str, transform: Optional[TransformOptio
         summaries = {}
         for stage in stages:
             summary = convert(stage.records, stage.db_path, stage.backend, transform, build,
-                              stage.observers(), Recorded(stage.settings, stage.output_options))
+                              stage_observers(stage), Recorded(stage.settings, stage.output_options))
             log(summary.describe())
             if summary.skipped:
                 log(f"skipped images are listed in {summary.db_path}.skipped.tsv")

@@ -13,21 +13,37 @@ A mode module has, all given the ``TransformOptions``:
 ``apply(image, options, key="") -> image``
     the resized (H, W) or (H, W, C) uint8 image (BGR, as decoded by OpenCV), or the very same
     ``image`` object when it is left unchanged (then ``--encoded`` may store the original file
-    bytes). ``key`` is the image's relpath: modes that draw noise seed it with it.
+    bytes). ``key`` is the image's relpath: modes that draw noise seed it with it;
+
+and, when it has them (``declared`` gives the defaults):
+
+``PARAMS``
+    its own settings (``geometry.ModeParam``): each a ``TransformOptions`` field and a flag
+    of every command that resizes (``cli.flags.resize_args``), checked >= 0 when an int,
+    refused with another mode (default: none);
+``check(options)``
+    raise ``ResizeOptionError`` for settings of this mode that cannot work (default: none);
+``DEFAULT_INTERPOLATION``
+    when --interpolation is not given (default 'linear', Caffe's);
+``NOISE``
+    pads with noise seeded by --seed unless --fill_value is given (default False);
+``KEEPS_WITH_ONE_SIZE``
+    a fixed-size mode that, like Caffe's squash, keeps the image when only one of
+    resize_width/resize_height is given (default False: that is an error).
 
 The modes: ``squash`` (Caffe's convert_imageset), ``crop``, ``fill``, ``half_crop`` (NVIDIA
 DIGITS), ``shorter_side`` (ResNet / Torch), ``min_max_dim`` (SSD-Caffe), ``convnet2``
 (cuda-convnet2's make-data). Shared helpers (rounding, interpolation, padding) are in
 ``geometry``. To add a mode: write ``imaging/resize/<mode>.py`` with these members and add one
-line to ``RESIZE_MODES``; the commands offer every registered name.
+line to ``RESIZE_MODES``; the commands offer every registered name and every declared flag.
 """
 from types import ModuleType
-from typing import Dict
+from typing import Dict, Tuple
 
 from imagenet_db.errors import ImagenetDbError
 from imagenet_db.imaging.resize import (convnet2, crop, fill, half_crop, min_max_dim,
                                         shorter_side, squash)
-from imagenet_db.imaging.resize.geometry import INTERPOLATION_NAMES
+from imagenet_db.imaging.resize.geometry import INTERPOLATION_NAMES, ModeParam, ResizeOptionError
 
 RESIZE_MODES: Dict[str, ModuleType] = {
     "squash": squash,              # Caffe's convert_imageset (bilinear to W x H)
@@ -42,8 +58,31 @@ DEFAULT_MODE = "squash"
 FIXED_SIZE_MODES = tuple(name for name, mode in RESIZE_MODES.items() if mode.FIXED_SIZE)
 
 
-class ResizeOptionError(ImagenetDbError):
-    """Resize settings that contradict each other or are out of range."""
+DECLARED_DEFAULTS = {"PARAMS": (), "check": None, "DEFAULT_INTERPOLATION": "linear",
+                     "NOISE": False, "KEEPS_WITH_ONE_SIZE": False}
+
+
+def declared(mode: ModuleType, member: str):
+    """``mode``'s ``member`` (one of ``DECLARED_DEFAULTS``), or its default when the module
+    does not declare it."""
+    return getattr(mode, member, DECLARED_DEFAULTS[member])
+
+
+def mode_params() -> Tuple[Tuple[str, ModeParam], ...]:
+    """Every registered mode's params, in registry order: ((mode name, ModeParam), ...)."""
+    return tuple((name, param) for name, mode in RESIZE_MODES.items()
+                 for param in declared(mode, "PARAMS"))
+
+
+def selected_mode(options) -> str:
+    """The mode the params ``options`` has (an object with an attribute per param, e.g.
+    parsed flags) pick when no mode is named: the first registered mode with a selecting
+    param set (--shorter_side: shorter_side; --min_dim/--max_dim: min_max_dim), else
+    ``DEFAULT_MODE``."""
+    for name, param in mode_params():
+        if param.selects and getattr(options, param.name):
+            return name
+    return DEFAULT_MODE
 
 
 def resize_mode(name: str) -> ModuleType:
@@ -57,40 +96,55 @@ def resize_mode(name: str) -> ModuleType:
 
 def check_options(options) -> None:
     """Raise ResizeOptionError (one line, naming the flags) for resize settings that cannot
-    work together: an unknown mode or interpolation, negative sizes, --shorter_side or
-    --min_dim/--max_dim with another mode, a size flag the mode does not read, a non-square
-    convnet2 size, --only_shrink without --shorter_side, a fill value outside 0..255 (or three
-    values for grayscale)."""
+    work together: an unknown mode or interpolation, negative sizes, a mode's params
+    (``PARAMS``) with another mode, a size flag the mode does not read, what the mode's own
+    ``check`` refuses (e.g. a non-square convnet2 size, shorter_side without
+    --shorter_side), a fill value outside 0..255 (or three values for grayscale)."""
     mode = resize_mode(options.resize_mode)
     if options.interpolation not in INTERPOLATION_NAMES:
         raise ResizeOptionError(f"--interpolation must be one of "
                                 f"{', '.join(INTERPOLATION_NAMES)}, not {options.interpolation!r}")
-    for flag in ("resize_width", "resize_height", "shorter_side", "min_dim", "max_dim"):
+    for flag in ("resize_width", "resize_height") + tuple(
+            param.name for _, param in mode_params() if not isinstance(param.default, bool)):
         if getattr(options, flag) < 0:
             raise ResizeOptionError(f"--{flag} must be >= 0, not {getattr(options, flag)}")
+    _check_foreign_params(options, selecting=True)
     sizes = options.resize_width > 0 or options.resize_height > 0
-    if options.shorter_side and mode is not shorter_side:
-        raise ResizeOptionError(f"--shorter_side goes with --resize_mode=shorter_side, not "
-                                f"{options.resize_mode}")
-    if (options.min_dim or options.max_dim) and mode is not min_max_dim:
-        raise ResizeOptionError(f"--min_dim/--max_dim go with --resize_mode=min_max_dim, not "
-                                f"{options.resize_mode}")
-    if mode in (shorter_side, min_max_dim) and sizes:
+    if not mode.FIXED_SIZE and sizes:
         raise ResizeOptionError(f"--resize_mode={options.resize_mode} keeps the aspect ratio: "
                                 f"drop --resize_width/--resize_height")
-    if mode is shorter_side and not options.shorter_side:
-        raise ResizeOptionError("--resize_mode=shorter_side needs --shorter_side=N")
-    if mode is min_max_dim and not (options.min_dim or options.max_dim):
-        raise ResizeOptionError("--resize_mode=min_max_dim needs --min_dim and/or --max_dim")
-    if options.only_shrink and mode is not shorter_side:
-        raise ResizeOptionError("--only_shrink goes with --shorter_side")
-    if mode is convnet2 and options.resize_width != options.resize_height:
-        raise ResizeOptionError(f"--resize_mode=convnet2 makes square images: "
-                                f"--resize_width ({options.resize_width}) must equal "
-                                f"--resize_height ({options.resize_height})")
-    if mode not in (shorter_side, min_max_dim, squash) and sizes and not mode.active(options):
+    if declared(mode, "check"):
+        mode.check(options)
+    _check_foreign_params(options, selecting=False)
+    if mode.FIXED_SIZE and sizes and not mode.active(options) and \
+            not declared(mode, "KEEPS_WITH_ONE_SIZE"):
         raise ResizeOptionError(f"--resize_mode={options.resize_mode} needs both "
                                 f"--resize_width and --resize_height")
+    _check_fill_value(options)
+
+
+def _check_foreign_params(options, selecting: bool) -> None:
+    """ResizeOptionError for a param of another mode than ``options.resize_mode`` that is
+    set: its selecting params (``selecting``; '--min_dim/--max_dim go with
+    --resize_mode=min_max_dim, not squash'), or its modifiers ('--only_shrink goes with
+    --shorter_side')."""
+    for name, mode in RESIZE_MODES.items():
+        if name == options.resize_mode:
+            continue
+        params = declared(mode, "PARAMS")
+        chosen = [p.name for p in params if p.selects]
+        for param in params:
+            if param.selects == selecting and getattr(options, param.name) != param.default:
+                if selecting:
+                    flags = "/".join(f"--{flag}" for flag in chosen)
+                    verb = "goes" if len(chosen) == 1 else "go"
+                    raise ResizeOptionError(f"{flags} {verb} with --resize_mode={name}, not "
+                                            f"{options.resize_mode}")
+                raise ResizeOptionError(f"--{param.name} goes with --{chosen[0]}")
+
+
+def _check_fill_value(options) -> None:
+    """ResizeOptionError for a --fill_value outside 0..255, of 2 values, or of 3 for --gray."""
     if any(not 0 <= v <= 255 for v in options.fill_value) or len(options.fill_value) not in (0, 1, 3):
         raise ResizeOptionError(f"--fill_value takes one value or three (B,G,R) in 0..255, "
                                 f"not {','.join(str(v) for v in options.fill_value)}")

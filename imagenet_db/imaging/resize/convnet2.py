@@ -12,9 +12,18 @@ from typing import Optional, Tuple
 import cv2
 import numpy as np
 
-from imagenet_db.imaging.resize.geometry import INTERPOLATIONS, round_half_up
+from imagenet_db.imaging.resize.geometry import INTERPOLATIONS, ResizeOptionError, round_half_up
 
 FIXED_SIZE = True
+DEFAULT_INTERPOLATION = "auto"  # make-data's rule (AREA when shrinking, CUBIC when enlarging)
+
+
+def check(options) -> None:
+    """ResizeOptionError unless resize_width == resize_height (square images)."""
+    if options.resize_width != options.resize_height:
+        raise ResizeOptionError(f"--resize_mode=convnet2 makes square images: "
+                                f"--resize_width ({options.resize_width}) must equal "
+                                f"--resize_height ({options.resize_height})")
 
 
 def active(options) -> bool:

@@ -16,6 +16,7 @@ from imagenet_db.imaging.resize.geometry import (digits_pad, digits_resize, fixe
                                                  round_half_up)
 
 FIXED_SIZE = True
+NOISE = True  # pads with noise seeded by --seed (and the relpath) unless --fill_value is given
 active = fixed_active
 output_size = fixed_output_size
 

@@ -5,14 +5,38 @@ are in pixels, given as (width, height) as OpenCV does.
 """
 import hashlib
 import math
+from dataclasses import dataclass
 from typing import Callable, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
 
+from imagenet_db.errors import ImagenetDbError
+
 INTERPOLATIONS = {"linear": cv2.INTER_LINEAR, "area": cv2.INTER_AREA, "cubic": cv2.INTER_CUBIC}
 INTERPOLATION_NAMES = tuple(INTERPOLATIONS) + ("auto",)
 NOISE_HIGH = 255  # DIGITS draws np.random.randint(0, 255): values 0..254, 255 never occurs
+
+
+class ResizeOptionError(ImagenetDbError):
+    """Resize settings that contradict each other or are out of range."""
+
+
+@dataclass(frozen=True)
+class ModeParam:
+    """One setting a resize mode reads (a mode's ``PARAMS``): a ``TransformOptions`` field
+    and the flag ``--<name>`` of every command that resizes.
+
+    default: its value when not given (its type is the field's: int -> ``--name N``, in
+    pixels, checked >= 0; bool -> ``--name/--no-name``). help: the --help line. metavar: of
+    an int flag. selects: giving it picks the mode when --resize_mode is not given (e.g.
+    --shorter_side N); else it only modifies the mode (e.g. --only_shrink).
+    """
+    name: str
+    default: object
+    help: str
+    metavar: str = "N"
+    selects: bool = True
 
 
 def round_half_up(x: float) -> int:

@@ -14,6 +14,7 @@ from imagenet_db.imaging.resize.geometry import (digits_cut, digits_pad, digits_
                                                  fixed_output_size, round_half_up)
 
 FIXED_SIZE = True
+NOISE = True  # pads with noise seeded by --seed (and the relpath) unless --fill_value is given
 active = fixed_active
 output_size = fixed_output_size
 

@@ -14,9 +14,21 @@ from typing import Optional, Tuple
 import cv2
 import numpy as np
 
-from imagenet_db.imaging.resize.geometry import interpolation_flag
+from imagenet_db.imaging.resize.geometry import ModeParam, ResizeOptionError, interpolation_flag
 
 FIXED_SIZE = False
+PARAMS = (
+    ModeParam("min_dim", 0, "SSD-Caffe: enlarge, keeping the aspect ratio, images whose shorter "
+                            "side is below N"),
+    ModeParam("max_dim", 0, "SSD-Caffe: shrink, keeping the aspect ratio, images whose longer "
+                            "side would exceed N"),
+)
+
+
+def check(options) -> None:
+    """ResizeOptionError when neither --min_dim nor --max_dim is given."""
+    if not (options.min_dim or options.max_dim):
+        raise ResizeOptionError("--resize_mode=min_max_dim needs --min_dim and/or --max_dim")
 
 
 def active(options) -> bool:

@@ -12,9 +12,24 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from imagenet_db.imaging.resize.geometry import resize_to, round_half_up
+from imagenet_db.imaging.resize.geometry import (ModeParam, ResizeOptionError, resize_to,
+                                                 round_half_up)
 
 FIXED_SIZE = False
+PARAMS = (
+    ModeParam("shorter_side", 0, "resize so the shorter side is N pixels, keeping the aspect "
+                                 "ratio (ResNet / Torch recipes; sizes then vary: use --encoded "
+                                 "and a crop in training)"),
+    ModeParam("only_shrink", False, "with --shorter_side: keep images whose shorter side is "
+                                    "already <= N (ImageMagick's -resize \"N^>\")",
+              selects=False),
+)
+
+
+def check(options) -> None:
+    """ResizeOptionError when no --shorter_side is given."""
+    if not options.shorter_side:
+        raise ResizeOptionError("--resize_mode=shorter_side needs --shorter_side=N")
 
 
 def active(options) -> bool:

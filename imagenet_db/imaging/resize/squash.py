@@ -13,6 +13,7 @@ import numpy as np
 from imagenet_db.imaging.resize.geometry import resize_to
 
 FIXED_SIZE = True
+KEEPS_WITH_ONE_SIZE = True  # Caffe: a size of 0 (either one) leaves the image as it is
 
 
 def active(options) -> bool:
