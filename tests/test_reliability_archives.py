@@ -134,3 +134,149 @@ def test_1_a_damaged_targz_stored_in_kaggles_zip_is_an_error(base, tmp_path):
     line = assert_refused(folder, tmp_path / "out", f"{zip_path}:imagenet_object_localization_"
                                                     f"patched2019.tar.gz")
     assert "damaged" in line, line
+
+
+# ============================== 2, 9, 14. a damaged zip is an error naming archive and member
+VAL3 = "ILSVRC/Data/CLS-LOC/val/ILSVRC2012_val_00000003.JPEG"
+CENTRAL = struct.Struct("<4s6H3L5H2L")  # a central directory header, 46 bytes
+
+
+def central_entry(zip_path: Path, name: str) -> int:
+    """Byte offset of ``name``'s central directory header in the zip."""
+    data = zip_path.read_bytes()
+    with zipfile.ZipFile(zip_path) as z:
+        start = z.start_dir
+    at = data.find(b"PK\x01\x02", start)
+    while at >= 0:
+        fields = CENTRAL.unpack_from(data, at)
+        if data[at + 46:at + 46 + fields[10]] == name.encode():
+            return at
+        at = data.find(b"PK\x01\x02", at + 46)
+    raise AssertionError(f"{name} not in the central directory")
+
+
+def patch_central(zip_path: Path, name: str, field: str, change) -> None:
+    """Rewrite one field of ``name``'s central directory entry: change(old value) -> new."""
+    offsets = {"crc": 16, "compressed_size": 20, "size": 24, "header_offset": 42}
+    at = central_entry(zip_path, name) + offsets[field]
+    data = bytearray(zip_path.read_bytes())
+    (old,) = struct.unpack_from("<L", data, at)
+    struct.pack_into("<L", data, at, change(old))
+    zip_path.write_bytes(bytes(data))
+
+
+def kaggle_zip(base, folder: Path) -> Path:
+    """Kaggle's zip (every member deflated) in ``folder``."""
+    return Path(F.write_kaggle(folder, base, form="zip"))
+
+
+def assert_build_stops(source: Path, out: Path, *names: str) -> str:
+    """``create`` and ``extract`` on SOURCE end with one error line naming ``names``: no
+    database, no "all present"."""
+    for command, extra in (("create", ("--no-progress",)), ("extract", ())):
+        rc, err = call(command, source, out / command, *extra)
+        assert rc == 1, err
+        line = one_line_error(err)
+        assert "all present" not in err and "skipped 1" not in err, err
+        for name in names:
+            assert name in line, line
+    assert not (out / "create" / "ilsvrc12_val_lmdb").exists()  # the split holding the member
+    return line
+
+
+@pytest.mark.parametrize("lie", ["crc", "size", "size smaller", "compressed_size",
+                                 "header_offset"])
+def test_2_a_zip_member_that_does_not_match_its_central_directory_is_an_error(base, tmp_path,
+                                                                             lie):
+    zip_path = kaggle_zip(base, tmp_path / "k")
+    changes = {"crc": lambda v: v ^ 1, "size": lambda v: v + 1, "size smaller": lambda v: v - 1,
+               "compressed_size": lambda v: v - 7,
+               "header_offset": lambda v: central_offset(zip_path, VAL3.replace("03", "04"))}
+    patch_central(zip_path, VAL3, lie.split()[0], changes[lie])
+    line = assert_build_stops(tmp_path / "k", tmp_path / "out", f"{zip_path}: member {VAL3}")
+    assert "damaged zip" in line and "download or copy the zip again" in line, line
+
+
+def central_offset(zip_path: Path, name: str) -> int:
+    """The local header offset the central directory gives for ``name``."""
+    with zipfile.ZipFile(zip_path) as z:
+        return z.getinfo(name).header_offset
+
+
+def copy_zip(src: Path, dst: Path, replace=None, append=()) -> None:
+    """Copy the zip ``src`` to ``dst``, member by member (same names, dates, methods), with
+    replace {name: write(zipfile, ZipInfo)} writing those members instead, then ``append``
+    [(name, bytes)] added at the end (deflated)."""
+    with zipfile.ZipFile(src) as old, zipfile.ZipFile(dst, "w", compresslevel=1) as new:
+        for info in old.infolist():
+            if info.filename in (replace or {}):
+                replace[info.filename](new, info)
+            else:
+                new.writestr(info, old.read(info))
+        for name, payload in append:
+            new.writestr(zipfile.ZipInfo(name, date_time=(2019, 10, 10, 0, 0, 0)), payload,
+                         zipfile.ZIP_DEFLATED)
+
+
+def zeros_member(size: int):
+    """A replace= writer: ``size`` zero bytes, deflated as they are streamed."""
+    def write(z, info):
+        with z.open(info, "w", force_zip64=False) as f:
+            for _ in range(size // (4 << 20)):
+                f.write(bytes(4 << 20))
+            f.write(bytes(size % (4 << 20)))
+    return write
+
+
+def test_9_a_member_inflating_past_its_declared_size_is_damage_and_memory_stays_low(base,
+                                                                                   tmp_path):
+    """1 GiB of zeros declared as 1,000 bytes (the issue's attack): before, zlib inflated it
+    all (3.2 GB peak); now inflation stops at the declared size + 1 byte."""
+    honest = kaggle_zip(base, tmp_path / "honest")
+    (tmp_path / "k").mkdir()
+    zip_path = tmp_path / "k" / honest.name
+    copy_zip(honest, zip_path, {VAL3: zeros_member(1 << 30)})
+    patch_central(zip_path, VAL3, "size", lambda v: 1000)
+    rc, err = run("create", tmp_path / "k", tmp_path / "out", "--no-progress", REPORT_MAXRSS=1)
+    assert rc == 1, err
+    line = one_line_error(err)
+    assert f"{zip_path}: member {VAL3}: it inflates to more than the 1,000 bytes" in line, line
+    peak_kib = int(err.rsplit("MAXRSS ", 1)[1].split()[0])
+    assert peak_kib < 512 << 10, f"peak RSS {peak_kib} KiB"
+    assert not (tmp_path / "out" / "ilsvrc12_val_lmdb").exists()
+
+
+def test_9_a_member_over_the_limit_is_refused_before_inflating(base, tmp_path, monkeypatch):
+    """An honest member declared larger than zipindex.MAX_MEMBER_BYTES (lowered here to 1 MiB,
+    the real one being 256 MiB) is not read: the image is skipped and reported."""
+    from imagenet_db.sources import zipindex
+
+    monkeypatch.setattr(zipindex, "MAX_MEMBER_BYTES", 1 << 20)
+    honest = kaggle_zip(base, tmp_path / "honest")
+    (tmp_path / "k").mkdir()
+    copy_zip(honest, tmp_path / "k" / honest.name, {VAL3: zeros_member((1 << 20) + 1)})
+    rc, err = call("create", tmp_path / "k", tmp_path / "out", "--no-progress")
+    assert rc == 0, err
+    assert "ilsvrc12_val_lmdb: wrote 5 datums, skipped 1" in err, err
+    report = (tmp_path / "out" / "ilsvrc12_val_lmdb.skipped.tsv").read_text()
+    assert "ILSVRC2012_val_00000003.JPEG\t" in report, report
+    assert "a zip member of 1,048,577 bytes, over the limit of 1,048,576 bytes" in report, report
+
+
+def test_14_a_zip_with_a_duplicate_member_name_is_an_error(base, tmp_path):
+    honest = kaggle_zip(base, tmp_path / "honest")
+    (tmp_path / "k").mkdir()
+    zip_path = tmp_path / "k" / honest.name
+    with pytest.warns(UserWarning, match="Duplicate name"):
+        copy_zip(honest, zip_path, append=[(VAL3, val_image(base, 5))])
+    assert_refused(tmp_path / "k", tmp_path / "out", f"{zip_path}: member {VAL3} occurs twice")
+
+
+def test_14_a_targz_with_a_duplicate_member_name_is_an_error(base, tmp_path):
+    folder = tmp_path / "c15"
+    F.write_ilsvrc2015(folder, base)
+    archive = folder / "ILSVRC2015_CLS-LOC.tar.gz"
+    members = F.clsloc_members(base)
+    twice = "ILSVRC2015/Data/CLS-LOC/val/ILSVRC2012_val_00000003.JPEG"
+    archive.write_bytes(stored_targz(members + [(twice, val_image(base, 5))]))
+    assert_refused(folder, tmp_path / "out", f"{archive}: member {twice} occurs twice")
