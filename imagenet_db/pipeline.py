@@ -126,7 +126,7 @@ def read_skip_report(db_path: str) -> List[Tuple[str, str]]:
     """(relpath, reason) of each line of ``DB.skipped.tsv``; [] when there is none (nothing
     was skipped). Raises OSError when it cannot be read."""
     try:
-        with open(skip_report_path(db_path), encoding="utf-8") as f:
+        with open(skip_report_path(db_path), encoding="utf-8", newline="\n") as f:
             return [tuple(line.rstrip("\n").rpartition("\t")[::2]) for line in f]
     except FileNotFoundError:
         return []

@@ -280,3 +280,161 @@ def test_14_a_targz_with_a_duplicate_member_name_is_an_error(base, tmp_path):
     twice = "ILSVRC2015/Data/CLS-LOC/val/ILSVRC2012_val_00000003.JPEG"
     archive.write_bytes(stored_targz(members + [(twice, val_image(base, 5))]))
     assert_refused(folder, tmp_path / "out", f"{archive}: member {twice} occurs twice")
+
+
+# ============================================ 3. ImageNet names and numbers are ASCII
+ARABIC_1 = "ILSVRC2012_val_" + "\u0660" * 7 + "\u0661"  # ILSVRC2012_val_٠٠٠٠٠٠٠١
+
+
+def test_3_a_val_name_in_arabic_indic_digits_does_not_replace_image_1(base, tmp_path):
+    """Before: \\d and int() read it as image 1, so a tench took image 1's label."""
+    F.write_ilsvrc2015(tmp_path / "c15", base, form="tree")
+    val = tmp_path / "c15" / "ILSVRC2015" / "Data" / "CLS-LOC" / "val"
+    (val / f"{ARABIC_1}.JPEG").write_bytes(val_image(base, 5))
+    assert_refused(tmp_path / "c15", tmp_path / "out", f"{ARABIC_1}.JPEG",
+                   "not named like ILSVRC2012_val_00000001.JPEG")
+
+
+def test_3_a_solution_row_in_arabic_indic_digits_does_not_override_a_label(base, tmp_path):
+    """Before: the row's ImageId matched \\d and int() made it image 1, silently replacing
+    the label an ASCII duplicate would have been refused for ('listed twice')."""
+    other = next(w for w in WNIDS if w != base["val"][0][1])
+    F.write_kaggle(tmp_path / "k", base, form="tree", bad_row=f"{ARABIC_1},{other} 1 2 3 4")
+    line = assert_refused(tmp_path / "k", tmp_path / "out", "LOC_val_solution.csv:",
+                          f"ImageId '{ARABIC_1}' is not like")
+    assert "[0-9]" in line, line
+
+
+def test_3_ground_truth_and_labels_take_ascii_digits_only(base, tmp_path):
+    """A devkit ground-truth line and a val.txt label in Arabic-Indic digits are refused,
+    naming file and line, as '+7' and '1_000' are."""
+    from imagenet_db.errors import ImagenetDbError
+    from imagenet_db.sources import clsloc, devkit, labels
+
+    with pytest.raises(ImagenetDbError, match=r"truth.txt:2: expected an ILSVRC2012_ID"):
+        devkit.parse_ground_truth("449\n\u0664\u0664\u0669\n", "truth.txt", {449})
+    with pytest.raises(ImagenetDbError, match=r"blacklist.txt:1: expected an image number"):
+        clsloc.parse_number_list("\u0661\n".encode(), "blacklist.txt")
+    with pytest.raises(ImagenetDbError, match=r"val.txt:3: '\u0661' is neither a wnid"):
+        labels.parse_label_token("\u0661", {"n01440764": 0, "n01443537": 1}, "val.txt:3")
+    assert not labels.is_wnid("n0144076\u0664") and not labels.is_wnid("n01440764\n")
+
+
+# ========================= 4, 11. one value per line: control characters are refused
+
+
+def replace_in_targz(path: Path, suffix: str, data: bytes) -> None:
+    """Rewrite the .tar.gz at ``path`` with the member ending in ``suffix`` holding ``data``."""
+    import tarfile
+
+    with tarfile.open(path) as tar:
+        members = [(m.name, data if m.name.endswith(suffix) else tar.extractfile(m).read())
+                   for m in tar.getmembers() if m.isfile()]
+    assert any(name.endswith(suffix) for name, _ in members)
+    buf = io.BytesIO()
+    with gzip.GzipFile(filename="", mode="wb", fileobj=buf, mtime=F.MTIME) as f:
+        f.write(F.A._tar_with_dirs(members))
+    path.write_bytes(buf.getvalue())
+
+
+def meta_mat_with(base, column: str, row: int, value) -> bytes:
+    """The 2012 fixture's meta.mat with synsets(row).column set to ``value``."""
+    import scipy.io
+
+    counts = {w: 2 for w in WNIDS}
+    mat = scipy.io.loadmat(io.BytesIO(F.A.meta_mat_bytes(base["classes"], counts)))
+    table = mat["synsets"]
+    table[row - 1, 0][column] = value
+    buf = io.BytesIO()
+    scipy.io.savemat(buf, {"synsets": table}, format="5")
+    return buf.getvalue()
+
+
+def archives_with_meta(base, folder: Path, meta: bytes) -> Path:
+    """The 2012 archive triple in ``folder`` with the devkit's meta.mat replaced."""
+    shutil.copytree(Path(base["paths"]["devkit"]).parent, folder)
+    replace_in_targz(folder / "ILSVRC2012_devkit_t12.tar.gz", "data/meta.mat", meta)
+    return folder
+
+
+@pytest.mark.parametrize("word", ["tench,\nTinca tinca", "tench\x0cTinca", "tench\u2028x",
+                                  "tench\x1fTinca"])
+def test_4_a_word_that_is_not_one_line_is_refused_in_meta_mat(base, tmp_path, word):
+    """Before: synset_words.txt got one line more than synsets.txt and every later class
+    was captioned with its neighbour's words."""
+    source = archives_with_meta(base, tmp_path / "arch", meta_mat_with(base, "words", 1, word))
+    line = assert_refused(source, tmp_path / "out", "data/meta.mat: synsets(1).words")
+    assert "which a file of one value per line cannot hold" in line, line
+
+
+def test_4_words_with_control_characters_are_refused_in_every_class_file(base, tmp_path):
+    """The 2015 devkit's meta_clsloc.mat and map_clsloc.txt, Kaggle's LOC_synset_mapping.txt
+    and a tree's synset_words.txt: each names file and line (or entry)."""
+    classes = [(i, w, t + "\x0b" if w == WNIDS[1] else t) for i, w, t in base["classes"]]
+    F.write_ilsvrc2015(tmp_path / "c15", base)
+    kit = tmp_path / "c15" / "ILSVRC2015_devkit.tar.gz"
+    replace_in_targz(kit, "meta_clsloc.mat", F.meta_clsloc_2015(classes))
+    assert_refused(tmp_path / "c15", tmp_path / "out15", "meta_clsloc.mat: synsets(3).name",
+                   "'goldfish, Carassius auratus\\x0b'")  # entry 3: kit fox is ID 1
+    replace_in_targz(kit, "map_clsloc.txt", b"n01440764 449 tench\x1c\n")
+    replace_in_targz(kit, "meta_clsloc.mat", F.meta_clsloc_2015(base["classes"]))
+    assert_refused(tmp_path / "c15", tmp_path / "outmap", "map_clsloc.txt:1")
+    F.write_kaggle(tmp_path / "k", base, form="tree")
+    mapping = tmp_path / "k" / "LOC_synset_mapping.txt"
+    mapping.write_bytes(mapping.read_bytes().replace(b"goldfish", b"gold\xc2\x85fish"))
+    assert_refused(tmp_path / "k", tmp_path / "outk", "LOC_synset_mapping.txt:2")
+    tree = tmp_path / "tree"
+    shutil.copytree(base["tree"], tree)
+    words = tree / "synset_words.txt"
+    words.write_bytes(words.read_bytes().replace(b"goldfish", b"gold\rfish"))
+    assert_refused(tree, tmp_path / "outt", f"{words}:2")
+
+
+def test_4_the_writers_refuse_what_is_not_one_line():
+    from imagenet_db.errors import ImagenetDbError
+    from imagenet_db.sources import labels
+
+    with pytest.raises(ImagenetDbError, match=r"synset_words.txt: n01440764: .* a line break"):
+        labels.synset_words_text(["n01440764"], {"n01440764": "tench\nTinca"})
+    assert labels.synset_words_text(["n01440764"], {"n01440764": "tench\tx"}) == \
+        "n01440764 tench\tx\n"  # a tab is not a line end
+
+
+@pytest.mark.parametrize("char", ["\x0c", "\x0b", "\x1e", "\x85", "\u2029", "\x1b"])
+def test_11_a_file_name_that_is_not_one_line_is_refused_before_any_build(base, tmp_path, char):
+    """Before: a name with \\x0c passed the sources (they refused only \\n, \\r, NUL) and a
+    killed --format folder build could not resume (its log was read with splitlines)."""
+    tree = tmp_path / "tree"
+    shutil.copytree(base["tree"], tree)
+    name = f"{WNIDS[0]}_bad{char}name.JPEG"
+    (tree / "train" / WNIDS[0] / name).write_bytes(val_image(base, 1))
+    line = assert_refused(tree, tmp_path / "out", f"train/{WNIDS[0]}: the name")
+    assert f"(U+{ord(char):04X})" in line and "rename it" in line, line
+    rc, err = call("create", tree, tmp_path / "folder", "--format", "folder", "--no-progress")
+    assert rc == 1 and f"(U+{ord(char):04X})" in one_line_error(err), err
+
+
+def test_11_a_list_file_path_that_is_not_one_line_is_refused(tmp_path):
+    from imagenet_db.errors import ListFileError
+    from imagenet_db.sources.listfile import read_list
+
+    listing = tmp_path / "train.txt"
+    listing.write_bytes("a.JPEG 0\r\nb\u2028c.JPEG 1\r\n".encode())
+    with pytest.raises(ListFileError, match=r"train.txt:2: the path 'b\\u2028c.JPEG' holds a "
+                                            r"control character \(U\+2028\)"):
+        read_list(str(listing))
+    listing.write_bytes(b"a.JPEG 0\r\nb.JPEG 1\r\n")  # CRLF stays accepted
+    assert read_list(str(listing)) == [("a.JPEG", 0), ("b.JPEG", 1)]
+
+
+# =================================== 11. NaN or Inf ILSVRC2012_ID: a one-line error
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_11_a_nan_or_inf_id_in_meta_mat_is_a_one_line_error(base, tmp_path, value):
+    """Before: int(nan) raised ValueError and int(inf) OverflowError, as tracebacks."""
+    source = archives_with_meta(base, tmp_path / "arch",
+                                meta_mat_with(base, "ILSVRC2012_ID", 2, value))
+    line = assert_refused(source, tmp_path / "out", "data/meta.mat: synsets(2).ILSVRC2012_ID",
+                          child=value == float("inf"))
+    assert "expected an integer" in line, line
