@@ -157,12 +157,15 @@ class InOrder(io.RawIOBase):
         self._end = 0  # bytes read from ``reader`` so far
 
     def readable(self) -> bool:
+        """True: a file opened for reading."""
         return True
 
     def seekable(self) -> bool:
+        """True: seeks are served by reading forward (see the class docstring)."""
         return True
 
     def tell(self) -> int:
+        """The position in the uncompressed stream, in bytes."""
         return self._pos
 
     def _fetch(self, size: int) -> bytes:
@@ -172,6 +175,8 @@ class InOrder(io.RawIOBase):
         return data
 
     def read(self, size: int = -1) -> bytes:
+        """Up to ``size`` bytes (all the rest when negative) from the position; rapidgzip's
+        ValueError/RuntimeError for damaged data or a footer mismatch propagate."""
         if size is None or size < 0:
             return b"".join(iter(lambda: self.read(4 << 20), b""))
         replay = self._tail[len(self._tail) - (self._end - self._pos):][:size]
@@ -180,11 +185,15 @@ class InOrder(io.RawIOBase):
         return data
 
     def readinto(self, buffer) -> int:
+        """``read`` into ``buffer``; returns the byte count."""
         data = self.read(len(buffer))
         buffer[:len(data)] = data
         return len(data)
 
     def seek(self, offset: int, whence: int = 0) -> int:
+        """Move to ``offset`` (whence 0: from the start, 1: from here) by reading forward, or
+        back within LOOKBACK bytes; stops at the end of the data. Returns the position.
+        Raises OSError for a seek further back or from the end (whence 2)."""
         target = offset if whence == 0 else self._pos + offset
         if whence not in (0, 1) or target < self._end - len(self._tail):
             raise OSError(f"cannot seek back to byte {target} of the gzip stream")
