@@ -438,3 +438,26 @@ def test_11_a_nan_or_inf_id_in_meta_mat_is_a_one_line_error(base, tmp_path, valu
     line = assert_refused(source, tmp_path / "out", "data/meta.mat: synsets(2).ILSVRC2012_ID",
                           child=value == float("inf"))
     assert "expected an integer" in line, line
+
+
+def flip_footer(path: Path, at: int = -8) -> None:
+    """Change one bit of a .tar.gz's gzip footer (-8: CRC-32, -4: ISIZE)."""
+    data = bytearray(path.read_bytes())
+    data[at] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("at", [-8, -4])
+def test_1_a_devkit_targz_with_a_wrong_gzip_footer_is_an_error(base, tmp_path, at):
+    """The devkits are read with tarfile, which stops at the tar's end marker, before the
+    gzip footer: now read to the end, so the CRC-32 and length are checked."""
+    folder = tmp_path / "arch"
+    shutil.copytree(Path(base["paths"]["devkit"]).parent, folder)
+    flip_footer(folder / "ILSVRC2012_devkit_t12.tar.gz", at)
+    line = assert_refused(folder, tmp_path / "out", "ILSVRC2012_devkit_t12.tar.gz: cannot read "
+                                                    "the devkit archive")
+    assert "CRC check failed" in line or "Incorrect length" in line, line
+    F.write_ilsvrc2015(tmp_path / "c15", base)
+    flip_footer(tmp_path / "c15" / "ILSVRC2015_devkit.tar.gz", at)
+    assert_refused(tmp_path / "c15", tmp_path / "out15", "ILSVRC2015_devkit.tar.gz: cannot read "
+                                                         "the devkit archive")

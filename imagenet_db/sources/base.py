@@ -150,6 +150,16 @@ def archive_problem(path: str, exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
+def read_to_end(tar) -> None:
+    """Read the rest of the (compressed) stream under the open ``tarfile.TarFile`` ``tar``: a
+    .tar.gz's CRC-32 and length footer lies past the tar's end marker, where ``tarfile``
+    stops, so only reading to the end lets ``gzip`` check them (every decompressed byte,
+    skipped ones included, is in its CRC). Raises what the decompressor raises for a damaged
+    stream (OSError such as gzip.BadGzipFile 'CRC check failed', EOFError)."""
+    while tar.fileobj.read(1 << 20):
+        pass
+
+
 def check_list_name(relpath: str, where: str) -> None:
     """Raise ImagenetDbError (naming ``where`` and the name) when ``relpath`` cannot be a line
     of a Caffe list file or part of a key: not valid UTF-8 (a file name in another encoding),

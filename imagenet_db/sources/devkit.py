@@ -24,7 +24,7 @@ from typing import Dict, List
 import numpy as np
 
 from imagenet_db.errors import ImagenetDbError
-from imagenet_db.sources.base import archive_problem
+from imagenet_db.sources.base import archive_problem, read_to_end
 from imagenet_db.sources.clsloc import mat_int, mat_text
 from imagenet_db.sources.labels import is_wnid
 from imagenet_db.text import check_one_line, is_ascii_number, split_lines
@@ -191,6 +191,7 @@ def read_devkit(path: str) -> Devkit:
             truth = _find_member(tar, GROUND_TRUTH, path)
             meta_bytes = tar.extractfile(meta).read()
             truth_bytes = tar.extractfile(truth).read()
+            read_to_end(tar)  # checks a .tar.gz's CRC-32 over all of it
     except (tarfile.TarError, EOFError, OSError) as exc:
         # gzip raises EOFError / BadGzipFile (an OSError) for truncated or non-gzip files
         raise DevkitError(f"{path}: cannot read the devkit archive: {archive_problem(path, exc)}") \

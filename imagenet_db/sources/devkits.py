@@ -20,7 +20,7 @@ from typing import Callable, Dict, List, Optional, Set
 
 from imagenet_db.errors import ImagenetDbError
 from imagenet_db.sources import clsloc as P
-from imagenet_db.sources.base import archive_problem
+from imagenet_db.sources.base import archive_problem, read_to_end
 
 DEVKIT_ARCHIVE = re.compile(r"ILSVRC20[0-9]{2}_devkit(_t12)?\.(tar\.gz|tgz|tar)\Z")
 DEVKIT_FOLDERS = ("ILSVRC2012_devkit_t12", "ILSVRC2014_devkit", "ILSVRC2015/devkit", "ILSVRC/devkit",
@@ -109,6 +109,7 @@ def read_devkit_archive(path: str) -> DevkitInfo:
                     raise DevkitError(f"{path}: {base} occurs twice ({names[base]}, {info.name})")
                 files[base] = tar.extractfile(info).read()
                 names[base] = info.name
+            read_to_end(tar)  # checks a .tar.gz's CRC-32 over all of it
     except (tarfile.TarError, EOFError, OSError) as exc:
         raise DevkitError(f"{path}: cannot read the devkit archive: {archive_problem(path, exc)}") \
             from None
