@@ -95,13 +95,15 @@ def mat_text(value) -> str:
 
 def mat_int(value, where: str, error=None) -> int:
     """A MATLAB scalar (stored as a double) that must be a whole number. Raises ``error``
-    (default ClslocError) naming ``where`` for an array, text, a fraction, NaN or Inf."""
+    (default ClslocError) naming ``where`` for an array, text, a complex number, a fraction,
+    NaN or Inf."""
     error = error or ClslocError
     array = np.asarray(value)
     if array.size != 1:
         raise error(f"{where}: expected one number, got an array of shape {array.shape}")
     number = array.item()
-    if isinstance(number, (bytes, str)) or not math.isfinite(number) or float(number) != int(number):
+    if not isinstance(number, (int, float)) or not math.isfinite(number) \
+            or number != int(number):  # text, complex, NaN, Inf, a fraction
         raise error(f"{where}: expected an integer, got {number!r}")
     return int(number)
 

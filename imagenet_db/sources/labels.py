@@ -13,7 +13,7 @@ from imagenet_db.text import WNID, check_one_line, is_ascii_number, split_lines
 
 
 def is_wnid(text: str) -> bool:
-    """True for a WordNet id such as 'n01440764' (an 'n' and eight digits)."""
+    """True for a WordNet id such as 'n01440764' (an 'n' and eight ASCII digits, nothing after)."""
     return bool(WNID.match(text))
 
 
@@ -47,7 +47,7 @@ def synset_words_text(synsets: List[str], words: Mapping[str, str]) -> str:
 def read_synsets(path: str) -> List[str]:
     """Read a synsets.txt (first token of each non-blank line; synset_words.txt works too).
     Raises ImagenetDbError naming the file and line for a token that is not a wnid. Lines
-    end at '\n' only (``text.split_lines``)."""
+    end at '\\n' only (``text.split_lines``)."""
     synsets = []
     with open(path, encoding="utf-8", newline="") as f:
         for number, line in enumerate(split_lines(f.read(), crlf=True), start=1):
@@ -78,7 +78,7 @@ def parse_label_token(token: str, labels: Mapping[str, int], where: str) -> int:
 def optional_words(path: Optional[str]) -> Dict[str, str]:
     """wnid -> words from a synset_words.txt ('wnid words...' per line); {} if path is None
     or missing. Raises ImagenetDbError naming file and line for words holding a control
-    character (lines end at '\n' only, see ``imagenet_db.text``)."""
+    character (lines end at '\\n' only, see ``imagenet_db.text``)."""
     words: Dict[str, str] = {}
     if path and os.path.isfile(path):
         with open(path, encoding="utf-8", newline="") as f:

@@ -5,7 +5,7 @@ so paths may contain spaces. Stricter than Caffe (whose ``atoi`` turns garbage i
 a line without a label, a label that is not ASCII digits ('+7', '1_000' and other scripts'
 digits, which Python's int() would take, are refused), a negative or out-of-int32 label, a
 path holding a line break, NUL or other control character (``imagenet_db.text``: lines end
-at '\n' only), or a path listed twice raises ListFileError naming the file and the
+at '\\n' only), or a path listed twice raises ListFileError naming the file and the
 1-based line number. CRLF endings and a UTF-8 BOM
 are accepted; blank lines are ignored; a list with no entries is an error.
 ``list_records`` makes the records of such a list under a root folder: the source of

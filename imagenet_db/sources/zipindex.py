@@ -103,8 +103,9 @@ class ZipReader:
         central directory says or names another member, the data is short, does not inflate,
         inflates to more or fewer bytes than declared, or its CRC-32 differs."""
         check_unchanged(self.path, self.identity, os.fstat(self._fd))
-        if max(m.size, m.compressed_size) > MAX_MEMBER_BYTES:
-            raise OSError(f"{self.path}: {m.name}: a zip member of {max(m.size, m.compressed_size):,} "
+        declared = max(m.size, m.compressed_size)
+        if declared > MAX_MEMBER_BYTES:
+            raise OSError(f"{self.path}: {m.name}: a zip member of {declared:,} "
                           f"bytes, over the limit of {MAX_MEMBER_BYTES:,} bytes for one member "
                           f"(zipindex.MAX_MEMBER_BYTES); not read")
         data = self._stored_bytes(m)
