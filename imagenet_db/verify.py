@@ -59,7 +59,7 @@ from imagenet_db.readers.datumreader import DatumDB
 from imagenet_db.outputs.folder import LOG_NAME as FILES_LOG
 from imagenet_db.outputs.wire import datum_fields
 
-KEY_PATTERN = re.compile(rb"^(\d{8,})_(.+)$", re.S)
+KEY_PATTERN = re.compile(rb"^([0-9]{8,})_(.+)$", re.S)
 MAX_LISTED = 20  # problems listed one by one; the rest are counted
 
 

@@ -39,6 +39,7 @@ from imagenet_db.engine.files import (fsync_dir, read_json, remove_path, write_f
 from imagenet_db.errors import DatabaseError
 from imagenet_db.imaging.headers import DEFAULT_MAX_PIXELS
 from imagenet_db.sources.base import Record
+from imagenet_db.text import is_ascii_number
 
 DEFAULT_TXN_SIZE = 1000  # datums per transaction, as Caffe's convert_imageset
 
@@ -137,8 +138,8 @@ def read_manifest(db_dir: str) -> Optional[dict]:
 
 # What --overwrite may delete: the files of an LMDB (data.mdb, lock.mdb) or a LevelDB, and
 # this tool's own records and temporaries (imagenet_db.*, NAME.tmp-PID...)
-_DATABASE_FILE = re.compile(r"^(data\.mdb|lock\.mdb|CURRENT|LOCK|LOG|LOG\.old|MANIFEST-\d+|"
-                            r"\d+\.(ldb|sst|log)|imagenet_db\..+|.+\.tmp-\d+.*)$")
+_DATABASE_FILE = re.compile(r"^(data\.mdb|lock\.mdb|CURRENT|LOCK|LOG|LOG\.old|MANIFEST-[0-9]+|"
+                            r"[0-9]+\.(ldb|sst|log)|imagenet_db\..+|.+\.tmp-[0-9]+.*)$")
 
 
 def foreign_entry(path: str) -> Optional[str]:
@@ -337,7 +338,7 @@ def read_skip_report(db_path: str) -> List[Tuple[str, str]]:
     """(relpath, reason) of each line of ``DB.skipped.tsv``; [] when there is none (nothing
     was skipped). Raises OSError when it cannot be read."""
     try:
-        with open(skip_report_path(db_path), encoding="utf-8") as f:
+        with open(skip_report_path(db_path), encoding="utf-8", newline="\n") as f:
             return [tuple(line.rstrip("\n").rpartition("\t")[::2]) for line in f]
     except FileNotFoundError:
         return []
@@ -367,7 +368,7 @@ def read_skip_log(path: str) -> List[Tuple[int, str, str]]:
     for line in text.split("\n")[:-1]:
         index, _, rest = line.partition("\t")
         relpath, _, reason = rest.rpartition("\t")
-        if index.isdigit() and relpath:
+        if is_ascii_number(index) and relpath:
             entries.append((int(index), relpath, reason))
     return sorted(entries)
 

@@ -10,6 +10,7 @@ import shutil
 from typing import Optional, Sequence
 
 from imagenet_db.errors import DatabaseError
+from imagenet_db.text import is_ascii_number
 
 
 def fsync_dir(path: str) -> None:
@@ -64,7 +65,7 @@ def remove_stale_temporaries(folder: str, names: Optional[Sequence[str]] = None)
     for entry in entries:
         name, sep, rest = entry.partition(".tmp-")
         pid = rest.split(".")[0]
-        if sep and pid.isdigit() and (names is None or name in names) \
+        if sep and is_ascii_number(pid) and (names is None or name in names) \
                 and not pid_alive(int(pid)):
             remove_path(os.path.join(folder, entry))
 

@@ -20,6 +20,7 @@ import os
 from typing import Optional
 
 from imagenet_db.errors import ImagenetDbError
+from imagenet_db.text import is_ascii_number
 
 LOCK_SUFFIX = ".lock"
 FOLDER_LOCK_NAME = ".imagenet_db.lock"
@@ -64,7 +65,7 @@ class OutputLock:
             except BlockingIOError:
                 owner = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
                 os.close(fd)
-                who = f"process {owner}" if owner.isdigit() else "another process"
+                who = f"process {owner}" if is_ascii_number(owner) else "another process"
                 raise OutputBusyError(f"{self.what} by {who} (lock {self.path}); wait for it "
                                       f"to finish or stop it, then run again") from None
             # the previous owner deletes the file when done: make sure ours is still the one

@@ -36,6 +36,7 @@ from imagenet_db.outputs.base import Encoded, Output
 from imagenet_db.outputs.batchfiles import sync_file, temporary_path
 from imagenet_db.outputs.spec import FormatOption, FormatSpec, Stage
 from imagenet_db.sources.base import Dataset, Record, Split
+from imagenet_db.text import split_lines
 
 LOG_NAME = "imagenet_db.files.log"
 SYNC_THREADS = 8
@@ -54,7 +55,7 @@ def listed_files(list_path: str, skipped=()) -> List[Tuple[int, str, int]]:
     a finished folder output holds. Raises OSError when the list cannot be read."""
     skipped = set(skipped)
     out = []
-    with open(list_path, encoding="utf-8") as f:
+    with open(list_path, encoding="utf-8", newline="\n") as f:
         for index, line in enumerate(f):
             relpath, label = line.rstrip("\n").rsplit(" ", 1)
             if relpath not in skipped:
@@ -114,7 +115,7 @@ class FolderOutput(Output):
         if len(complete) != len(data):
             with open(self.log_path, "ab") as f:
                 f.truncate(len(complete))
-        for line in complete.decode("utf-8").splitlines():
+        for line in split_lines(complete.decode("utf-8")):  # '\n' only: imagenet_db.text
             index, label, relpath = line.split("\t", 2)
             self.logged.append((int(index), int(label), relpath))
 

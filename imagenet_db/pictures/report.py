@@ -245,7 +245,7 @@ def _skipped_html(db_path: str) -> str:
                     "imagenet-db)</p>")
         return f"<p>none: all {manifest.get('records', '?')} images of the list were stored</p>"
     rows = []
-    with open(path, encoding="utf-8", errors="replace") as f:
+    with open(path, encoding="utf-8", errors="replace", newline="\n") as f:
         for line in f:
             relpath, _, reason = line.rstrip("\n").rpartition("\t")
             rows.append((relpath, reason))

@@ -21,6 +21,7 @@ import numpy as np
 from imagenet_db.engine.files import write_file_atomic
 from imagenet_db.errors import ImagenetDbError
 from imagenet_db.readers.datumreader import DatumDB
+from imagenet_db.text import is_ascii_number
 
 BACKGROUND = (40, 40, 40)  # BGR
 TEXT_COLOUR = (235, 235, 235)
@@ -50,7 +51,7 @@ def read_class_names(path: str) -> List[str]:
     synset_words.txt. Raises ImagenetDbError when the file cannot be read."""
     names = []
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8", newline="\n") as f:  # lines end at '\n' only
             for line in f:
                 line = line.strip()
                 if line:
@@ -102,7 +103,7 @@ def short_key(key: bytes) -> str:
     """A key for a caption: Caffe's '%08d_relpath' as 'number file-name', others as they are."""
     text = bytes(key).decode("utf-8", "replace")
     number, sep, relpath = text.partition("_")
-    if sep and number.isdigit():
+    if sep and is_ascii_number(number):
         return f"{number} {relpath.rsplit('/', 1)[-1]}"
     return text
 

@@ -45,10 +45,11 @@ import plyvel
 from imagenet_db.engine.files import pid_alive
 from imagenet_db.errors import DamagedDatabaseError, DatabaseError
 from imagenet_db.outputs.leveldb import _error_text
+from imagenet_db.text import is_ascii_number
 
 PREFIX = "imagenet-db-leveldb-"
 READ_MAX_OPEN_FILES = 500  # table files kept open per process (Caffe uses 100 for writing)
-_NAME = re.compile(re.escape(PREFIX) + r"(snapshot|view)-(\d+)-")
+_NAME = re.compile(re.escape(PREFIX) + r"(snapshot|view)-([0-9]+)-")
 
 _SHARED: Dict[str, "_View"] = {}  # realpath -> this process's view
 _SNAPSHOTS: Dict[str, str] = {}   # realpath -> snapshot dir made by this process
@@ -69,7 +70,7 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 
 def _table_number(name: str) -> Optional[int]:
     stem, ext = os.path.splitext(name)
-    return int(stem) if ext in (".ldb", ".sst") and stem.isdigit() else None
+    return int(stem) if ext in (".ldb", ".sst") and is_ascii_number(stem) else None
 
 
 def _tables(folder: str) -> Dict[int, str]:
@@ -131,7 +132,7 @@ def make_snapshot(path: str) -> str:
             source = os.path.join(path, name)
             if name == "CURRENT" or name.startswith("MANIFEST-"):
                 shutil.copyfile(source, os.path.join(snapshot, name))
-            elif name.endswith(".log") and name[:-4].isdigit():  # read, then unlinked
+            elif name.endswith(".log") and is_ascii_number(name[:-4]):  # read, then unlinked
                 os.symlink(os.path.abspath(source), os.path.join(snapshot, name))
         _open_db(snapshot, path).close()
     except BaseException:

@@ -170,7 +170,7 @@ def extract(source: str, dest: str, transform: Optional[TransformOptions] = None
         summary.seconds += result.seconds
     counts: Dict[str, int] = {}
     for name in summaries:
-        with open(os.path.join(dest, f"{name}.txt"), encoding="utf-8") as f:
+        with open(os.path.join(dest, f"{name}.txt"), encoding="utf-8", newline="\n") as f:
             for line in f:
                 relpath = line.rstrip("\n").rsplit(" ", 1)[0]
                 folder = "/".join([name] + relpath.split("/")[:-1])

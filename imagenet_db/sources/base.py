@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from imagenet_db.errors import ImagenetDbError
+from imagenet_db.text import line_problem
 
 DEFAULT_SEED = 0
 # file name extensions of the images a folder tree may hold (case-insensitive; OpenCV decodes all)
@@ -149,19 +150,30 @@ def archive_problem(path: str, exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
+def read_to_end(tar) -> None:
+    """Read the rest of the (compressed) stream under the open ``tarfile.TarFile`` ``tar``: a
+    .tar.gz's CRC-32 and length footer lies past the tar's end marker, where ``tarfile``
+    stops, so only reading to the end lets ``gzip`` check them (every decompressed byte,
+    skipped ones included, is in its CRC). Raises what the decompressor raises for a damaged
+    stream (OSError such as gzip.BadGzipFile 'CRC check failed', EOFError)."""
+    while tar.fileobj.read(1 << 20):
+        pass
+
+
 def check_list_name(relpath: str, where: str) -> None:
     """Raise ImagenetDbError (naming ``where`` and the name) when ``relpath`` cannot be a line
     of a Caffe list file or part of a key: not valid UTF-8 (a file name in another encoding),
-    or holding a line break or a NUL byte."""
+    or holding a line break, a NUL byte or another control character (the one set of
+    ``imagenet_db.text.line_problem``, refused for every value written one per line)."""
     try:
         relpath.encode("utf-8")
     except UnicodeEncodeError:
         raise ImagenetDbError(f"{where}: the name {os.fsencode(relpath)!r} is not valid UTF-8, "
                               f"which Caffe's list files and keys need: rename it") from None
-    for char, what in (("\n", "a line break"), ("\r", "a line break"), ("\0", "a NUL byte")):
-        if char in relpath:
-            raise ImagenetDbError(f"{where}: the name {relpath!r} holds {what}, which a Caffe "
-                                  f"list file cannot hold: rename it")
+    problem = line_problem(relpath)
+    if problem:
+        raise ImagenetDbError(f"{where}: the name {relpath!r} holds {problem}, which a Caffe "
+                              f"list file cannot hold: rename it")
 
 
 def check_names(dataset: "Dataset", where: str) -> None:

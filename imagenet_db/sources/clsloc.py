@@ -11,6 +11,7 @@ Caffe labels are positions in the ASCII-sorted wnid list (never the devkit ID).
 Layouts and their sources: README "Other distributions as SOURCE".
 """
 import csv
+import math
 import io
 import re
 import xml.etree.ElementTree as ET
@@ -22,9 +23,9 @@ import numpy as np
 
 from imagenet_db.errors import ImagenetDbError
 from imagenet_db.sources.matlab import mat_int, mat_text
+from imagenet_db.text import WNID, check_one_line, is_ascii_number, split_lines
 
-WNID = re.compile(r"^n\d{8}$")
-VAL_STEM = re.compile(r"^ILSVRC2012_val_(\d{8})$")
+VAL_STEM = re.compile(r"ILSVRC2012_val_([0-9]{8})\Z")  # ASCII digits only (imagenet_db.text)
 
 
 class ClslocError(ImagenetDbError):
@@ -72,11 +73,11 @@ def parse_map_clsloc(data, where: str) -> List[ClassEntry]:
     Blank lines are skipped. Raises ClslocError naming where:line for a line that is not
     'wnid ID name', a repeated ID or wnid."""
     entries = []
-    for number, line in enumerate(_decode(data, where).splitlines(), start=1):
+    for number, line in enumerate(split_lines(_decode(data, where), crlf=True), start=1):
         if not line.strip():
             continue
-        parts = line.split()
-        if len(parts) != 3 or not WNID.match(parts[0]) or not parts[1].isdigit():
+        parts = check_one_line(line, f"{where}:{number}", ClslocError).split()
+        if len(parts) != 3 or not WNID.match(parts[0]) or not is_ascii_number(parts[1]):
             raise ClslocError(f"{where}:{number}: expected 'n02119789 1 kit_fox', got {line!r}")
         entries.append(ClassEntry(int(parts[1]), parts[0], parts[2].replace("_", " ")))
     return _check_table(entries, where)
@@ -111,7 +112,7 @@ def parse_meta_clsloc(data: bytes, where: str) -> List[ClassEntry]:
         raise ClslocError(f"{where}: has no 'synsets' variable")
     table = np.atleast_1d(mat["synsets"])
     names = table.dtype.names or ()
-    id_field = next((n for n in names if re.fullmatch(r"ILSVRC20\d\d(_CLSLOC)?_ID", n)), None)
+    id_field = next((n for n in names if re.fullmatch(r"ILSVRC20[0-9]{2}(_CLSLOC)?_ID", n)), None)
     words_field = _field(names, "words", "name")
     missing = [label for label, f in (("an ILSVRC20xx_ID", id_field), ("WNID", _field(names, "WNID")),
                                       ("words or name", words_field)) if f is None]
@@ -125,7 +126,8 @@ def parse_meta_clsloc(data: bytes, where: str) -> List[ClassEntry]:
         wnid = mat_text(row["WNID"])
         if not WNID.match(wnid):
             raise ClslocError(f"{at}: WNID {wnid!r} is not a wnid like n01440764")
-        entries.append(ClassEntry(_int(row[id_field], f"{at}.{id_field}"), wnid, mat_text(row[words_field])))
+        words = check_one_line(mat_text(row[words_field]), f"{at}.{words_field}", ClslocError)
+        entries.append(ClassEntry(_int(row[id_field], f"{at}.{id_field}"), wnid, words))
     return _check_table(entries, where)
 
 
@@ -134,10 +136,10 @@ def parse_synset_mapping(data, where: str) -> Dict[str, str]:
     Returns {wnid: words} in file order. Raises ClslocError naming where:line for a line
     without a wnid and words, or a repeated wnid."""
     words: Dict[str, str] = {}
-    for number, line in enumerate(_decode(data, where).splitlines(), start=1):
+    for number, line in enumerate(split_lines(_decode(data, where), crlf=True), start=1):
         if not line.strip():
             continue
-        wnid, _, text = line.partition(" ")
+        wnid, _, text = check_one_line(line, f"{where}:{number}", ClslocError).partition(" ")
         if not WNID.match(wnid) or not text.strip():
             raise ClslocError(f"{where}:{number}: expected 'n01440764 tench, Tinca tinca', got {line!r}")
         if wnid in words:
@@ -211,13 +213,13 @@ def parse_val_xml(data: bytes, where: str) -> str:
 def parse_number_list(data, where: str, what: str = "an image number") -> List[int]:
     """One positive integer per line (a devkit ground truth or blacklist). Blank lines only at
     the end. Raises ClslocError naming where:line otherwise."""
-    lines = _decode(data, where).splitlines()
+    lines = split_lines(_decode(data, where), crlf=True)
     while lines and not lines[-1].strip():
         lines.pop()
     values = []
     for number, line in enumerate(lines, start=1):
         token = line.strip()
-        if not token.isdigit() or int(token) < 1:
+        if not is_ascii_number(token) or int(token) < 1:
             raise ClslocError(f"{where}:{number}: expected {what}, got {line!r}")
         values.append(int(token))
     return values

@@ -24,7 +24,7 @@ from imagenet_db.sources.base import Dataset, Split, is_image_name
 from imagenet_db.sources.archives.containers import Container
 from imagenet_db.sources.devkits import DevkitInfo, check_same_truth
 
-VAL_NAME = re.compile(r"^ILSVRC2012_val_(\d{8})\.JPEG$")
+VAL_NAME = re.compile(r"ILSVRC2012_val_([0-9]{8})\.JPEG\Z")  # ASCII digits (imagenet_db.text)
 VAL_FORMAT = "ILSVRC2012_val_%08d.JPEG"
 KAGGLE_MAPPING = "LOC_synset_mapping.txt"
 KAGGLE_VAL = "LOC_val_solution.csv"

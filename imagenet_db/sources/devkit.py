@@ -19,15 +19,15 @@ only ever mapped to its wnid here. ``data/ILSVRC2012_validation_blacklist.txt`` 
 import io
 import tarfile
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Dict, List
 
 import numpy as np
 
 from imagenet_db.errors import ImagenetDbError
-from imagenet_db.sources.base import archive_problem
+from imagenet_db.sources.base import archive_problem, read_to_end
 from imagenet_db.sources.labels import is_wnid
 from imagenet_db.sources.matlab import mat_int, mat_text
+from imagenet_db.text import check_one_line, is_ascii_number, split_lines
 
 META_MAT = "data/meta.mat"
 GROUND_TRUTH = "data/ILSVRC2012_validation_ground_truth.txt"
@@ -39,7 +39,6 @@ class DevkitError(ImagenetDbError):
     """The devkit is missing a file or holds malformed data; the message names the file."""
 
 
-_scalar_int = partial(mat_int, error=DevkitError)  # a MATLAB integer field
 
 
 @dataclass(frozen=True)
@@ -90,6 +89,20 @@ class Devkit:
         return [mapping[i] for i in self.val_ground_truth]
 
 
+def _synset(row, names, at: str) -> Synset:
+    """One entry of meta.mat's ``synsets`` (``at`` names it in errors)."""
+    wnid = mat_text(row["WNID"])
+    if not is_wnid(wnid):
+        raise DevkitError(f"{at}: WNID {wnid!r} is not a wnid like n01440764")
+    number = {f: mat_int(row[f], f"{at}.{f}", DevkitError)
+              for f in ("ILSVRC2012_ID", "num_children", "num_train_images") if f in names}
+    return Synset(ilsvrc2012_id=number["ILSVRC2012_ID"], wnid=wnid,
+                  words=check_one_line(mat_text(row["words"]), f"{at}.words", DevkitError),
+                  gloss=mat_text(row["gloss"]) if "gloss" in names else "",
+                  num_children=number["num_children"],
+                  num_train_images=number.get("num_train_images", 0))
+
+
 def parse_meta_mat(data: bytes, where: str) -> List[Synset]:
     """Parse meta.mat bytes into Synsets (file order).
 
@@ -114,15 +127,8 @@ def parse_meta_mat(data: bytes, where: str) -> List[Synset]:
     synsets, seen_ids, seen_wnids = [], {}, {}
     for n, row in enumerate(table.ravel(), start=1):
         at = f"{where}: synsets({n})"
-        wnid = mat_text(row["WNID"])
-        if not is_wnid(wnid):
-            raise DevkitError(f"{at}: WNID {wnid!r} is not a wnid like n01440764")
-        s = Synset(ilsvrc2012_id=_scalar_int(row["ILSVRC2012_ID"], f"{at}.ILSVRC2012_ID"),
-                   wnid=wnid, words=mat_text(row["words"]),
-                   gloss=mat_text(row["gloss"]) if "gloss" in names else "",
-                   num_children=_scalar_int(row["num_children"], f"{at}.num_children"),
-                   num_train_images=(_scalar_int(row["num_train_images"], f"{at}.num_train_images")
-                                     if "num_train_images" in names else 0))
+        s = _synset(row, names, at)
+        wnid = s.wnid
         if s.ilsvrc2012_id in seen_ids:
             raise DevkitError(f"{at}: ILSVRC2012_ID {s.ilsvrc2012_id} repeats synsets"
                               f"({seen_ids[s.ilsvrc2012_id]})")
@@ -144,16 +150,15 @@ def parse_ground_truth(text: str, where: str, class_ids) -> List[int]:
     Raises DevkitError naming ``where`` and the 1-based line for a non-integer or an ID that
     is not a class, or when the file has no lines.
     """
-    lines = text.splitlines()
+    lines = split_lines(text, crlf=True)
     while lines and not lines[-1].strip():
         lines.pop()
     ids = []
     for number, line in enumerate(lines, start=1):
         token = line.strip()
-        try:
-            value = int(token)
-        except ValueError:
-            raise DevkitError(f"{where}:{number}: expected an ILSVRC2012_ID, got {line!r}") from None
+        if not is_ascii_number(token):
+            raise DevkitError(f"{where}:{number}: expected an ILSVRC2012_ID, got {line!r}")
+        value = int(token)
         if value not in class_ids:
             raise DevkitError(f"{where}:{number}: ILSVRC2012_ID {value} is not one of the "
                               f"{len(class_ids)} classes in meta.mat")
@@ -188,6 +193,7 @@ def read_devkit(path: str) -> Devkit:
             truth = _find_member(tar, GROUND_TRUTH, path)
             meta_bytes = tar.extractfile(meta).read()
             truth_bytes = tar.extractfile(truth).read()
+            read_to_end(tar)  # checks a .tar.gz's CRC-32 over all of it
     except (tarfile.TarError, EOFError, OSError) as exc:
         # gzip raises EOFError / BadGzipFile (an OSError) for truncated or non-gzip files
         raise DevkitError(f"{path}: cannot read the devkit archive: {archive_problem(path, exc)}") \

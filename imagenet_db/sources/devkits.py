@@ -20,13 +20,13 @@ from typing import Callable, Dict, List, Optional, Set
 
 from imagenet_db.errors import ImagenetDbError
 from imagenet_db.sources import clsloc as P
-from imagenet_db.sources.base import archive_problem
+from imagenet_db.sources.base import archive_problem, read_to_end
 
-DEVKIT_ARCHIVE = re.compile(r"^ILSVRC20\d\d_devkit(_t12)?\.(tar\.gz|tgz|tar)$")
+DEVKIT_ARCHIVE = re.compile(r"ILSVRC20[0-9]{2}_devkit(_t12)?\.(tar\.gz|tgz|tar)\Z")
 DEVKIT_FOLDERS = ("ILSVRC2012_devkit_t12", "ILSVRC2014_devkit", "ILSVRC2015/devkit", "ILSVRC/devkit",
                   "devkit")
-DATA_FILE = re.compile(r"^(ILSVRC20\d\d(_clsloc)?_validation_(ground_truth|blacklist)\.txt|"
-                       r"meta\.mat|meta_clsloc\.mat|map_clsloc\.txt)$")
+DATA_FILE = re.compile(r"(ILSVRC20[0-9]{2}(_clsloc)?_validation_(ground_truth|blacklist)\.txt|"
+                       r"meta\.mat|meta_clsloc\.mat|map_clsloc\.txt)\Z")
 MAX_DATA_FILE = 64 << 20
 
 
@@ -109,6 +109,7 @@ def read_devkit_archive(path: str) -> DevkitInfo:
                     raise DevkitError(f"{path}: {base} occurs twice ({names[base]}, {info.name})")
                 files[base] = tar.extractfile(info).read()
                 names[base] = info.name
+            read_to_end(tar)  # checks a .tar.gz's CRC-32 over all of it
     except (tarfile.TarError, EOFError, OSError) as exc:
         raise DevkitError(f"{path}: cannot read the devkit archive: {archive_problem(path, exc)}") \
             from None
@@ -147,7 +148,7 @@ def find_devkits(folder: str) -> List[str]:
 
 
 def _year(path: str) -> int:
-    m = re.search(r"ILSVRC(20\d\d)", path)
+    m = re.search(r"ILSVRC(20[0-9]{2})", path)
     return int(m.group(1)) if m else 0
 
 

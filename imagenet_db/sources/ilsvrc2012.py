@@ -46,7 +46,7 @@ PUBLISHED_MD5: Dict[str, str] = {
 VERIFIES = f"the ILSVRC2012 archives ({TRAIN_TAR}, ...)"  # what --verify checks, for messages
 LOOKS_FOR = (f"the ILSVRC2012 archives: {TRAIN_TAR}, {VAL_TAR} and a devkit ({DEVKIT_TGZ}, "
              f"ILSVRC2014_devkit.tgz or ILSVRC2015_devkit.tar.gz)")
-VAL_NAME = re.compile(r"^ILSVRC2012_val_(\d{8})\.JPEG$")
+VAL_NAME = re.compile(r"ILSVRC2012_val_([0-9]{8})\.JPEG\Z")  # ASCII digits (imagenet_db.text)
 VAL_FORMAT = "ILSVRC2012_val_%08d.JPEG"
 # Published sizes of ILSVRC2012 (for information in messages; fixtures are smaller).
 ILSVRC2012_TRAIN_IMAGES = 1_281_167

@@ -6,17 +6,15 @@ Caffe's ILSVRC2012 labels are the positions of the 1,000 wnids sorted in ASCII o
 only ever mapped to wnids, never used as a label.
 """
 import os
-import re
 from typing import Dict, Iterable, List, Mapping, Optional
 
 from imagenet_db.errors import ImagenetDbError
-
-WNID_PATTERN = re.compile(r"^n\d{8}$")
+from imagenet_db.text import WNID, check_one_line, is_ascii_number, split_lines
 
 
 def is_wnid(text: str) -> bool:
-    """True for a WordNet id such as 'n01440764' (an 'n' and eight digits)."""
-    return bool(WNID_PATTERN.match(text))
+    """True for a WordNet id such as 'n01440764' (an 'n' and eight ASCII digits, nothing after)."""
+    return bool(WNID.match(text))
 
 
 def caffe_synsets(wnids: Iterable[str]) -> List[str]:
@@ -30,25 +28,29 @@ def label_map(synsets: List[str]) -> Dict[str, int]:
 
 
 def synsets_text(synsets: List[str]) -> str:
-    """The text of ``synsets.txt``: one wnid per line, line i (0-based) = Caffe label i."""
-    return "".join(f"{wnid}\n" for wnid in synsets)
+    """The text of ``synsets.txt``: one wnid per line, line i (0-based) = Caffe label i.
+    Raises ImagenetDbError for a value that is not one line (``text.check_one_line``)."""
+    return "".join(f"{check_one_line(wnid, 'synsets.txt')}\n" for wnid in synsets)
 
 
 def synset_words_text(synsets: List[str], words: Mapping[str, str]) -> str:
     """The text of ``synset_words.txt``: 'n01440764 tench, Tinca tinca' per line, in label
-    order. Raises ImagenetDbError when a wnid has no words."""
+    order. Raises ImagenetDbError when a wnid has no words, or words that are not one line
+    (a line break would give every later class its neighbour's words)."""
     missing = [w for w in synsets if w not in words]
     if missing:
         raise ImagenetDbError(f"no words (class names) known for synset(s) {', '.join(missing[:5])}")
-    return "".join(f"{wnid} {words[wnid]}\n" for wnid in synsets)
+    return "".join(f"{check_one_line(f'{wnid} {words[wnid]}', f'synset_words.txt: {wnid}')}\n"
+                   for wnid in synsets)
 
 
 def read_synsets(path: str) -> List[str]:
     """Read a synsets.txt (first token of each non-blank line; synset_words.txt works too).
-    Raises ImagenetDbError naming the file and line for a token that is not a wnid."""
+    Raises ImagenetDbError naming the file and line for a token that is not a wnid. Lines
+    end at '\\n' only (``text.split_lines``)."""
     synsets = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
+    with open(path, encoding="utf-8", newline="") as f:
+        for number, line in enumerate(split_lines(f.read(), crlf=True), start=1):
             if not line.strip():
                 continue
             wnid = line.split()[0]
@@ -65,7 +67,7 @@ def parse_label_token(token: str, labels: Mapping[str, int], where: str) -> int:
         if token not in labels:
             raise ImagenetDbError(f"{where}: synset {token} has no train folder")
         return labels[token]
-    if not (token.isascii() and token.isdigit()):  # not int(): it takes '+7', '1_000'...
+    if not is_ascii_number(token):  # not int(): it takes "+7", "1_000", other digits
         raise ImagenetDbError(f"{where}: {token!r} is neither a wnid nor an integer label")
     label = int(token)
     if not 0 <= label < len(labels):
@@ -75,14 +77,16 @@ def parse_label_token(token: str, labels: Mapping[str, int], where: str) -> int:
 
 def optional_words(path: Optional[str]) -> Dict[str, str]:
     """wnid -> words from a synset_words.txt ('wnid words...' per line); {} if path is None
-    or missing."""
+    or missing. Raises ImagenetDbError naming file and line for words holding a control
+    character (lines end at '\\n' only, see ``imagenet_db.text``)."""
     words: Dict[str, str] = {}
     if path and os.path.isfile(path):
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                parts = line.rstrip("\r\n").split(" ", 1)
-                if len(parts) == 2 and is_wnid(parts[0]):
-                    words[parts[0]] = parts[1]
+        with open(path, encoding="utf-8", newline="") as f:
+            lines = split_lines(f.read(), crlf=True)
+        for number, line in enumerate(lines, start=1):
+            parts = line.split(" ", 1)
+            if len(parts) == 2 and is_wnid(parts[0]):
+                words[parts[0]] = check_one_line(parts[1], f"{path}:{number}")
     return words
 
 

@@ -4,7 +4,8 @@ Read as Caffe's ``convert_imageset`` reads them: the label is what follows the *
 so paths may contain spaces. Stricter than Caffe (whose ``atoi`` turns garbage into label 0):
 a line without a label, a label that is not ASCII digits ('+7', '1_000' and other scripts'
 digits, which Python's int() would take, are refused), a negative or out-of-int32 label, a
-path holding a NUL byte, or a path listed twice raises ListFileError naming the file and the
+path holding a line break, NUL or other control character (``imagenet_db.text``: lines end
+at '\\n' only), or a path listed twice raises ListFileError naming the file and the
 1-based line number. CRLF endings and a UTF-8 BOM
 are accepted; blank lines are ignored; a list with no entries is an error.
 ``list_records`` makes the records of such a list under a root folder: the source of
@@ -16,6 +17,7 @@ from typing import Callable, Iterable, List, Optional, Sequence, Tuple
 
 from imagenet_db.errors import ListFileError
 from imagenet_db.sources.base import FileLoader, Record
+from imagenet_db.text import line_problem
 
 INT32_MAX = 2**31 - 1
 _LABEL = re.compile(r"-?[0-9]+\Z")  # what Caffe's list format means by a label
@@ -27,9 +29,10 @@ def parse_list_line(line: str, where: str) -> Tuple[str, int]:
     if pos <= 0:
         raise ListFileError(f"{where}: expected 'relpath label', got {line!r}")
     relpath, label_text = line[:pos], line[pos + 1:]
-    if "\0" in relpath:
-        raise ListFileError(f"{where}: the path {relpath!r} holds a NUL byte, which no file "
-                            f"name can")
+    problem = line_problem(relpath)
+    if problem:  # the one set refused wherever names are taken in (imagenet_db.text)
+        raise ListFileError(f"{where}: the path {relpath!r} holds {problem}, which a list "
+                            f"file line cannot hold: rename the file")
     if not _LABEL.match(label_text):  # not int(): it also takes '+7', '1_000', other digits
         raise ListFileError(f"{where}: label {label_text!r} is not an integer (ASCII digits)")
     label = int(label_text)
@@ -48,8 +51,8 @@ def read_list(path: str, check_path: Optional[Callable[[str], Optional[str]]] = 
     paths, paths check_path refuses or an empty list, and for a file that cannot be read.
     """
     try:
-        with open(path, "r", encoding="utf-8-sig", newline=None) as f:
-            lines = f.read().split("\n")
+        with open(path, "r", encoding="utf-8-sig", newline="") as f:
+            lines = f.read().split("\n")  # '\n' only (CRLF: '\r' dropped below)
     except (OSError, UnicodeDecodeError) as exc:
         raise ListFileError(f"{path}: cannot read list file: {exc}") from None
     entries: List[Tuple[str, int]] = []

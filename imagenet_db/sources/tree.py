@@ -15,6 +15,7 @@ from imagenet_db.errors import ImagenetDbError
 from imagenet_db.sources import labels as L
 from imagenet_db.sources.archives.containers import FolderContainer
 from imagenet_db.sources.base import Dataset, Split, check_list_name, is_image_name
+from imagenet_db.text import split_lines
 
 NAME = "tree"
 LOOKS_FOR = "an extracted tree: train/<wnid>/*.JPEG and val/"
@@ -77,13 +78,13 @@ def _read_val_labels(source: str, labels: Dict[str, int]) -> List[Tuple[str, int
         raise ImagenetDbError(f"{source}: val/ is flat but there is no val.txt "
                               f"('ILSVRC2012_val_00000001.JPEG <wnid or label>' per line)")
     entries = []
-    with open(path, encoding="utf-8-sig") as f:
-        for number, line in enumerate(f, start=1):
-            line = line.rstrip("\r\n")
-            if not line.strip():
-                continue
-            relpath, _, token = line.rpartition(" ")
-            if not relpath:
-                raise ImagenetDbError(f"{path}:{number}: expected 'file label', got {line!r}")
-            entries.append((relpath, L.parse_label_token(token, labels, f"{path}:{number}")))
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        lines = split_lines(f.read(), crlf=True)  # '\n' only (imagenet_db.text)
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        relpath, _, token = line.rpartition(" ")
+        if not relpath:
+            raise ImagenetDbError(f"{path}:{number}: expected 'file label', got {line!r}")
+        entries.append((relpath, L.parse_label_token(token, labels, f"{path}:{number}")))
     return entries

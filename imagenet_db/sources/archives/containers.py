@@ -151,14 +151,20 @@ def _clean(name: str) -> str:
 class TarGzContainer(_Listed):
     """A .tar.gz (``index`` from ``gzindex.index_targz``); ``window``: (outer file, start,
     length) when it is stored inside another file. Small members kept by the index pass are
-    served from memory."""
+    served from memory. Raises ContainerError when a member name occurs twice."""
 
     def __init__(self, path: str, index: GzipTarIndex, window=None):
         self.path = path
         self.reader = GzipTarReader(window[0] if window else path, index.seek_points, window,
                                     index.seek_file)
         self._small = {_clean(k): v for k, v in index.small.items()}
-        self._set_members({_clean(m.name): m for m in index.members})
+        members = {}
+        for m in index.members:
+            if _clean(m.name) in members:
+                raise ContainerError(f"{path}: member {m.name} occurs twice: which copy is meant "
+                                     f"cannot be known; download or copy the archive again")
+            members[_clean(m.name)] = m
+        self._set_members(members)
 
     def loader(self, name: str) -> Callable[[], bytes]:
         if name in self._small:

@@ -9,7 +9,11 @@ rapidgzip exports them in gztool's format sparse (bytes no later back-reference 
 zeroed) and compressed, ~180 bytes a point for JPEG data (~0.4 GB for 155 GB at 64 KiB).
 
 Index pass (once per archive): one sequential pass decompresses the whole file with rapidgzip
-on all cores while ``tarfile`` reads the member headers from that stream; rapidgzip records a
+on all cores while ``tarfile`` reads the member headers from that stream (``InOrder``: every
+byte is read, none skipped, so rapidgzip checks each gzip member's CRC-32 and ISIZE footer:
+a byte changed anywhere, or a wrong footer, is an error naming the file; the cache below holds
+only indexes made by such a checked pass; reads later serve bytes of that checked file, whose
+size and mtime must not change, see ``GzipTarReader``); rapidgzip records a
 seek point every CHUNK (64 KiB) of compressed data; small metadata members chosen by the caller
 (validation XMLs, devkit files) are kept. All three are cached beside the tar index
 (``imagenet_db.sources.archives.tarindex``: ``~/.cache/imagenet-db/tar-index``, keyed by the file's path,
@@ -43,7 +47,10 @@ from imagenet_db.sources.archives.tarindex import (BLOCK, CACHE_ENV, Member, Tar
 
 CHUNK = int(os.environ.get("IMAGENET_DB_GZIP_SPACING", 64 << 10))  # compressed bytes per seek point
 GZIP_MAGIC = b"\x1f\x8b"
-INDEX_FORMAT = f"imagenet-db tar.gz index v1 spacing {CHUNK}"
+# v2: made by a pass that read every byte in order, so rapidgzip checked each gzip member's
+# CRC-32 and length (ISIZE); a v1 cache (seeking pass, nothing checked) is never used.
+INDEX_FORMAT = f"imagenet-db tar.gz index v2 crc-checked spacing {CHUNK}"
+LOOKBACK = 64 << 10  # bytes kept for tarfile's short backward seeks during the index pass
 
 
 class GzipTarIndex(NamedTuple):
@@ -134,6 +141,68 @@ class FileWindow(io.RawIOBase):
         super().close()
 
 
+class InOrder(io.RawIOBase):
+    """A rapidgzip reader that is only ever read forwards, as ``tarfile`` sees it in the index
+    pass. rapidgzip checks a gzip member's CRC-32 and ISIZE footer only when its whole output
+    was read in order (a seek skips the check; measured with rapidgzip 0.16), and ``tarfile``
+    seeks past every member's data. Here a forward seek reads the skipped bytes, and a
+    backward seek (tarfile re-reading its end-of-archive block) is served from the last
+    LOOKBACK bytes read; further back raises OSError (never reached by tarfile)."""
+
+    def __init__(self, reader):
+        super().__init__()
+        self.reader = reader
+        self._pos = 0  # position seen by the caller
+        self._tail = b""  # the last bytes read from ``reader``, ending at _end
+        self._end = 0  # bytes read from ``reader`` so far
+
+    def readable(self) -> bool:
+        """True: a file opened for reading."""
+        return True
+
+    def seekable(self) -> bool:
+        """True: seeks are served by reading forward (see the class docstring)."""
+        return True
+
+    def tell(self) -> int:
+        """The position in the uncompressed stream, in bytes."""
+        return self._pos
+
+    def _fetch(self, size: int) -> bytes:
+        data = self.reader.read(size)
+        self._end += len(data)
+        self._tail = data[-LOOKBACK:] if len(data) >= LOOKBACK else (self._tail + data)[-LOOKBACK:]
+        return data
+
+    def read(self, size: int = -1) -> bytes:
+        """Up to ``size`` bytes (all the rest when negative) from the position; rapidgzip's
+        ValueError/RuntimeError for damaged data or a footer mismatch propagate."""
+        if size is None or size < 0:
+            return b"".join(iter(lambda: self.read(4 << 20), b""))
+        replay = self._tail[len(self._tail) - (self._end - self._pos):][:size]
+        data = replay + (self._fetch(size - len(replay)) if len(replay) < size else b"")
+        self._pos += len(data)
+        return data
+
+    def readinto(self, buffer) -> int:
+        """``read`` into ``buffer``; returns the byte count."""
+        data = self.read(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        """Move to ``offset`` (whence 0: from the start, 1: from here) by reading forward, or
+        back within LOOKBACK bytes; stops at the end of the data. Returns the position.
+        Raises OSError for a seek further back or from the end (whence 2)."""
+        target = offset if whence == 0 else self._pos + offset
+        if whence not in (0, 1) or target < self._end - len(self._tail):
+            raise OSError(f"cannot seek back to byte {target} of the gzip stream")
+        while self._end < target and self._fetch(min(target - self._end, 4 << 20)):
+            pass
+        self._pos = min(target, self._end)
+        return self._pos
+
+
 def _window_of(path: str, window):
     """(display name, a fresh FileWindow or None) for ``path`` or (zip path, start, length)."""
     if window is None:
@@ -162,7 +231,8 @@ def build_index(path: str, keep: Optional[Callable[[str, int], bool]] = None,
         members: List[Member] = []
         small: Dict[str, bytes] = {}
         try:
-            tar = tarfile.open(fileobj=reader, mode="r:")
+            stream = InOrder(reader)
+            tar = tarfile.open(fileobj=stream, mode="r:")
             for info in tar:
                 if info.isfile() and info.issparse():
                     raise TarIndexError(sparse_member(name, info.name))
@@ -172,11 +242,11 @@ def build_index(path: str, keep: Optional[Callable[[str, int], bool]] = None,
                         small[info.name] = tar.extractfile(info).read()
                     bar.update(min(info.offset_data, total) - bar.n)
             end = tar.offset
-            reader.seek(end)
-            marker = reader.read(BLOCK)
-            while reader.read(4 << 20):  # to the end: completes the index, checks the CRC-32
+            stream.seek(end)
+            marker = stream.read(BLOCK)
+            while stream.read(4 << 20):  # to the end: completes the index, checks the CRC-32
                 pass
-            length = reader.tell()
+            length = stream.tell()
         except tarfile.TarError as exc:
             raise TarIndexError(f"{name}: damaged tar inside the gzip after {len(members)} members: "
                                 f"{_describe(exc)}") from None

@@ -1,6 +1,15 @@
 """A .zip read in place: every member is one positioned read (os.pread) of its stored bytes,
 inflated with zlib when deflated, CRC-checked.
 
+What is checked (a failure is a ZipIndexError naming the zip and the member, never a skipped
+image): no member name occurs twice; each member's local header is where the central directory
+says and carries the same name; its data inflates to exactly the size the central directory
+declares (the declared size is a hard limit on inflation: more output is damage, so a member
+that lies about its size cannot fill memory) and has the declared CRC-32. A member declared
+larger than MAX_MEMBER_BYTES (256 MiB; ImageNet's largest files are a few MB) is refused
+before anything is read or inflated: OSError naming the limit, so an image is skipped and
+reported, and a metadata file read with ``Container.read`` is an error.
+
 ``zipfile`` reads the central directory (names, local-header offsets, sizes, method, CRC).
 A member's data starts after its 30-byte local header, its name and its local extra field,
 whose length may differ from the central directory's: ``read`` fetches the local header and
@@ -21,6 +30,7 @@ from imagenet_db.sources.archives.tarindex import check_unchanged, file_identity
 LOCAL_HEADER = struct.Struct("<4s5H3L2H")  # signature .. name length, extra length (30 bytes)
 LOCAL_SIGNATURE = b"PK\x03\x04"
 SLACK = 64  # extra bytes read in case the local extra field is longer than the central one
+MAX_MEMBER_BYTES = 256 << 20  # larger members are refused before inflating (see above)
 
 
 class ZipIndexError(ImagenetDbError):
@@ -42,7 +52,8 @@ class ZipMember(NamedTuple):
 def index_zip(path: str) -> Dict[str, ZipMember]:
     """{name: ZipMember} of the regular files in the zip at ``path`` (directories skipped).
     Raises ZipIndexError naming the file when it is missing, truncated (no end of central
-    directory), or holds an encrypted member or one compressed other than stored/deflate."""
+    directory), or holds a name twice, an encrypted member or one compressed other than
+    stored/deflate."""
     try:
         with zipfile.ZipFile(path) as z:
             infos = z.infolist()
@@ -63,6 +74,10 @@ def index_zip(path: str) -> Dict[str, ZipMember]:
         if info.header_offset + 30 + info.compress_size > size:
             raise ZipIndexError(f"{path}: member {info.filename} lies past the end of the file "
                                 f"(truncated?)")
+        if info.filename in members:
+            raise ZipIndexError(f"{path}: member {info.filename} occurs twice in the central "
+                                f"directory (a damaged or crafted zip): which copy is meant "
+                                f"cannot be known; download the zip again")
         raw_name = info.orig_filename.encode("utf-8" if info.flag_bits & 0x800 else "cp437")
         members[info.filename] = ZipMember(info.filename, info.header_offset, len(raw_name),
                                            len(info.extra), info.compress_size, info.file_size,
@@ -82,38 +97,79 @@ class ZipReader:
         self.identity = identity or file_identity(os.fstat(self._fd))
 
     def read(self, m: ZipMember) -> bytes:
-        """The member's uncompressed bytes. Raises OSError naming the zip and member when the
-        local header is not where the central directory says, the data is short (truncated),
-        does not inflate, or its size or CRC-32 differ from the directory's."""
+        """The member's uncompressed bytes (exactly ``m.size``). Raises OSError naming the zip
+        and member when it is declared larger than MAX_MEMBER_BYTES (nothing read), and
+        ZipIndexError naming them when the zip is damaged: the local header is not where the
+        central directory says or names another member, the data is short, does not inflate,
+        inflates to more or fewer bytes than declared, or its CRC-32 differs."""
         check_unchanged(self.path, self.identity, os.fstat(self._fd))
+        declared = max(m.size, m.compressed_size)
+        if declared > MAX_MEMBER_BYTES:
+            raise OSError(f"{self.path}: {m.name}: a zip member of {declared:,} "
+                          f"bytes, over the limit of {MAX_MEMBER_BYTES:,} bytes for one member "
+                          f"(zipindex.MAX_MEMBER_BYTES); not read")
+        data = self._stored_bytes(m)
+        if m.method == zipfile.ZIP_DEFLATED:
+            data = self._inflate(m, data)
+        if len(data) != m.size or crc32(data) != m.crc:
+            raise self._damaged(m, "its CRC-32 or size differs from the central directory's")
+        return data
+
+    def _damaged(self, m: ZipMember, what: str) -> "ZipIndexError":
+        return ZipIndexError(f"{self.path}: member {m.name}: {what} (a damaged zip); download "
+                             f"or copy the zip again")
+
+    def _stored_bytes(self, m: ZipMember) -> bytes:
+        """The member's bytes as stored (compressed), after a local header checked to be the
+        member's own."""
         want = 30 + m.name_length + m.extra_length + m.compressed_size
         buf = os.pread(self._fd, want + SLACK, m.header_offset)
-        if len(buf) < 30:
-            raise OSError(f"{self.path}: {m.name}: short read (truncated zip)")
-        sig, _, _, _, _, _, _, _, _, name_len, extra_len = LOCAL_HEADER.unpack_from(buf)
-        if sig != LOCAL_SIGNATURE:
-            raise OSError(f"{self.path}: {m.name}: no local header at byte {m.header_offset}")
-        start = 30 + name_len + extra_len
+        if len(buf) < 30 + m.name_length:
+            raise self._damaged(m, "short read (truncated zip)")
+        start = self._data_start(m, buf)
         data = buf[start:start + m.compressed_size]
         if len(data) < m.compressed_size:
             data += os.pread(self._fd, m.compressed_size - len(data), m.header_offset + start + len(data))
         if len(data) != m.compressed_size:
-            raise OSError(f"{self.path}: {m.name}: short read (truncated zip)")
-        if m.method == zipfile.ZIP_DEFLATED:
-            try:
-                data = zlib.decompress(data, -15, m.size or 1)
-            except zlib.error as exc:
-                raise OSError(f"{self.path}: {m.name}: damaged deflate data: {exc}") from None
-        if len(data) != m.size or crc32(data) != m.crc:
-            raise OSError(f"{self.path}: {m.name}: CRC-32 or size mismatch (damaged zip)")
+            raise self._damaged(m, "short read (truncated zip)")
         return data
+
+    def _data_start(self, m: ZipMember, head: bytes) -> int:
+        """Where the data starts after the local header at the start of ``head`` (which holds
+        at least the header and the name), checked to be this member's."""
+        sig, _, flags, _, _, _, _, _, _, name_len, extra_len = LOCAL_HEADER.unpack_from(head)
+        if sig != LOCAL_SIGNATURE:
+            raise self._damaged(m, f"no local header at byte {m.header_offset:,}")
+        local = bytes(head[30:30 + name_len]).decode("utf-8" if flags & 0x800 else "cp437",
+                                                     "replace").split("\0", 1)[0]
+        if local != m.name:
+            raise self._damaged(m, f"the local header at byte {m.header_offset:,} is that of "
+                                   f"{local!r}")
+        return 30 + name_len + extra_len
+
+    def _inflate(self, m: ZipMember, data: bytes) -> bytes:
+        """Inflate at most m.size + 1 bytes: the declared size bounds the memory used."""
+        inflater = zlib.decompressobj(-15)
+        try:
+            out = inflater.decompress(data, m.size + 1)
+        except zlib.error as exc:
+            raise self._damaged(m, f"damaged deflate data: {exc}") from None
+        if len(out) > m.size:
+            raise self._damaged(m, f"it inflates to more than the {m.size:,} bytes its central "
+                                   f"directory declares")
+        if not inflater.eof or inflater.unused_data:
+            raise self._damaged(m, "its deflate data does not end where the central directory "
+                                   "says")
+        return out
 
     def data_range(self, m: ZipMember):
         """(offset, length) of a STORED member's bytes in the zip file (for reading an archive
-        stored inside the zip in place)."""
-        head = os.pread(self._fd, 30, m.header_offset)
-        name_len, extra_len = LOCAL_HEADER.unpack_from(head)[9:]
-        return m.header_offset + 30 + name_len + extra_len, m.compressed_size
+        stored inside the zip in place). Raises ZipIndexError when its local header is not
+        where the central directory says."""
+        head = os.pread(self._fd, 30 + m.name_length, m.header_offset)
+        if len(head) < 30 + m.name_length:
+            raise self._damaged(m, "short read (truncated zip)")
+        return m.header_offset + self._data_start(m, head), m.compressed_size
 
     def close(self) -> None:
         """Close the zip file."""
