@@ -26,6 +26,7 @@ from imagenet_db.engine.executor import default_workers
 from imagenet_db.engine.files import write_file_atomic
 from imagenet_db.errors import DamagedDatabaseError, ImagenetDbError, ShapeMismatchError
 from imagenet_db.observers.base import Observer
+from imagenet_db.readers import READERS
 from imagenet_db.readers.datumreader import DatumDB
 from imagenet_db.outputs.wire import locate_raw_pixels
 
@@ -315,7 +316,7 @@ def _compute_db_mean(path: str, backend: Optional[str], workers: Optional[int],
         if crop:
             shape = (shape[0], crop, crop)
         shares = max(1, default_workers() if workers is None else int(workers))
-        if db.backend != "lmdb":
+        if not READERS[db.backend].PARALLEL_READS:
             shares = 1
         sums = [_SumWorker(shape, db, crop) for _ in range(shares)]
         if shares == 1:

@@ -32,7 +32,7 @@ import numpy as np
 
 from imagenet_db.errors import DatabaseError
 from imagenet_db.imaging.decode import decode_flag_for
-from imagenet_db.readers import check_database, leveldbreader, lmdbreader
+from imagenet_db.readers import READERS, check_database
 from imagenet_db.outputs.datum import datum_to_chw, parse_datum
 from imagenet_db.outputs.wire import datum_fields
 from imagenet_db.protos import Datum
@@ -129,11 +129,8 @@ class DatumDB:
             return reader
         with self._lock:
             if self._reader is None or self._reader_pid != pid:
-                if self.backend == "lmdb":
-                    reader = lmdbreader.LmdbReader(self.path)
-                else:
-                    reader = leveldbreader.LevelDbReader(self.path, self._snapshot)
-                    self._snapshot = reader.snapshot
+                reader = READERS[self.backend].open_reader(self.path, self._snapshot)
+                self._snapshot = getattr(reader, "snapshot", None)  # LevelDB's, for workers
                 self._reader, self._reader_pid = reader, pid
                 self._finalizer = weakref.finalize(self, _release, pid, reader)
             return self._reader
@@ -172,8 +169,9 @@ class DatumDB:
         if self._offsets is None:
             with self._index_lock:
                 if self._offsets is None:
-                    if self.backend == "lmdb" and self._reader is None:
-                        keys = lmdbreader.list_keys(self.path)  # not opened yet: no readahead
+                    list_keys = READERS[self.backend].list_keys
+                    if list_keys is not None and self._reader is None:
+                        keys = list_keys(self.path)  # not opened yet: no readahead
                     else:
                         keys = self._open().keys()
                     self._set_index(keys)

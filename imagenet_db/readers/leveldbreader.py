@@ -253,6 +253,16 @@ class LevelDbReader:
                     shutil.rmtree(snapshot, ignore_errors=True)
 
 
+PARALLEL_READS = False  # plyvel iterators serialize: the mean reads on one thread
+list_keys = None  # no key listing without opening a view (DatumDB opens one)
+
+
+def open_reader(path: str, snapshot: Optional[str] = None) -> "LevelDbReader":
+    """A reader of the LevelDB at ``path`` through ``snapshot`` (made once per database, see
+    the module docstring; None: made or found now)."""
+    return LevelDbReader(path, snapshot)
+
+
 def detect(path: str) -> bool:
     """True when ``path`` holds a LevelDB's CURRENT file."""
     return os.path.isfile(os.path.join(path, "CURRENT"))

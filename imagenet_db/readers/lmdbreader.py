@@ -179,6 +179,14 @@ class LmdbReader:
                 shared.env.close()
 
 
+PARALLEL_READS = True  # readers on many threads scale (one mmap, no lock): the mean splits work
+
+
+def open_reader(path: str, snapshot: Optional[str] = None) -> "LmdbReader":
+    """A reader of the LMDB at ``path`` (``snapshot`` is LevelDB's; unused here)."""
+    return LmdbReader(path)
+
+
 def detect(path: str) -> bool:
     """True when ``path`` holds an LMDB's data.mdb."""
     return os.path.isfile(os.path.join(path, "data.mdb"))
