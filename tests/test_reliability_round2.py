@@ -479,12 +479,12 @@ def cluster(tmp_path):
 
 @pytest.fixture(scope="module")
 def many(tmp_path_factory):
-    """160 640x480 JPEGs + list: a cluster build of them can be stopped midway."""
+    """160 small (160x120) JPEGs + list: a cluster build of them can be stopped midway."""
     root = tmp_path_factory.mktemp("many")
     rng = np.random.default_rng(3)
     (root / "imgs").mkdir()
-    for i in range(160):  # large enough that the cluster, not the writer, sets the pace
-        (root / "imgs" / f"i{i:04d}.jpg").write_bytes(small_jpeg(rng, (640, 480)))
+    for i in range(160):  # small: a 64-image task ends well within --dask_timeout on a busy machine
+        (root / "imgs" / f"i{i:04d}.jpg").write_bytes(small_jpeg(rng, (160, 120)))
     (root / "list.txt").write_text("".join(f"i{i:04d}.jpg {i % 9}\n" for i in range(160)))
     flags = ["--resize_width=24", "--resize_height=24", "--txn_size=1"]
     rc, err = call("convert", root / "imgs", root / "list.txt", root / "clean", *flags)
@@ -518,13 +518,13 @@ def test_3_lost_scheduler_ends_the_build_and_resume_on_a_new_cluster_finishes(ma
     imgs, held = held_images(many, tmp_path)
     first = cluster()
     proc = start("convert", imgs, root / "list.txt", db, *flags,
-                 f"--dask_scheduler={first.address}", "--dask_timeout=5")
+                 f"--dask_scheduler={first.address}", "--dask_timeout=10")
     _wait_held(proc, partial)
     first.scheduler.kill()
     first.scheduler.wait()
     began = time.monotonic()
     rc, err = finish(proc, 60)
-    assert rc == 1 and time.monotonic() - began < 30, err
+    assert rc == 1 and time.monotonic() - began < 40, err
     line = one_line_error(err)
     assert "scheduler" in line and "--resume" in line, line
     committed = db_items(partial)
@@ -543,14 +543,14 @@ def test_3_no_workers_left_ends_the_build_and_local_resume_finishes(many, tmp_pa
     imgs, held = held_images(many, tmp_path)
     c = cluster()
     proc = start("convert", imgs, root / "list.txt", db, *flags,
-                 f"--dask_scheduler={c.address}", "--dask_timeout=2")
+                 f"--dask_scheduler={c.address}", "--dask_timeout=10")
     _wait_held(proc, partial)
     for worker in c.workers:
         worker.kill()
         worker.wait()
     began = time.monotonic()
     rc, err = finish(proc, 60)
-    assert rc == 1 and time.monotonic() - began < 30, err
+    assert rc == 1 and time.monotonic() - began < 40, err
     line = one_line_error(err)
     assert "worker" in line and "--resume" in line, line
     held.restore()
