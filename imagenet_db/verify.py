@@ -277,7 +277,7 @@ def _check_totals(report: VerifyReport, path: str, manifest: dict,
         mean_file = manifest.get("mean_file")
         if mean_file and report.shapes:
             try:
-                mean_shape = tuple(np.load(os.path.join(path, mean_file)).shape)
+                mean_shape = tuple(np.load(os.path.join(path, mean_file), allow_pickle=False).shape)
             except (OSError, ValueError) as exc:
                 report.problem(f"stored mean {mean_file} cannot be read: {exc}")
             else:

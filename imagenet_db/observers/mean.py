@@ -158,7 +158,7 @@ class MeanObserver(Observer):
         """Take the mean of an already finished database from its ``imagenet_db.mean.npy``."""
         path = os.path.join(db_path, MEAN_NAME)
         if os.path.isfile(path):
-            self.mean = np.load(path)
+            self.mean = np.load(path, allow_pickle=False)
             self.count = int(manifest.get("mean_count", manifest.get("entries", 0)))
 
     def results(self) -> dict:
@@ -191,7 +191,7 @@ def _load_checkpoint(build: str, upto_index: int) -> Tuple[MeanAccumulator, int]
     usable checkpoint (none, unreadable, or beyond ``upto_index``)."""
     acc = MeanAccumulator()
     try:
-        with np.load(os.path.join(build, MEAN_CHECKPOINT_NAME)) as z:
+        with np.load(os.path.join(build, MEAN_CHECKPOINT_NAME), allow_pickle=False) as z:
             last_index = int(z["last_index"])
             if last_index <= upto_index:
                 acc.total, acc.count = z["total"].copy(), int(z["count"])

@@ -50,6 +50,22 @@ def _hickle():
     return hickle
 
 
+def read_hkl(path: str) -> np.ndarray:
+    """The array of a batch file ``hickle.dump(array)`` wrote: its dataset ``/data`` read with
+    h5py as plain numbers. hickle's own ``load`` is never used: it unpickles the type records a
+    file carries (a crafted file runs code); here nothing stored is unpickled or run. Raises
+    ValueError when ``/data`` is missing or not a numeric dataset, OSError when the file is not
+    HDF5 or cannot be read."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        data = f.get("data")
+        if not isinstance(data, h5py.Dataset) or data.dtype.kind not in "biuf" or \
+                data.shape is None:
+            raise ValueError("no numeric dataset /data (not a hickle array file)")
+        return data[()]
+
+
 def save_npy(path: str, array: np.ndarray) -> None:
     """``np.save`` through a synced temporary renamed into place."""
     buf = io.BytesIO()
@@ -156,7 +172,7 @@ class TheanoAlexnetOutput(BatchOutput):
     def read_unit_values(self, unit: Unit) -> list:
         path = self.unit_paths(unit)[0]
         try:
-            batch = _hickle().load(path)
+            batch = read_hkl(path)
         except (OSError, ValueError) as exc:
             raise DatabaseError(f"{path}: unreadable batch file ({exc}); pass --overwrite to "
                                 f"start again") from None
@@ -170,12 +186,13 @@ class TheanoAlexnetOutput(BatchOutput):
         return len(unit.entries) == self.unit_size
 
     def check_unit_file(self, unit: Unit, path: str, report) -> Optional[str]:
-        """As ``train.py`` loads it: ``hickle.load`` gives uint8 c01b (3, H, W, n), n the
-        batch size (its half for the _0/_1 files); the full file's images are counted."""
+        """What ``train.py`` loads (read with ``read_hkl``, never unpickled): uint8 c01b
+        (3, H, W, n), n the batch size (its half for the _0/_1 files); the full file's images
+        are counted."""
         try:
-            batch = _hickle().load(path)
-        except Exception as exc:  # h5py/hickle raise many kinds for a damaged file
-            return f"cannot be loaded with hickle.load ({type(exc).__name__}: {exc})"
+            batch = read_hkl(path)
+        except Exception as exc:  # h5py raises many kinds for a damaged file
+            return f"cannot be loaded as a hickle array ({type(exc).__name__}: {exc})"
         half = path.endswith(("_0.hkl", "_1.hkl"))
         n = self.unit_size // 2 if half else self.unit_size
         shape = getattr(batch, "shape", None)

@@ -1,0 +1,111 @@
+"""Reliability, round 3 (issue 24), the outputs and tools: each attack of the issue reproduced
+on real builds (real photos, real LMDB, real batch files), through the command line, then
+checked to fail safely.
+
+Commands run in this process (``call``) or, where a process matters (code that a crafted file
+would run, peak memory, signals), as child processes (``run``/``start``), both from
+tests/test_reliability_round2.py.
+"""
+import os
+import pickle
+import shutil
+from pathlib import Path
+
+import pytest
+
+from test_reliability_round2 import CHILD, call, child_env, one_line_error
+
+import subprocess
+import sys
+
+REPO = Path(__file__).resolve().parent.parent
+ARGS = ["--progress=false", "--workers=2", "--seed", "3"]
+BUILDS = {  # format: (extra flags, what it writes into OUTDIR)
+    "caffe": ([], "ilsvrc12_train_lmdb"),
+    "cuda-convnet2": (["--batch_images", "12"], "ilsvrc12_cuda_convnet2"),
+    "theano-alexnet": (["--batch_images", "4"], "ilsvrc12_theano_alexnet"),
+    "folder": ([], "train"),
+}
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory):
+    """The bundled sample ImageNet tree (5 classes, real photos), copied."""
+    root = tmp_path_factory.mktemp("round3")
+    shutil.copytree(REPO / "examples" / "sample_imagenet", root / "imagenet")
+    return root / "imagenet"
+
+
+@pytest.fixture(scope="module")
+def built(sample, tmp_path_factory):
+    """{format: OUTDIR} of one clean build of each format from the sample (never changed)."""
+    root = tmp_path_factory.mktemp("round3_builds")
+    out = {}
+    for fmt, (flags, _) in BUILDS.items():
+        outdir = root / fmt
+        code, err = call("create", sample, outdir, "--format", fmt, *flags, *ARGS,
+                         "--no-report")
+        assert code == 0, err
+        out[fmt] = outdir
+    return out
+
+
+def run(*args, timeout=120):
+    """``imagenet-db ARGS`` in a child process; (exit code, its stderr + stdout)."""
+    proc = subprocess.run([sys.executable, "-c", CHILD, *map(str, args)], env=child_env(),
+                          cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          timeout=timeout)
+    return proc.returncode, proc.stdout.replace("READY\n", "", 1)
+
+
+def copy_of(built, fmt, tmp_path):
+    """A private copy of the format's OUTDIR."""
+    outdir = tmp_path / fmt
+    shutil.copytree(built[fmt], outdir)
+    return outdir
+
+
+def create(sample, outdir, fmt, *extra):
+    return call("create", sample, outdir, "--format", fmt, *BUILDS[fmt][0], *ARGS,
+                "--no-report", *extra)
+
+
+# ================================================================ 8. no code from a file is run
+class _RunsCode:
+    """Pickles as a call of os.system (what a crafted batch file holds)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.mark.parametrize("target", ["data_batch_0/data_batch_0.0", "batches.meta"])
+def test_8_verify_never_runs_a_pickle_from_a_cuda_convnet2_batch(built, tmp_path, target):
+    out = copy_of(built, "cuda-convnet2", tmp_path) / BUILDS["cuda-convnet2"][1]
+    marker = tmp_path / "code_was_run"
+    crafted = out / target
+    crafted.write_bytes(pickle.dumps({"data": [_RunsCode(marker)], "labels": [[0]],
+                                      "x": _RunsCode(marker)}, protocol=2))
+    assert not marker.exists()
+    code, err = run("verify", out, "--no-progress")
+    assert not marker.exists(), "the crafted pickle's code was run"
+    assert code == 1 and "Traceback" not in err, err
+    problem = [line for line in err.splitlines() if str(crafted) in line]
+    assert problem and "refused to load posix.system" in problem[0], err
+
+
+def test_8_verify_never_runs_a_pickled_payload_in_a_theano_hkl(built, tmp_path):
+    import hickle
+
+    out = copy_of(built, "theano-alexnet", tmp_path) / BUILDS["theano-alexnet"][1]
+    marker = tmp_path / "code_was_run"
+    crafted = out / "train_hkl_b4_b_4" / "0000.hkl"
+    crafted.unlink()
+    hickle.dump(_RunsCode(marker), str(crafted), mode="w")  # hickle pickles what it can't map
+    code, err = run("verify", out, "--no-progress")
+    assert not marker.exists(), "the crafted hickle payload was run"
+    assert code == 1 and "Traceback" not in err, err
+    problem = [line for line in err.splitlines() if str(crafted) in line]
+    assert len(problem) == 1 and "expected uint8 (3, H, W, 4)" in problem[0], err
