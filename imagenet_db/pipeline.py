@@ -166,7 +166,13 @@ def plan_build(records: Sequence[Record], db_path: str, backend: str,
         observed.update(observer.identity())
     identity = B.build_identity(records, backend, transform.record(), build, observed, settings)
     return identity, B.plan_output(output_path(db_path), identity, build.overwrite,
-                                   build.resume)
+                                   build.resume, made_files)
+
+
+def made_files(path: str, record: dict):
+    """What the finished output ``path`` of another format holds, by its completion record
+    ``record`` (``Output.made_files`` of its backend): what --overwrite may delete there."""
+    return output_class(str(record.get("backend"))).made_files(path, record)
 
 
 def _finished_summary(db_path: str, action: str, observers: Sequence) -> ConvertSummary:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from test_reliability_formats import batches_in_place, digests, kill_midway, source  # noqa: F401
 from test_reliability_round2 import CHILD, call, child_env, one_line_error
 
 import subprocess
@@ -109,3 +110,84 @@ def test_8_verify_never_runs_a_pickled_payload_in_a_theano_hkl(built, tmp_path):
     assert code == 1 and "Traceback" not in err, err
     problem = [line for line in err.splitlines() if str(crafted) in line]
     assert len(problem) == 1 and "expected uint8 (3, H, W, 4)" in problem[0], err
+
+
+# ================================================================ 7. --overwrite deletes only ours
+FOREIGN = {  # format: the files a user adds to the finished output (relative to OUTDIR)
+    "folder": ["train/NOTES.txt", "train/n01440764/my_photo.JPEG"],
+    "cuda-convnet2": ["ilsvrc12_cuda_convnet2/NOTES.txt",
+                      "ilsvrc12_cuda_convnet2/data_batch_0/my_photo.JPEG"],
+    "theano-alexnet": ["ilsvrc12_theano_alexnet/misc/NOTES.txt",
+                       "ilsvrc12_theano_alexnet/train_hkl_b4_b_4/9999.hkl"],
+}
+
+
+@pytest.mark.parametrize("fmt", sorted(FOREIGN))
+def test_7_overwrite_refuses_to_delete_files_the_build_did_not_write(sample, built, tmp_path,
+                                                                     fmt):
+    outdir = copy_of(built, fmt, tmp_path)
+    for relpath in FOREIGN[fmt]:
+        (outdir / relpath).write_bytes(b"the user's own file")
+    code, err = create(sample, outdir, fmt, "--overwrite")
+    error = one_line_error(err)
+    assert code == 1
+    first = FOREIGN[fmt][0]  # the walk is sorted: a folder's files, then its folders
+    assert f"holds {outdir / first}, which is not part of" in error and "move it away" in error
+    for relpath in FOREIGN[fmt]:
+        assert (outdir / relpath).read_bytes() == b"the user's own file"
+    for relpath in FOREIGN[fmt]:
+        (outdir / relpath).unlink()
+    code, err = create(sample, outdir, fmt, "--overwrite")  # only its own files: replaced
+    assert code == 0, err
+
+
+def test_7_a_folder_output_without_its_log_is_judged_by_its_list(sample, built, tmp_path):
+    """A folder output of an earlier version (no imagenet_db.files.log): its list file, as
+    long as it matches the completion record, says which files it holds."""
+    outdir = copy_of(built, "folder", tmp_path)
+    (outdir / "train" / "imagenet_db.files.log").unlink()
+    (outdir / "train" / "n01440764" / "my_photo.JPEG").write_bytes(b"mine")
+    code, err = create(sample, outdir, "folder", "--overwrite")
+    assert code == 1 and f"holds {outdir / 'train' / 'n01440764' / 'my_photo.JPEG'}," in \
+        one_line_error(err)
+    (outdir / "train.txt").write_text("n01440764/my_photo.JPEG 0\n")  # a list that lies
+    code, err = create(sample, outdir, "folder", "--overwrite")
+    assert code == 1 and "says which files the build wrote" in one_line_error(err)
+    assert (outdir / "train" / "n01440764" / "my_photo.JPEG").exists()
+    (outdir / "train" / "n01440764" / "my_photo.JPEG").unlink()
+    shutil.copy(built["folder"] / "train.txt", outdir / "train.txt")
+    code, err = create(sample, outdir, "folder", "--overwrite")
+    assert code == 0, err
+
+
+def test_7_extract_overwrite_keeps_what_the_user_added(sample, tmp_path):
+    dest = tmp_path / "dest"
+    code, err = call("extract", sample, dest, "--progress=false", "--workers=2")
+    assert code == 0, err
+    (dest / "train" / "NOTES.txt").write_text("notes")
+    (dest / "train" / "n01440764" / "my_photo.JPEG").write_bytes(b"mine")
+    code, err = call("extract", sample, dest, "--overwrite", "--progress=false")
+    assert code == 1 and f"holds {dest / 'train' / 'NOTES.txt'}," in one_line_error(err)
+    (dest / "train" / "NOTES.txt").unlink()
+    code, err = call("extract", sample, dest, "--overwrite", "--progress=false")
+    assert code == 1 and str(dest / "train" / "n01440764" / "my_photo.JPEG") in err
+    assert (dest / "train" / "n01440764" / "my_photo.JPEG").read_bytes() == b"mine"
+
+
+# ================================================================ 6. resume checks what is committed
+def test_6_resume_of_a_folder_build_rewrites_a_committed_file_emptied_since(source, tmp_path):
+    from test_reliability_round2 import start
+
+    args = ["--format", "folder", "--txn_size", "4", "--workers", "1", "--progress=false"]
+    code, err = call("create", source, tmp_path / "clean", *args)
+    assert code == 0, err
+    out = tmp_path / "killed"
+    kill_midway(start("create", source, out, *args), out, lambda d: batches_in_place(d) > 4)
+    (partial,) = out.glob("*.partial")  # train's (val's when train was done first)
+    log = (partial / "imagenet_db.files.log").read_text().splitlines()
+    victim = partial / log[2].split("\t")[2]
+    victim.write_bytes(b"")  # a committed file emptied after the kill
+    code, err = call("create", source, out, *args, "--resume")
+    assert code == 0, err
+    assert f"note: {victim} is empty: the build continues from it" in err
+    assert digests(out) == digests(tmp_path / "clean")  # nothing damaged was published

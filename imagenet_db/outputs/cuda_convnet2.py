@@ -283,6 +283,10 @@ class CudaConvnet2Output(BatchOutput):
             report.shapes[(3, image.shape[0], image.shape[1])] += 1
         return None
 
+    def side_files(self) -> List[str]:
+        """batches.meta."""
+        return [META_NAME]
+
     def check_side_files(self, manifest: dict, report) -> None:
         """batches.meta loads (latin1, ``py2pickle.load``: restricted) with this output's
         batch_size, num_vis, label_names, a float32 (num_vis, 1) data_mean and a ((3,), (3, 3))

@@ -204,6 +204,15 @@ class TheanoAlexnetOutput(BatchOutput):
             report.shapes[tuple(shape[:3])] += n
         return None
 
+    def side_files(self) -> List[str]:
+        """labels/<split>_labels.npy (+ _0, _1), misc/<split>.txt, misc/img_mean.npy and
+        misc/shuffled_<split>_filenames.npy, as ``finish`` writes them."""
+        names = [name for name, _ in self.splits]
+        return ([f"labels/{name}_labels{suffix}.npy" for name in names
+                 for suffix in ("", "_0", "_1")] + [f"misc/{name}.txt" for name in names]
+                + [f"misc/shuffled_{name}_filenames.npy" for name in self._list_names]
+                + (["misc/img_mean.npy"] if self._mean_names else []))
+
     def check_side_files(self, manifest: dict, report) -> None:
         """labels/<split>_labels.npy (and _0/_1) equal to the log's labels, as finish wrote
         them; misc/img_mean.npy a float64 (3, H, W)."""

@@ -63,16 +63,20 @@ def _count_images(folder: str) -> int:
 
 def check_counts(dest: str, counts: Dict[str, int]) -> None:
     """Compare the image files in each folder of ``counts`` (relative to DEST) with the
-    expected number. Raises ExtractError listing the first mismatches."""
-    bad = []
+    expected number. Raises ExtractError listing the first mismatches and what to do: move
+    away the files it did not write (more images than expected: --overwrite deletes only its
+    own files), else pass --overwrite to extract again."""
+    bad, extra = [], False
     for folder, want in sorted(counts.items()):
         have = _count_images(os.path.join(dest, *folder.split("/")))
         if have != want:
             bad.append(f"{folder}: {have} images, expected {want}")
+            extra |= have > want
     if bad:
+        todo = ("move away the image files extract did not write" if extra else
+                "pass --overwrite to extract again")
         raise ExtractError(f"{dest}: the tree does not match the source ({len(bad)} "
-                           f"folder(s)): " + "; ".join(bad[:5]) + "; pass --overwrite to "
-                           "extract again")
+                           f"folder(s)): " + "; ".join(bad[:5]) + f"; {todo}")
 
 
 def _stored_files(dest: str, name: str, result):
