@@ -191,3 +191,62 @@ def test_6_resume_of_a_folder_build_rewrites_a_committed_file_emptied_since(sour
     assert code == 0, err
     assert f"note: {victim} is empty: the build continues from it" in err
     assert digests(out) == digests(tmp_path / "clean")  # nothing damaged was published
+
+
+# ================================================================ 12. flags that did nothing
+@pytest.mark.parametrize("mode", ["crop", "fill", "half_crop", "convnet2"])
+def test_12_a_resize_mode_without_sizes_is_the_error_of_one_size(sample, tmp_path, mode):
+    lists = tmp_path / "list.txt"
+    lists.write_text("train/n01440764/" + sorted(os.listdir(sample / "train" / "n01440764"))[0]
+                     + " 0\n")
+    one = call("convert", sample, lists, tmp_path / "one", f"--resize_mode={mode}",
+               "--resize_width=32")
+    none = call("convert", sample, lists, tmp_path / "none", f"--resize_mode={mode}")
+    assert one[0] == none[0] == 1
+    if mode != "convnet2":  # (one size of convnet2's is first refused as not square)
+        assert one_line_error(none[1]) == one_line_error(one[1])
+    assert f"--resize_mode={mode} needs both --resize_width and --resize_height" in none[1]
+    assert not (tmp_path / "none").exists() and not (tmp_path / "none.partial").exists()
+    code, err = call("extract", sample, tmp_path / "x", f"--resize_mode={mode}")
+    assert code == 1 and "needs both" in one_line_error(err)
+
+
+@pytest.mark.parametrize("flag", ["--txn_size=0", "--txn_size=-3", "--workers=0",
+                                  "--workers=-1"])
+def test_12_zero_or_negative_txn_size_and_workers_are_usage_errors(sample, tmp_path, flag):
+    lists = tmp_path / "list.txt"
+    lists.write_text("val.txt 0\n")
+    commands = [["convert", sample, lists, tmp_path / "db"],
+                ["create", sample, tmp_path / "out"]]
+    if flag.startswith("--workers"):
+        commands += [["extract", sample, tmp_path / "x"], ["verify", tmp_path]]
+    for command in commands:
+        code, err = call(*command, flag)
+        assert code == 2 and "must be in 1.." in err, (command, err)
+    assert sorted(os.listdir(tmp_path)) == ["list.txt"]  # nothing was started
+
+
+def test_12_work_in_flight_is_capped_by_memory_not_by_workers():
+    """1000 workers and 1 MiB results: at most IN_FLIGHT_BYTES of results are computed ahead
+    of the consumer (real threads), and no more threads are started than tasks in flight."""
+    import threading
+
+    from imagenet_db.engine import executor as E
+
+    lock, counts = threading.Lock(), {"started": 0, "most": 0, "threads": 0}
+    consumed = 0
+
+    def work(item):
+        with lock:
+            counts["started"] += 1
+            counts["most"] = max(counts["most"], counts["started"] - consumed)
+            counts["threads"] = max(counts["threads"], threading.active_count())
+        return bytes(1 << 20)
+
+    budget = E.IN_FLIGHT_BYTES
+    results = E.ordered_map(work, range(600), workers=1000, size=len)
+    for result in results:
+        consumed += 1
+    assert consumed == 600
+    assert counts["most"] <= budget // (1 << 20) + 2 * E.THREAD_CHUNK, counts
+    assert counts["threads"] <= budget // (1 << 20) // E.THREAD_CHUNK + 4, counts

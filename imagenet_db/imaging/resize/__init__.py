@@ -59,7 +59,7 @@ def check_options(options) -> None:
     """Raise ResizeOptionError (one line, naming the flags) for resize settings that cannot
     work together: an unknown mode or interpolation, negative sizes, --shorter_side or
     --min_dim/--max_dim with another mode, a size flag the mode does not read, a non-square
-    convnet2 size, --only_shrink without --shorter_side, a fill value outside 0..255 (or three
+    convnet2 size, crop/fill/half_crop/convnet2 without both sizes, --only_shrink without --shorter_side, a fill value outside 0..255 (or three
     values for grayscale)."""
     mode = resize_mode(options.resize_mode)
     if options.interpolation not in INTERPOLATION_NAMES:
@@ -88,7 +88,9 @@ def check_options(options) -> None:
         raise ResizeOptionError(f"--resize_mode=convnet2 makes square images: "
                                 f"--resize_width ({options.resize_width}) must equal "
                                 f"--resize_height ({options.resize_height})")
-    if mode not in (shorter_side, min_max_dim, squash) and sizes and not mode.active(options):
+    # squash without sizes keeps the images (Caffe's convert_imageset); the other fixed-size
+    # modes would silently do nothing: no size is the same error as one size
+    if mode not in (shorter_side, min_max_dim, squash) and not mode.active(options):
         raise ResizeOptionError(f"--resize_mode={options.resize_mode} needs both "
                                 f"--resize_width and --resize_height")
     if any(not 0 <= v <= 255 for v in options.fill_value) or len(options.fill_value) not in (0, 1, 3):
