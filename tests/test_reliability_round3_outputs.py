@@ -15,6 +15,7 @@ import pytest
 
 from test_reliability_formats import batches_in_place, digests, kill_midway, source  # noqa: F401
 from test_reliability_round2 import CHILD, call, child_env, one_line_error
+from test_reliability_round2 import run as run_child
 
 import subprocess
 import sys
@@ -250,3 +251,114 @@ def test_12_work_in_flight_is_capped_by_memory_not_by_workers():
     assert consumed == 600
     assert counts["most"] <= budget // (1 << 20) + 2 * E.THREAD_CHUNK, counts
     assert counts["threads"] <= budget // (1 << 20) // E.THREAD_CHUNK + 4, counts
+
+
+# ================================================================ 10. huge encoded datums
+@pytest.fixture(scope="module")
+def huge(tmp_path_factory):
+    """An encoded LMDB of two 6000x4000 JPEGs (24 M pixels each, a few hundred KB on disk:
+    smooth colours), built with --max_pixels 0."""
+    import cv2
+    import numpy as np
+
+    root = tmp_path_factory.mktemp("huge")
+    (root / "images").mkdir()
+    rng = np.random.default_rng(24)
+    for n in range(2):
+        small = rng.integers(0, 256, (40, 60, 3), dtype=np.uint8)
+        image = cv2.resize(small, (6000, 4000), interpolation=cv2.INTER_LINEAR)
+        cv2.imwrite(str(root / "images" / f"big_{n}.jpg"), image)
+    (root / "list.txt").write_text("big_0.jpg 0\nbig_1.jpg 1\n")
+    code, err = call("convert", root / "images", root / "list.txt", root / "db", "--encoded",
+                     "--max_pixels=0")
+    assert code == 0, err
+    return root
+
+
+def test_10_mean_and_report_check_the_header_size_before_decoding(huge, tmp_path):
+    db = huge / "db"
+    code, err = call("mean", db, tmp_path / "mean.npy", "--max_pixels=1000000")
+    error = one_line_error(err)
+    assert code == 1 and str(db) in error and "'00000000_big_0.jpg'" in error
+    assert "6000x4000 = 24000000 pixels, above the cap of 1000000" in error
+    assert not (tmp_path / "mean.npy").exists()
+    code, err = call("report", db, "--out", tmp_path / "r.html", "--max_pixels=1000000")
+    assert code == 0, err
+    page = (tmp_path / "r.html").read_text()
+    assert "Mean image</h3><p>not computed:" in page.replace("\n", "") and "above the cap" in page
+    code, err = call("show", db, "--out", tmp_path / "s.png")  # under the default cap
+    assert code == 0, err
+
+
+def test_10_show_decodes_a_huge_jpeg_reduced_to_its_tile(huge, built, tmp_path):
+    """Peak memory of show on two 6000x4000 JPEGs (72 MB each decoded) stays within 40 MB of
+    show on the sample's 256x256 database: libjpeg's 1/8 decode, never the full image."""
+    from imagenet_db.pictures.sheet import thumbnail
+    from imagenet_db.reader import DatumDB
+
+    with DatumDB(str(huge / "db")) as db:
+        image, label, shape = thumbnail(db, 1, 128)
+    assert image.shape == (500, 750, 3) and label == 1 and shape == (3, 4000, 6000)
+    peaks = {}
+    for name, path in (("huge", huge / "db"), ("small", built["caffe"] / BUILDS["caffe"][1])):
+        code, err = run_child("show", path, "--out", tmp_path / f"{name}.png",
+                              REPORT_MAXRSS=1)
+        assert code == 0, err
+        peaks[name] = int(err.split("MAXRSS ")[1].split()[0])
+    assert peaks["huge"] - peaks["small"] < 40_000, peaks  # KiB
+
+
+# ================================================================ 11. tracebacks
+@pytest.mark.parametrize("flags", [["--tile", "30000"], ["--tile", "-5"], ["--columns", "0"],
+                                   ["--columns", "-2"]])
+def test_11_show_refuses_tile_and_column_values_that_cannot_work(built, tmp_path, flags):
+    db = built["caffe"] / "ilsvrc12_train_lmdb"
+    code, err = run_child("show", db, "--out", tmp_path / "s.png", *flags,
+                          preexec_fn=address_space_cap)  # a 30000-pixel tile would take ~170 GB
+    assert code == 2 and "must be in" in err and "Traceback" not in err, err
+    assert not (tmp_path / "s.png").exists()
+
+
+def address_space_cap():
+    """In a child: at most 4 GiB of address space (a runaway allocation fails, not the box)."""
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
+
+
+def test_11_a_sheet_too_big_to_draw_is_refused_not_allocated(built):
+    from imagenet_db.pictures.sheet import MAX_TILE, contact_sheet
+    from imagenet_db.errors import ImagenetDbError
+    from imagenet_db.reader import DatumDB
+
+    with DatumDB(str(built["caffe"] / "ilsvrc12_train_lmdb")) as db:
+        with pytest.raises(ImagenetDbError, match="the sheet would be"):
+            contact_sheet(db, range(40), tile=MAX_TILE)
+
+
+def _damage_lmdb_pages(path):
+    """Zero the page-type flags of every branch and leaf page of an LMDB (a damaged page
+    header: MDB_CORRUPTED where a reader lands on it)."""
+    from test_reliability_round2 import LMDB_PAGE, lmdb_tree_pages
+
+    data = bytearray((path / "data.mdb").read_bytes())
+    for page in lmdb_tree_pages(bytes(data)):
+        data[page * LMDB_PAGE + 10:page * LMDB_PAGE + 12] = b"\0\0"
+    (path / "data.mdb").write_bytes(bytes(data))
+
+
+def test_11_damaged_lmdb_page_headers_are_one_line_errors_from_the_reader(built, tmp_path):
+    from imagenet_db.errors import DamagedDatabaseError
+    from imagenet_db.reader import DatumDB
+
+    db = tmp_path / "db"
+    shutil.copytree(built["caffe"] / "ilsvrc12_train_lmdb", db)
+    _damage_lmdb_pages(db)
+    for use in (len, lambda d: d[0], list, lambda d: d.labels(), lambda d: list(d.items())):
+        with DatumDB(str(db)) as reader:
+            with pytest.raises(DamagedDatabaseError, match=f"^{db}: damaged LMDB: "):
+                use(reader)
+    for command in (["show", db, "--out", tmp_path / "s.png"],
+                    ["report", db, "--out", tmp_path / "r.html"], ["mean", db]):
+        code, err = call(*command)
+        assert code == 1 and f"{db}: damaged LMDB" in one_line_error(err), (command, err)

@@ -191,12 +191,16 @@ def build_args(parser, what: str):
                              f"as convert_imageset; an LMDB transaction also ends at 32 MiB of "
                              f"datums); a crash loses only uncommitted work: the "
                              f"transaction being written and what is queued behind it")
+    max_pixels_arg(parser, "skip image files whose header declares more than N pixels "
+                           "(width*height), before decoding, in every format OpenCV decodes; "
+                           "under a cap, files whose size cannot be read from their header "
+                           "are skipped too")
+
+
+def max_pixels_arg(parser, what: str) -> None:
+    """Add --max_pixels N (``what`` it does; default DEFAULT_MAX_PIXELS, 0 = no cap)."""
     parser.add_argument("--max_pixels", type=int_range(0, None), default=DEFAULT_MAX_PIXELS,
-                        metavar="N",
-                        help=f"skip image files whose header declares more than N pixels "
-                             f"(width*height), before decoding, in every format OpenCV decodes; "
-                             f"under a cap, files whose size cannot be read from their header "
-                             f"are skipped too (default {DEFAULT_MAX_PIXELS}; 0 = no cap)")
+                        metavar="N", help=f"{what} (default {DEFAULT_MAX_PIXELS}; 0 = no cap)")
 
 
 def build_options(args, executor) -> BuildOptions:
