@@ -362,3 +362,99 @@ def test_11_damaged_lmdb_page_headers_are_one_line_errors_from_the_reader(built,
                     ["report", db, "--out", tmp_path / "r.html"], ["mean", db]):
         code, err = call(*command)
         assert code == 1 and f"{db}: damaged LMDB" in one_line_error(err), (command, err)
+
+
+# ================================================================ 14. a split too small, said
+def test_14_a_theano_val_split_smaller_than_one_batch_is_said(sample, tmp_path):
+    out = tmp_path / "out"
+    code, err = call("create", sample, out, "--format", "theano-alexnet", "--batch_images",
+                     "12", *ARGS)
+    assert code == 0, err
+    root = out / BUILDS["theano-alexnet"][1]
+    assert (root / "train_hkl_b12_b_12").is_dir() and not (root / "val_hkl_b12_b_12").exists()
+    assert ("note: val: its 10 images are fewer than one batch of 12, so no val_hkl_b12_b_12/ "
+            "or val_hkl_b12_b_6/ is written") in err, err
+
+
+# ================================================================ 13. every hint works
+def _committed(outdir):
+    """Files (folder) or datums (LMDB) committed in the outputs being built in ``outdir``."""
+    from test_reliability_round2 import lmdb_entries
+
+    return batches_in_place(outdir) + sum(lmdb_entries(partial) for partial in
+                                          Path(outdir).glob("*.partial"))
+
+
+def _stop_with_sigterm(proc, outdir):
+    """SIGTERM ``proc`` once some of its work is committed (frozen first, so that it is
+    midway); returns (exit code, stderr)."""
+    import signal
+    import time
+
+    from test_reliability_round2 import pause
+
+    deadline = time.monotonic() + 60
+    while True:
+        assert proc.poll() is None, "the build ended first: " + proc.stderr.read().decode()
+        assert time.monotonic() < deadline, "timed out waiting"
+        if _committed(outdir) > 0:
+            pause(proc)
+            if list(Path(outdir).glob("*.partial")):
+                break
+            proc.send_signal(signal.SIGCONT)
+        time.sleep(0.001)
+    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signal.SIGCONT)
+    err = proc.communicate(timeout=120)[1].decode()
+    return proc.returncode, err
+
+
+def _hinted(err, command):
+    """The flags a message tells to add to ``command``: '--resume' or '--overwrite'."""
+    flags = [flag for flag in ("--resume", "--overwrite") if flag in err.split("error:")[-1]
+             or flag in err.splitlines()[-1]]
+    assert flags, err
+    return command + flags[:1]
+
+
+@pytest.mark.parametrize("command", ["extract", "create", "convert"])
+def test_13_the_hint_after_sigterm_is_a_command_that_works(source, tmp_path, command):
+    from test_reliability_round2 import start
+
+    out = tmp_path / "out"
+    if command == "convert":
+        lines = [f"train/{path.relative_to(source / 'train').as_posix()} 0"
+                 for path in sorted((source / "train").rglob("*.JPEG"))]
+        (tmp_path / "list.txt").write_text("\n".join(lines) + "\n")
+        args = ["convert", source, tmp_path / "list.txt", out / "db", "--txn_size=4"]
+        out.mkdir()
+    elif command == "create":
+        args = ["create", source, out, "--format", "folder", "--txn_size", "4"]
+    else:
+        args = ["extract", source, out]
+    args += ["--workers", "1", "--progress=false"]
+    code, err = _stop_with_sigterm(start(*args), out)
+    assert code == 143 and "run the same command again with --resume" in err, err
+    code, err = run_child(*_hinted(err, args))
+    assert code == 0, err
+
+
+def test_13_hints_of_verify_and_of_a_refused_run_work(source, tmp_path):
+    from test_reliability_round2 import start
+
+    out = tmp_path / "out"
+    args = ["extract", source, out, "--workers", "1", "--progress=false"]
+    args_create = ["create", source, out, "--format", "folder", "--txn_size", "4",
+                   "--workers", "1", "--progress=false"]
+    code, err = _stop_with_sigterm(start(*args_create), out)
+    assert code == 143, err
+    (partial,) = out.glob("*.partial")
+    code, err = run("verify", partial)
+    assert code == 1 and "run the command that built it again with --resume" in err, err
+    code, err = run_child(*args_create)  # without --resume: refused, saying what to pass
+    assert code == 1 and "pass --resume to continue it or --overwrite to discard it" in err
+    code, err = run_child(*args_create, "--overwrite")
+    assert code == 0, err
+    # extract into it: --overwrite --resume (both flags its hints name) are accepted
+    code, err = run_child(*args, "--overwrite", "--resume")
+    assert code == 0, err

@@ -48,6 +48,7 @@ SKIP_LOG_NAME = "imagenet_db.skipped.tsv"
 PARTIAL_SUFFIX = ".partial"
 REPLACED_SUFFIX = ".replaced"
 RESUME_HINT = "run the same command again with --resume to continue"
+BUILT_RESUME_HINT = "run the command that built it again with --resume to continue"
 
 
 @dataclass(frozen=True)

@@ -243,9 +243,24 @@ class TheanoAlexnetOutput(BatchOutput):
                                            np.int64)
             self._batch_sum = None
 
+    def _note_no_batch(self, split: int, images: int, facts: dict) -> None:
+        """Remove the batch folders of a split with no full batch (left empty when its
+        incomplete batch was deleted) and add a note saying so to ``facts['notes']``."""
+        name = self.splits[split][0]
+        for folder in self._dirs(split):
+            if os.path.isdir(folder) and not os.listdir(folder):
+                os.rmdir(folder)
+        full, half = (os.path.basename(folder) for folder in self._dirs(split))
+        facts.setdefault("notes", []).append(
+            f"{name}: its {images} images are fewer than one batch of {self.unit_size}, so "
+            f"no {full}/ or {half}/ is written (their labels are in labels/{name}_labels.npy; "
+            f"see --batch_images)")
+
     def finish(self) -> dict:
         """Delete each split's incomplete last batch (not part of the output, as upstream);
-        write labels/ and misc/. Returns per split: batches, images, dropped."""
+        write labels/ and misc/. Returns per split: batches, images, dropped; and ``notes``
+        (lines the recipe prints) naming a split too small for one batch, which gets no
+        batch folder."""
         # A build SIGKILLed here, after an incomplete batch was deleted, failed to resume
         # ("0001.hkl: unreadable batch file"): the state says finish has begun.
         self.begin_finish()
@@ -276,6 +291,8 @@ class TheanoAlexnetOutput(BatchOutput):
                          np.array([relpath for _, _, relpath in entries], dtype=str))
             facts[name] = {"batches": batches, "images": len(labels),
                            "dropped": len(labels) - batches * self.unit_size}
+            if labels.size and not batches:  # said, not silent (the frameworks see no split)
+                self._note_no_batch(split, labels.size, facts)
         if self._mean_names:
             count = int(self.sums.get("images", 0))
             if not count:

@@ -144,8 +144,9 @@ def extract(source: str, dest: str, transform: Optional[TransformOptions] = None
     allow_empty_classes, check_contents). build: how it runs (``BuildOptions``): overwrite
     rebuilds splits that exist (built beside them and swapped in when complete); workers:
     threads (None = all cores); progress: tqdm bar (None = only on a terminal); the other
-    fields as for ``create_imagenet``; ``build.resume`` is ignored: a run always resumes
-    unless overwrite. log: where progress lines go.
+    fields as for ``create_imagenet``; a run always resumes unless overwrite, and with
+    ``build.resume`` too (an interrupted overwrite run continues). log: where progress lines
+    go.
     Resumable: run it again after an interruption. Raises ImagenetDbError subclasses for a
     bad source, ExtractError for an unknown val_layout, a final count that differs from the
     source's lists, an empty file where an image was extracted or (check_contents) a file
@@ -157,7 +158,7 @@ def extract(source: str, dest: str, transform: Optional[TransformOptions] = None
     if options.val_layout not in VAL_LAYOUTS:
         raise ExtractError(f"val layout must be one of {', '.join(VAL_LAYOUTS)}, not "
                            f"{options.val_layout!r}")
-    build = replace(build, resume=not build.overwrite)
+    build = replace(build, resume=build.resume or not build.overwrite)
     recipe = RecipeOptions(output_format="folder", val_layout=options.val_layout,
                            drop_blacklist=options.drop_blacklist,
                            allow_empty_classes=options.allow_empty_classes)

@@ -215,6 +215,8 @@ def create_imagenet(source: str, outdir: str, transform: Optional[TransformOptio
                               stage.observers(), stage.settings,
                               output_options=stage.output_options)
             log(summary.describe())
+            for note in summary.results.get("notes", ()):  # e.g. a split with no batch
+                log(f"note: {note}")
             if summary.skipped:
                 log(f"skipped images are listed in {summary.db_path}.skipped.tsv")
             summaries[stage.name] = summary
