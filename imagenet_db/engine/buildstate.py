@@ -173,10 +173,11 @@ def foreign_entry(path: str, made_files: Optional[MadeFiles] = None) -> Optional
 
 
 def _first_not_made(path: str, made: Set[str]) -> Optional[str]:
-    """The first entry under ``path`` (sorted walk) that is not a file of ``made`` (relpaths)
-    or a folder holding one, this tool's record (at the top) or a temporary; else None."""
-    folders = {relpath.rsplit("/", i)[0] for relpath in made
-               for i in range(1, relpath.count("/") + 1)}
+    """The first entry under ``path`` (sorted walk) that is not a file of ``made`` (relpaths;
+    'name/' a folder) or a folder holding one, this tool's record (at the top) or a
+    temporary; else None."""
+    folders = {relpath.rstrip("/").rsplit("/", i)[0] for relpath in made
+               for i in range(not relpath.endswith("/"), relpath.rstrip("/").count("/") + 1)}
     for folder, dirs, names in os.walk(path):
         rel = os.path.relpath(folder, path).replace(os.sep, "/")
         prefix = "" if rel == "." else rel + "/"

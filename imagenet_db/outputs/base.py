@@ -112,8 +112,8 @@ class Output(ABC):
     def made_files(cls, path: str, manifest: dict) -> Optional[Set[str]]:
         """What ``--overwrite`` may delete in the finished output ``path`` besides this tool's
         ``imagenet_db.*`` records: the paths (relative to ``path``, '/'-separated) of every
-        file this format wrote there, as its completion record ``manifest`` and the log kept
-        with it say. None (the default): the format's files are known by their names (the
+        file this format wrote there (and, ending in '/', folders it makes even when they stay
+        empty), as its completion record ``manifest`` and the log kept with it say. None (the default): the format's files are known by their names (the
         Datum databases). Raises DatabaseError when the list cannot be read."""
         return None
 

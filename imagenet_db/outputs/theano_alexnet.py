@@ -206,9 +206,12 @@ class TheanoAlexnetOutput(BatchOutput):
 
     def side_files(self) -> List[str]:
         """labels/<split>_labels.npy (+ _0, _1), misc/<split>.txt, misc/img_mean.npy and
-        misc/shuffled_<split>_filenames.npy, as ``finish`` writes them."""
+        misc/shuffled_<split>_filenames.npy, as ``finish`` writes them; and each split's two
+        batch folders ('<name>/': a split without a full batch leaves them empty)."""
         names = [name for name, _ in self.splits]
-        return ([f"labels/{name}_labels{suffix}.npy" for name in names
+        folders = [os.path.basename(folder) + "/" for split in range(len(self.splits))
+                   for folder in self._dirs(split)]
+        return folders + ([f"labels/{name}_labels{suffix}.npy" for name in names
                  for suffix in ("", "_0", "_1")] + [f"misc/{name}.txt" for name in names]
                 + [f"misc/shuffled_{name}_filenames.npy" for name in self._list_names]
                 + (["misc/img_mean.npy"] if self._mean_names else []))
@@ -244,17 +247,14 @@ class TheanoAlexnetOutput(BatchOutput):
             self._batch_sum = None
 
     def _note_no_batch(self, split: int, images: int, facts: dict) -> None:
-        """Remove the batch folders of a split with no full batch (left empty when its
-        incomplete batch was deleted) and add a note saying so to ``facts['notes']``."""
+        """Add a note to ``facts['notes']`` saying that a split has no full batch: its batch
+        folders hold no file (its incomplete batch was deleted, as upstream)."""
         name = self.splits[split][0]
-        for folder in self._dirs(split):
-            if os.path.isdir(folder) and not os.listdir(folder):
-                os.rmdir(folder)
         full, half = (os.path.basename(folder) for folder in self._dirs(split))
         facts.setdefault("notes", []).append(
             f"{name}: its {images} images are fewer than one batch of {self.unit_size}, so "
-            f"no {full}/ or {half}/ is written (their labels are in labels/{name}_labels.npy; "
-            f"see --batch_images)")
+            f"{full}/ and {half}/ hold no batch file (their labels are in "
+            f"labels/{name}_labels.npy; see --batch_images)")
 
     def finish(self) -> dict:
         """Delete each split's incomplete last batch (not part of the output, as upstream);
