@@ -461,3 +461,23 @@ def test_13_hints_of_verify_and_of_a_refused_run_work(source, tmp_path):
     # extract into it: --overwrite --resume (both flags its hints name) are accepted
     code, err = run_child(*args, "--overwrite", "--resume")
     assert code == 0, err
+
+
+# ================================================================ 5. one format per OUTDIR
+@pytest.mark.parametrize("first,second", [("caffe", "cuda-convnet2"), ("folder", "caffe"),
+                                          ("cuda-convnet2", "theano-alexnet")])
+def test_5_a_second_format_never_rewrites_the_label_files_of_the_first(sample, built, tmp_path,
+                                                                       first, second):
+    outdir = copy_of(built, first, tmp_path)
+    before = {p.name: p.read_bytes() for p in outdir.glob("*.txt")}
+    theirs = sorted(entry for entry in os.listdir(outdir) if (outdir / entry).is_dir())[0]
+    for extra in ([], ["--overwrite"]):
+        code, err = create(sample, outdir, second, *extra)
+        error = one_line_error(err)
+        assert code == 1 and f"{outdir} holds {outdir / theirs}, a " in error, err
+        assert "formats are not mixed in one OUTDIR, even with --overwrite" in error
+        assert f"move {theirs} (and its label files) away" in error
+    assert {p.name: p.read_bytes() for p in outdir.glob("*.txt")} == before
+    assert sorted(os.listdir(outdir)) == sorted(os.listdir(built[first]))  # nothing written
+    code, err = call("verify", outdir / theirs)
+    assert code == 0, err

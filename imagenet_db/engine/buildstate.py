@@ -160,7 +160,7 @@ def foreign_entry(path: str, made_files: Optional[MadeFiles] = None) -> Optional
         return None
     if os.path.islink(path) or not os.path.isdir(path):
         return path
-    record = _our_record(path)
+    record = tool_record(path)
     if record is not None and record.get("backend") not in ("lmdb", "leveldb"):
         made = made_files(path, record) if made_files and record.get("complete") is True \
             else None
@@ -196,8 +196,9 @@ def _first_not_made(path: str, made: Set[str]) -> Optional[str]:
     return None
 
 
-def _our_record(path: str) -> Optional[dict]:
-    """The completion record, else the build record, in ``path`` when it is this tool's."""
+def tool_record(path: str) -> Optional[dict]:
+    """The completion record, else the build record, in the directory ``path`` when it is
+    this tool's (``tool`` == 'imagenet-db'); None otherwise."""
     for name in (MANIFEST_NAME, BUILD_RECORD_NAME):
         try:
             record = read_json(os.path.join(path, name))
