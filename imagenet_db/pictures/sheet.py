@@ -234,8 +234,7 @@ def contact_sheet(db, positions: Sequence[int], class_names: Sequence[str] = (),
     if height * width > MAX_SHEET_PIXELS:
         raise ImagenetDbError(f"the sheet would be {width}x{height} pixels, over "
                               f"{MAX_SHEET_PIXELS:,}: show fewer datums or smaller tiles")
-    sheet = np.empty((height, width, 3), dtype=np.uint8)
-    sheet[:] = BACKGROUND
+    sheet = np.full((height, width, 3), BACKGROUND, dtype=np.uint8)
     for k, text in enumerate(title_lines):
         cv2.putText(sheet, fit_text(text, sheet.shape[1] - 2 * PAD, scale * 1.2, keep_end=k == 0),
                     (PAD, int(line * 1.3) * (k + 1)), FONT, scale * 1.2, TEXT_COLOUR, 1,
