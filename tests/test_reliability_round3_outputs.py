@@ -228,8 +228,9 @@ def test_12_zero_or_negative_txn_size_and_workers_are_usage_errors(sample, tmp_p
 
 
 def test_12_work_in_flight_is_capped_by_memory_not_by_workers():
-    """1000 workers and 1 MiB results: at most IN_FLIGHT_BYTES of results are computed ahead
-    of the consumer (real threads), and no more threads are started than tasks in flight."""
+    """1000 workers and 1 MiB results: the work computed ahead of the consumer stays under
+    IN_FLIGHT_BYTES (each record counted WORKING_FACTOR x its result; real threads), and no
+    more threads are started than tasks in flight."""
     import threading
 
     from imagenet_db.engine import executor as E
@@ -244,13 +245,14 @@ def test_12_work_in_flight_is_capped_by_memory_not_by_workers():
             counts["threads"] = max(counts["threads"], threading.active_count())
         return bytes(1 << 20)
 
-    budget = E.IN_FLIGHT_BYTES
-    results = E.ordered_map(work, range(600), workers=1000, size=len)
-    for result in results:
+    chunks = max(2 * E.default_workers(),  # the cap: by memory, at least two chunks a core
+                 E.IN_FLIGHT_BYTES // ((1 << 20) * E.THREAD_CHUNK * E.WORKING_FACTOR))
+    assert chunks * E.THREAD_CHUNK < 300  # (a test that can fail: 600 items, 1000 workers)
+    for result in E.ordered_map(work, range(600), workers=1000, size=len):
         consumed += 1
     assert consumed == 600
-    assert counts["most"] <= budget // (1 << 20) + 2 * E.THREAD_CHUNK, counts
-    assert counts["threads"] <= budget // (1 << 20) // E.THREAD_CHUNK + 4, counts
+    assert counts["most"] <= (chunks + 1) * E.THREAD_CHUNK, counts
+    assert counts["threads"] <= chunks + 4, counts
 
 
 # ================================================================ 10. huge encoded datums

@@ -11,8 +11,10 @@ queue hand-off and one wake-up per chunk rather than per image. Memory stays bou
 ``window`` items are in flight (default 32 per worker, at most THREAD_WINDOW_MAX), enough for
 the workers to run on while the writer is busy (the writer commits on its own thread,
 ``engine.writer``); and, when the caller says how big a result is (``size``), at most
-``max_bytes`` (IN_FLIGHT_BYTES, 256 MiB) of results by their measured average size, whatever
-the number of workers (threads are started only for tasks in flight).
+IN_FLIGHT_BYTES (256 MiB) of work, a record counted as WORKING_FACTOR (4) times the average
+result measured so far (its decoded and resized images while it is computed), whatever the
+number of workers: threads are started only for tasks in flight, so ``--workers 1000`` runs
+about 40 threads for 256x256 raw datums (never fewer than two chunks per core).
 
 For a cluster, ``dask_executor(address)`` hands the same work to the workers of an existing Dask
 (dask.distributed) cluster: chunks of 64 records per task (a task costs a few milliseconds of
@@ -76,7 +78,8 @@ THREAD_CHUNK = 8     # records per task on local threads
 CLUSTER_CHUNK = 64   # records per task on a Dask cluster
 CLUSTER_WINDOW_MAX = 2048  # records in flight on a cluster at most (~400 MB of 256x256 raw datums)
 THREAD_WINDOW_MAX = 1024  # records in flight on local threads at most (~200 MB of such datums)
-IN_FLIGHT_BYTES = 256 << 20  # results in flight at most, by their measured size (with ``size``)
+IN_FLIGHT_BYTES = 256 << 20  # work in flight at most, by the measured size of results (``size``)
+WORKING_FACTOR = 4  # a record being computed holds a few times its result (decoded, resized)
 
 
 def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: Optional[int] = None,
@@ -89,8 +92,8 @@ def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: Optional[int]
     workers: thread count (None = all cores; 1 = run inline in the calling thread).
     window: most items computed ahead of the consumer (default 32 per worker thread up to
     THREAD_WINDOW_MAX, or 256 per cluster thread up to CLUSTER_WINDOW_MAX). chunk: items per
-    task (default 8 on threads, 64 on a cluster). size: bytes a result holds; then the
-    results in flight are also kept under IN_FLIGHT_BYTES by their running average size.
+    task (default 8 on threads, 64 on a cluster). size: bytes a result holds; then the work
+    in flight on threads is also kept under IN_FLIGHT_BYTES (see the module docstring).
     executor: an existing concurrent.futures Executor to submit to instead of a thread pool
     (e.g. ``dask_executor``'s); then fn and the items must be picklable.
     stop: checked at least every POLL_SECONDS while a result is awaited; when it returns True
@@ -104,7 +107,7 @@ def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: Optional[int]
         chunk = chunk or CLUSTER_CHUNK
         threads = getattr(executor, "threads", 0) or 8
         window = window or min(256 * threads, CLUSTER_WINDOW_MAX)
-        yield from _windowed(executor, _Chunk(fn), items, chunk, window, stop, size)
+        yield from _windowed(executor, _Chunk(fn), items, chunk, window, stop)  # (its own cap)
         return
     if workers == 1:
         for item in items:
@@ -112,7 +115,8 @@ def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: Optional[int]
         return
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="imagenet-db") as pool:
         yield from _windowed(pool, _Chunk(fn), items, chunk or THREAD_CHUNK,
-                             window or min(32 * workers, THREAD_WINDOW_MAX), stop, size)
+                             window or min(32 * workers, THREAD_WINDOW_MAX), stop, size,
+                             floor=2 * min(workers, default_workers()))
 
 
 class _Chunk:
@@ -152,9 +156,11 @@ def _wait(future, stop: Optional[Callable[[], bool]]):
 
 
 def _windowed(pool: Executor, run: _Chunk, items, chunk: int, window: int, stop=None,
-              size=None):
-    """The ordered results of ``run`` over chunks of ``items``, at most ``window`` items (and,
-    with ``size``, IN_FLIGHT_BYTES of results at their average size so far) in flight."""
+              size=None, floor: int = 1):
+    """The ordered results of ``run`` over chunks of ``items``, at most ``window`` items in
+    flight; with ``size``, also at most IN_FLIGHT_BYTES of work, each record counted as
+    WORKING_FACTOR x the average result so far, but never fewer than ``floor`` chunks (two per
+    core the workers can use: the cap never starves the cores)."""
     wait = getattr(pool, "wait", None) or _wait
     pending: deque = deque()
     most = max(1, window // chunk)
@@ -174,7 +180,8 @@ def _windowed(pool: Executor, run: _Chunk, items, chunk: int, window: int, stop=
                         seen, seen_bytes = seen + 1, seen_bytes + max(1, size(result))
                     yield result
                 if seen:
-                    ahead = max(1, min(most, IN_FLIGHT_BYTES * seen // (seen_bytes * chunk)))
+                    ahead = min(most, max(floor, IN_FLIGHT_BYTES * seen //
+                                          (seen_bytes * chunk * WORKING_FACTOR)))
             if not part and not pending:
                 return
     except _Stopped:
