@@ -163,7 +163,13 @@ def _plan_build(records, db_path, backend, transform, build, observers, settings
         observed.update(observer.identity())
     identity = B.build_identity(records, backend, transform.record(), build, observed, settings)
     return identity, B.plan_output(output_path(db_path), identity, build.overwrite,
-                                   build.resume)
+                                   build.resume, made_files)
+
+
+def made_files(path: str, record: dict):
+    """What the finished output ``path`` of another format holds, by its completion record
+    ``record`` (``Output.made_files`` of its backend): what --overwrite may delete there."""
+    return output_class(str(record.get("backend"))).made_files(path, record)
 
 
 def _finished_summary(db_path: str, action: str, observers: Sequence) -> ConvertSummary:
@@ -251,7 +257,7 @@ def _run(records, todo, run: _Build, transform: TransformOptions) -> GracefulSto
     job = RecordJob(transform, build.max_pixels, type(output), want_pixels)
     stop = GracefulStop()
     results = ordered_map(job, todo, build.workers, executor=build.executor,
-                          stop=lambda: stop.requested)
+                          stop=lambda: stop.requested, size=result_bytes)
     bar = tqdm(total=len(records), initial=len(records) - len(todo), unit="img",
                disable=None if build.progress is None else not build.progress,
                file=sys.stderr, desc=os.path.basename(run.summary.db_path), dynamic_ncols=True)
@@ -290,6 +296,16 @@ def _run(records, todo, run: _Build, transform: TransformOptions) -> GracefulSto
     finally:
         bar.close()
     return stop
+
+
+def result_bytes(result) -> int:
+    """Bytes a worker's result holds (an Encoded's stored value and pixels; a skip reason's
+    text): what ``ordered_map`` keeps in flight is capped by it."""
+    if not isinstance(result, Encoded):
+        return len(result) if isinstance(result, str) else 0
+    value = result.value
+    stored = value.nbytes if isinstance(value, (np.ndarray, memoryview)) else len(value)
+    return stored + (result.pixels.nbytes if result.pixels is not None else 0)  # (or a view)
 
 
 def _written_records(records: Sequence[Record], summary: ConvertSummary) -> List[Record]:

@@ -278,7 +278,7 @@ def _check_totals(report: VerifyReport, path: str, manifest: dict,
         mean_file = manifest.get("mean_file")
         if mean_file and report.shapes:
             try:
-                mean_shape = tuple(np.load(os.path.join(path, mean_file)).shape)
+                mean_shape = tuple(np.load(os.path.join(path, mean_file), allow_pickle=False).shape)
             except (OSError, ValueError) as exc:
                 report.problem(f"stored mean {mean_file} cannot be read: {exc}")
             else:
@@ -390,14 +390,14 @@ def _unfinished(path: str) -> Optional[str]:
     without a completion record), or None."""
     if path.endswith(B.PARTIAL_SUFFIX) and os.path.isdir(path):
         return (f"{path}: unfinished imagenet-db build (a {B.PARTIAL_SUFFIX} folder); "
-                f"{B.RESUME_HINT}")
+                f"{B.BUILT_RESUME_HINT}")
     if not os.path.isdir(path) and os.path.isdir(path + B.PARTIAL_SUFFIX):
         return (f"{path}: not built yet: {path}{B.PARTIAL_SUFFIX} holds an unfinished "
-                f"imagenet-db build; {B.RESUME_HINT}")
+                f"imagenet-db build; {B.BUILT_RESUME_HINT}")
     found = [name for name in BUILD_FILES if os.path.isfile(os.path.join(path, name))]
     if found and B.read_manifest(path) is None:
         return (f"{path}: unfinished imagenet-db build ({', '.join(found)}, no completion "
-                f"record {B.MANIFEST_NAME}); {B.RESUME_HINT}")
+                f"record {B.MANIFEST_NAME}); {B.BUILT_RESUME_HINT}")
     return None
 
 

@@ -23,7 +23,7 @@ from imagenet_db.sources.checksums import ChecksumError
 from imagenet_db.cli import create_imagenet_main, main
 from imagenet_db.sources.devkit import DevkitError, read_devkit
 from imagenet_db.recipes.extract import ExtractError, ExtractOptions, extract
-from imagenet_db.errors import ImagenetDbError
+from imagenet_db.errors import DatabaseError, ImagenetDbError
 from imagenet_db.outputs.folder import FolderOutput
 from imagenet_db import sources
 from imagenet_db.sources import open_dataset
@@ -272,10 +272,17 @@ def test_extract_reproduces_layout_and_resumes(small, tmp_path, monkeypatch):
     # counts are checked against the source at the end
     victim = dest / "train" / small["train"][5][0]
     (victim.parent / "stray.JPEG").write_bytes(b"x")
-    with pytest.raises(ExtractError, match="train/" + victim.parent.name):
+    with pytest.raises(ExtractError, match="train/" + victim.parent.name + ".*move away"):
+        extract(arch, str(dest), build=BuildOptions(progress=False), log=quiet)
+    # --overwrite deletes only the files the extraction wrote (issue 24): the stray is named
+    with pytest.raises(DatabaseError, match=str(victim.parent / "stray.JPEG")):
+        extract(arch, str(dest), build=BuildOptions(overwrite=True, progress=False), log=quiet)
+    (victim.parent / "stray.JPEG").unlink()
+    victim.unlink()  # fewer files than the source: --overwrite extracts again
+    with pytest.raises(ExtractError, match="pass --overwrite"):
         extract(arch, str(dest), build=BuildOptions(progress=False), log=quiet)
     extract(arch, str(dest), build=BuildOptions(overwrite=True, progress=False), log=quiet)
-    assert not (victim.parent / "stray.JPEG").exists()
+    assert victim.exists()
 
 
 def test_extract_flat_layout_is_the_caffe_tree(small, tmp_path):

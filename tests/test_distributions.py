@@ -178,10 +178,15 @@ def test_extract_gives_the_same_tree_from_every_archive(small, tmp_path):
     extract(small["sources"]["ilsvrc2012"], str(ref), build=build, log=quiet)
     want = {str(p.relative_to(ref)): p.read_bytes() for p in ref.rglob("*") if p.is_file()}
     want_records = {k: want.pop(k) for k in ("train/imagenet_db.json", "val/imagenet_db.json")}
+    logs = ("train/imagenet_db.files.log", "val/imagenet_db.files.log")
+    want_logs = {k: want.pop(k) for k in logs}
     for name in ("2015 tar.gz + devkit", "kaggle zip", "kaggle targz"):
         dest = tmp_path / name.replace(" ", "_")
         s = extract(small["sources"][name], str(dest), build=build, log=quiet)
         got = {str(p.relative_to(dest)): p.read_bytes() for p in dest.rglob("*") if p.is_file()}
+        for log in logs:  # the files written, in the order they were read (archive order)
+            assert sorted(line.split(b"\t", 1)[1] for line in got.pop(log).splitlines()) == \
+                sorted(line.split(b"\t", 1)[1] for line in want_logs[log].splitlines()), name
         for record in ("train/imagenet_db.json", "val/imagenet_db.json"):
             # the completion records name the order the files were read in (archive order)
             a, b = json.loads(got.pop(record)), json.loads(want_records[record])

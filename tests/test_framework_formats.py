@@ -262,7 +262,10 @@ def test_folder_sample_copies_bytes_and_resizes(sample_copy, tmp_path):
     labels = dict(open_dataset(str(sample_copy)).splits["val"].entries)
     assert open_dataset(str(out)).splits["val"].entries == \
         sorted((f"{wnid}/{name}", labels[name]) for name, wnid in truth.items())
-    assert not list(out.rglob("imagenet_db.files.log"))  # the build log is gone when done
+    # the build log stays: the files written, all that --overwrite may delete (issue 24)
+    logged = (out / "train" / "imagenet_db.files.log").read_text().splitlines()
+    assert sorted(line.split("\t")[2] for line in logged) == \
+        sorted(rel for rel, _ in open_dataset(str(sample_copy)).splits["train"].entries)
     small = tmp_path / "small"
     assert create_imagenet_main([str(sample_copy), str(small), "--format", "folder",
                                  "--resize", "64x48", "--val_layout", "flat", *ARGS]) == 0

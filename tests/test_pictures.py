@@ -14,7 +14,7 @@ from PIL import Image
 
 from imagenet_db.cli import main
 from imagenet_db.pictures.report import SECTIONS, render_report
-from imagenet_db.pictures.sheet import contact_sheet, fit_tile, read_class_names
+from imagenet_db.pictures.sheet import contact_sheet, fit_tile, read_class_names, thumbnail
 from imagenet_db.reader import DatumDB
 from imagenet_db.testing.photos import write_corpus
 
@@ -79,10 +79,16 @@ def test_scaled_tiles_keep_aspect_and_colours(dbs, tmp_path):
     rgb = read_png_rgb(cv2.imencode(".png", sheet)[1].tobytes())
     for tile in tiles:
         image, _ = db[tile.position]
-        scaled = cv2.resize(image, (tile.width, tile.height), interpolation=cv2.INTER_AREA)
+        assert tile.shape == (3, image.shape[0], image.shape[1])
+        full = cv2.resize(image, (tile.width, tile.height), interpolation=cv2.INTER_AREA)
+        # the JPEG is decoded reduced (libjpeg's 1/2..1/8, issue 24), then fitted in
+        reduced = thumbnail(db, tile.position, 64)[0]
+        assert max(reduced.shape[:2]) < max(image.shape[:2]) and max(reduced.shape[:2]) >= 64
+        scaled = cv2.resize(reduced, (tile.width, tile.height), interpolation=cv2.INTER_AREA)
         assert max(tile.width, tile.height) == 64
         assert abs(tile.width / tile.height - image.shape[1] / image.shape[0]) < 0.05
-        assert np.array_equal(fit_tile(image, 64), scaled)
+        assert np.array_equal(fit_tile(reduced, 64), scaled)
+        assert np.abs(scaled.astype(int) - full).mean() < 6  # the same picture (3 here)
         patch = rgb[tile.y:tile.y + tile.height, tile.x:tile.x + tile.width]
         assert np.array_equal(patch, scaled[:, :, ::-1])  # BGR datum -> true colours
         assert not np.array_equal(patch, scaled)  # (real photos: the channels differ)

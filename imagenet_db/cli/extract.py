@@ -36,7 +36,10 @@ def extract_parser(prog="imagenet-db extract") -> argparse.ArgumentParser:
                                    "content checksum recorded when it was written (reads them "
                                    "all): a file changed since, even at the same size, fails")
     bool_flag(p, "overwrite", "rebuild DEST/train and DEST/val if they exist (built beside them, "
-                              "swapped in when complete)")
+                              "swapped in when complete; only the files extract wrote are "
+                              "deleted, anything else refuses the run)")
+    bool_flag(p, "resume", "continue an interrupted run (what extract always does without "
+                           "--overwrite; with it, continue an interrupted --overwrite run)")
     p.add_argument("--resize_width", type=int, default=0, metavar="W",
                    help="width to resize to (with --resize_mode; default 0 = keep)")
     p.add_argument("--resize_height", type=int, default=0, metavar="H",
@@ -63,7 +66,8 @@ def _extract(args) -> None:
     options = ExtractOptions(val_layout=args.val_layout, drop_blacklist=args.drop_val_blacklist,
                              allow_empty_classes=args.allow_empty_classes,
                              check_contents=args.check_contents or args.verify)
-    build = BuildOptions(overwrite=args.overwrite, workers=args.workers, progress=args.progress)
+    build = BuildOptions(overwrite=args.overwrite, resume=args.resume, workers=args.workers,
+                         progress=args.progress)
     summary = extract(args.source, args.dest, transform if transform.resizing else None,
                       options, build, log)
     log(summary.describe())
@@ -76,7 +80,7 @@ def extract_main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of ``imagenet-db extract``."""
 
     argv = sys.argv[1:] if argv is None else argv
-    bools = ("verify", "overwrite", "progress", "drop_val_blacklist", "allow_empty_classes",
+    bools = ("verify", "overwrite", "resume", "progress", "drop_val_blacklist", "allow_empty_classes",
              "check_contents") + resize_bools()
     args = extract_parser().parse_args(normalize_gflags(argv, bools))
     return run_command(_extract, args)

@@ -63,8 +63,8 @@ def bool_flag(parser, name, help_text, default=False):
 
 def workers_arg(parser, cluster=False):
     """Add --workers N (and, with ``cluster``, --dask_scheduler ADDRESS)."""
-    parser.add_argument("--workers", type=int, default=None, metavar="N",
-                        help=f"worker threads for decode/resize/encode (default: all cores, "
+    parser.add_argument("--workers", type=int_range(1, None), default=None, metavar="N",
+                        help=f"worker threads for decode/resize/encode, >= 1 (default: all cores, "
                              f"{default_workers()} here); the output does not depend on it")
     if cluster:
         parser.add_argument("--dask_scheduler", default=None, metavar="ADDRESS",
@@ -185,17 +185,22 @@ def build_args(parser, what: str):
                                 f"list or setting is refused); finished outputs with the same "
                                 f"settings are kept")
     bool_flag(parser, "strict", "fail (exit 1) on the first image that has to be skipped")
-    parser.add_argument("--txn_size", type=int, default=DEFAULT_TXN_SIZE, metavar="N",
-                        help=f"datums per database transaction at most (default {DEFAULT_TXN_SIZE}, "
+    parser.add_argument("--txn_size", type=int_range(1, None), default=DEFAULT_TXN_SIZE,
+                        metavar="N",
+                        help=f"datums per database transaction at most, >= 1 (default {DEFAULT_TXN_SIZE}, "
                              f"as convert_imageset; an LMDB transaction also ends at 32 MiB of "
                              f"datums); a crash loses only uncommitted work: the "
                              f"transaction being written and what is queued behind it")
+    max_pixels_arg(parser, "skip image files whose header declares more than N pixels "
+                           "(width*height), before decoding, in every format OpenCV decodes; "
+                           "under a cap, files whose size cannot be read from their header "
+                           "are skipped too")
+
+
+def max_pixels_arg(parser, what: str) -> None:
+    """Add --max_pixels N (``what`` it does; default DEFAULT_MAX_PIXELS, 0 = no cap)."""
     parser.add_argument("--max_pixels", type=int_range(0, None), default=DEFAULT_MAX_PIXELS,
-                        metavar="N",
-                        help=f"skip image files whose header declares more than N pixels "
-                             f"(width*height), before decoding, in every format OpenCV decodes; "
-                             f"under a cap, files whose size cannot be read from their header "
-                             f"are skipped too (default {DEFAULT_MAX_PIXELS}; 0 = no cap)")
+                        metavar="N", help=f"{what} (default {DEFAULT_MAX_PIXELS}; 0 = no cap)")
 
 
 def build_options(args, executor) -> BuildOptions:

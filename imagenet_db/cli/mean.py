@@ -11,7 +11,8 @@ import os
 import sys
 from typing import Optional, Sequence
 
-from imagenet_db.cli.flags import backend_arg, entry_point, help_text, normalize_gflags, run_command
+from imagenet_db.cli.flags import (backend_arg, entry_point, help_text, max_pixels_arg,
+                                   normalize_gflags, run_command)
 from imagenet_db.errors import ImagenetDbError
 
 
@@ -25,6 +26,8 @@ def mean_parser(prog="compute_image_mean") -> argparse.ArgumentParser:
                    help="mean file to write: .binaryproto (BlobProto), .npy (float32 CxHxW) or "
                         ".png (the mean as a picture)")
     backend_arg(p)
+    max_pixels_arg(p, "do not decode an encoded datum whose header declares more than N "
+                      "pixels (width*height): an error naming it, as builds skip such files")
     p.add_argument("--crop_size", type=int, default=0, metavar="N",
                    help="average the centre NxN window of every datum (Caffe's TEST-phase crop) "
                         "instead of the whole image: the mean of a database whose images differ "
@@ -47,7 +50,8 @@ def _mean(args) -> None:
                                   f"to write (.binaryproto or .npy)")
         lock = OutputLock(lock_path_for(args.output), f"{args.output} is being written")
     with lock:
-        mean, count = compute_db_mean(args.input_db, args.backend, crop=args.crop_size or None)
+        mean, count = compute_db_mean(args.input_db, args.backend, crop=args.crop_size or None,
+                                      max_pixels=args.max_pixels)
         print(f"Processed {count} datums; mean shape (channels, height, width) = {mean.shape}",
               file=sys.stderr)
         if args.output:

@@ -11,7 +11,8 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from imagenet_db.cli.flags import bool_flag, help_text, normalize_gflags, run_command, stderr_log
+from imagenet_db.cli.flags import (bool_flag, help_text, max_pixels_arg, normalize_gflags,
+                                   run_command, stderr_log)
 from imagenet_db.pictures.sheet import DEFAULT_COUNT
 
 REPORT_BOOLS = ("overwrite",)
@@ -35,6 +36,9 @@ def report_parser(prog="imagenet-db report") -> argparse.ArgumentParser:
     p.add_argument("--count", type=int, default=DEFAULT_COUNT, metavar="N",
                    help=f"datums in each sample sheet (default {DEFAULT_COUNT})")
     bool_flag(p, "overwrite", "replace an --out file that is not an imagenet-db report")
+    max_pixels_arg(p, "do not decode an encoded datum whose header declares more than N "
+                      "pixels (width*height): its sample tile says so, and a mean to compute "
+                      "over it is an error; JPEGs are decoded reduced to the tile size")
     return p
 
 
@@ -42,7 +46,7 @@ def _report(args) -> None:
     from imagenet_db.pictures.report import write_report
 
     out = write_report(args.target, args.out, args.synsets, args.count, args.overwrite,
-                       log=stderr_log)
+                       log=stderr_log, max_pixels=args.max_pixels)
     print(f"wrote {out}", file=sys.stderr)
 
 

@@ -12,9 +12,9 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from imagenet_db.cli.flags import (backend_arg, bool_flag, help_text, normalize_gflags,
-                                   run_command)
-from imagenet_db.pictures.sheet import DEFAULT_COUNT, DEFAULT_TILE
+from imagenet_db.cli.flags import (backend_arg, bool_flag, help_text, int_range,
+                                   normalize_gflags, run_command)
+from imagenet_db.pictures.sheet import DEFAULT_COUNT, DEFAULT_TILE, MAX_TILE
 
 SHOW_BOOLS = ("overwrite",)
 
@@ -35,11 +35,12 @@ def show_parser(prog="imagenet-db show") -> argparse.ArgumentParser:
     p.add_argument("--synsets", metavar="SYNSET_WORDS_TXT", default=None,
                    help="class names: synset_words.txt or synsets.txt, label = line number "
                         "(default: the one beside DB, if any)")
-    p.add_argument("--tile", type=int, default=DEFAULT_TILE, metavar="PIXELS",
-                   help=f"tile size; images are fitted in, aspect kept (default {DEFAULT_TILE}; "
-                        f"0 = stored size, unscaled)")
-    p.add_argument("--columns", type=int, default=0, metavar="N",
-                   help="tiles per row (default: about square)")
+    p.add_argument("--tile", type=int_range(0, MAX_TILE), default=DEFAULT_TILE,
+                   metavar="PIXELS",
+                   help=f"tile size 0..{MAX_TILE}; images are fitted in, aspect kept (default "
+                        f"{DEFAULT_TILE}; 0 = stored size, unscaled)")
+    p.add_argument("--columns", type=int_range(1, None), default=None, metavar="N",
+                   help="tiles per row, >= 1 (default: about square)")
     backend_arg(p, default=None)
     bool_flag(p, "overwrite", "replace an existing --out file")
     return p
@@ -49,7 +50,7 @@ def _show(args) -> None:
     from imagenet_db.pictures.sheet import SheetOptions, write_sheet
 
     options = SheetOptions(args.out, args.count, args.label, args.synsets, args.tile,
-                           args.columns, args.backend, args.overwrite)
+                           args.columns or 0, args.backend, args.overwrite)
     out = write_sheet(args.db, options, log=lambda text: print(text, file=sys.stderr))
     print(f"wrote {out}", file=sys.stderr)
 

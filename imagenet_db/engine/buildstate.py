@@ -29,7 +29,7 @@ import hashlib
 import os
 import re
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 import cv2
 
@@ -49,6 +49,7 @@ SKIP_LOG_NAME = "imagenet_db.skipped.tsv"
 PARTIAL_SUFFIX = ".partial"
 REPLACED_SUFFIX = ".replaced"
 RESUME_HINT = "run the same command again with --resume to continue"
+BUILT_RESUME_HINT = "run the command that built it again with --resume to continue"
 
 
 @dataclass(frozen=True)
@@ -140,21 +141,31 @@ def read_manifest(db_dir: str) -> Optional[dict]:
 # this tool's own records and temporaries (imagenet_db.*, NAME.tmp-PID...)
 _DATABASE_FILE = re.compile(r"^(data\.mdb|lock\.mdb|CURRENT|LOCK|LOG|LOG\.old|MANIFEST-[0-9]+|"
                             r"[0-9]+\.(ldb|sst|log)|imagenet_db\..+|.+\.tmp-[0-9]+.*)$")
+_TOOL_RECORD = re.compile(r"^imagenet_db\..+$")
+_TEMPORARY = re.compile(r"^.+\.tmp-[0-9]+.*$")
+
+# made_files(path, completion record) -> the relpaths a finished output of another format
+# holds (``Output.made_files`` of the record's backend; passed in by the pipeline)
+MadeFiles = Callable[[str, dict], Optional[Set[str]]]
 
 
-def foreign_entry(path: str) -> Optional[str]:
+def foreign_entry(path: str, made_files: Optional[MadeFiles] = None) -> Optional[str]:
     """What stops ``--overwrite`` from replacing ``path``: ``path`` itself when it is not a
     directory (a user's file, a symlink), else the first entry in it (sorted) that is not a
-    file of an LMDB/LevelDB or of this tool; None when ``path`` only holds such files (or
-    does not exist), or is an output of another format (folder tree, batch files) that
-    carries this tool's completion or build record."""
+    file of an LMDB/LevelDB or of this tool. For a finished output of another format (a
+    folder tree, batch files) with this tool's completion record, the first file or folder
+    (walked in sorted order) that is neither one of ``made_files(path, record)`` nor this
+    tool's record or temporary; an unfinished one (build record only) is this tool's. None
+    when nothing stops it (or ``path`` does not exist)."""
     if not os.path.lexists(path):
         return None
     if os.path.islink(path) or not os.path.isdir(path):
         return path
-    record = _our_record(path)
+    record = tool_record(path)
     if record is not None and record.get("backend") not in ("lmdb", "leveldb"):
-        return None  # another format's output made by this tool (a folder tree, batches)
+        made = made_files(path, record) if made_files and record.get("complete") is True \
+            else None
+        return None if made is None else _first_not_made(path, made)
     for entry in sorted(os.listdir(path)):
         full = os.path.join(path, entry)
         if not _DATABASE_FILE.match(entry) or os.path.islink(full) or not os.path.isfile(full):
@@ -162,8 +173,33 @@ def foreign_entry(path: str) -> Optional[str]:
     return None
 
 
-def _our_record(path: str) -> Optional[dict]:
-    """The completion record, else the build record, in ``path`` when it is this tool's."""
+def _first_not_made(path: str, made: Set[str]) -> Optional[str]:
+    """The first entry under ``path`` (sorted walk) that is not a file of ``made`` (relpaths;
+    'name/' a folder) or a folder holding one, this tool's record (at the top) or a
+    temporary; else None."""
+    folders = {relpath.rstrip("/").rsplit("/", i)[0] for relpath in made
+               for i in range(not relpath.endswith("/"), relpath.rstrip("/").count("/") + 1)}
+    for folder, dirs, names in os.walk(path):
+        rel = os.path.relpath(folder, path).replace(os.sep, "/")
+        prefix = "" if rel == "." else rel + "/"
+        dirs.sort()
+        for name in sorted(names) + dirs:
+            full = os.path.join(folder, name)
+            if os.path.islink(full):
+                return full
+            if os.path.isdir(full):
+                ours = prefix + name in folders
+            else:
+                ours = prefix + name in made or _TEMPORARY.match(name) or \
+                    (not prefix and _TOOL_RECORD.match(name))
+            if not ours:
+                return full
+    return None
+
+
+def tool_record(path: str) -> Optional[dict]:
+    """The completion record, else the build record, in the directory ``path`` when it is
+    this tool's (``tool`` == 'imagenet-db'); None otherwise."""
     for name in (MANIFEST_NAME, BUILD_RECORD_NAME):
         try:
             record = read_json(os.path.join(path, name))
@@ -174,11 +210,11 @@ def _our_record(path: str) -> Optional[dict]:
     return None
 
 
-def refuse_foreign(path: str) -> None:
+def refuse_foreign(path: str, made_files: Optional[MadeFiles] = None) -> None:
     """Raise DatabaseError when ``path`` holds anything ``--overwrite`` must not delete
     (see foreign_entry), naming it: --overwrite only replaces what this tool made or a bare
     LMDB/LevelDB (as Caffe's convert_imageset makes them)."""
-    foreign = foreign_entry(path)
+    foreign = foreign_entry(path, made_files)
     if foreign is not None:
         what = "is not a directory" if foreign == path else "holds"
         found = "" if foreign == path else f" {foreign}"
@@ -193,7 +229,8 @@ def has_database_files(path: str) -> bool:
     return any(os.path.exists(os.path.join(path, name)) for name in ("data.mdb", "CURRENT"))
 
 
-def plan_output(db_path: str, identity: dict, overwrite: bool, resume: bool) -> str:
+def plan_output(db_path: str, identity: dict, overwrite: bool, resume: bool,
+                made_files: Optional[MadeFiles] = None) -> str:
     """Decide what a build of ``db_path`` has to do, or refuse. Returns one of:
 
     'build'   start from nothing (a stale DB.partial is discarded only with ``overwrite``);
@@ -204,8 +241,8 @@ def plan_output(db_path: str, identity: dict, overwrite: bool, resume: bool) -> 
     Raises DatabaseError, naming the path and what to do, when an existing output would be
     replaced without ``overwrite``, when ``db_path`` or ``DB.partial`` holds anything but a
     database and this tool's files (never replaced, even with ``overwrite``: see
-    foreign_entry), or when a resume finds other settings, another list, or a directory it
-    did not make.
+    foreign_entry; ``made_files`` lists what a finished output of another format holds), or
+    when a resume finds other settings, another list, or a directory it did not make.
     """
     build = db_path + PARTIAL_SUFFIX
     parent = os.path.dirname(db_path) or "."
@@ -214,7 +251,7 @@ def plan_output(db_path: str, identity: dict, overwrite: bool, resume: bool) -> 
     db_exists, partial_exists = os.path.lexists(db_path), os.path.lexists(build)
     if overwrite:  # what would be replaced must be ours (or a bare database)
         for path in (db_path, build):
-            refuse_foreign(path)
+            refuse_foreign(path, made_files)
     if resume and partial_exists:
         return _plan_partial(db_path, identity, overwrite, db_exists)
     if db_exists and not overwrite:

@@ -8,8 +8,13 @@ preserved, so the database bytes do not depend on the number of workers.
 
 Items go to the workers in chunks (``chunk`` items per task, 8 for threads): one future, one
 queue hand-off and one wake-up per chunk rather than per image. Memory stays bounded: at most
-``window`` items are in flight (default 32 per worker), enough for the workers to run on while
-the writer is busy (the writer commits on its own thread, ``engine.writer``).
+``window`` items are in flight (default 32 per worker, at most THREAD_WINDOW_MAX), enough for
+the workers to run on while the writer is busy (the writer commits on its own thread,
+``engine.writer``); and, when the caller says how big a result is (``size``), at most
+IN_FLIGHT_BYTES (256 MiB) of work, a record counted as WORKING_FACTOR (4) times the average
+result measured so far (its decoded and resized images while it is computed), whatever the
+number of workers: threads are started only for tasks in flight, so ``--workers 1000`` runs
+about 40 threads for 256x256 raw datums (never fewer than two chunks per core).
 
 For a cluster, ``dask_executor(address)`` hands the same work to the workers of an existing Dask
 (dask.distributed) cluster: chunks of 64 records per task (a task costs a few milliseconds of
@@ -72,18 +77,23 @@ def default_workers() -> int:
 THREAD_CHUNK = 8     # records per task on local threads
 CLUSTER_CHUNK = 64   # records per task on a Dask cluster
 CLUSTER_WINDOW_MAX = 2048  # records in flight on a cluster at most (~400 MB of 256x256 raw datums)
+THREAD_WINDOW_MAX = 1024  # records in flight on local threads at most (~200 MB of such datums)
+IN_FLIGHT_BYTES = 256 << 20  # work in flight at most, by the measured size of results (``size``)
+WORKING_FACTOR = 4  # a record being computed holds a few times its result (decoded, resized)
 
 
 def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: Optional[int] = None,
                 window: Optional[int] = None, executor: Optional[Executor] = None,
                 chunk: Optional[int] = None,
-                stop: Optional[Callable[[], bool]] = None) -> Iterator[R]:
+                stop: Optional[Callable[[], bool]] = None,
+                size: Optional[Callable[[R], int]] = None) -> Iterator[R]:
     """Yield fn(item) for each item, in order, computed by ``workers`` threads.
 
     workers: thread count (None = all cores; 1 = run inline in the calling thread).
-    window: most items computed ahead of the consumer (default 32 per worker thread, or
-    256 per cluster thread up to CLUSTER_WINDOW_MAX). chunk: items per task (default 8 on
-    threads, 64 on a cluster).
+    window: most items computed ahead of the consumer (default 32 per worker thread up to
+    THREAD_WINDOW_MAX, or 256 per cluster thread up to CLUSTER_WINDOW_MAX). chunk: items per
+    task (default 8 on threads, 64 on a cluster). size: bytes a result holds; then the work
+    in flight on threads is also kept under IN_FLIGHT_BYTES (see the module docstring).
     executor: an existing concurrent.futures Executor to submit to instead of a thread pool
     (e.g. ``dask_executor``'s); then fn and the items must be picklable.
     stop: checked at least every POLL_SECONDS while a result is awaited; when it returns True
@@ -97,7 +107,7 @@ def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: Optional[int]
         chunk = chunk or CLUSTER_CHUNK
         threads = getattr(executor, "threads", 0) or 8
         window = window or min(256 * threads, CLUSTER_WINDOW_MAX)
-        yield from _windowed(executor, _Chunk(fn), items, chunk, window, stop)
+        yield from _windowed(executor, _Chunk(fn), items, chunk, window, stop)  # (its own cap)
         return
     if workers == 1:
         for item in items:
@@ -105,7 +115,8 @@ def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: Optional[int]
         return
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="imagenet-db") as pool:
         yield from _windowed(pool, _Chunk(fn), items, chunk or THREAD_CHUNK,
-                             window or 32 * workers, stop)
+                             window or min(32 * workers, THREAD_WINDOW_MAX), stop, size,
+                             floor=2 * min(workers, default_workers()))
 
 
 class _Chunk:
@@ -144,22 +155,34 @@ def _wait(future, stop: Optional[Callable[[], bool]]):
                 raise _Stopped from None
 
 
-def _windowed(pool: Executor, run: _Chunk, items, chunk: int, window: int, stop=None):
+def _windowed(pool: Executor, run: _Chunk, items, chunk: int, window: int, stop=None,
+              size=None, floor: int = 1):
+    """The ordered results of ``run`` over chunks of ``items``, at most ``window`` items in
+    flight; with ``size``, also at most IN_FLIGHT_BYTES of work, each record counted as
+    WORKING_FACTOR x the average result so far, but never fewer than ``floor`` chunks (two per
+    core the workers can use: the cap never starves the cores)."""
     wait = getattr(pool, "wait", None) or _wait
     pending: deque = deque()
-    ahead = max(1, window // chunk)
+    most = max(1, window // chunk)
+    ahead = most if size is None else min(most, 2)  # grows once a result's size is known
+    seen = seen_bytes = 0
     iterator = iter(items)
     try:
         while True:
             part = list(itertools.islice(iterator, chunk))
             if part:
                 pending.append(pool.submit(run, part))
-            if pending and (len(pending) >= ahead or not part):
+            while pending and (len(pending) >= ahead or not part):
                 for result in wait(pending.popleft(), stop):
                     if isinstance(result, _Raised):
                         raise result.exc
+                    if size is not None:
+                        seen, seen_bytes = seen + 1, seen_bytes + max(1, size(result))
                     yield result
-            elif not part:
+                if seen:
+                    ahead = min(most, max(floor, IN_FLIGHT_BYTES * seen //
+                                          (seen_bytes * chunk * WORKING_FACTOR)))
+            if not part and not pending:
                 return
     except _Stopped:
         return

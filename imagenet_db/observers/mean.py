@@ -26,9 +26,10 @@ from imagenet_db.engine.executor import default_workers
 from imagenet_db.engine.files import write_file_atomic
 from imagenet_db.errors import DamagedDatabaseError, ImagenetDbError, ShapeMismatchError
 from imagenet_db.observers.base import Observer
+from imagenet_db.imaging.headers import DEFAULT_MAX_PIXELS, check_image_bytes
 from imagenet_db.readers import READERS
 from imagenet_db.readers.datumreader import DatumDB
-from imagenet_db.outputs.wire import locate_raw_pixels
+from imagenet_db.outputs.wire import encoded_data, locate_raw_pixels
 
 MEAN_NAME = "imagenet_db.mean.npy"  # the finished mean, inside the database directory
 MEAN_CHECKPOINT_NAME = "imagenet_db.mean_sum.npz"  # the running sum, inside DB.partial
@@ -159,7 +160,7 @@ class MeanObserver(Observer):
         """Take the mean of an already finished database from its ``imagenet_db.mean.npy``."""
         path = os.path.join(db_path, MEAN_NAME)
         if os.path.isfile(path):
-            self.mean = np.load(path)
+            self.mean = np.load(path, allow_pickle=False)
             self.count = int(manifest.get("mean_count", manifest.get("entries", 0)))
 
     def results(self) -> dict:
@@ -192,7 +193,7 @@ def _load_checkpoint(build: str, upto_index: int) -> Tuple[MeanAccumulator, int]
     usable checkpoint (none, unreadable, or beyond ``upto_index``)."""
     acc = MeanAccumulator()
     try:
-        with np.load(os.path.join(build, MEAN_CHECKPOINT_NAME)) as z:
+        with np.load(os.path.join(build, MEAN_CHECKPOINT_NAME), allow_pickle=False) as z:
             last_index = int(z["last_index"])
             if last_index <= upto_index:
                 acc.total, acc.count = z["total"].copy(), int(z["count"])
@@ -201,6 +202,9 @@ def _load_checkpoint(build: str, upto_index: int) -> Tuple[MeanAccumulator, int]
     except (OSError, ValueError, KeyError):
         pass
     return MeanAccumulator(), -1
+
+
+SUMS_MEMORY = 1 << 30  # bytes of per-thread sums compute_db_mean holds at most
 
 
 class _SumWorker:
@@ -212,8 +216,10 @@ class _SumWorker:
     """
     PARTIAL_LIMIT = 257  # 257 * 255 = 65535, the most uint8 images a uint16 sum holds exactly
 
-    def __init__(self, shape: tuple, db, crop: Optional[int] = None):
+    def __init__(self, shape: tuple, db, crop: Optional[int] = None,
+                 max_pixels: int = DEFAULT_MAX_PIXELS):
         self.shape, self.db, self.path, self.crop = shape, db, db.path, crop
+        self.max_pixels = max_pixels
         self.size = shape[0] * shape[1] * shape[2]
         self.total = np.zeros(self.size, dtype=np.uint64)
         self.partial = np.zeros(self.size, dtype=np.uint16)
@@ -235,7 +241,7 @@ class _SumWorker:
                 pixels = np.frombuffer(value, dtype=np.uint8, count=count, offset=found[1])
                 self._stage(center_crop_chw(pixels.reshape(c, h, w), self.crop, name).ravel())
                 return True
-        pixels, _ = self.db.decode(bytes(key), value)  # encoded/float: (C, H, W), BGR
+        pixels, _ = decode_checked(self.db, key, value, self.max_pixels)  # (C, H, W), BGR
         pixels = center_crop_chw(pixels, self.crop, name)
         if pixels.shape != self.shape:
             self.mismatch = (position, name, tuple(pixels.shape))
@@ -260,10 +266,26 @@ class _SumWorker:
         self.staged = 0
 
 
-def _first_datum_shape(db) -> Optional[Tuple[str, tuple]]:
+class OversizedDatumError(ImagenetDbError):
+    """An encoded datum whose header declares more pixels than --max_pixels (not decoded)."""
+
+
+def decode_checked(db, key, value, max_pixels: int = DEFAULT_MAX_PIXELS):
+    """``db.decode(key, value)`` after, for an encoded datum, the header checks of a build
+    (``imaging.headers.check_image_bytes``: e.g. a declared width*height over ``max_pixels``,
+    0 = no cap): OversizedDatumError naming the database and the datum instead of a decode."""
+    data = encoded_data(value)
+    problem = check_image_bytes(data, max_pixels) if data is not None else None
+    if problem:
+        name = bytes(key[:60]).decode("utf-8", "replace")
+        raise OversizedDatumError(f"{db.path}: datum {name!r}: {problem}; not decoded")
+    return db.decode(bytes(key), value)
+
+
+def _first_datum_shape(db, max_pixels: int) -> Optional[Tuple[str, tuple]]:
     """(key, (C, H, W)) of the database's first datum, None for an empty database."""
     for key, value in db.items():
-        pixels, _ = db.decode(key, value)
+        pixels, _ = decode_checked(db, key, value, max_pixels)
         return key.decode("utf-8", "replace"), tuple(pixels.shape)
     return None
 
@@ -280,8 +302,8 @@ def _share(worker: _SumWorker, share: int, shares: int) -> None:
 
 
 def compute_db_mean(path: str, backend: Optional[str] = None,
-                    workers: Optional[int] = None,
-                    crop: Optional[int] = None) -> Tuple[np.ndarray, int]:
+                    workers: Optional[int] = None, crop: Optional[int] = None,
+                    max_pixels: int = DEFAULT_MAX_PIXELS) -> Tuple[np.ndarray, int]:
     """Mean of all datums of an LMDB/LevelDB, as Caffe's compute_image_mean.
 
     crop: average the centre crop x crop window of every datum instead of the whole image
@@ -294,21 +316,23 @@ def compute_db_mean(path: str, backend: Optional[str] = None,
     lock-free, files unchanged). workers: threads for LMDB, each walking the keys and adding
     every workers-th datum (None = all cores; LevelDB is read by one thread). Returns
     ((C, H, W) float32 mean, datum count).
-    Raises ShapeMismatchError naming the first datum (in key order) whose size differs from the
+    max_pixels: an encoded datum whose header declares more pixels (width*height) is an
+    OversizedDatumError naming it, checked before it is decoded (as builds check files; 0 = no
+    cap). Raises ShapeMismatchError naming the first datum (in key order) whose size differs from the
     first datum's (with crop: whose channels differ, or that is smaller than the crop),
     ImagenetDbError for an empty database or a value that is not a Datum,
     DatabaseError for a database that cannot be opened, DamagedDatabaseError for a damaged one.
     """
     try:
-        return _compute_db_mean(path, backend, workers, crop)
+        return _compute_db_mean(path, backend, workers, crop, max_pixels)
     except lmdb.Error as exc:  # a page that cannot be read: one line, not a traceback
         raise DamagedDatabaseError(f"{path}: damaged LMDB: {exc}") from None
 
 
 def _compute_db_mean(path: str, backend: Optional[str], workers: Optional[int],
-                     crop: Optional[int]) -> Tuple[np.ndarray, int]:
+                     crop: Optional[int], max_pixels: int) -> Tuple[np.ndarray, int]:
     with DatumDB(path, backend, layout="CHW") as db:
-        first = _first_datum_shape(db)
+        first = _first_datum_shape(db, max_pixels)
         if first is None:
             raise ImagenetDbError("no images to average: the mean of an empty database is "
                                   "undefined")
@@ -316,9 +340,12 @@ def _compute_db_mean(path: str, backend: Optional[str], workers: Optional[int],
         if crop:
             shape = (shape[0], crop, crop)
         shares = max(1, default_workers() if workers is None else int(workers))
+        # each share holds a uint64 sum and a uint16 stage of the datum's size: at most
+        # SUMS_MEMORY of them (huge datums are summed by fewer threads, not in more memory)
+        shares = min(shares, max(1, SUMS_MEMORY // (10 * int(np.prod(shape)))))
         if not READERS[db.backend].PARALLEL_READS:
             shares = 1
-        sums = [_SumWorker(shape, db, crop) for _ in range(shares)]
+        sums = [_SumWorker(shape, db, crop, max_pixels) for _ in range(shares)]
         if shares == 1:
             _share(sums[0], 0, 1)
         else:
@@ -336,8 +363,14 @@ def _compute_db_mean(path: str, backend: Optional[str], workers: Optional[int],
         _, key, other = min(mismatches)
         raise size_mismatch(key, other, first_key, shape)
     count = sum(w.count + w.other.count for w in sums)
-    total = sum(w.total for w in sums).reshape(shape).astype(np.float64)
+    integers = sums[0].total
+    for worker in sums[1:]:  # in place: no temporary of the datum's size per share
+        integers += worker.total
+    total = integers.reshape(shape).astype(np.float64)
+    integers = None
     for worker in sums:
+        worker.total = None  # freed before the division
         if worker.other.count:
             total += worker.other.total
-    return (total / count).astype(np.float32), count
+    total /= count
+    return total.astype(np.float32), count

@@ -16,7 +16,7 @@ list); ``stored(start)`` reads committed records back (for the observers' catch-
 """
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Iterator, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, ClassVar, Iterator, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
@@ -121,6 +121,15 @@ class Output(ABC):
         (a ``verify.VerifyReport``: problem(), entries, labels, shapes, notes). The Caffe
         Datum databases are checked by ``verify.verify_db`` instead."""
         raise NotImplementedError(f"{cls.__name__} has no verify")
+
+    @classmethod
+    def made_files(cls, path: str, manifest: dict) -> Optional[Set[str]]:
+        """What ``--overwrite`` may delete in the finished output ``path`` besides this tool's
+        ``imagenet_db.*`` records: the paths (relative to ``path``, '/'-separated) of every
+        file this format wrote there (and, ending in '/', folders it makes even when they stay
+        empty), as its completion record ``manifest`` and the log kept with it say. None (the default): the format's files are known by their names (the
+        Datum databases). Raises DatabaseError when the list cannot be read."""
+        return None
 
     @property
     @abstractmethod

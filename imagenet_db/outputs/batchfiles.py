@@ -37,7 +37,7 @@ import io
 import json
 import os
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
@@ -362,6 +362,26 @@ class BatchOutput(Output):
         for path in sorted(set(self.existing_unit_files()) - expected):
             report.problem(f"{path}: not part of the output (its images are not in {LOG_NAME})")
         self.check_side_files(manifest, report)
+
+    @classmethod
+    def made_files(cls, path: str, manifest: dict) -> Set[str]:
+        """The unit files of every unit the log holds (``unit_kept`` ones) and the side files
+        (``side_files``), relative to ``path``; what ``--overwrite`` may delete besides the
+        log and state. Raises DatabaseError when the log cannot be read."""
+        try:
+            output = cls(path, **manifest.get("output_options", {}), read_only=True)
+        except (DatabaseError, OSError, ValueError, TypeError) as exc:
+            raise DatabaseError(f"{os.path.join(path, LOG_NAME)}: cannot be read ({exc})") \
+                from None
+        made = {os.path.relpath(unit_path, path).replace(os.sep, "/")
+                for unit in output.layout(output.logged, complete=True) if output.unit_kept(unit)
+                for unit_path in output.unit_paths(unit)}
+        return made | set(output.side_files())
+
+    def side_files(self) -> List[str]:
+        """The files of a finished output besides its units (e.g. batches.meta), relative to
+        its directory, '/'-separated."""
+        return []
 
     def unit_kept(self, unit: Unit) -> bool:
         """True when a finished output keeps ``unit``'s files (all do, by default)."""

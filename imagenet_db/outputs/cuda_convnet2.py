@@ -163,9 +163,10 @@ class ColorStats:
 
 def read_pickle(path: str) -> dict:
     """A sub-batch or batches.meta file as Python 3 objects: str keys, JPEGs as bytes, arrays
-    as numpy arrays (``pickle.load(encoding='bytes')``, keys decoded)."""
-    with open(path, "rb") as f:
-        obj = pickle.load(f, encoding="bytes")
+    as numpy arrays (``py2pickle.load(encoding='bytes')``: only the format's types are built,
+    nothing a crafted file names is run; keys decoded). Raises OSError, pickle.UnpicklingError,
+    EOFError, ValueError; AttributeError when the file does not hold a dict."""
+    obj = py2pickle.load(path, encoding="bytes")
     return {(k.decode("latin1") if isinstance(k, bytes) else k): v for k, v in obj.items()}
 
 
@@ -250,7 +251,8 @@ class CudaConvnet2Output(BatchOutput):
         (path,) = self.unit_paths(unit)
         try:
             data = read_pickle(path)["data"]
-        except (OSError, KeyError, pickle.UnpicklingError, EOFError) as exc:
+        except (OSError, KeyError, pickle.UnpicklingError, EOFError, ValueError, TypeError,
+                AttributeError) as exc:
             raise DatabaseError(f"{path}: unreadable batch file ({exc}); pass --overwrite to "
                                 f"start again") from None
         return list(data[:len(unit.entries)])
@@ -261,12 +263,12 @@ class CudaConvnet2Output(BatchOutput):
             yield np.ascontiguousarray(bgr[:, :, ::-1].transpose(2, 0, 1))
 
     def check_unit_file(self, unit: Unit, path: str, report) -> Optional[str]:
-        """As the loader reads it: ``pickle.load(f, encoding='latin1')``, a dict whose 'data'
-        are the log's images as JPEGs (each decodes to 3 channels, at least 256x256) and whose
-        'labels' are ``[[label], ...]`` of the log."""
+        """As the loader reads it (``encoding='latin1'``, but with ``py2pickle.load``: only
+        the format's types are built, a crafted global is refused, never run), a dict whose
+        'data' are the log's images as JPEGs (each decodes to 3 channels, at least 256x256)
+        and whose 'labels' are ``[[label], ...]`` of the log."""
         try:
-            with open(path, "rb") as f:
-                batch = pickle.load(f, encoding="latin1")
+            batch = py2pickle.load(path, encoding="latin1")
             data, labels = batch["data"], batch["labels"]
         except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError, KeyError,
                 AttributeError, IndexError) as exc:
@@ -287,14 +289,18 @@ class CudaConvnet2Output(BatchOutput):
             report.shapes[(3, image.shape[0], image.shape[1])] += 1
         return None
 
+    def side_files(self) -> List[str]:
+        """batches.meta."""
+        return [META_NAME]
+
     def check_side_files(self, manifest: dict, report) -> None:
-        """batches.meta loads (latin1) with this output's batch_size, num_vis, label_names,
-        a float32 (num_vis, 1) data_mean and a ((3,), (3, 3)) color_pca."""
+        """batches.meta loads (latin1, ``py2pickle.load``: restricted) with this output's
+        batch_size, num_vis, label_names, a float32 (num_vis, 1) data_mean and a ((3,), (3, 3))
+        color_pca."""
         path = os.path.join(self.path, META_NAME)
         num_vis = self.image_size * self.image_size * 3
         try:
-            with open(path, "rb") as f:
-                meta = pickle.load(f, encoding="latin1")
+            meta = py2pickle.load(path, encoding="latin1")
             problem = None
             if (meta["batch_size"], meta["num_vis"]) != (self.batch_images, num_vis):
                 problem = (f"batch_size {meta['batch_size']}, num_vis {meta['num_vis']}; "

@@ -14,10 +14,12 @@ removes those of a killed one) and renamed into its folder. Every ``batch_size``
 pipeline's txn_size) they are fsync'ed (on 8 threads) and appended to ``imagenet_db.files.log``
 (``index TAB label TAB relpath``, fsync'ed): the log says which records are stored, so a resumed
 build continues after its last line (files written after it are written again, identically).
-``finish`` deletes the log (the tree is then plain image folders plus the completion record
-``imagenet_db.json`` and, if any, the skip log).
+The finished output keeps the log: it lists every file the build wrote, which is all that
+``--overwrite`` may delete there (``made_files``). The tree is plain image folders plus the
+completion record ``imagenet_db.json``, the log and, if any, the skip log.
 """
 import os
+import sys
 from dataclasses import replace
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator, List, Optional, Sequence, Tuple
@@ -104,6 +106,7 @@ class FolderOutput(Output):
         self._folders = set()
         self._syncer: Optional[ThreadPoolExecutor] = None
         self._load()
+        self._drop_damaged()
 
     def _load(self) -> None:
         try:
@@ -118,6 +121,28 @@ class FolderOutput(Output):
         for line in split_lines(complete.decode("utf-8")):  # '\n' only: imagenet_db.text
             index, label, relpath = line.split("\t", 2)
             self.logged.append((int(index), int(label), relpath))
+
+    def _drop_damaged(self) -> None:
+        """Check every logged file (a stat each): from the first one that is missing, not a
+        regular file or empty (damaged after the build was killed), the log is cut back, so
+        that a resumed build writes it, and what follows, again instead of publishing it.
+        The file is named on stderr."""
+        for position, (_, _, relpath) in enumerate(self.logged):
+            path = self._file(relpath)
+            try:
+                damaged = None if os.lstat(path).st_size else "is empty"
+                if os.path.islink(path) or not os.path.isfile(path):
+                    damaged = "is not a regular file"
+            except FileNotFoundError:
+                damaged = "is missing"
+            if damaged:
+                print(f"note: {path} {damaged}: the build continues from it (record "
+                      f"{self.logged[position][0]}), writing it again", file=sys.stderr)
+                with open(self.log_path, "rb+") as f:
+                    lines = f.read().split(b"\n")
+                    f.truncate(sum(len(line) + 1 for line in lines[:position]))
+                del self.logged[position:]
+                return
 
     @classmethod
     def encode_file(cls, record, data: bytes, options) -> Optional[object]:
@@ -299,9 +324,34 @@ class FolderOutput(Output):
                 yield index, relpath, np.ascontiguousarray(image.transpose(2, 0, 1))
 
     def finish(self) -> dict:
-        """Delete the log (the completion record counts the files)."""
-        remove_path(self.log_path)
+        """Nothing to add: the log stays, as the list of the files written (``made_files``)."""
         return {}
+
+    @classmethod
+    def made_files(cls, path: str, manifest: dict) -> set:
+        """The files the log of the finished output ``path`` lists (relpaths); for an output
+        of an earlier version without the log, the files of its list ``OUTDIR/<split>.txt``
+        when that still matches the completion record (``entries_sha256``). Raises
+        DatabaseError when neither can be read."""
+        try:
+            with open(os.path.join(path, LOG_NAME), "rb") as f:
+                return {line.split(b"\t", 2)[2].decode("utf-8") for line in f.read().split(b"\n")
+                        if line.count(b"\t") >= 2}
+        except (OSError, UnicodeDecodeError):
+            pass
+        from imagenet_db.engine.buildstate import list_fingerprint, read_skip_report
+        from imagenet_db.sources.base import Record
+
+        list_path = os.path.join(os.path.dirname(path), f"{manifest.get('split')}.txt")
+        try:
+            listed = listed_files(list_path, [relpath for relpath, _ in read_skip_report(path)])
+        except (OSError, ValueError):
+            listed = None
+        if listed is None or list_fingerprint([Record(i, r, label, None) for i, r, label in
+                                               listed]) != manifest.get("entries_sha256"):
+            raise DatabaseError(f"{path}: neither {LOG_NAME} nor {list_path} says which files "
+                                f"the build wrote")
+        return {relpath for _, relpath, _ in listed}
 
 
 def _image_files(path: str) -> set:

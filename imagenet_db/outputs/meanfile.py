@@ -57,7 +57,7 @@ def read_mean(path: str) -> np.ndarray:
     Raises ImagenetDbError when the file is neither or its size disagrees with its shape.
     """
     if path.endswith(".npy"):
-        return np.load(path).astype(np.float32)
+        return np.load(path, allow_pickle=False).astype(np.float32)
     blob = BlobProto()
     try:
         with open(path, "rb") as f:

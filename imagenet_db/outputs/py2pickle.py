@@ -18,7 +18,15 @@ the opcodes a Python 2 pickle of the same objects holds instead:
 No memo is written (objects are written as often as they occur). Python 3 reads the result with
 ``pickle.load(f, encoding='latin1')`` (byte strings come back as ``str`` holding the bytes as
 code points 0..255: ``s.encode('latin1')``) or ``encoding='bytes'`` (they come back as ``bytes``).
+
+Reading: ``load`` is the only way this tool reads such pickles (verify, resume): a restricted
+unpickler that builds only what the format holds (None, bool, int, float, str, bytes, list,
+tuple, dict, numpy arrays, dtypes and scalars, and ``_codecs.encode`` for the bytes a Python 3
+``pickle.dumps(protocol=2)`` writes). Any other global a crafted file names (``os.system``,
+``builtins.eval``, ``copyreg._reconstructor``...) is refused before it is imported or called.
 """
+import io
+import pickle
 import struct
 from typing import Any, List
 
@@ -133,3 +141,36 @@ def dumps(obj: Any) -> bytes:
     _save(obj, out)
     out.append(STOP)
     return b"".join(out)
+
+
+# The globals a pickle of the format may name (module, name): numpy's array reconstruction as
+# numpy 1.x and 2.x write it, and Python 3's protocol-2 form of bytes. Nothing else is looked up.
+SAFE_GLOBALS = frozenset(
+    [(module, name) for module in ("numpy.core.multiarray", "numpy._core.multiarray")
+     for name in ("_reconstruct", "scalar")]
+    + [("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")])
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """An Unpickler whose ``find_class`` only returns the SAFE_GLOBALS."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in SAFE_GLOBALS:
+            raise pickle.UnpicklingError(f"refused to load {module}.{name}: the pickle names a "
+                                         f"global the format does not hold (never run)")
+        return super().find_class(module, name)
+
+
+def loads(data: bytes, encoding: str = "bytes") -> Any:
+    """The object of a pickle of the format (module docstring), read with a restricted
+    unpickler: only None, bool, int, float, str, bytes, list, tuple, dict and numpy arrays /
+    dtypes / scalars are built. ``encoding``: how Python 2 ``str`` come back ('bytes' or
+    'latin1', as ``pickle.load``). Raises pickle.UnpicklingError for any other global (the
+    file is not run), EOFError/ValueError for a truncated or malformed pickle."""
+    return _RestrictedUnpickler(io.BytesIO(data), encoding=encoding).load()
+
+
+def load(path: str, encoding: str = "bytes") -> Any:
+    """``loads`` of the file ``path`` (OSError when it cannot be read)."""
+    with open(path, "rb") as f:
+        return _RestrictedUnpickler(f, encoding=encoding).load()

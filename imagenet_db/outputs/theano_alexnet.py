@@ -54,6 +54,22 @@ def _hickle():
     return hickle
 
 
+def read_hkl(path: str) -> np.ndarray:
+    """The array of a batch file ``hickle.dump(array)`` wrote: its dataset ``/data`` read with
+    h5py as plain numbers. hickle's own ``load`` is never used: it unpickles the type records a
+    file carries (a crafted file runs code); here nothing stored is unpickled or run. Raises
+    ValueError when ``/data`` is missing or not a numeric dataset, OSError when the file is not
+    HDF5 or cannot be read."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        data = f.get("data")
+        if not isinstance(data, h5py.Dataset) or data.dtype.kind not in "biuf" or \
+                data.shape is None:
+            raise ValueError("no numeric dataset /data (not a hickle array file)")
+        return data[()]
+
+
 def save_npy(path: str, array: np.ndarray) -> None:
     """``np.save`` through a synced temporary renamed into place."""
     buf = io.BytesIO()
@@ -161,7 +177,7 @@ class TheanoAlexnetOutput(BatchOutput):
     def read_unit_values(self, unit: Unit) -> list:
         path = self.unit_paths(unit)[0]
         try:
-            batch = _hickle().load(path)
+            batch = read_hkl(path)
         except (OSError, ValueError) as exc:
             raise DatabaseError(f"{path}: unreadable batch file ({exc}); pass --overwrite to "
                                 f"start again") from None
@@ -175,12 +191,13 @@ class TheanoAlexnetOutput(BatchOutput):
         return len(unit.entries) == self.unit_size
 
     def check_unit_file(self, unit: Unit, path: str, report) -> Optional[str]:
-        """As ``train.py`` loads it: ``hickle.load`` gives uint8 c01b (3, H, W, n), n the
-        batch size (its half for the _0/_1 files); the full file's images are counted."""
+        """What ``train.py`` loads (read with ``read_hkl``, never unpickled): uint8 c01b
+        (3, H, W, n), n the batch size (its half for the _0/_1 files); the full file's images
+        are counted."""
         try:
-            batch = _hickle().load(path)
-        except Exception as exc:  # h5py/hickle raise many kinds for a damaged file
-            return f"cannot be loaded with hickle.load ({type(exc).__name__}: {exc})"
+            batch = read_hkl(path)
+        except Exception as exc:  # h5py raises many kinds for a damaged file
+            return f"cannot be loaded as a hickle array ({type(exc).__name__}: {exc})"
         half = path.endswith(("_0.hkl", "_1.hkl"))
         n = self.unit_size // 2 if half else self.unit_size
         shape = getattr(batch, "shape", None)
@@ -191,6 +208,18 @@ class TheanoAlexnetOutput(BatchOutput):
         if not half:
             report.shapes[tuple(shape[:3])] += n
         return None
+
+    def side_files(self) -> List[str]:
+        """labels/<split>_labels.npy (+ _0, _1), misc/<split>.txt, misc/img_mean.npy and
+        misc/shuffled_<split>_filenames.npy, as ``finish`` writes them; and each split's two
+        batch folders ('<name>/': a split without a full batch leaves them empty)."""
+        names = [name for name, _ in self.splits]
+        folders = [os.path.basename(folder) + "/" for split in range(len(self.splits))
+                   for folder in self._dirs(split)]
+        return folders + ([f"labels/{name}_labels{suffix}.npy" for name in names
+                 for suffix in ("", "_0", "_1")] + [f"misc/{name}.txt" for name in names]
+                + [f"misc/shuffled_{name}_filenames.npy" for name in self._list_names]
+                + (["misc/img_mean.npy"] if self._mean_names else []))
 
     def check_side_files(self, manifest: dict, report) -> None:
         """labels/<split>_labels.npy (and _0/_1) equal to the log's labels, as finish wrote
@@ -222,9 +251,21 @@ class TheanoAlexnetOutput(BatchOutput):
                                            np.int64)
             self._batch_sum = None
 
+    def _note_no_batch(self, split: int, images: int, facts: dict) -> None:
+        """Add a note to ``facts['notes']`` saying that a split has no full batch: its batch
+        folders hold no file (its incomplete batch was deleted, as upstream)."""
+        name = self.splits[split][0]
+        full, half = (os.path.basename(folder) for folder in self._dirs(split))
+        facts.setdefault("notes", []).append(
+            f"{name}: its {images} images are fewer than one batch of {self.unit_size}, so "
+            f"{full}/ and {half}/ hold no batch file (their labels are in "
+            f"labels/{name}_labels.npy; see --batch_images)")
+
     def finish(self) -> dict:
         """Delete each split's incomplete last batch (not part of the output, as upstream);
-        write labels/ and misc/. Returns per split: batches, images, dropped."""
+        write labels/ and misc/. Returns per split: batches, images, dropped; and ``notes``
+        (lines the recipe prints) naming a split too small for one batch, which gets no
+        batch folder."""
         # A build SIGKILLed here, after an incomplete batch was deleted, failed to resume
         # ("0001.hkl: unreadable batch file"): the state says finish has begun.
         self.begin_finish()
@@ -255,6 +296,8 @@ class TheanoAlexnetOutput(BatchOutput):
                          np.array([relpath for _, _, relpath in entries], dtype=str))
             facts[name] = {"batches": batches, "images": len(labels),
                            "dropped": len(labels) - batches * self.unit_size}
+            if labels.size and not batches:  # said, not silent (the frameworks see no split)
+                self._note_no_batch(split, labels.size, facts)
         if self._mean_names:
             count = int(self.sums.get("images", 0))
             if not count:

@@ -230,3 +230,12 @@ def locate_raw_pixels(value) -> Optional[Tuple[Tuple[int, int, int], int, int]]:
     if fields is None or fields.encoded:
         return None
     return (fields.channels, fields.height, fields.width), fields.data_offset, fields.data_length
+
+
+def encoded_data(value) -> Optional[bytes]:
+    """The image file bytes of a serialized encoded Datum (``datum_fields``' ``data``), or None
+    for a raw Datum or one ``datum_fields`` leaves to protobuf."""
+    fields = datum_fields(value)
+    if fields is None or not fields.encoded:
+        return None
+    return bytes(value[fields.data_offset:fields.data_offset + fields.data_length])

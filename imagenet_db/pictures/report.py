@@ -38,6 +38,7 @@ from imagenet_db import __version__
 from imagenet_db.engine import buildstate as B
 from imagenet_db.engine.files import write_file_atomic
 from imagenet_db.errors import ImagenetDbError
+from imagenet_db.imaging.headers import DEFAULT_MAX_PIXELS
 from imagenet_db.outputs.datum import parse_datum
 from imagenet_db.readers import detect_datum_backend
 from imagenet_db.readers.datumreader import DatumDB
@@ -205,7 +206,8 @@ def histogram_png(labels: Counter, classes: int) -> bytes:
     return out.getvalue()
 
 
-def _mean_for(db_path: str, folder: str, stats: DbStats, log) -> Tuple[Optional[np.ndarray], str]:
+def _mean_for(db_path: str, folder: str, stats: DbStats, log,
+              max_pixels: int = DEFAULT_MAX_PIXELS) -> Tuple[Optional[np.ndarray], str]:
     """The mean image to show and where it comes from."""
     candidates = []
     if "train" in os.path.basename(db_path):
@@ -224,9 +226,12 @@ def _mean_for(db_path: str, folder: str, stats: DbStats, log) -> Tuple[Optional[
                 return mean, f"stored in {path}"
     if len(shapes) > 1 or stats.unknown_shape and shapes:
         return None, "not computed: the datums differ in size"
-    from imagenet_db.observers.mean import compute_db_mean
+    from imagenet_db.observers.mean import OversizedDatumError, compute_db_mean
     log(f"report: computing the mean of {db_path} (no mean stored for it)")
-    mean, count = compute_db_mean(db_path)
+    try:
+        mean, count = compute_db_mean(db_path, max_pixels=max_pixels)
+    except OversizedDatumError as exc:
+        return None, f"not computed: {exc}"
     return mean, f"computed from the {count:,} datums (no stored mean)"
 
 
@@ -277,14 +282,10 @@ def _shapes_text(stats: DbStats, sampled: Counter) -> str:
     return ", ".join(parts) or "-"
 
 
-def _sampled_shapes(db: DatumDB, tiles) -> Counter:
-    """(channels, height, width) counts of the sample tiles that decoded."""
-    sampled = Counter()
-    for tile in tiles:
-        if tile.problem is None:
-            image, _ = db[tile.position]
-            sampled[(image.shape[2], image.shape[0], image.shape[1])] += 1
-    return sampled
+def _sampled_shapes(tiles) -> Counter:
+    """(channels, height, width) counts of the sample tiles that decoded (nothing is decoded
+    again: the sheet's ``Tile.shape``)."""
+    return Counter(tile.shape for tile in tiles if tile.problem is None)
 
 
 def _overview_parts(db_path: str, anchor: str, backend: str, stats: DbStats, sampled: Counter,
@@ -333,10 +334,12 @@ def _classes_parts(anchor: str, stats: DbStats, class_names: Sequence[str]) -> L
     return parts
 
 
-def _mean_parts(db_path: str, folder: str, anchor: str, stats: DbStats, log) -> List[str]:
+def _mean_parts(db_path: str, folder: str, anchor: str, stats: DbStats, log,
+                max_pixels: int = DEFAULT_MAX_PIXELS) -> List[str]:
     """The mean image section: the picture of the mean (``_mean_for``) and its mean_value."""
     parts = [f"<section id='{anchor}-mean'><h3>Mean image</h3>"]
-    mean, source = _mean_for(db_path, folder, stats, log) if stats.entries else (None, "empty")
+    mean, source = _mean_for(db_path, folder, stats, log, max_pixels) if stats.entries \
+        else (None, "empty")
     if mean is None:
         parts.append(f"<p>{_e(source)}</p>")
     else:
@@ -352,23 +355,26 @@ def _mean_parts(db_path: str, folder: str, anchor: str, stats: DbStats, log) -> 
     return parts
 
 
-def db_section(db_path: str, folder: str, class_names: Sequence[str], count: int, log) -> str:
-    """The HTML of one database's six sections."""
+def db_section(db_path: str, folder: str, class_names: Sequence[str], count: int, log,
+               max_pixels: int = DEFAULT_MAX_PIXELS) -> str:
+    """The HTML of one database's six sections (encoded datums over ``max_pixels`` are not
+    decoded: an empty tile, or an error from the mean)."""
     started = time.monotonic()
     name = os.path.basename(os.path.normpath(db_path))
     anchor = _anchor(db_path)
     with DatumDB(db_path) as db:
         stats = scan(db)
         positions = choose_positions(db, count) if stats.entries else []
-        sheet, tiles = contact_sheet(db, positions, class_names, tile=SHEET_TILE)
-        sampled = _sampled_shapes(db, tiles)
+        sheet, tiles = contact_sheet(db, positions, class_names, tile=SHEET_TILE,
+                                     max_pixels=max_pixels)
+        sampled = _sampled_shapes(tiles)
         first_key = db.key(0).decode("utf-8", "replace") if stats.entries else "-"
         last_key = db.key(-1).decode("utf-8", "replace") if stats.entries else "-"
         backend = db.backend
     parts = [f"<h2 id='{anchor}'>{_e(name)}</h2>",
              *_overview_parts(db_path, anchor, backend, stats, sampled, (first_key, last_key)),
              *_classes_parts(anchor, stats, class_names),
-             *_mean_parts(db_path, folder, anchor, stats, log)]
+             *_mean_parts(db_path, folder, anchor, stats, log, max_pixels)]
     ok, jpeg = cv2.imencode(".jpg", sheet, [cv2.IMWRITE_JPEG_QUALITY, 90])
     parts += [f"<section id='{anchor}-samples'><h3>Samples</h3>",
               f"<p class='note'>{len(positions)} of {stats.entries:,} datums, spread evenly over "
@@ -383,11 +389,13 @@ def db_section(db_path: str, folder: str, class_names: Sequence[str], count: int
 
 
 def render_report(target: str, class_file: Optional[str] = None, count: int = DEFAULT_COUNT,
-                  log=lambda text: None) -> str:
+                  log=lambda text: None, max_pixels: int = DEFAULT_MAX_PIXELS) -> str:
     """The HTML page (a str) describing ``target`` (OUTDIR or DB; see the module docstring).
     class_file: synset_words.txt / synsets.txt for class names (default: the one beside the
-    databases, if any). Raises ImagenetDbError for a target without databases, DatabaseError
-    for one that cannot be read."""
+    databases, if any). max_pixels: encoded datums whose header declares more pixels are not
+    decoded (the builds' --max_pixels; 0 = no cap). Raises ImagenetDbError for a target
+    without databases or a mean to compute over a datum above the cap, DatabaseError for one
+    that cannot be read."""
     folder, databases = find_databases(target)
     class_file = class_file or find_class_file(databases[0])
     class_names = read_class_names(class_file) if class_file else []
@@ -413,7 +421,7 @@ def render_report(target: str, class_file: Optional[str] = None, count: int = DE
     if files:
         body.append(_table(files, ("file in " + folder, "size")))
     for db_path in databases:
-        body.append(db_section(db_path, folder, class_names, count, log))
+        body.append(db_section(db_path, folder, class_names, count, log, max_pixels))
     return ("<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>\n"
             f'<meta name="generator" content="{GENERATOR}">\n'
             f"<title>{_e(title)}</title><style>{CSS}</style></head>\n<body>\n"
@@ -422,14 +430,14 @@ def render_report(target: str, class_file: Optional[str] = None, count: int = DE
 
 def write_report(target: str, out: Optional[str] = None, class_file: Optional[str] = None,
                  count: int = DEFAULT_COUNT, overwrite: bool = False,
-                 log=lambda text: None) -> str:
+                 log=lambda text: None, max_pixels: int = DEFAULT_MAX_PIXELS) -> str:
     """Write the report of ``target`` to ``out`` (default ``default_report_path``), atomically,
     and return its path. An existing ``out`` is replaced only with ``overwrite`` or when it is
-    a report written here before (ImagenetDbError otherwise)."""
+    a report written here before (ImagenetDbError otherwise). max_pixels: see render_report."""
     out = out or default_report_path(target)
     if os.path.exists(out) and not overwrite and not is_report(out):
         raise ImagenetDbError(f"{out} exists and is not an imagenet-db report; pass --overwrite "
                               f"to replace it")
-    page = render_report(target, class_file, count, log)
+    page = render_report(target, class_file, count, log, max_pixels)
     write_file_atomic(out, page.encode("utf-8"))
     return out

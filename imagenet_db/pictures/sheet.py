@@ -22,6 +22,11 @@ from imagenet_db.engine.files import write_file_atomic
 from imagenet_db.errors import ImagenetDbError
 from imagenet_db.readers.datumreader import DatumDB
 from imagenet_db.text import is_ascii_number
+from imagenet_db.imaging.decode import decode_flag_for
+from imagenet_db.imaging.fastdecode import decode_reduced
+from imagenet_db.imaging.headers import DEFAULT_MAX_PIXELS, check_image_bytes
+from imagenet_db.imaging.sizes import declared_size
+from imagenet_db.outputs.wire import datum_fields
 
 BACKGROUND = (40, 40, 40)  # BGR
 TEXT_COLOUR = (235, 235, 235)
@@ -29,6 +34,8 @@ FONT = cv2.FONT_HERSHEY_SIMPLEX
 PAD = 4
 DEFAULT_TILE = 128
 DEFAULT_COUNT = 64
+MAX_TILE = 2048  # pixels a tile side at most (--tile)
+MAX_SHEET_PIXELS = 100_000_000  # a sheet at most (300 MB of BGR): more is refused, not tried
 CLASS_FILES = ("synset_words.txt", "synsets.txt")
 
 
@@ -36,13 +43,15 @@ CLASS_FILES = ("synset_words.txt", "synsets.txt")
 class Tile:
     """Where datum ``position`` landed in a sheet: its image's top-left corner (x, y) and
     size (width, height) in sheet pixels; ``problem`` is set (and the tile empty) when the
-    datum could not be decoded."""
+    datum could not be decoded (or, encoded, is over the --max_pixels cap); ``shape`` is the
+    datum's (channels, height, width) at full size."""
     position: int
     x: int
     y: int
     width: int
     height: int
     problem: Optional[str] = None
+    shape: Optional[Tuple[int, int, int]] = None  # (C, H, W) the datum holds, when decoded
 
 
 def read_class_names(path: str) -> List[str]:
@@ -134,6 +143,42 @@ def fit_tile(image: np.ndarray, tile: int) -> np.ndarray:
     return scaled.reshape(scaled.shape[:2] + image.shape[2:])  # OpenCV drops a channel axis of 1
 
 
+def _reduced_target(width: int, height: int, tile: int) -> Optional[Tuple[int, int]]:
+    """The (width, height) fit_tile scales a width x height image to, when it shrinks it."""
+    if tile <= 0 or max(width, height) <= tile:
+        return None
+    scale = tile / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def thumbnail(db, position: int, tile: int,
+              max_pixels: int = DEFAULT_MAX_PIXELS) -> Tuple[np.ndarray, int, Tuple[int, int, int]]:
+    """(image, label, (C, H, W) of the datum) of datum ``position`` of ``db`` (a DatumDB in BGR,
+    HWC), for a ``tile``-pixel tile. An encoded datum's header is checked first (the build's
+    checks, ``imaging.headers``: declared width*height over ``max_pixels``, 0 = no cap, is an
+    ImagenetDbError naming the datum, not a decode), and a JPEG is decoded at the largest
+    libjpeg reduction (1/2, 1/4, 1/8; ``IMREAD_REDUCED_*``) that still covers the tile.
+    Raw datums and other formats decode as ``db[position]``."""
+    key, value = db.value(position)
+    fields = datum_fields(value)
+    image = None
+    if fields is not None and fields.encoded:
+        data = bytes(value[fields.data_offset:fields.data_offset + fields.data_length])
+        problem = check_image_bytes(data, max_pixels)
+        if problem:
+            raise ImagenetDbError(f"{db.path}: datum {short_key(key)!r}: {problem}; not decoded")
+        is_color = decode_flag_for(fields.channels) != cv2.IMREAD_GRAYSCALE
+        image = decode_reduced(data, is_color, lambda w, h: _reduced_target(w, h, tile))
+    if image is None:
+        image, label = db.decode(key, value)
+        return image, label, (image.shape[2], image.shape[0], image.shape[1])
+    width, height = declared_size(data)[1]
+    if (image.shape[1] > image.shape[0]) != (width > height):
+        width, height = height, width  # turned by its EXIF orientation, as decoded
+    image = image if image.ndim == 3 else image[:, :, np.newaxis]
+    return image, fields.label, (image.shape[2], height, width)
+
+
 def spread_positions(count: int, total: int) -> List[int]:
     """``count`` positions spread evenly over 0..total-1 (first and last included; all of
     them when total <= count)."""
@@ -157,20 +202,24 @@ def choose_positions(db, count: int = DEFAULT_COUNT, label: Optional[int] = None
 
 
 def contact_sheet(db, positions: Sequence[int], class_names: Sequence[str] = (),
-                  tile: int = DEFAULT_TILE, columns: int = 0,
-                  title: str = "") -> Tuple[np.ndarray, List[Tile]]:
+                  tile: int = DEFAULT_TILE, columns: int = 0, title: str = "",
+                  max_pixels: int = DEFAULT_MAX_PIXELS) -> Tuple[np.ndarray, List[Tile]]:
     """Draw the datums at ``positions`` of ``db`` (an ``imagenet_db.reader.DatumDB`` in BGR,
     HWC) as a grid: ``columns`` tiles a row (0: about square), each ``tile`` pixels (0: the
     largest stored size), captioned (module docstring); ``title`` on top (lines split at
-    newlines, each shortened to fit).
+    newlines, each shortened to fit). Each datum is read with ``thumbnail`` (an encoded one
+    over ``max_pixels`` gets an empty tile saying so, never a decode).
 
     Returns (sheet, tiles): sheet an (H, W, 3) uint8 BGR image (for cv2.imwrite), tiles one
-    ``Tile`` per position, in order.
+    ``Tile`` per position, in order. Raises ImagenetDbError when ``tile`` is outside
+    0..MAX_TILE or the sheet would hold more than MAX_SHEET_PIXELS pixels.
     """
-    decoded = []
+    if not 0 <= tile <= MAX_TILE:
+        raise ImagenetDbError(f"the tile size must be in 0..{MAX_TILE} pixels, not {tile}")
+    decoded, shapes = [], {}
     for position in positions:
         try:
-            image, label = db[position]
+            image, label, shapes[position] = thumbnail(db, position, tile, max_pixels)
             decoded.append((position, as_bgr(fit_tile(image, tile)), label, None))
         except ImagenetDbError as exc:
             decoded.append((position, None, None, str(exc)))
@@ -184,9 +233,11 @@ def contact_sheet(db, positions: Sequence[int], class_names: Sequence[str] = (),
     caption = 2 * line + 2
     title_lines = title.split("\n") if title else []
     head = int(line * 1.3) * len(title_lines) + (line // 2 if title_lines else 0)
-    sheet = np.empty((head + rows * (cell + caption + PAD) + PAD,
-                      columns * (cell + PAD) + PAD, 3), dtype=np.uint8)
-    sheet[:] = BACKGROUND
+    height, width = head + rows * (cell + caption + PAD) + PAD, columns * (cell + PAD) + PAD
+    if height * width > MAX_SHEET_PIXELS:
+        raise ImagenetDbError(f"the sheet would be {width}x{height} pixels, over "
+                              f"{MAX_SHEET_PIXELS:,}: show fewer datums or smaller tiles")
+    sheet = np.full((height, width, 3), BACKGROUND, dtype=np.uint8)
     for k, text in enumerate(title_lines):
         cv2.putText(sheet, fit_text(text, sheet.shape[1] - 2 * PAD, scale * 1.2, keep_end=k == 0),
                     (PAD, int(line * 1.3) * (k + 1)), FONT, scale * 1.2, TEXT_COLOUR, 1,
@@ -202,7 +253,7 @@ def contact_sheet(db, positions: Sequence[int], class_names: Sequence[str] = (),
             height, width = image.shape[:2]
             x, y = x0 + (cell - width) // 2, y0 + (cell - height) // 2
             sheet[y:y + height, x:x + width] = image
-            tiles.append(Tile(position, x, y, width, height))
+            tiles.append(Tile(position, x, y, width, height, shape=shapes[position]))
             name = class_names[label] if 0 <= label < len(class_names) else ""
             lines = [short_key(db.key(position)), f"{label} {name}".strip()]
         for k, text in enumerate(lines):

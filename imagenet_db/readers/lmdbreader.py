@@ -115,10 +115,15 @@ def list_keys(path: str) -> List[bytes]:
             try:
                 with env.begin() as txn:
                     return list(txn.cursor().iternext(keys=True, values=False))
+            except lmdb.Error as exc:
+                raise damaged(path, exc) from None
             finally:
                 env.close()
-    with shared.env.begin() as txn:
-        return list(txn.cursor().iternext(keys=True, values=False))
+    try:
+        with shared.env.begin() as txn:
+            return list(txn.cursor().iternext(keys=True, values=False))
+    except lmdb.Error as exc:  # a damaged page: one line naming the database
+        raise damaged(path, exc) from None
 
 
 class LmdbReader:
@@ -145,8 +150,12 @@ class LmdbReader:
         return self._shared
 
     def get(self, key: bytes):
-        """The value stored under ``key`` (a memoryview into the map), or None."""
-        return self._env().txn().get(key)
+        """The value stored under ``key`` (a memoryview into the map), or None.
+        DamagedDatabaseError when a page on the way is damaged."""
+        try:
+            return self._env().txn().get(key)
+        except lmdb.Error as exc:
+            raise damaged(self.path, exc) from None
 
     def items(self, buffers: bool = False) -> Iterator[Tuple[bytes, object]]:
         """All (key, value) pairs in key order, in a read transaction of their own (ended when
@@ -154,11 +163,18 @@ class LmdbReader:
         until the next pair (no copy); else bytes."""
         # py-lmdb's own cursor iterator (no Python frame per pair: the mean walks it on every
         # thread); it keeps its transaction alive, which, lock-free, holds no reader slot
-        return self._env().env.begin(buffers=buffers).cursor().iternext()
+        try:
+            pairs = self._env().env.begin(buffers=buffers).cursor().iternext()
+        except lmdb.Error as exc:
+            raise damaged(self.path, exc) from None
+        return _checked(self.path, pairs)
 
     def entries(self) -> int:
         """Number of entries (from LMDB's statistics, no scan)."""
-        return self._env().env.stat()["entries"]
+        try:
+            return self._env().env.stat()["entries"]
+        except lmdb.Error as exc:
+            raise damaged(self.path, exc) from None
 
     def keys(self) -> List[bytes]:
         """All keys in key order."""
@@ -177,6 +193,14 @@ class LmdbReader:
                     _SHARED.get(shared.identity) is shared:
                 del _SHARED[shared.identity]
                 shared.env.close()
+
+
+def _checked(path: str, pairs: Iterator) -> Iterator:
+    """``pairs`` with an lmdb error (a damaged page) raised as DamagedDatabaseError."""
+    try:
+        yield from pairs
+    except lmdb.Error as exc:
+        raise damaged(path, exc) from None
 
 
 PARALLEL_READS = True  # readers on many threads scale (one mmap, no lock): the mean splits work

@@ -64,16 +64,20 @@ def _count_images(folder: str) -> int:
 
 def check_counts(dest: str, counts: Dict[str, int]) -> None:
     """Compare the image files in each folder of ``counts`` (relative to DEST) with the
-    expected number. Raises ExtractError listing the first mismatches."""
-    bad = []
+    expected number. Raises ExtractError listing the first mismatches and what to do: move
+    away the files it did not write (more images than expected: --overwrite deletes only its
+    own files), else pass --overwrite to extract again."""
+    bad, extra = [], False
     for folder, want in sorted(counts.items()):
         have = _count_images(os.path.join(dest, *folder.split("/")))
         if have != want:
             bad.append(f"{folder}: {have} images, expected {want}")
+            extra |= have > want
     if bad:
+        todo = ("move away the image files extract did not write" if extra else
+                "pass --overwrite to extract again")
         raise ExtractError(f"{dest}: the tree does not match the source ({len(bad)} "
-                           f"folder(s)): " + "; ".join(bad[:5]) + "; pass --overwrite to "
-                           "extract again")
+                           f"folder(s)): " + "; ".join(bad[:5]) + f"; {todo}")
 
 
 def _stored_files(dest: str, name: str, result):
@@ -141,8 +145,9 @@ def extract(source: str, dest: str, transform: Optional[TransformOptions] = None
     allow_empty_classes, check_contents). build: how it runs (``BuildOptions``): overwrite
     rebuilds splits that exist (built beside them and swapped in when complete); workers:
     threads (None = all cores); progress: tqdm bar (None = only on a terminal); the other
-    fields as for ``create_imagenet``; ``build.resume`` is ignored: a run always resumes
-    unless overwrite. log: where progress lines go.
+    fields as for ``create_imagenet``; a run always resumes unless overwrite, and with
+    ``build.resume`` too (an interrupted overwrite run continues). log: where progress lines
+    go.
     Resumable: run it again after an interruption. Raises ImagenetDbError subclasses for a
     bad source, ExtractError for an unknown val_layout, a final count that differs from the
     source's lists, an empty file where an image was extracted or (check_contents) a file
@@ -154,7 +159,7 @@ def extract(source: str, dest: str, transform: Optional[TransformOptions] = None
     if options.val_layout not in VAL_LAYOUTS:
         raise ExtractError(f"val layout must be one of {', '.join(VAL_LAYOUTS)}, not "
                            f"{options.val_layout!r}")
-    build = replace(build, resume=not build.overwrite)
+    build = replace(build, resume=build.resume or not build.overwrite)
     recipe = RecipeOptions(output_format=FOLDER.name, val_layout=options.val_layout,
                            drop_blacklist=options.drop_blacklist,
                            allow_empty_classes=options.allow_empty_classes)

@@ -20,7 +20,7 @@ import os
 import time
 from typing import Callable, Dict, List, Optional, Tuple
 
-from imagenet_db.engine.buildstate import BuildOptions
+from imagenet_db.engine.buildstate import BuildOptions, tool_record
 from imagenet_db.engine.files import remove_stale_temporaries, write_file_atomic
 from imagenet_db.engine.lock import OutputLock, folder_lock_path
 from imagenet_db.errors import DatabaseError, ImagenetDbError
@@ -96,6 +96,28 @@ def _same_mean(path: str, mean) -> Optional[bool]:
     except (ImagenetDbError, OSError, ValueError):
         return False
     return old.shape == mean.shape and bool((old == mean).all())
+
+
+def _refuse_mixed_formats(outdir: str, stages: List[Stage], changed: List[str],
+                          output_format: str) -> None:
+    """Refuse, even with --overwrite, to rewrite the label files ``changed`` (synsets.txt,
+    train.txt...) of an OUTDIR holding another format's output (finished or partial): they
+    belong to it (cuda-convnet2 numbers classes in the devkit's order, folder names val
+    files by wnid), and its readers (report, show) would caption every image wrongly.
+    Outputs of the same format (by the ``format`` setting of their record) are replaced as
+    usual."""
+    ours = stages[0].settings.get("format") if stages else None
+    for entry in sorted(os.listdir(outdir)):
+        path = os.path.join(outdir, entry)
+        record = tool_record(path) if os.path.isdir(path) else None
+        if record is None or record.get("format") == ours:
+            continue
+        theirs = record.get("format") or f"Caffe {record.get('backend')}"
+        raise ImagenetDbError(
+            f"{outdir} holds {path}, a {theirs} output whose label files "
+            f"({', '.join(changed)}) --format {output_format} would rewrite: formats are not "
+            f"mixed in one OUTDIR, even with --overwrite; use another OUTDIR, or move "
+            f"{entry} (and its label files) away")
 
 
 def _preflight(stages: List[Stage], aux: Dict[str, bytes], mean_paths: List[str],
@@ -212,6 +234,9 @@ def create_imagenet(source: str, outdir: str, transform: Optional[TransformOptio
                       for ext in (".binaryproto", ".npy", ".png")]
         aux = aux_outputs(labelled, outdir)
         _check_extras(outdir, recipe, build.overwrite)
+        changed = [os.path.basename(p) for p, data in aux.items() if _same_file(p, data) is False]
+        if changed:
+            _refuse_mixed_formats(outdir, stages, changed, recipe.output_format)
         _preflight(stages, aux, mean_paths, transform, build)
         remove_stale_temporaries(outdir, [os.path.basename(p) for p in list(aux) + mean_paths])
         _aux_stage(aux, log)
@@ -220,6 +245,8 @@ def create_imagenet(source: str, outdir: str, transform: Optional[TransformOptio
             summary = convert(stage.records, stage.db_path, stage.backend, transform, build,
                               stage_observers(stage), Recorded(stage.settings, stage.output_options))
             log(summary.describe())
+            for note in summary.results.get("notes", ()):  # e.g. a split with no batch
+                log(f"note: {note}")
             if summary.skipped:
                 log(f"skipped images are listed in {summary.db_path}.skipped.tsv")
             summaries[stage.name] = summary

@@ -96,7 +96,8 @@ def resize_mode(name: str) -> ModuleType:
 
 def check_options(options) -> None:
     """Raise ResizeOptionError (one line, naming the flags) for resize settings that cannot
-    work together: an unknown mode or interpolation, negative sizes, a mode's params
+    work together: an unknown mode or interpolation, negative sizes, a fixed-size mode other
+    than squash without both sizes, a mode's params
     (``PARAMS``) with another mode, a size flag the mode does not read, what the mode's own
     ``check`` refuses (e.g. a non-square convnet2 size, shorter_side without
     --shorter_side), a fill value outside 0..255 (or three values for grayscale)."""
@@ -116,7 +117,7 @@ def check_options(options) -> None:
     if declared(mode, "check"):
         mode.check(options)
     _check_foreign_params(options, selecting=False)
-    if mode.FIXED_SIZE and sizes and not mode.active(options) and \
+    if mode.FIXED_SIZE and not mode.active(options) and \
             not declared(mode, "KEEPS_WITH_ONE_SIZE"):
         raise ResizeOptionError(f"--resize_mode={options.resize_mode} needs both "
                                 f"--resize_width and --resize_height")

@@ -226,7 +226,7 @@ def archive_changed(path: str, detail: str) -> ArchiveChangedError:
     return ArchiveChangedError(
         f"{path}: changed while it was being read ({detail}); what was read before is kept: "
         f"once the archive is whole again (the same file as when the run began), run the same "
-        f"command again with --resume")
+        f"command again (a build with --resume)")
 
 
 def check_unchanged(path: str, identity: Tuple[int, int], st: os.stat_result) -> None:
