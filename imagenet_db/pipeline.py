@@ -21,7 +21,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple, Type
+from typing import Dict, List, Optional, Sequence, Set, Tuple, Type
 
 import numpy as np
 from tqdm import tqdm
@@ -39,7 +39,7 @@ from imagenet_db.imaging.headers import check_image_bytes, describe_undecodable
 from imagenet_db.imaging.transform import ImageSkipped, TransformOptions, transform_image
 from imagenet_db.observers.checksum import ContentChecksum
 from imagenet_db.observers.sizecheck import SizeCheck
-from imagenet_db.outputs import output_class
+from imagenet_db.outputs import OUTPUTS, output_class
 from imagenet_db.outputs.base import Encoded, Output
 from imagenet_db.sources.base import Record
 
@@ -163,13 +163,25 @@ def _plan_build(records, db_path, backend, transform, build, observers, settings
         observed.update(observer.identity())
     identity = B.build_identity(records, backend, transform.record(), build, observed, settings)
     return identity, B.plan_output(output_path(db_path), identity, build.overwrite,
-                                   build.resume, made_files)
+                                   build.resume, RegisteredOutputs())
 
 
-def made_files(path: str, record: dict):
-    """What the finished output ``path`` of another format holds, by its completion record
-    ``record`` (``Output.made_files`` of its backend): what --overwrite may delete there."""
-    return output_class(str(record.get("backend"))).made_files(path, record)
+class RegisteredOutputs:
+    """``engine.buildstate.OutputFiles`` answered from ``outputs.OUTPUTS``: what --overwrite
+    may delete in an existing output, by the output its record names."""
+
+    @staticmethod
+    def is_database(backend: str) -> bool:
+        """True for a Datum database output ('lmdb', 'leveldb': ``Output.datum_database``)."""
+        output = OUTPUTS.get(backend)
+        return output is not None and output.datum_database
+
+    @staticmethod
+    def made_files(path: str, record: dict) -> Optional[Set[str]]:
+        """``Output.made_files`` of the record's output; None for an output not registered
+        here (made by another version: left as this tool's)."""
+        output = OUTPUTS.get(str(record.get("backend")))
+        return None if output is None else output.made_files(path, record)
 
 
 def _finished_summary(db_path: str, action: str, observers: Sequence) -> ConvertSummary:

@@ -29,7 +29,7 @@ import hashlib
 import os
 import re
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
+from typing import Dict, List, Optional, Protocol, Sequence, Set, Tuple
 
 import cv2
 
@@ -144,27 +144,36 @@ _DATABASE_FILE = re.compile(r"^(data\.mdb|lock\.mdb|CURRENT|LOCK|LOG|LOG\.old|MA
 _TOOL_RECORD = re.compile(r"^imagenet_db\..+$")
 _TEMPORARY = re.compile(r"^.+\.tmp-[0-9]+.*$")
 
-# made_files(path, completion record) -> the relpaths a finished output of another format
-# holds (``Output.made_files`` of the record's backend; passed in by the pipeline)
-MadeFiles = Callable[[str, dict], Optional[Set[str]]]
+class OutputFiles(Protocol):
+    """What ``--overwrite`` asks about an existing output made by this tool; the engine knows
+    no format, so the pipeline answers from ``outputs.OUTPUTS``."""
+
+    def is_database(self, backend: str) -> bool:
+        """True when the output named ``backend`` in a record is a Datum database (LMDB,
+        LevelDB), whose files are known by their names."""
+
+    def made_files(self, path: str, record: dict) -> Optional[Set[str]]:
+        """The relpaths the finished output ``path`` of another format holds, by its
+        completion record (``Output.made_files``); None when not known (all is this tool's)."""
 
 
-def foreign_entry(path: str, made_files: Optional[MadeFiles] = None) -> Optional[str]:
+def foreign_entry(path: str, files: Optional[OutputFiles] = None) -> Optional[str]:
     """What stops ``--overwrite`` from replacing ``path``: ``path`` itself when it is not a
     directory (a user's file, a symlink), else the first entry in it (sorted) that is not a
     file of an LMDB/LevelDB or of this tool. For a finished output of another format (a
     folder tree, batch files) with this tool's completion record, the first file or folder
-    (walked in sorted order) that is neither one of ``made_files(path, record)`` nor this
-    tool's record or temporary; an unfinished one (build record only) is this tool's. None
-    when nothing stops it (or ``path`` does not exist)."""
+    (walked in sorted order) that is neither one of ``files.made_files(path, record)`` nor
+    this tool's record or temporary; an unfinished one (build record only) is this tool's.
+    Without ``files`` every output is judged as a database (the strictest). None when
+    nothing stops it (or ``path`` does not exist)."""
     if not os.path.lexists(path):
         return None
     if os.path.islink(path) or not os.path.isdir(path):
         return path
     record = tool_record(path)
-    if record is not None and record.get("backend") not in ("lmdb", "leveldb"):
-        made = made_files(path, record) if made_files and record.get("complete") is True \
-            else None
+    if record is not None and files is not None \
+            and not files.is_database(str(record.get("backend"))):
+        made = files.made_files(path, record) if record.get("complete") is True else None
         return None if made is None else _first_not_made(path, made)
     for entry in sorted(os.listdir(path)):
         full = os.path.join(path, entry)
@@ -210,11 +219,11 @@ def tool_record(path: str) -> Optional[dict]:
     return None
 
 
-def refuse_foreign(path: str, made_files: Optional[MadeFiles] = None) -> None:
+def refuse_foreign(path: str, files: Optional[OutputFiles] = None) -> None:
     """Raise DatabaseError when ``path`` holds anything ``--overwrite`` must not delete
     (see foreign_entry), naming it: --overwrite only replaces what this tool made or a bare
     LMDB/LevelDB (as Caffe's convert_imageset makes them)."""
-    foreign = foreign_entry(path, made_files)
+    foreign = foreign_entry(path, files)
     if foreign is not None:
         what = "is not a directory" if foreign == path else "holds"
         found = "" if foreign == path else f" {foreign}"
@@ -230,7 +239,7 @@ def has_database_files(path: str) -> bool:
 
 
 def plan_output(db_path: str, identity: dict, overwrite: bool, resume: bool,
-                made_files: Optional[MadeFiles] = None) -> str:
+                files: Optional[OutputFiles] = None) -> str:
     """Decide what a build of ``db_path`` has to do, or refuse. Returns one of:
 
     'build'   start from nothing (a stale DB.partial is discarded only with ``overwrite``);
@@ -241,7 +250,8 @@ def plan_output(db_path: str, identity: dict, overwrite: bool, resume: bool,
     Raises DatabaseError, naming the path and what to do, when an existing output would be
     replaced without ``overwrite``, when ``db_path`` or ``DB.partial`` holds anything but a
     database and this tool's files (never replaced, even with ``overwrite``: see
-    foreign_entry; ``made_files`` lists what a finished output of another format holds), or
+    foreign_entry; ``files`` says which outputs are databases and what a finished output of
+    another format holds), or
     when a resume finds other settings, another list, or a directory it did not make.
     """
     build = db_path + PARTIAL_SUFFIX
@@ -251,11 +261,11 @@ def plan_output(db_path: str, identity: dict, overwrite: bool, resume: bool,
     db_exists, partial_exists = os.path.lexists(db_path), os.path.lexists(build)
     if overwrite:  # what would be replaced must be ours (or a bare database)
         for path in (db_path, build):
-            refuse_foreign(path, made_files)
+            refuse_foreign(path, files)
     if resume and partial_exists:
         return _plan_partial(db_path, identity, overwrite, db_exists)
     if db_exists and not overwrite:
-        return _plan_existing(db_path, identity, resume)
+        return _plan_existing(db_path, identity, resume, files)
     if partial_exists and not overwrite:
         raise DatabaseError(f"{build} holds an unfinished build; pass --resume to continue it "
                             f"or --overwrite to discard it")
@@ -292,10 +302,11 @@ def _plan_partial(db_path: str, identity: dict, overwrite: bool, db_exists: bool
     return "resume"
 
 
-def _plan_existing(db_path: str, identity: dict, resume: bool) -> str:
+def _plan_existing(db_path: str, identity: dict, resume: bool,
+                   files: Optional[OutputFiles]) -> str:
     """``plan_output`` when DB exists and is not to be overwritten: 'done' when it is a
     finished build of ``identity`` and ``resume`` accepts it; else DatabaseError."""
-    refuse_foreign(db_path)
+    refuse_foreign(db_path, files)
     if not resume:
         raise DatabaseError(f"{db_path} already exists; pass --overwrite to replace it "
                             f"(or --resume to accept it when it is a finished build with "
