@@ -21,13 +21,17 @@ from types import ModuleType
 from typing import Callable, List, Optional
 
 from imagenet_db.errors import ImagenetDbError
-from imagenet_db.sources import ilsvrc2012, ilsvrc2015, kaggle, tree
+from imagenet_db.sources import (fall11, ilsvrc2012, ilsvrc2015, kaggle, synset_tars, tree,
+                                 winter21)
 from imagenet_db.sources.base import Dataset, check_names, drop_val_blacklist
 
 DISTRIBUTIONS: List[ModuleType] = [
     kaggle,      # imagenet-object-localization-challenge.zip, or LOC_*.csv/txt + ILSVRC/
     ilsvrc2015,  # ILSVRC2015_CLS-LOC.tar.gz (+ devkits), or extracted ILSVRC2015/Data/CLS-LOC/
     ilsvrc2012,  # ILSVRC2012_img_train.tar, ILSVRC2012_img_val.tar + a devkit (2012/2014/2015)
+    fall11,      # fall11_whole.tar: the whole ImageNet, a tar of 21,841 synset tars
+    winter21,    # winter21_whole.tar.gz: the whole ImageNet of 2021, 19,167 synset tars
+    synset_tars,  # n*.tar files and/or n*/ folders (whole ImageNet extracted), no train/
     tree,        # an extracted train/<wnid>/, val/ tree
 ]
 
