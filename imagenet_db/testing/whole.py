@@ -52,7 +52,8 @@ def _table_wnids() -> list[str]:
         return [line.split("\t", 1)[0] for line in f if line[:1] == "n"]
 
 
-def _tar_bytes(members: list[tuple[str, bytes]]) -> bytes:
+def tar_bytes(members: list[tuple[str, bytes]]) -> bytes:
+    """A GNU tar of (name, bytes) members, fixed timestamps (also for hand-made bad tars)."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
         for name, data in members:
@@ -80,7 +81,7 @@ def synset_contents(spec: WholeSpec) -> dict[str, list[tuple[str, bytes]]]:
 def _synset_tars(spec: WholeSpec) -> tuple[dict, dict[str, bytes]]:
     """(contents, {wnid: synset tar bytes}); the last empty synset is a 0-byte file."""
     contents = synset_contents(spec)
-    tars = {wnid: _tar_bytes(files) for wnid, files in contents.items()}
+    tars = {wnid: tar_bytes(files) for wnid, files in contents.items()}
     empties = [w for w, files in contents.items() if not files]
     if empties:
         tars[empties[-1]] = b""
@@ -96,7 +97,7 @@ def write_fall11(root, spec: WholeSpec = WholeSpec()) -> dict[str, list[str]]:
     contents, tars = _synset_tars(spec)
     Path(root).mkdir(parents=True, exist_ok=True)
     (Path(root) / "fall11_whole.tar").write_bytes(
-        _tar_bytes([(f"{wnid}.tar", data) for wnid, data in tars.items()]))
+        tar_bytes([(f"{wnid}.tar", data) for wnid, data in tars.items()]))
     return _names(contents)
 
 
@@ -104,7 +105,7 @@ def write_winter21(root, spec: WholeSpec = WholeSpec()) -> dict[str, list[str]]:
     """Write ``root/winter21_whole.tar.gz``; returns {wnid: image names}."""
     contents, tars = _synset_tars(spec)
     Path(root).mkdir(parents=True, exist_ok=True)
-    data = _tar_bytes([(f"winter21_whole/{wnid}.tar", data) for wnid, data in tars.items()])
+    data = tar_bytes([(f"winter21_whole/{wnid}.tar", data) for wnid, data in tars.items()])
     with open(Path(root) / "winter21_whole.tar.gz", "wb") as f:
         with gzip.GzipFile(fileobj=f, mode="wb", mtime=MTIME, compresslevel=1) as z:
             z.write(data)

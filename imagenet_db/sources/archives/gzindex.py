@@ -155,10 +155,24 @@ def _list_members(tar: tarfile.TarFile, name: str, keep, nested, members: List[M
         if keep is not None and keep(info.name, info.size):
             small[info.name] = tar.extractfile(info).read()
         if nested is not None and nested(info.name):
-            inner = scan_tar(tar.extractfile(info), info.size, f"{name}: member {info.name}")
+            try:
+                inner = scan_tar(tar.extractfile(info), info.size, f"{name}: member {info.name}")
+            except TarIndexError:  # a gzip stream that ends early shows first as a cut member
+                _check_not_cut(tar.fileobj, name, info)
+                raise
             members.extend(Member(f"{info.name}/{i.name}", info.offset_data + i.offset_data,
                                   i.size) for i in inner if i.isfile())
         progress(info.offset_data)
+
+
+def _check_not_cut(reader, name: str, info: tarfile.TarInfo) -> None:
+    """Raise TarIndexError 'truncated' when the uncompressed data (read on to its end; a
+    decoding error propagates) ends before member ``info`` does."""
+    while reader.read(4 << 20):
+        pass
+    if reader.tell() < info.offset_data + info.size:
+        raise TarIndexError(f"{name}: truncated: the data ends at byte {reader.tell():,} of the "
+                            f"tar, inside member {info.name}; download or copy it again")
 
 
 def build_index(path: str, keep: Optional[Callable[[str, int], bool]] = None,

@@ -212,6 +212,8 @@ def index_nested(path: str, cache: bool = True, empty_members: bool = False
             for info in outer:
                 if not info.isfile():
                     continue
+                if info.name in result:
+                    raise TarIndexError(f"{path}: member {info.name} occurs twice")
                 if empty_members and info.size == 0:
                     result[info.name] = []
                     continue
