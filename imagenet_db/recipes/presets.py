@@ -50,8 +50,6 @@ PRESETS: Dict[str, Preset] = {p.name: p for p in (
 
 def preset(name: str) -> Preset:
     """The preset called ``name``; ImagenetDbError listing them for another name."""
-    try:
-        return PRESETS[name]
-    except KeyError:
-        raise ImagenetDbError(f"unknown --recipe {name!r}; expected one of "
-                              f"{', '.join(PRESETS)}") from None
+    if name not in PRESETS:
+        raise ImagenetDbError(f"unknown --recipe {name!r}; expected one of {', '.join(PRESETS)}")
+    return PRESETS[name]
