@@ -277,3 +277,12 @@ def test_words_txt_beside_the_archive_wins_and_a_line_without_tab_is_an_error(tm
     err = _one_line_error(source, tmp_path, capsys)
     assert err == (f"error: {source}/words.txt:2: expected 'n00004475<TAB>words', got "
                    f"'n00005787 benthos'")
+
+
+def test_verify_checks_winter21_against_the_published_md5(made, tmp_path, capsys):
+    argv = [str(made["winter21"][0]), str(tmp_path / "out"), "--verify", *CLI]
+    assert create_imagenet_main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith(f"error: {made['winter21'][0]}/winter21_whole.tar.gz: MD5 ")
+    assert "differs from the published ab313ce03179fd803a401b02c651c0a2" in err
+    assert not (tmp_path / "out").exists()
