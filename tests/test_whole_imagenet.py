@@ -1,14 +1,9 @@
 """The whole ImageNet as SOURCE (issue 20): fall11_whole.tar, winter21_whole.tar.gz and the
 extracted forms, Caffe's labels, --min_class_images / --val_per_class / --recipe
 imagenet21k-p, every format, and the bad inputs. Fixtures: imagenet_db.testing.whole."""
-import gzip
-import io
 import os
 import pickle
-import tarfile
 
-import cv2
-import numpy as np
 import pytest
 
 from conftest import parse_datum, read_lmdb
@@ -286,3 +281,4 @@ def test_verify_checks_winter21_against_the_published_md5(made, tmp_path, capsys
     assert err.startswith(f"error: {made['winter21'][0]}/winter21_whole.tar.gz: MD5 ")
     assert "differs from the published ab313ce03179fd803a401b02c651c0a2" in err
     assert not (tmp_path / "out").exists()
+

@@ -63,7 +63,7 @@ def _folder_files(path: str, skipped: W.Skipped) -> list:
         if entry.is_file():
             files.append((entry.name, entry.stat().st_size, FileLoader(entry.path)))
         else:
-            skipped.not_images.append(f"{entry.path}/ (a folder)")
+            skipped.not_images.append(f"{entry.path} (not a regular file)")
     return W.synset_files(files, path, skipped)
 
 
