@@ -5,6 +5,8 @@ Caffe label i, wnids in ASCII order), synset_words.txt ('n01440764 tench, Tinca 
 train.txt and val.txt ('relpath label', sorted). From archives only the devkits, annotations and
 archive indexes are read (a .tar.gz is indexed once, then cached): the devkit's IDs are mapped
 to wnids, never used as labels. Every distribution gives the same files for the same images.
+With --min_class_images (or --recipe) also dropped_classes.txt ('wnid images' per line: the
+classes left out); the whole ImageNet has only train.txt unless --val_per_class makes val.txt.
 """
 import argparse
 import sys
