@@ -136,10 +136,11 @@ def test_every_format_builds_from_both_downloads(made, tmp_path, name, fmt):
         made_files = sorted(os.listdir(out / "ilsvrc12_cuda_convnet2"))
         assert [f for f in made_files if f.startswith("data_batch_")] == [
             "data_batch_0", "data_batch_1", "data_batch_1000"] and "batches.meta" in made_files
-    if fmt == "theano-alexnet":  # 21 train images: 3 batches of 6 (the rest dropped), val 8: 1
+    if fmt == "theano-alexnet":  # batches of 6 (+ halves of 3) of the 21 train, 8 val images
         made_files = os.listdir(out / "ilsvrc12_theano_alexnet")
         assert sorted(f for f in made_files if "_hkl_" in f) == [
-            "train_hkl_b6_b_3", "train_hkl_b6_b_6", "val_hkl_b6_b_6"]
+            "train_hkl_b6_b_3", "train_hkl_b6_b_6", "val_hkl_b6_b_3", "val_hkl_b6_b_6"]
+        assert len(os.listdir(out / "ilsvrc12_theano_alexnet" / "train_hkl_b6_b_6")) == 3
 
 
 def test_devkit_order_refuses_a_class_outside_ilsvrc2012(made, tmp_path, capsys):
