@@ -49,8 +49,9 @@ else:
                               RecipeOptions(report=False), BuildOptions(workers=2, progress=False),
                               log=lambda _: None)
     images = summary["train"].written
+rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(json.dumps({"seconds": time.monotonic() - started, "cpu": time.process_time() - cpu,
-                  "images": images, "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "images": images, "rss_mib": rss}))
 """
 
 

@@ -35,7 +35,8 @@ The modes: ``squash`` (Caffe's convert_imageset), ``crop``, ``fill``, ``half_cro
 DIGITS), ``shorter_side`` (ResNet / Torch), ``min_max_dim`` (SSD-Caffe), ``convnet2``
 (cuda-convnet2's make-data), ``miil`` (ImageNet-21K-P's resize.py). Shared helpers
 (rounding, interpolation, padding) are in ``geometry``. To add a mode: write
-``imaging/resize/<mode>.py`` with these members and add one line to ``RESIZE_MODES``; the commands offer every registered name and every declared flag.
+``imaging/resize/<mode>.py`` with these members and add one line to ``RESIZE_MODES``; the
+commands offer every registered name and every declared flag.
 """
 from types import ModuleType
 from typing import Dict, Tuple
