@@ -330,7 +330,8 @@ def test_verify_dispatches_through_the_distributions(small, tmp_path, monkeypatc
     with pytest.raises(ImagenetDbError) as err:
         sources.verify_source(tree, progress=False, log=quiet)
     assert str(err.value) == (f"{tree}: --verify checks the ILSVRC2012 archives "
-                              f"(ILSVRC2012_img_train.tar, ...), and this folder holds none")
+                              f"(ILSVRC2012_img_train.tar, ...); or the winter21 archive "
+                              f"(winter21_whole.tar.gz), and this folder holds none")
     code = create_imagenet_main([tree, str(tmp_path / "never"), "--verify", "--progress=false"])
     assert code == 1 and capsys.readouterr().err.strip().endswith("and this folder holds none")
     assert not (tmp_path / "never").exists()

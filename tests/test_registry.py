@@ -163,7 +163,8 @@ def test_a_formats_own_flag_is_refused_with_another_format(registered, tmp_path,
 
 def test_resize_modes_declare_their_flags_and_fields():
     declared = [param.name for _, param in mode_params()]
-    assert declared == ["shorter_side", "only_shrink", "min_dim", "max_dim"]
+    assert declared == ["shorter_side", "only_shrink", "min_dim", "max_dim", "miil_size",
+                        "miil_short_edge"]
     fields = list(TransformOptions.__dataclass_fields__)
     assert fields[fields.index("resize_mode") + 1:fields.index("interpolation")] == declared
     text = _help(convert_parser())

@@ -13,12 +13,13 @@ import argparse
 import sys
 from typing import Dict, Optional, Sequence, Tuple
 
-from imagenet_db.cli.flags import (EXIT_STATUS, SOURCE_EPILOG, backend_arg, blacklist_arg,
-                                   bool_flag, build_args, build_options, empty_classes_arg,
+from imagenet_db.cli.flags import (EXIT_STATUS, SOURCE_EPILOG, apply_recipe_resize,
+                                   backend_arg, blacklist_arg, bool_flag, build_args,
+                                   build_options, class_selection, empty_classes_arg,
                                    entry_point, executor_for, fast_decode_arg, help_text,
                                    keeps_aspect, normalize_gflags, resize_args, resize_asked,
-                                   resize_bools, run_command, seed_arg, stderr_log,
-                                   transform_options, workers_arg)
+                                   resize_bools, run_command, seed_arg, selection_args,
+                                   stderr_log, transform_options, workers_arg)
 from imagenet_db.errors import ImagenetDbError
 from imagenet_db.outputs import datum_formats, format_spec, format_specs
 from imagenet_db.outputs.spec import FormatOption
@@ -108,6 +109,7 @@ def create_parser(prog="create_imagenet") -> argparse.ArgumentParser:
                        "(reads all ~147 GB)")
     blacklist_arg(p)
     empty_classes_arg(p)
+    selection_args(p)
     bool_flag(p, "report", "at the end, write OUTDIR/report.html (imagenet-db report: counts, "
                        "sizes, class histogram, mean image, samples, skips, settings; default "
                        "on, --no-report to skip)", default=True)
@@ -126,6 +128,8 @@ def create_transform(args):
 
     spec = format_spec(args.output_format)
     _refuse_foreign_flags(args, spec.name)
+    if not spec.own_resize:
+        apply_recipe_resize(args)
     if args.encoded and not spec.datum_databases:
         raise ImagenetDbError(f"--encoded applies to --format {' / '.join(datum_formats())} only "
                               f"({spec.name} decides how it stores images)")
@@ -158,6 +162,7 @@ def recipe_options(args):
                          mean_crop=args.mean_crop, prototxt=args.prototxt, report=args.report,
                          drop_blacklist=args.drop_val_blacklist,
                          allow_empty_classes=args.allow_empty_classes, verify=args.verify,
+                         selection=class_selection(args),
                          **{k: v for k, v in values.items() if k in RECIPE_FIELDS},
                          format_options={k: v for k, v in values.items()
                                          if k not in RECIPE_FIELDS})

@@ -13,9 +13,10 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from imagenet_db.cli.flags import (SOURCE_EPILOG, blacklist_arg, bool_flag, empty_classes_arg,
-                                   entry_point, help_text, normalize_gflags, resize_args,
-                                   resize_bools, run_command, stderr_log, transform_options,
+from imagenet_db.cli.flags import (SOURCE_EPILOG, apply_recipe_resize, blacklist_arg,
+                                   bool_flag, class_selection, empty_classes_arg, entry_point,
+                                   help_text, normalize_gflags, resize_args, resize_bools,
+                                   run_command, selection_args, stderr_log, transform_options,
                                    workers_arg)
 
 
@@ -49,6 +50,7 @@ def extract_parser(prog="imagenet-db extract") -> argparse.ArgumentParser:
                    help="seed of the fill/half_crop noise (default 0)")
     blacklist_arg(p)
     empty_classes_arg(p)
+    selection_args(p)
     workers_arg(p)
     bool_flag(p, "progress", "progress bar (default: only on a terminal)", default=None)
     return p
@@ -60,12 +62,14 @@ def _extract(args) -> None:
     from imagenet_db.recipes.extract import ExtractOptions, extract
 
     log = stderr_log
+    apply_recipe_resize(args)
     transform = transform_options(args, args.resize_width, args.resize_height, encoded=True)
     if args.verify:
         verify_source(args.source, progress=args.progress, log=log)
     options = ExtractOptions(val_layout=args.val_layout, drop_blacklist=args.drop_val_blacklist,
                              allow_empty_classes=args.allow_empty_classes,
-                             check_contents=args.check_contents or args.verify)
+                             check_contents=args.check_contents or args.verify,
+                             selection=class_selection(args))
     build = BuildOptions(overwrite=args.overwrite, resume=args.resume, workers=args.workers,
                          progress=args.progress)
     summary = extract(args.source, args.dest, transform if transform.resizing else None,

@@ -236,6 +236,45 @@ def empty_classes_arg(parser) -> None:
               "label; by default that is an error, since it shifts the labels after it")
 
 
+def selection_args(parser) -> None:
+    """--recipe, --min_class_images, --val_per_class (create_imagenet, labels, extract)."""
+    from imagenet_db.recipes.presets import PRESETS
+
+    parser.add_argument("--recipe", choices=tuple(PRESETS), default=None,
+                        help="a published preparation: " + "; ".join(
+                            f"{p.name}: {p.summary}" for p in PRESETS.values())
+                        + " (--min_class_images / --val_per_class / resize flags override it)")
+    parser.add_argument("--min_class_images", type=int, default=None, metavar="N",
+                        help="drop the classes with fewer than N training images; they are "
+                             "listed with their counts in OUTDIR/dropped_classes.txt")
+    parser.add_argument("--val_per_class", type=int, default=None, metavar="N",
+                        help="make the val split from the first N training images of each "
+                             "class, in ASCII (byte) file-name order (the whole ImageNet has "
+                             "no val split)")
+
+
+def class_selection(args):
+    """The ``sources.selection.ClassSelection`` of parsed ``selection_args`` (the --recipe's,
+    each value replaced by an explicit flag). Raises ImagenetDbError for a negative count."""
+    from imagenet_db.recipes.presets import preset
+    from imagenet_db.sources.selection import ClassSelection
+
+    if args.recipe:
+        return preset(args.recipe).selection(args.min_class_images, args.val_per_class)
+    return ClassSelection(args.min_class_images or 0, args.val_per_class or 0)
+
+
+def apply_recipe_resize(args) -> None:
+    """Set the --recipe's resize (``--miil_size``, ``--miil_short_edge``) on parsed flags
+    when no resize flag was given (then they pick the resize)."""
+    if getattr(args, "recipe", None) and not resize_asked(args) and \
+            not getattr(args, "resize", None):
+        from imagenet_db.recipes.presets import preset
+
+        chosen = preset(args.recipe)
+        args.miil_size, args.miil_short_edge = chosen.miil_size, chosen.miil_short_edge
+
+
 def blacklist_arg(parser) -> None:
     """--drop_val_blacklist (create_imagenet, labels, extract)."""
     bool_flag(parser, "drop_val_blacklist",
@@ -252,7 +291,9 @@ SOURCE_EPILOG = (
     "with a devkit; the folder holding Kaggle's imagenet-object-localization-challenge.zip; any "
     "of these extracted (the folder holding ILSVRC2015/ or Kaggle's LOC_*.csv + ILSVRC/, "
     "ILSVRC2015/ itself, or its Data/CLS-LOC/); or a train/<wnid>/*.JPEG + val/ tree (val/ per "
-    "wnid, or flat with SOURCE/val.txt 'file wnid-or-label' lines). Archives are read in place, "
+    "wnid, or flat with SOURCE/val.txt 'file wnid-or-label' lines); the whole ImageNet: the "
+    "folder holding fall11_whole.tar or winter21_whole.tar.gz, or a folder of n*.tar files "
+    "and/or n*/ folders (train only: see --val_per_class, --recipe). Archives are read in place, "
     "nothing is extracted (a .tar.gz is indexed once; the index is cached).")
 
 

@@ -5,14 +5,16 @@ Caffe label i, wnids in ASCII order), synset_words.txt ('n01440764 tench, Tinca 
 train.txt and val.txt ('relpath label', sorted). From archives only the devkits, annotations and
 archive indexes are read (a .tar.gz is indexed once, then cached): the devkit's IDs are mapped
 to wnids, never used as labels. Every distribution gives the same files for the same images.
+With --min_class_images (or --recipe) also dropped_classes.txt ('wnid images' per line: the
+classes left out); the whole ImageNet has only train.txt unless --val_per_class makes val.txt.
 """
 import argparse
 import sys
 from typing import Optional, Sequence
 
-from imagenet_db.cli.flags import (SOURCE_EPILOG, blacklist_arg, empty_classes_arg,
-                                   entry_point, help_text, normalize_gflags, run_command,
-                                   stderr_log)
+from imagenet_db.cli.flags import (SOURCE_EPILOG, blacklist_arg, class_selection,
+                                   empty_classes_arg, entry_point, help_text, normalize_gflags,
+                                   run_command, selection_args, stderr_log)
 
 SOURCE_HELP = "an ImageNet distribution (see below)"
 
@@ -26,6 +28,7 @@ def labels_parser(prog="imagenet-db labels") -> argparse.ArgumentParser:
     p.add_argument("outdir", metavar="OUTDIR", help="folder for the four text files")
     blacklist_arg(p)
     empty_classes_arg(p)
+    selection_args(p)
     return p
 
 
@@ -33,7 +36,8 @@ def _labels(args) -> None:
     from imagenet_db.recipes.imagenet import write_labels
 
     write_labels(args.source, args.outdir, log=stderr_log, drop_blacklist=args.drop_val_blacklist,
-                 allow_empty_classes=args.allow_empty_classes)
+                 allow_empty_classes=args.allow_empty_classes,
+                 selection=class_selection(args))
 
 
 @entry_point

@@ -157,6 +157,19 @@ class OutputFiles(Protocol):
         completion record (``Output.made_files``); None when not known (all is this tool's)."""
 
 
+class _NotListed:
+    """``files`` without the lists of what other formats' outputs hold: those outputs count as
+    this tool's whole (where nothing is to be deleted, e.g. a finished output being kept)."""
+
+    def __init__(self, files: OutputFiles):
+        self.is_database = files.is_database
+
+    @staticmethod
+    def made_files(path: str, record: dict) -> None:
+        """None: not listed (see the class)."""
+        return None
+
+
 def foreign_entry(path: str, files: Optional[OutputFiles] = None) -> Optional[str]:
     """What stops ``--overwrite`` from replacing ``path``: ``path`` itself when it is not a
     directory (a user's file, a symlink), else the first entry in it (sorted) that is not a
@@ -306,7 +319,7 @@ def _plan_existing(db_path: str, identity: dict, resume: bool,
                    files: Optional[OutputFiles]) -> str:
     """``plan_output`` when DB exists and is not to be overwritten: 'done' when it is a
     finished build of ``identity`` and ``resume`` accepts it; else DatabaseError."""
-    refuse_foreign(db_path, files)
+    refuse_foreign(db_path, files and _NotListed(files))  # nothing is deleted here
     if not resume:
         raise DatabaseError(f"{db_path} already exists; pass --overwrite to replace it "
                             f"(or --resume to accept it when it is a finished build with "

@@ -29,6 +29,7 @@ from imagenet_db.crc import CHECKSUM_FIELD
 from imagenet_db.outputs.folder import files_checksum, listed_files
 from imagenet_db.outputs.folder import FORMAT as FOLDER, VAL_LAYOUTS
 from imagenet_db.recipes.formats import RecipeOptions
+from imagenet_db.sources.selection import ClassSelection
 from imagenet_db.sources.base import is_image_name
 
 class ExtractError(ImagenetDbError):
@@ -126,12 +127,15 @@ class ExtractOptions:
     ``base.drop_val_blacklist``). allow_empty_classes: keep a synset without training images
     as a label (else an error; see ``sources.load_dataset``). check_contents: also compare
     every file with the content checksum recorded when it was written (reads them all;
-    ``--check_contents``, implied by ``--verify``).
+    ``--check_contents``, implied by ``--verify``). selection: classes kept and the val
+    split made from train (``sources.selection``; --min_class_images, --val_per_class,
+    --recipe).
     """
     val_layout: str = "folders"
     drop_blacklist: bool = False
     allow_empty_classes: bool = False
     check_contents: bool = False
+    selection: ClassSelection = ClassSelection()
 
 
 def extract(source: str, dest: str, transform: Optional[TransformOptions] = None,
@@ -162,7 +166,8 @@ def extract(source: str, dest: str, transform: Optional[TransformOptions] = None
     build = replace(build, resume=build.resume or not build.overwrite)
     recipe = RecipeOptions(output_format=FOLDER.name, val_layout=options.val_layout,
                            drop_blacklist=options.drop_blacklist,
-                           allow_empty_classes=options.allow_empty_classes)
+                           allow_empty_classes=options.allow_empty_classes,
+                           selection=options.selection)
     summaries = create_imagenet(source, dest, transform or FOLDER.default_transform(None), recipe,
                                 build, log)
     summary = ExtractSummary(dest=dest)

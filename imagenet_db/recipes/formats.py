@@ -21,6 +21,7 @@ from imagenet_db.outputs import backends, format_spec
 from imagenet_db.outputs.spec import Stage
 from imagenet_db.sources import labels as L
 from imagenet_db.sources.base import DEFAULT_SEED, Dataset, Split
+from imagenet_db.sources.selection import ClassSelection
 
 __all__ = ["RecipeOptions", "Stage", "stage_observers", "default_transform", "check_transform",
            "relabel", "in_label_order", "plan"]
@@ -44,7 +45,9 @@ class RecipeOptions:
     synset without training images as a label (else an error). verify: first check the
     archives' MD5 against the published values (reads every byte). format_options: the
     values of formats' own flags that are not fields here ({name: value}, e.g.
-    cuda-convnet2's 'uncropped'); read with ``option(name)``.
+    cuda-convnet2's 'uncropped'); read with ``option(name)``. selection: the classes kept
+    and the val split made from train (``sources.selection``: --min_class_images,
+    --val_per_class; --recipe imagenet21k-p).
     """
     output_format: str = "caffe"
     backend: str = "lmdb"
@@ -58,6 +61,7 @@ class RecipeOptions:
     allow_empty_classes: bool = False
     verify: bool = False
     format_options: Mapping[str, object] = field(default_factory=dict)
+    selection: ClassSelection = ClassSelection()
 
     def option(self, name: str, default=None):
         """The value of a format's flag ``name``: a field of these options, else
@@ -67,7 +71,7 @@ class RecipeOptions:
         return self.format_options.get(name, default)
 
 
-RECIPE_FIELDS = frozenset(f.name for f in fields(RecipeOptions)) - {"format_options"}
+RECIPE_FIELDS = frozenset(f.name for f in fields(RecipeOptions)) - {"format_options", "selection"}
 
 
 def stage_observers(stage: Stage) -> list:

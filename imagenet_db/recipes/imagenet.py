@@ -36,6 +36,7 @@ from imagenet_db.recipes.formats import (RecipeOptions, Stage, default_transform
 from imagenet_db.sources import labels as L
 from imagenet_db.sources import load_dataset
 from imagenet_db.sources.base import Dataset
+from imagenet_db.sources.selection import ClassSelection
 from imagenet_db.sources import verify_source
 from imagenet_db.sources.listfile import list_text
 
@@ -53,25 +54,37 @@ def write_aux(found: Dataset, outdir: str) -> List[str]:
 
 
 def write_labels(source: str, outdir: str, log=print, drop_blacklist: bool = False,
-                 allow_empty_classes: bool = False) -> List[str]:
-    """Only the aux files (synsets.txt, synset_words.txt, train.txt, val.txt) for ``source``
-    (archives: from the devkits, annotations and archive indexes, no image is read; or an
-    extracted tree). drop_blacklist: leave out the devkit's blacklisted validation images
-    (``base.drop_val_blacklist``). Returns the paths written. Raises ImagenetDbError
-    subclasses naming the bad file."""
-    found = load_dataset(source, drop_blacklist, log, allow_empty_classes)
+                 allow_empty_classes: bool = False,
+                 selection: ClassSelection = ClassSelection()) -> List[str]:
+    """Only the aux files (synsets.txt, synset_words.txt, train.txt, val.txt, and
+    dropped_classes.txt with a class minimum) for ``source`` (archives: from the devkits,
+    annotations and archive indexes, no image is read; or an extracted tree).
+    drop_blacklist: leave out the devkit's blacklisted validation images
+    (``base.drop_val_blacklist``). selection: classes kept and val split made from train
+    (``sources.selection``). Returns the paths written. Raises ImagenetDbError subclasses
+    naming the bad file."""
+    found = load_dataset(source, drop_blacklist, log, allow_empty_classes, selection)
     written = write_aux(found, outdir)
     for path in written:
         log(f"wrote {path}")
     return written
+
+
+DROPPED_CLASSES = "dropped_classes.txt"
+
+
 def aux_outputs(found: Dataset, outdir: str) -> Dict[str, bytes]:
     """The aux files ``write_aux`` writes into ``outdir``, as {path: UTF-8 bytes}, rendered in
-    memory (nothing in ``outdir`` is touched)."""
+    memory (nothing in ``outdir`` is touched): synsets.txt, synset_words.txt (words known),
+    <split>.txt, and DROPPED_CLASSES ('n00005787 5' lines: the classes --min_class_images
+    left out, with their image counts, in wnid order) when a minimum was asked."""
     texts = {"synsets.txt": L.synsets_text(found.synsets)}
     if found.words:
         texts["synset_words.txt"] = L.synset_words_text(found.synsets, found.words)
     for name, split in found.splits.items():
         texts[f"{name}.txt"] = list_text(split.entries)
+    if found.dropped_classes is not None:  # --min_class_images: 'wnid images' per line
+        texts[DROPPED_CLASSES] = "".join(f"{w} {n}\n" for w, n in found.dropped_classes)
     return {os.path.join(outdir, name): text.encode("utf-8") for name, text in texts.items()}
 
 
@@ -226,7 +239,8 @@ def create_imagenet(source: str, outdir: str, transform: Optional[TransformOptio
     transform = transform or default_transform(recipe.output_format)
     if recipe.verify:
         verify_source(source, progress=build.progress, log=log)
-    found = load_dataset(source, recipe.drop_blacklist, log, recipe.allow_empty_classes)
+    found = load_dataset(source, recipe.drop_blacklist, log, recipe.allow_empty_classes,
+                         recipe.selection)
     os.makedirs(outdir, exist_ok=True)
     with OutputLock(folder_lock_path(outdir), f"{outdir} is being built by create_imagenet"):
         labelled, stages = _checked_plan(found, outdir, transform, recipe, log)

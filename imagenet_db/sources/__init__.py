@@ -21,13 +21,18 @@ from types import ModuleType
 from typing import Callable, List, Optional
 
 from imagenet_db.errors import ImagenetDbError
-from imagenet_db.sources import ilsvrc2012, ilsvrc2015, kaggle, tree
+from imagenet_db.sources import (fall11, ilsvrc2012, ilsvrc2015, kaggle, synset_tars, tree,
+                                 winter21)
 from imagenet_db.sources.base import Dataset, check_names, drop_val_blacklist
+from imagenet_db.sources.selection import ClassSelection, select
 
 DISTRIBUTIONS: List[ModuleType] = [
     kaggle,      # imagenet-object-localization-challenge.zip, or LOC_*.csv/txt + ILSVRC/
     ilsvrc2015,  # ILSVRC2015_CLS-LOC.tar.gz (+ devkits), or extracted ILSVRC2015/Data/CLS-LOC/
     ilsvrc2012,  # ILSVRC2012_img_train.tar, ILSVRC2012_img_val.tar + a devkit (2012/2014/2015)
+    fall11,      # fall11_whole.tar: the whole ImageNet, a tar of 21,841 synset tars
+    winter21,    # winter21_whole.tar.gz: the whole ImageNet of 2021, 19,167 synset tars
+    synset_tars,  # n*.tar files and/or n*/ folders (whole ImageNet extracted), no train/
     tree,        # an extracted train/<wnid>/, val/ tree
 ]
 
@@ -75,9 +80,12 @@ def open_dataset(source: str) -> Dataset:
 
 def load_dataset(source: str, drop_blacklist: bool = False,
                  log: Callable[[str], None] = print,
-                 allow_empty_classes: bool = False) -> Dataset:
+                 allow_empty_classes: bool = False,
+                 selection: ClassSelection = ClassSelection()) -> Dataset:
     """``open_dataset``, then (``drop_blacklist``) without the devkit's blacklisted val images
-    (``base.drop_val_blacklist``), its notes logged as 'note: ...' lines.
+    (``base.drop_val_blacklist``), then the classes and val split of ``selection``
+    (``--min_class_images``, ``--val_per_class``: ``selection.select``), its notes logged as
+    'note: ...' lines.
 
     A synset without any training image (an empty train/<wnid>/ folder, say) still gets a
     label and shifts the labels of every synset after it; that is refused (ImagenetDbError
@@ -96,6 +104,7 @@ def load_dataset(source: str, drop_blacklist: bool = False,
                 f"folder) or pass --allow_empty_classes to keep it as a label")
     if drop_blacklist:
         dataset = drop_val_blacklist(dataset)
+    dataset = select(dataset, selection, source)
     for note in dataset.notes:
         log(f"note: {note}")
     return dataset

@@ -107,13 +107,15 @@ class Dataset:
     """A located ImageNet: synsets in Caffe label order (label i = synsets[i]), optional words
     (wnid -> 'tench, Tinca tinca'), the splits by name, notes for the log, and the validation
     relpaths a devkit blacklists (``val_blacklist``, None when no devkit blacklist is known;
-    ``blacklist_where`` names the file)."""
+    ``blacklist_where`` names the file). dropped_classes: [(wnid, training images)] that
+    ``--min_class_images`` left out (``selection``); None when no minimum was asked."""
     synsets: List[str]
     splits: Dict[str, Split]
     words: Dict[str, str] = field(default_factory=dict)
     notes: List[str] = field(default_factory=list)
     val_blacklist: Optional[Set[str]] = None
     blacklist_where: str = ""
+    dropped_classes: Optional[List[Tuple[str, int]]] = None
 
 
 def drop_val_blacklist(dataset: Dataset) -> Dataset:

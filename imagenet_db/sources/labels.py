@@ -110,11 +110,12 @@ def devkit_synsets(synsets: Iterable[str]) -> List[str]:
     cuda-convnet2's make-data labels them: ILSVRC2012_ID - 1 with all 1,000 classes (kit fox
     n02119789 = 0); with fewer, the rank of the ID among the classes present. The IDs are the
     2012 devkit's meta.mat (shipped as ``ilsvrc2012_classes.tsv``; the 2014/2015 CLS-LOC
-    devkits number the classes differently). Raises ImagenetDbError for a wnid that is not an
-    ILSVRC2012 class."""
+    devkits number the classes differently). Raises ImagenetDbError naming the first (ASCII
+    order) wnid that is not an ILSVRC2012 class, e.g. of the whole ImageNet."""
     ids = ilsvrc2012_ids()
     missing = [w for w in synsets if w not in ids]
     if missing:
-        raise ImagenetDbError(f"no ILSVRC2012_ID known for synset(s) {', '.join(missing[:5])}: "
-                              f"the devkit order needs ILSVRC2012 classes")
+        raise ImagenetDbError(f"synset {missing[0]} is not one of ILSVRC2012's 1,000 classes "
+                              f"({len(missing):,} such synset(s)): the devkit order "
+                              f"(ILSVRC2012_ID) labels those classes only")
     return sorted(set(synsets), key=lambda w: ids[w])

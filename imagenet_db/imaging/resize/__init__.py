@@ -33,15 +33,16 @@ and, when it has them (``declared`` gives the defaults):
 
 The modes: ``squash`` (Caffe's convert_imageset), ``crop``, ``fill``, ``half_crop`` (NVIDIA
 DIGITS), ``shorter_side`` (ResNet / Torch), ``min_max_dim`` (SSD-Caffe), ``convnet2``
-(cuda-convnet2's make-data). Shared helpers (rounding, interpolation, padding) are in
-``geometry``. To add a mode: write ``imaging/resize/<mode>.py`` with these members and add one
-line to ``RESIZE_MODES``; the commands offer every registered name and every declared flag.
+(cuda-convnet2's make-data), ``miil`` (ImageNet-21K-P's resize.py). Shared helpers
+(rounding, interpolation, padding) are in ``geometry``. To add a mode: write
+``imaging/resize/<mode>.py`` with these members and add one line to ``RESIZE_MODES``; the
+commands offer every registered name and every declared flag.
 """
 from types import ModuleType
 from typing import Dict, Tuple
 
 from imagenet_db.errors import ImagenetDbError
-from imagenet_db.imaging.resize import (convnet2, crop, fill, half_crop, min_max_dim,
+from imagenet_db.imaging.resize import (convnet2, crop, fill, half_crop, miil, min_max_dim,
                                         shorter_side, squash)
 from imagenet_db.imaging.resize.geometry import INTERPOLATION_NAMES, ModeParam, ResizeOptionError
 
@@ -53,6 +54,7 @@ RESIZE_MODES: Dict[str, ModuleType] = {
     "shorter_side": shorter_side,  # ResNet / Torch: shorter side to N, aspect kept
     "min_max_dim": min_max_dim,    # SSD-Caffe: --min_dim / --max_dim, aspect kept
     "convnet2": convnet2,          # cuda-convnet2 make-data: shorter side to N, centre N x N
+    "miil": miil,                  # ImageNet-21K-P: N x N (or shorter side N), small ones kept
 }
 DEFAULT_MODE = "squash"
 FIXED_SIZE_MODES = tuple(name for name, mode in RESIZE_MODES.items() if mode.FIXED_SIZE)

@@ -142,6 +142,18 @@ class TarContainer(_Listed):
         self._set_members(members)
 
 
+class LoadersContainer(_Listed):
+    """Members whose loaders the distribution made itself, {name: zero-argument loader}
+    (e.g. a folder of synset tars and synset folders, ``sources.synset_tars``)."""
+
+    def __init__(self, path: str, loaders: Dict[str, Callable[[], bytes]]):
+        self.path = path
+        self._set_members(loaders)
+
+    def loader(self, name: str) -> Callable[[], bytes]:
+        return self._members[name]
+
+
 def _clean(name: str) -> str:
     while name.startswith("./"):
         name = name[2:]

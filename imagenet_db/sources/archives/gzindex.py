@@ -43,7 +43,7 @@ from tqdm import tqdm
 
 from imagenet_db.sources.archives.tarindex import (BLOCK, CACHE_ENV, Member, TarIndexError, archive_changed,
                                          cache_file, check_unchanged, file_identity,
-                                         sparse_member)
+                                         scan_tar, sparse_member)
 
 CHUNK = int(os.environ.get("IMAGENET_DB_GZIP_SPACING", 64 << 10))  # compressed bytes per seek point
 GZIP_MAGIC = b"\x1f\x8b"
@@ -210,12 +210,48 @@ def _window_of(path: str, window):
     return path, FileWindow(window[0], window[1], window[2])
 
 
+def _list_members(tar: tarfile.TarFile, name: str, keep, nested, members: List[Member],
+                  small: Dict[str, bytes], progress: Callable[[int], None]) -> None:
+    """Read the member headers of ``tar`` into ``members`` (and kept bytes into ``small``);
+    the members of a member that ``nested(name)`` picks (a tar inside the tar) follow it as
+    '<member>/<inner name>' with offsets into the uncompressed outer tar."""
+    for info in tar:
+        if info.isfile() and info.issparse():
+            raise TarIndexError(sparse_member(name, info.name))
+        if not info.isfile():
+            continue
+        members.append(Member(info.name, info.offset_data, info.size))
+        if keep is not None and keep(info.name, info.size):
+            small[info.name] = tar.extractfile(info).read()
+        if nested is not None and nested(info.name):
+            try:
+                inner = scan_tar(tar.extractfile(info), info.size, f"{name}: member {info.name}")
+            except TarIndexError:  # a gzip stream that ends early shows first as a cut member
+                _check_not_cut(tar.fileobj, name, info)
+                raise
+            members.extend(Member(f"{info.name}/{i.name}", info.offset_data + i.offset_data,
+                                  i.size) for i in inner if i.isfile())
+        progress(info.offset_data)
+
+
+def _check_not_cut(reader, name: str, info: tarfile.TarInfo) -> None:
+    """Raise TarIndexError 'truncated' when the uncompressed data (read on to its end; a
+    decoding error propagates) ends before member ``info`` does."""
+    while reader.read(4 << 20):
+        pass
+    if reader.tell() < info.offset_data + info.size:
+        raise TarIndexError(f"{name}: truncated: the data ends at byte {reader.tell():,} of the "
+                            f"tar, inside member {info.name}; download or copy it again")
+
+
 def build_index(path: str, keep: Optional[Callable[[str, int], bool]] = None,
                 workers: Optional[int] = None, progress: Optional[bool] = None,
-                window=None) -> GzipTarIndex:
+                window=None, nested: Optional[Callable[[str], bool]] = None) -> GzipTarIndex:
     """One pass over the .tar.gz (see module docstring). keep(name, size): members whose bytes
     are returned in ``small``. window: (file, start, length) when the .tar.gz is stored inside
-    another file (a zip); ``path`` then only names it in messages.
+    another file (a zip); ``path`` then only names it in messages. nested(name): members that
+    are tars themselves (winter21_whole.tar.gz's synset tars), whose members are listed too
+    (see ``_list_members``; a 0-byte one has none).
 
     Raises TarIndexError naming ``path`` for a file that is not gzip, damaged or truncated
     gzip data (decoding or CRC errors), a damaged tar, or a tar without its end-of-archive
@@ -233,14 +269,8 @@ def build_index(path: str, keep: Optional[Callable[[str, int], bool]] = None,
         try:
             stream = InOrder(reader)
             tar = tarfile.open(fileobj=stream, mode="r:")
-            for info in tar:
-                if info.isfile() and info.issparse():
-                    raise TarIndexError(sparse_member(name, info.name))
-                if info.isfile():
-                    members.append(Member(info.name, info.offset_data, info.size))
-                    if keep is not None and keep(info.name, info.size):
-                        small[info.name] = tar.extractfile(info).read()
-                    bar.update(min(info.offset_data, total) - bar.n)
+            _list_members(tar, name, keep, nested, members, small,
+                          lambda at: bar.update(min(at, total) - bar.n))
             end = tar.offset
             stream.seek(end)
             marker = stream.read(BLOCK)
@@ -270,8 +300,8 @@ def build_index(path: str, keep: Optional[Callable[[str, int], bool]] = None,
             fileobj.close()
 
 
-def _cache_paths(path: str) -> Optional[Dict[str, str]]:
-    base = cache_file(path, INDEX_FORMAT)
+def _cache_paths(path: str, nested: bool = False) -> Optional[Dict[str, str]]:
+    base = cache_file(path, INDEX_FORMAT + (" nested" if nested else ""))
     if base is None:
         return None
     stem = base[:-len(".tsv.gz")]
@@ -329,19 +359,21 @@ def _save(paths: Dict[str, str], index: GzipTarIndex) -> None:
 
 def index_targz(path: str, keep: Optional[Callable[[str, int], bool]] = None, cache: bool = True,
                 progress: Optional[bool] = None, log: Callable[[str], None] = None,
-                window=None) -> GzipTarIndex:
+                window=None, nested: Optional[Callable[[str], bool]] = None) -> GzipTarIndex:
     """The GzipTarIndex of the .tar.gz at ``path``: from the cache when present, else by
-    ``build_index`` (then cached). ``keep`` decides which small members are kept; it is part
-    of what is cached, so callers must use one rule per archive. window: see build_index
-    (the cache is then keyed by the outer file). Raises TarIndexError (see build_index)."""
-    paths = _cache_paths(window[0] if window else path) if cache else None
+    ``build_index`` (then cached). ``keep`` and ``nested`` decide which small members are
+    kept and which inner tars are listed; they are part of what is cached, so callers must
+    use one rule per archive (a nested index is cached apart). window: see build_index (the
+    cache is then keyed by the outer file). Raises TarIndexError (see build_index)."""
+    paths = (_cache_paths(window[0] if window else path, nested is not None)
+             if cache else None)
     if paths is not None and os.path.isfile(paths["members"]):
         found = _load(paths)
         if found is not None:
             return found
     if log is not None:
         log(f"indexing {path} (one pass over the whole file; cached for later runs)")
-    index = build_index(path, keep, progress=progress, window=window)
+    index = build_index(path, keep, progress=progress, window=window, nested=nested)
     if paths is not None:
         _save(paths, index)
         if os.path.isfile(paths["members"]):

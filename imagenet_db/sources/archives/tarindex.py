@@ -181,11 +181,22 @@ def index_tar(path: str, cache: bool = True) -> List[Member]:
     return members
 
 
-def index_nested(path: str, cache: bool = True) -> Dict[str, List[Member]]:
+def scan_tar(fileobj: BinaryIO, length: int, what: str) -> List[tarfile.TarInfo]:
+    """The members of the uncompressed tar in ``fileobj`` (``length`` bytes, positions from
+    its own start), each checked to end inside it, plus its end-of-archive marker. An empty
+    stream (0 bytes) is a tar without members. Raises TarIndexError naming ``what`` for
+    anything else that is not a whole tar."""
+    return _scan(fileobj, length, what)[1] if length else []
+
+
+def index_nested(path: str, cache: bool = True, empty_members: bool = False
+                 ) -> Dict[str, List[Member]]:
     """Index a tar of tars (ILSVRC2012_img_train.tar): {outer member name: its members}.
 
     Every regular file of the outer tar must itself be a tar; the returned offsets are
     absolute byte offsets into ``path``. cache: use/save the per-user index cache.
+    empty_members: a 0-byte outer member counts as a tar without members (fall11_whole.tar
+    has such synset tars); else it is refused like any other non-tar.
     Raises TarIndexError naming the outer file and the inner tar for anything missing,
     damaged or truncated.
     """
@@ -200,6 +211,11 @@ def index_nested(path: str, cache: bool = True) -> Dict[str, List[Member]]:
             tar, outer = _scan(f, size, path)
             for info in outer:
                 if not info.isfile():
+                    continue
+                if info.name in result:
+                    raise TarIndexError(f"{path}: member {info.name} occurs twice")
+                if empty_members and info.size == 0:
+                    result[info.name] = []
                     continue
                 _, inner = _scan(tar.extractfile(info), info.size, f"{path}: member {info.name}")
                 result[info.name] = [Member(i.name, info.offset_data + i.offset_data, i.size)
@@ -314,3 +330,29 @@ def member_map(members: List[Member], where: Optional[str] = None) -> Dict[str, 
             raise TarIndexError(f"{where or 'tar'}: member {m.name!r} occurs twice")
         by_name[m.name] = m
     return by_name
+
+
+class ReopeningTarReader:
+    """Positioned reads from one archive file that is opened for each read (``os.open``,
+    ``os.pread``, ``os.close``): for a folder of 21,841 synset tars, where one open file per
+    tar would pass the process's file limit. Same checks as ``TarReader`` (identity taken
+    when made: a changed or short file raises ArchiveChangedError); picklable as is."""
+
+    __slots__ = ("path", "identity")
+
+    def __init__(self, path: str, identity: Optional[Tuple[int, int]] = None):
+        self.path = path
+        self.identity = identity or file_identity(os.stat(path))
+
+    def read(self, offset: int, size: int) -> bytes:
+        """Exactly ``size`` bytes at byte ``offset`` (see TarReader.read)."""
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            check_unchanged(self.path, self.identity, os.fstat(fd))
+            data = os.pread(fd, size, offset)
+        finally:
+            os.close(fd)
+        if len(data) != size:
+            raise archive_changed(self.path, f"short read at byte {offset:,}: {len(data)} of "
+                                             f"{size} bytes")
+        return data
