@@ -7,7 +7,9 @@ databases and imagenet_mean.binaryproto/.npy, then report.html, a page with
 pictures of what was built (--no-report to skip). --format cuda-convnet2: make-data.py's batches
 (ilsvrc12_cuda_convnet2/, devkit label order). --format theano-alexnet: theano_alexnet's hickle
 batches (ilsvrc12_theano_alexnet/). --format folder: train/<wnid>/ and val/<wnid>/ image
-folders (files copied as they are unless a resize is asked).
+folders (files copied as they are unless a resize is asked). --format webdataset: WebDataset
+tar shards with DALI index files and timm's _info.json (webdataset/). --format tfrecord:
+TensorFlow's build_imagenet_data.py TFRecords with DALI index files (tfrecord/).
 """
 import argparse
 import sys
@@ -18,7 +20,7 @@ from imagenet_db.cli.flags import (EXIT_STATUS, SOURCE_EPILOG, backend_arg, blac
                                    entry_point, executor_for, fast_decode_arg, help_text,
                                    normalize_gflags, resize_args, run_command, seed_arg,
                                    stderr_log, transform_options, workers_arg)
-from imagenet_db.outputs import FORMATS
+from imagenet_db.outputs import FORMATS, OUTPUTS
 
 
 def size_arg(text: str):
@@ -47,7 +49,8 @@ def create_parser(prog="create_imagenet") -> argparse.ArgumentParser:
     p.add_argument("outdir", metavar="OUTDIR", help="folder for the databases and aux files")
     p.add_argument("--format", dest="output_format", default="caffe", choices=FORMATS,
                    help="what to build (default caffe): Caffe's LMDB/LevelDB + mean; "
-                        "cuda-convnet2 batches; Theano AlexNet hickle batches; image folders")
+                        "cuda-convnet2 batches; Theano AlexNet hickle batches; image folders; "
+                        "WebDataset or TFRecord shards")
     p.add_argument("--resize", type=size_arg, default=None, metavar="WxH",
                    help="resize every image to WIDTHxHEIGHT with --resize_mode (default 256x256 "
                         "squash, as Caffe's create_imagenet.sh and theano-alexnet; folder: none, "
@@ -61,6 +64,7 @@ def create_parser(prog="create_imagenet") -> argparse.ArgumentParser:
                         "theano-alexnet 256 (halves of N/2); default: upstream's")
     p.add_argument("--val_layout", choices=("folders", "flat"), default="folders",
                    help="folder format: val/<wnid>/ (default, as valprep.sh) or flat val/")
+    _shard_args(p)
     backend_arg(p)
     bool_flag(p, "encoded", "store JPEG bytes instead of raw pixels")
     fast_decode_arg(p)
@@ -89,6 +93,21 @@ def create_parser(prog="create_imagenet") -> argparse.ArgumentParser:
     return p
 
 
+def _shard_args(p) -> None:
+    """The flags of the sharded formats (webdataset, tfrecord)."""
+    p.add_argument("--shard_size", type=int, default=0, metavar="N",
+                   help="webdataset/tfrecord: at most N samples per shard (default: webdataset "
+                        "1000; tfrecord TF's 1024 train / 128 validation shards)")
+    p.add_argument("--shard_bytes", type=int, default=10 ** 9, metavar="BYTES",
+                   help="webdataset: close a shard before BYTES of source file bytes (default "
+                        "1 GB); a shard closes at --shard_size or this, whichever comes first")
+    p.add_argument("--shard_prefix", default="imagenet", metavar="NAME",
+                   help="webdataset: shard names NAME-{split}-%%06d.tar (default imagenet)")
+    p.add_argument("--label_base", type=int, choices=(0, 1), default=1,
+                   help="tfrecord: 1 = TF's labels 1..1000 with 0 left for background (default, "
+                        "slim's 1,001 classes); 0 = Caffe's 0..999 (same wnid order)")
+
+
 def create_transform(args):
     """The TransformOptions of parsed create_imagenet arguments: the resize flags, with the
     format's defaults (256x256 squash for caffe and theano-alexnet, a copy for folder,
@@ -100,7 +119,8 @@ def create_transform(args):
     fmt = args.output_format
     if args.uncropped and fmt != "cuda-convnet2":
         raise ImagenetDbError("--uncropped applies to --format cuda-convnet2 only")
-    if args.encoded and fmt != "caffe":
+    sharded = getattr(OUTPUTS.get(fmt), "sharded", False)  # JPEG shards, no resize by default
+    if args.encoded and fmt != "caffe" and not sharded:
         raise ImagenetDbError(f"--encoded applies to --format caffe only ({fmt} decides how it "
                               f"stores images)")
     if fmt == "cuda-convnet2":
@@ -112,10 +132,11 @@ def create_transform(args):
         return replace(default_transform(fmt, args.uncropped), fast_decode=args.fast_decode)
     keeps_aspect = args.shorter_side or args.min_dim or args.max_dim or \
         args.resize_mode in ("shorter_side", "min_max_dim")
-    default = (0, 0) if keeps_aspect or fmt == "folder" else (256, 256)
+    default = (0, 0) if keeps_aspect or fmt == "folder" or sharded else (256, 256)
     width, height = args.resize or default
-    return transform_options(args, width, height, encoded=args.encoded or fmt == "folder",
-                             fast_decode=args.fast_decode)
+    extra = {"encode_type": "jpg"} if sharded else {}
+    return transform_options(args, width, height, fast_decode=args.fast_decode,
+                             encoded=args.encoded or fmt == "folder" or sharded, **extra)
 
 
 def _create(args) -> None:
@@ -127,7 +148,9 @@ def _create(args) -> None:
                            mean_crop=args.mean_crop, prototxt=args.prototxt, report=args.report,
                            val_layout=args.val_layout, batch_images=args.batch_images,
                            drop_blacklist=args.drop_val_blacklist,
-                           allow_empty_classes=args.allow_empty_classes, verify=args.verify)
+                           allow_empty_classes=args.allow_empty_classes, verify=args.verify,
+                           shard_size=args.shard_size, shard_bytes=args.shard_bytes,
+                           shard_prefix=args.shard_prefix, label_base=args.label_base)
     with executor_for(args) as executor:
         create_imagenet(args.source, args.outdir, transform, recipe, build_options(args, executor),
                         log=stderr_log)

@@ -19,7 +19,7 @@ from typing import Dict, Iterator, Optional, Tuple, Type
 
 from imagenet_db.errors import DatabaseError
 from imagenet_db.outputs import (cuda_convnet2, folder, leveldb, leveldbreader, lmdb, lmdbreader,
-                                 theano_alexnet)
+                                 tfrecord, theano_alexnet, webdataset)
 from imagenet_db.outputs.base import Output
 
 OUTPUTS: Dict[str, Type[Output]] = {
@@ -28,6 +28,9 @@ OUTPUTS: Dict[str, Type[Output]] = {
     "cuda-convnet2": cuda_convnet2.CudaConvnet2Output,  # make-data.py batches + batches.meta
     "theano-alexnet": theano_alexnet.TheanoAlexnetOutput,  # theano_alexnet hickle batches
     "folder": folder.FolderOutput,  # train/<wnid>/*.JPEG image files (ImageFolder, Torch)
+    # sharded outputs (outputs.shards.ShardFormat, built by pipeline_shards): issue 22
+    "webdataset": webdataset.WebDatasetOutput,  # tar shards + DALI .idx + timm's _info.json
+    "tfrecord": tfrecord.TfRecordOutput,  # build_imagenet_data.py's TFRecords + DALI indexes
 }
 # the Caffe Datum databases: read-only, lock-free readers (outputs.lmdbreader, leveldbreader)
 READERS: Dict[str, ModuleType] = {"lmdb": lmdbreader, "leveldb": leveldbreader}

@@ -27,7 +27,7 @@ import numpy as np
 from imagenet_db.errors import ImagenetDbError
 from imagenet_db.imaging.transform import TransformOptions
 from imagenet_db.observers.mean import MeanObserver
-from imagenet_db.outputs import BACKENDS, FORMATS
+from imagenet_db.outputs import BACKENDS, FORMATS, OUTPUTS
 from imagenet_db.outputs.cuda_convnet2 import IMAGE_SIZE as CC2_SIZE
 from imagenet_db.outputs.theano_alexnet import BATCH_SIZE as THEANO_BATCH
 from imagenet_db.sources import labels as L
@@ -66,6 +66,13 @@ class RecipeOptions:
     drop_blacklist: bool = False
     allow_empty_classes: bool = False
     verify: bool = False
+    # sharded formats (webdataset, tfrecord; recipes.shardformats): samples per shard (0 =
+    # the format's default), bytes per shard (webdataset), shard name prefix (webdataset),
+    # label base (tfrecord: 1 = TF's 1..N with 0 background, 0 = Caffe's 0..N-1)
+    shard_size: int = 0
+    shard_bytes: int = 10 ** 9
+    shard_prefix: str = "imagenet"
+    label_base: int = 1
 
 
 @dataclass
@@ -92,7 +99,9 @@ def default_transform(output_format: str, uncropped: bool = False) -> TransformO
     to 256x256 (create_imagenet.sh; make_hkl.py); cuda-convnet2: make-data's resize (resize
     mode convnet2: shorter side 256 with C rounding, AREA/CUBIC by the scale, centre 256x256;
     ``uncropped``: shorter_side 256 with the same interpolation rule, no crop); folder: none
-    (files copied byte for byte)."""
+    (files copied byte for byte); the sharded formats: their own (``outputs.shards``)."""
+    if _sharded(output_format):
+        return OUTPUTS[output_format].default_transform()
     if output_format == "cuda-convnet2":
         if uncropped:
             return TransformOptions(resize_mode="shorter_side", shorter_side=CC2_SIZE,
@@ -106,6 +115,8 @@ def default_transform(output_format: str, uncropped: bool = False) -> TransformO
 
 def check_transform(output_format: str, transform: TransformOptions) -> None:
     """Refuse a transform the format cannot store (raises ImagenetDbError)."""
+    if _sharded(output_format):
+        OUTPUTS[output_format].check_transform(transform)
     if output_format == "cuda-convnet2":
         crop = (transform.resize_mode == "convnet2" and transform.resize_width == CC2_SIZE
                 and transform.resize_height == CC2_SIZE)
@@ -124,6 +135,11 @@ def check_transform(output_format: str, transform: TransformOptions) -> None:
                               "fixed-size resize mode)")
     if output_format == "folder" and not transform.encoded:
         raise ImagenetDbError("the folder format stores image files: the transform must encode")
+
+
+def _sharded(output_format: str) -> bool:
+    """True for a sharded format (``outputs.shards.ShardFormat``, issue 22)."""
+    return getattr(OUTPUTS.get(output_format), "sharded", False)
 
 
 def numpy_shuffled(entries: list, seed: int) -> list:
@@ -204,6 +220,10 @@ def plan(found: Dataset, outdir: str, transform: TransformOptions, recipe: Recip
     out = os.path.normpath(outdir)
     if output_format == "caffe":
         return found, _caffe_stages(found, out, recipe, want_mean)
+    if _sharded(output_format):
+        from imagenet_db.recipes.shardformats import shard_stage
+
+        return shard_stage(found, out, recipe, OUTPUTS[output_format])
     if output_format == "folder":
         found = folder_relpaths(found, recipe.val_layout)
         return found, [Stage(name, os.path.join(out, name), "folder",

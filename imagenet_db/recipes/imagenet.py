@@ -29,6 +29,7 @@ from imagenet_db.observers.mean import compute_db_mean
 from imagenet_db.outputs.meanfile import channel_means, mean_picture, read_mean, write_mean
 from imagenet_db.pictures.report import REPORT_NAME, is_report, write_report
 from imagenet_db.pipeline import ConvertSummary, convert, plan_build
+from imagenet_db.pipeline_shards import convert_shards, stage_is_sharded
 from imagenet_db.recipes.formats import RecipeOptions, Stage, default_transform, plan
 from imagenet_db.sources import labels as L
 from imagenet_db.sources import load_dataset
@@ -211,9 +212,10 @@ def create_imagenet(source: str, outdir: str, transform: Optional[TransformOptio
         _aux_stage(aux, log)
         summaries = {}
         for stage in stages:
-            summary = convert(stage.records, stage.db_path, stage.backend, transform, build,
-                              stage.observers(), stage.settings,
-                              output_options=stage.output_options)
+            build_output = convert_shards if stage_is_sharded(stage) else convert
+            summary = build_output(stage.records, stage.db_path, stage.backend, transform,
+                                   build, stage.observers(), stage.settings,
+                                   output_options=stage.output_options)
             log(summary.describe())
             if summary.skipped:
                 log(f"skipped images are listed in {summary.db_path}.skipped.tsv")
