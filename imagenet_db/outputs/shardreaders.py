@@ -16,6 +16,7 @@ one line each, naming the file.
 """
 import json
 import os
+import re
 import struct
 from typing import Callable, List, NamedTuple, Tuple
 
@@ -198,13 +199,11 @@ def verify_shards(path: str, manifest: dict, report, reader: Callable) -> None:
     listed |= {shard["index"] for shard in shards if shard.get("index")}
     for shard in shards:
         _check_shard(path, shard, manifest, report, reader)
-    prefixes = {shard["name"].rsplit("-", 1)[0] for shard in shards}
+    patterns = {re.sub(r"\d", "#", name) for name in listed}  # shard names, digits aside
     for root, _, files in os.walk(path):
         for name in sorted(files):
             relative = os.path.relpath(os.path.join(root, name), path).replace(os.sep, "/")
-            looks_like_shard = any(relative.startswith(p) for p in prefixes) or \
-                relative.endswith(".idx")
-            if looks_like_shard and relative not in listed:
+            if re.sub(r"\d", "#", relative) in patterns and relative not in listed:
                 report.problem(f"{os.path.join(path, relative)}: not a shard of the completion "
                                f"record")
 

@@ -118,7 +118,7 @@ def plain_jpeg(data: bytes, quality: int = 0) -> Tuple[bytes, Tuple[int, int, in
     tf.io.decode_jpeg and PIL read it); anything else (PNG, CMYK JPEG, BMP...) decoded by
     OpenCV to 3-channel colour and encoded as JPEG at ``quality`` (0 = 95). Raises
     ImagenetDbError with the reason when the bytes cannot be decoded or encoded."""
-    if sniff_format(data) == "jpeg":
+    if sniff_format(data) == "JPEG":
         frame = _jpeg_frame(data)
         if frame is not None and frame[2] in (1, 3):
             return data, (3, frame[1], frame[0])

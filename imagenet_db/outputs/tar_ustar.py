@@ -7,7 +7,8 @@ data, zero padding to a multiple of 512; the archive ends with two zero blocks. 
 100 bytes (ASCII) go in the name field; WebDataset keys are short (``n01440764_10026.jpg``).
 
 ``read_members`` parses such a tar (any ustar or GNU tar of regular files) with every byte
-checked: header checksums, sizes within the file, the two-block end, and nothing after it.
+checked: header checksums, sizes within the file, zero padding, the two-block end, and
+nothing but zeros after it.
 """
 from typing import List, NamedTuple
 
@@ -110,3 +111,6 @@ def read_members(data: bytes) -> List[Member]:
         member = _parse_header(header, at, total)
         members.append(member)
         at = member.offset + member.size + (-member.size % BLOCK)
+        if any(view[member.offset + member.size:at]):
+            raise TarDamaged(f"member {member.name}: its padding (bytes "
+                             f"{member.offset + member.size}..{at - 1}) is not zeros")

@@ -54,8 +54,9 @@ def frame(data: bytes) -> bytes:
             struct.pack("<I", masked_crc(data)))
 
 
-def tf_boxes(boxes) -> dict:
-    """The bbox features of an (N, 6) box array, as build_imagenet_data.py stores them."""
+def tf_boxes(boxes, label_base: int = 1) -> dict:
+    """The bbox features of an (N, 6) box array (labels 0-based, as the records'), as
+    build_imagenet_data.py stores them: labels + ``label_base``."""
     out = {key: [] for key in ("xmin", "xmax", "ymin", "ymax")}
     labels = []
     for xmin, ymin, xmax, ymax, label, _ in (boxes if boxes is not None else []):
@@ -67,7 +68,7 @@ def tf_boxes(boxes) -> dict:
         out["xmax"].append(xmax)
         out["ymin"].append(ymin)
         out["ymax"].append(ymax)
-        labels.append(int(label))
+        labels.append(int(label) + label_base)
     features = {f"image/object/bbox/{key}": values for key, values in out.items()}
     features["image/object/bbox/label"] = labels
     return features
@@ -88,7 +89,7 @@ def example_features(record, encoded, options: dict) -> dict:
         "image/encoded": bytes(encoded.value)}
     boxes = record_boxes(record)
     if boxes is not None:
-        features.update(tf_boxes(boxes))
+        features.update(tf_boxes(boxes, options.get("label_base", 1)))
     return features
 
 
