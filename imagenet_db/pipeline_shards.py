@@ -86,7 +86,7 @@ def _run_shards(job: ShardJob, todo: list, build, done: dict, bar) -> GracefulSt
 
 
 def _publish(build_dir: str, db_path: str, fmt, specs, done: dict, identity: dict,
-             options: dict, info: Optional[dict]) -> List[ShardResult]:
+             options: dict) -> List[ShardResult]:
     """Side files, skip log, completion record, rename: the finished output."""
     results = [done[spec.name] for spec in specs]
     skipped = sorted(skip for result in results for skip in result.skipped)
@@ -96,7 +96,7 @@ def _publish(build_dir: str, db_path: str, fmt, specs, done: dict, identity: dic
         del shards[-1]["skipped"]
     manifest = {**identity, "complete": True, "format": fmt.name,
                 "entries": sum(r.count for r in results), "skipped": len(skipped),
-                "shards": shards, **(info or {})}
+                "shards": shards}
     try:
         manifest.update(fmt.finish(build_dir, results, options))
         if skipped:
@@ -116,11 +116,11 @@ def _publish(build_dir: str, db_path: str, fmt, specs, done: dict, identity: dic
 def convert_shards(records: Sequence, db_path: str, backend: str,
                    transform: TransformOptions = TransformOptions(),
                    build: B.BuildOptions = B.BuildOptions(), observers: Sequence = (),
-                   settings: Optional[dict] = None, info: Optional[dict] = None,
+                   settings: Optional[dict] = None,
                    output_options: Optional[dict] = None) -> ConvertSummary:
     """Build the sharded output ``backend`` ('webdataset', 'tfrecord') of ``records`` at
-    ``db_path``: ``pipeline.convert``'s arguments, errors and guarantees (the output at its
-    final name is complete; ``build.resume`` keeps finished shards). observers: none (no
+    ``db_path``: ``pipeline.convert``'s arguments (but ``info``), errors and guarantees (the
+    output at its final name is complete; ``build.resume`` keeps finished shards). observers: none (no
     record passes through this process; a mean is not computed). output_options: the
     format's options (splits, synsets, shard sizes...), recorded and compared on resume.
     Returns the ConvertSummary (``results['shards']``: the ShardResults in order)."""
@@ -141,10 +141,10 @@ def convert_shards(records: Sequence, db_path: str, backend: str,
         if action == "build":
             B.start_build(build_dir, identity)
         remove_temporaries(build_dir)
-        return _build(records, db_path, fmt, transform, build, identity, options, info)
+        return _build(records, db_path, fmt, transform, build, identity, options)
 
 
-def _build(records, db_path, fmt, transform, build, identity, options, info) -> ConvertSummary:
+def _build(records, db_path, fmt, transform, build, identity, options) -> ConvertSummary:
     build_dir = db_path + B.PARTIAL_SUFFIX
     start = time.perf_counter()
     specs = fmt.plan(records, options)
@@ -169,6 +169,6 @@ def _build(records, db_path, fmt, transform, build, identity, options, info) -> 
         raise BuildInterrupted(f"interrupted: {len(finished)} of {len(specs)} shards are "
                                f"finished in {build_dir}; {B.RESUME_HINT}", stop.signum)
     summary.results["shards"] = _publish(build_dir, db_path, fmt, specs, done, identity,
-                                         options, info)
+                                         options)
     summary.seconds = time.perf_counter() - start
     return summary

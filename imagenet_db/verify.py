@@ -368,8 +368,9 @@ def verify_db(path: str, backend: Optional[str] = None, synsets_path: Optional[s
 OTHER_FORMATS = tuple(name for name in OUTPUTS if name not in READERS)
 ACCEPTED = ("an LMDB or LevelDB (Caffe Datum database), or the output of create_imagenet "
             "--format cuda-convnet2 (batches.meta, data_batch_N/), theano-alexnet (labels/, "
-            "misc/img_mean.npy, *_hkl_*/) or folder (one split: OUTDIR/train or OUTDIR/val, "
-            "with its imagenet_db.json)")
+            "misc/img_mean.npy, *_hkl_*/), folder (one split: OUTDIR/train or OUTDIR/val, "
+            "with its imagenet_db.json), webdataset or tfrecord (OUTDIR/webdataset, "
+            "OUTDIR/tfrecord)")
 BUILD_FILES = (B.BUILD_RECORD_NAME, BATCHES_LOG, BATCHES_STATE, FILES_LOG)
 
 

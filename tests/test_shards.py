@@ -404,3 +404,13 @@ def test_dask_cluster_writes_identical_shards(sample_copy, tmp_path):
                                          f"--dask_scheduler={cluster.scheduler_address}"]) == 0
     assert tree_files(tmp_path / "dask" / "webdataset") == tree_files(local)
     assert verify_output(str(tmp_path / "dask" / "tfrecord")).ok
+
+
+def test_a_key_with_a_dot_is_a_one_line_error(sample_copy, tmp_path, capsys):
+    photo = next((sample_copy / "train" / "n01440764").glob("*.JPEG"))
+    photo.rename(photo.with_name("n01440764_1.v2.JPEG"))
+    assert create_imagenet_main([str(sample_copy), str(tmp_path / "o"), "--format",
+                                 "webdataset", *ARGS]) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "n01440764/n01440764_1.v2.JPEG" in err and "without a dot" in err
+    assert not (tmp_path / "o" / "webdataset").exists()

@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 
 from imagenet_db.outputs.tar_ustar import TarDamaged, read_members
+from imagenet_db.outputs.tfrecordio import masked_crc
 
 
 class ShardDamaged(ValueError):
@@ -83,8 +84,6 @@ def read_wds_shard(path: str) -> Tuple[List[ShardSample], str]:
 
 
 def _crc_ok(data: bytes, stored: bytes) -> bool:
-    from imagenet_db.outputs.tfrecord import masked_crc
-
     return struct.unpack("<I", stored)[0] == masked_crc(data)
 
 

@@ -20,38 +20,24 @@ Labels: TF's convention by default: 1..1000 in the wnids' ASCII order, 0 left fo
 of tensorflow/models PR #1247). The choice is in the completion record.
 
 Framing (TFRecord): ``uint64 length``, ``uint32 masked_crc32c(length)``, data,
-``uint32 masked_crc32c(data)``, little-endian; CRC-32C by ``google-crc32c``, masked as TF does
-(``((crc >> 15) | (crc << 17)) + 0xa282ead8``). DALI's index (``tfrecord2idx``'s format, one
-``<offset> <length>`` line per record, length including the framing) of shard NAME is
-``idx/NAME.idx`` (a subfolder, so that a ``train-*`` glob finds only shards).
+``uint32 masked_crc32c(data)``, little-endian (``outputs.tfrecordio``). DALI's index
+(``tfrecord2idx``'s format, one ``<offset> <length>`` line per record, length including the
+framing) of shard NAME is ``idx/NAME.idx`` (a subfolder, so that a ``train-*`` glob finds
+only shards).
 """
 import math
-import struct
 from typing import List, Sequence
 
-import google_crc32c
 import numpy as np
 
 from imagenet_db.outputs import shardreaders
 from imagenet_db.outputs.example_proto import example_bytes
+from imagenet_db.outputs.tfrecordio import frame
 from imagenet_db.outputs.shards import HashingFile, ShardFormat, ShardSpec, record_boxes
 
 DEFAULT_SHARDS = {"train": 1024, "val": 128}
 SPLIT_NAMES = {"val": "validation"}  # TF's file prefix of each split
 INDEX_FOLDER = "idx"
-
-
-def masked_crc(data: bytes) -> int:
-    """TensorFlow's masked CRC-32C of ``data``."""
-    crc = google_crc32c.value(data)
-    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-
-
-def frame(data: bytes) -> bytes:
-    """One TFRecord: length, masked CRC of the length, data, masked CRC of the data."""
-    length = struct.pack("<Q", len(data))
-    return (length + struct.pack("<I", masked_crc(length)) + data +
-            struct.pack("<I", masked_crc(data)))
 
 
 def tf_boxes(boxes, label_base: int = 1) -> dict:

@@ -30,6 +30,7 @@ from imagenet_db.observers.mean import MeanObserver
 from imagenet_db.outputs import BACKENDS, FORMATS, OUTPUTS
 from imagenet_db.outputs.cuda_convnet2 import IMAGE_SIZE as CC2_SIZE
 from imagenet_db.outputs.theano_alexnet import BATCH_SIZE as THEANO_BATCH
+from imagenet_db.recipes.shardformats import shard_stage
 from imagenet_db.sources import labels as L
 from imagenet_db.sources.base import DEFAULT_SEED, Dataset, Record, Split, shuffled
 
@@ -221,9 +222,9 @@ def plan(found: Dataset, outdir: str, transform: TransformOptions, recipe: Recip
     if output_format == "caffe":
         return found, _caffe_stages(found, out, recipe, want_mean)
     if _sharded(output_format):
-        from imagenet_db.recipes.shardformats import shard_stage
-
-        return shard_stage(found, out, recipe, OUTPUTS[output_format])
+        path, records, settings, options = shard_stage(found, out, recipe,
+                                                       OUTPUTS[output_format])
+        return found, [Stage(output_format, path, output_format, records, settings, options)]
     if output_format == "folder":
         found = folder_relpaths(found, recipe.val_layout)
         return found, [Stage(name, os.path.join(out, name), "folder",

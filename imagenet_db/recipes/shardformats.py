@@ -14,12 +14,10 @@ from imagenet_db.errors import ImagenetDbError
 from imagenet_db.sources.base import Dataset, Record, shuffled
 
 
-def shard_stage(found: Dataset, out: str, recipe, fmt) -> Tuple[Dataset, list]:
-    """(dataset for the aux files, [the one Stage]) of the sharded format class ``fmt`` for
-    ``recipe`` (``formats.RecipeOptions``: seed, shard_size, shard_bytes, shard_prefix,
-    label_base). Raises ImagenetDbError for shard settings out of range."""
-    from imagenet_db.recipes.formats import Stage
-
+def shard_stage(found: Dataset, out: str, recipe, fmt) -> Tuple[str, List[Record], dict, dict]:
+    """(output path, records, settings, output options) of the one stage of the sharded format
+    class ``fmt`` for ``recipe`` (``formats.RecipeOptions``: seed, shard_size, shard_bytes,
+    shard_prefix, label_base). Raises ImagenetDbError for shard settings out of range."""
     if recipe.shard_size < 0 or recipe.shard_bytes < 0:
         raise ImagenetDbError("--shard_size and --shard_bytes must be >= 0")
     records: List[Record] = []
@@ -34,5 +32,4 @@ def shard_stage(found: Dataset, out: str, recipe, fmt) -> Tuple[Dataset, list]:
                "shard_size": recipe.shard_size}
     options.update(fmt.recipe_options(found, recipe))
     settings = {"seed": recipe.seed, "synsets": len(found.synsets), "format": fmt.name}
-    return found, [Stage(fmt.name, os.path.join(out, fmt.folder), fmt.name, records, settings,
-                         options)]
+    return os.path.join(out, fmt.folder), records, settings, options
