@@ -219,8 +219,41 @@ def job_mean(db: str, baseline: bool) -> dict:
             "checksum": float(np.asarray(mean, dtype=np.float64).sum())}
 
 
+SHARD_SIZE = 250  # samples per shard in the shard rows: 8 shards of 2,000 images, 4 of 1,000
+
+
+def job_shards(corpus: str, listfile: str, db: str, workers: int, fmt: str,
+               resize: bool = False, dask: str = "") -> dict:
+    """create_imagenet --format webdataset/tfrecord's build (``pipeline_shards.convert_shards``)
+    of the list's JPEGs, in this process: passed through as they are (the --encoded case), or
+    with ``resize`` shorter side 256 (re-encoded at quality 95). SHARD_SIZE samples per shard;
+    dask: a scheduler address (workers write the shards)."""
+    import contextlib
+
+    from imagenet_db.engine.buildstate import BuildOptions
+    from imagenet_db.engine.executor import dask_executor
+    from imagenet_db.imaging.transform import TransformOptions
+    from imagenet_db.pipeline_shards import convert_shards
+    from imagenet_db.sources.base import FileLoader, Record
+
+    entries = [line.rsplit(" ", 1) for line in open(listfile).read().splitlines()]
+    records = [Record(i, rel, int(label), FileLoader(os.path.join(corpus, rel)))
+               for i, (rel, label) in enumerate(entries)]
+    transform = TransformOptions(encoded=True, encode_type="jpg", **(
+        {"resize_mode": "shorter_side", "shorter_side": SIZE} if resize else {}))
+    options = {"splits": [("train", len(records))], "synsets": [f"n{i:08d}" for i in range(1000)],
+               "shard_size": SHARD_SIZE, "shard_bytes": 10 ** 9, "label_base": 1}
+    with (dask_executor(dask) if dask else contextlib.nullcontext()) as executor:
+        cpu, start = cpu_seconds(), time.perf_counter()
+        convert_shards(records, db, fmt, transform,
+                       BuildOptions(workers=workers, progress=False, executor=executor),
+                       output_options=options)
+        seconds = time.perf_counter() - start
+    return {"seconds": seconds, "count": len(records), "cpu": cpu_seconds() - cpu}
+
+
 JOBS = {"limit": job_limit, "reference": job_reference, "convert": job_convert,
-        "writer": job_writer, "mean": job_mean}
+        "writer": job_writer, "mean": job_mean, "shards": job_shards}
 
 
 def peak_rss() -> int:

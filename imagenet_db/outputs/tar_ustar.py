@@ -35,6 +35,23 @@ def _octal(value: int, width: int) -> bytes:
     return b"%0*o\0" % (width - 1, value)
 
 
+def _template() -> bytes:
+    header = bytearray(BLOCK)
+    header[100:108] = _octal(MODE, 8)
+    header[108:116] = _octal(0, 8)        # uid
+    header[116:124] = _octal(0, 8)        # gid
+    header[136:148] = _octal(MTIME, 12)
+    header[148:156] = b" " * 8            # the checksum field counts as spaces
+    header[156:157] = b"0"                # regular file
+    header[257:263] = b"ustar\0"
+    header[263:265] = b"00"
+    return bytes(header)
+
+
+_TEMPLATE = _template()  # name (0:100) and size (124:136) left zero
+_TEMPLATE_SUM = sum(_TEMPLATE)
+
+
 def member_header(name: str, size: int) -> bytes:
     """The 512-byte ustar header of a regular file ``name`` (ASCII, at most 100 bytes) of
     ``size`` bytes, with the fixed metadata of the module docstring. Raises ValueError for a
@@ -42,19 +59,10 @@ def member_header(name: str, size: int) -> bytes:
     raw = name.encode("ascii")
     if not raw or len(raw) > MAX_NAME:
         raise ValueError(f"tar member name {name!r} must be 1..{MAX_NAME} ASCII bytes")
-    header = bytearray(BLOCK)
-    header[0:len(raw)] = raw
-    header[100:108] = _octal(MODE, 8)
-    header[108:116] = _octal(0, 8)        # uid
-    header[116:124] = _octal(0, 8)        # gid
-    header[124:136] = _octal(size, 12)
-    header[136:148] = _octal(MTIME, 12)
-    header[148:156] = b" " * 8            # checksum field counts as spaces
-    header[156:157] = b"0"                # regular file
-    header[257:263] = b"ustar\0"
-    header[263:265] = b"00"
-    header[148:156] = b"%06o\0 " % sum(header)
-    return bytes(header)
+    size_field = _octal(size, 12)
+    checksum = _TEMPLATE_SUM + sum(raw) + sum(size_field)
+    return b"".join((raw, bytes(MAX_NAME - len(raw)), _TEMPLATE[100:124], size_field,
+                     _TEMPLATE[136:148], b"%06o\0 " % checksum, _TEMPLATE[156:]))
 
 
 def padding(size: int) -> bytes:

@@ -31,7 +31,7 @@ from imagenet_db.outputs import shardreaders
 from imagenet_db.outputs.shards import (DEFAULT_SHARD_BYTES, DEFAULT_SHARD_SIZE, HashingFile,
                                         ShardFormat, ShardResult, ShardSpec, estimated_size,
                                         record_boxes, sample_key, split_slices)
-from imagenet_db.outputs.tar_ustar import END_OF_ARCHIVE, member_bytes
+from imagenet_db.outputs.tar_ustar import END_OF_ARCHIVE, member_header, padding
 
 INFO_NAME = "_info.json"
 DEFAULT_PREFIX = "imagenet"
@@ -82,11 +82,13 @@ class WebDatasetOutput(ShardFormat):
         key = sample_key(record.relpath)
         members = (("cls", str(record.label).encode("ascii")), ("jpg", bytes(encoded.value)),
                    ("json", sample_json(record, encoded, options)))
-        fields = []
+        fields, parts, offset = [], [], out.offset
         for ext, data in members:
             name = f"{key}.{ext}"
-            fields.append(f"{ext} {out.offset + 512} {len(data)} {name}")
-            out.write(member_bytes(name, data))
+            fields.append(f"{ext} {offset + 512} {len(data)} {name}")
+            parts += (member_header(name, len(data)), data, padding(len(data)))
+            offset += 512 + len(data) + len(parts[-1])
+        out.write(b"".join(parts))  # one write and one hash update per sample
         return " ".join(fields) + "\n"
 
     @classmethod
