@@ -28,6 +28,10 @@ the subprocess (interpreter start-up and imports excluded, for every job alike):
                  steady state (after an untimed identical run); the final flush is timed apart
   mean           compute_image_mean (imagenet_db.observers.mean.compute_db_mean) on the xN database,
                  against a plain baseline: protobuf parse + numpy add into uint64, per datum
+  shards         create_imagenet --format webdataset / tfrecord's build (pipeline_shards) of the
+                 corpus: JPEGs passed through (the --encoded case; target >= 8,000/s on 2
+                 cores), WebDataset at shorter side 256 (target >= 0.9x the limit), and on the
+                 Dask cluster against local threads (target <= 1.05x); 250 samples per shard
   10x images     the reference and convert xN on 10x the images (the corpus listed 10 times
                  through symlinks): peak RSS must stay flat (and under 1 GiB)
 
@@ -547,6 +551,7 @@ def run_rounds(args, corpus, listfile, large, large_list, dask_list, workers, db
                          else f"local threads x{workers} ({r['count']} images)")
                 record(label, _with_refs(r, ref, limit))
                 shutil.rmtree(db("dask"))
+        run_shard_rows(corpus, listfile, dask_list, workers, db, cluster, ref, limit, record)
         r = run_job("convert", corpus=corpus, listfile=listfile, db=db("fast"), workers=workers,
                     fast_decode=True)
         _with_refs(r, ref, limit)
@@ -586,6 +591,30 @@ def run_rounds(args, corpus, listfile, large, large_list, dask_list, workers, db
             m = run_job("mean", db=ours, baseline=baseline)
             record("mean: protobuf + numpy baseline" if baseline else "compute_image_mean (ours)", m)
         shutil.rmtree(ours)
+
+
+def run_shard_rows(corpus, listfile, dask_list, workers, db, cluster, ref, limit,
+                   record) -> None:
+    """The sharded formats (issue 22): WebDataset and TFRecord with the JPEGs passed through,
+    WebDataset resized to shorter side 256, and WebDataset on the Dask cluster against local
+    threads (workers write their own shards)."""
+    for fmt in ("webdataset", "tfrecord"):
+        r = run_job("shards", corpus=corpus, listfile=listfile, db=db("shards"),
+                    workers=workers, fmt=fmt)
+        record(f"{fmt} x{workers} --encoded pass-through (workers write shards)",
+               _with_refs(r, ref, limit))
+        shutil.rmtree(db("shards"))
+    r = run_job("shards", corpus=corpus, listfile=listfile, db=db("shards"), workers=workers,
+                fmt="webdataset", resize=True)
+    record(f"webdataset x{workers} shorter side 256 (re-encoded)", _with_refs(r, ref, limit))
+    shutil.rmtree(db("shards"))
+    for address in ("", cluster[0]) if cluster else ():
+        r = run_job("shards", corpus=corpus, listfile=dask_list, db=db("shards"),
+                    workers=workers, fmt="webdataset", resize=True, dask=address)
+        label = (f"shards: Dask cluster, 2 workers x 1 thread ({r['count']} images)" if address
+                 else f"shards: local threads x{workers} ({r['count']} images)")
+        record(label, _with_refs(r, ref, limit))
+        shutil.rmtree(db("shards"))
 
 
 def run_scale(args, corpus, names, workers, out, db, warmup_list, record) -> None:
@@ -660,8 +689,10 @@ def print_table(args, rows, extra, workers, corpus, names) -> None:
             scaling = statistics.median(o["seconds"] / r["seconds"] * r["count"] / o["count"]
                                         for o, r in zip(rows["convert_imageset x1"], results))
             notes += f"; {scaling:.2f}x the x1 rate ({workers} workers)"
-        if label.startswith("Dask cluster"):
-            local = next((v for k, v in rows.items() if k.startswith("local threads")), None)
+        if label.startswith(("Dask cluster", "shards: Dask cluster")):
+            local_label = "shards: local threads" if label.startswith("shards") else \
+                "local threads"
+            local = next((v for k, v in rows.items() if k.startswith(local_label)), None)
             if local:
                 mid, low, high = median_range(d["seconds"] / t["seconds"]
                                               for d, t in zip(results, local))
