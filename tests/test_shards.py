@@ -414,3 +414,11 @@ def test_a_key_with_a_dot_is_a_one_line_error(sample_copy, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "n01440764/n01440764_1.v2.JPEG" in err and "without a dot" in err
     assert not (tmp_path / "o" / "webdataset").exists()
+
+
+def test_shard_flags_belong_to_the_shard_formats(sample_copy, tmp_path, capsys):
+    assert create_imagenet_main([str(sample_copy), str(tmp_path / "o"), "--shard_size", "5",
+                                 *ARGS]) == 1
+    assert capsys.readouterr().err.strip().endswith(
+        "--shard_size, --shard_bytes, --shard_prefix and --label_base apply to --format "
+        "webdataset and tfrecord only")

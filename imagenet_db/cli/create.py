@@ -111,8 +111,8 @@ def _shard_args(p) -> None:
 def create_transform(args):
     """The TransformOptions of parsed create_imagenet arguments: the resize flags, with the
     format's defaults (256x256 squash for caffe and theano-alexnet, a copy for folder,
-    make-data's resize for cuda-convnet2, which takes no resize flag). Raises ImagenetDbError
-    for flags the format does not have."""
+    make-data's resize for cuda-convnet2, which takes no resize flag; webdataset and tfrecord:
+    no resize, JPEG). Raises ImagenetDbError for flags the format does not have."""
     from imagenet_db.errors import ImagenetDbError
     from imagenet_db.recipes.formats import default_transform
 
@@ -120,6 +120,10 @@ def create_transform(args):
     if args.uncropped and fmt != "cuda-convnet2":
         raise ImagenetDbError("--uncropped applies to --format cuda-convnet2 only")
     sharded = getattr(OUTPUTS.get(fmt), "sharded", False)  # JPEG shards, no resize by default
+    if not sharded and (args.shard_size or args.shard_bytes != 10 ** 9 or
+                        args.shard_prefix != "imagenet" or args.label_base != 1):
+        raise ImagenetDbError("--shard_size, --shard_bytes, --shard_prefix and --label_base "
+                              "apply to --format webdataset and tfrecord only")
     if args.encoded and fmt != "caffe" and not sharded:
         raise ImagenetDbError(f"--encoded applies to --format caffe only ({fmt} decides how it "
                               f"stores images)")

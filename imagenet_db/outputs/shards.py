@@ -227,9 +227,10 @@ class ShardFormat:
         return Encoded(jpeg, None, shape, sample_key(record.relpath))
 
     @classmethod
-    def encode(cls, record, image) -> Encoded:
+    def encode(cls, record, image):
         """The transformed image as a plain JPEG (re-encoded when the transform kept a file
-        that is not one, e.g. a small PNG under --only_shrink)."""
+        that is not one, e.g. a small PNG under --only_shrink): an Encoded (value: the JPEG
+        bytes, shape (3, height, width)), or a str saying why the image is skipped."""
         try:
             jpeg, shape = plain_jpeg(image.encoded)
         except ImagenetDbError as exc:
