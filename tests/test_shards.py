@@ -422,3 +422,23 @@ def test_shard_flags_belong_to_the_shard_formats(sample_copy, tmp_path, capsys):
     assert capsys.readouterr().err.strip().endswith(
         "--shard_size, --shard_bytes, --shard_prefix and --label_base apply to --format "
         "webdataset and tfrecord only")
+
+
+@pytest.mark.parametrize("fmt", ["webdataset", "tfrecord"])
+def test_archives_and_tree_give_identical_shards(tmp_path, monkeypatch, fmt):
+    """The ILSVRC2012 archive triple (read in place, with its CMYK, gray and PNG members) and
+    the same images as an extracted tree: the same shards, index files and _info.json."""
+    from imagenet_db.testing import archives as fixture_archives
+
+    monkeypatch.setenv("IMAGENET_DB_TAR_INDEX_CACHE", str(tmp_path / "idx"))
+    fixture_archives.write_archives(tmp_path / "arch", ["n01440764", "n01751748", "n02119789"],
+                                    train_per_class=4, val_count=6, seed=3,
+                                    tree_root=tmp_path / "tree")
+    from_archives = build(tmp_path / "arch", tmp_path / "a", fmt, "--shard_size", "5")
+    from_tree = build(tmp_path / "tree", tmp_path / "t", fmt, "--shard_size", "5")
+    shards = {name: data for name, data in tree_files(from_archives).items()
+              if name != "imagenet_db.json"}
+    assert len(shards) >= 6
+    assert shards == {name: data for name, data in tree_files(from_tree).items()
+                      if name != "imagenet_db.json"}
+    assert verify_output(str(from_archives)).ok
