@@ -253,7 +253,10 @@ def job_shards(corpus: str, listfile: str, db: str, workers: int, fmt: str,
                        BuildOptions(workers=workers, progress=False, executor=executor),
                        output_options=options)
         seconds = time.perf_counter() - start
-    return {"seconds": seconds, "count": len(records), "cpu": cpu_seconds() - cpu}
+    with open(os.path.join(db, "imagenet_db.json")) as f:  # the shards' SHA-256, in order
+        digest = "".join(shard["sha256"] for shard in json.load(f)["shards"])
+    return {"seconds": seconds, "count": len(records), "cpu": cpu_seconds() - cpu,
+            "shards_sha256": digest}
 
 
 JOBS = {"limit": job_limit, "reference": job_reference, "convert": job_convert,
@@ -696,7 +699,11 @@ def print_table(args, rows, extra, workers, corpus, names) -> None:
             if local:
                 mid, low, high = median_range(d["seconds"] / t["seconds"]
                                               for d, t in zip(results, local))
-                notes = f"{mid:.2f}x the local-threads time ({low:.2f}-{high:.2f}), same database"
+                same = all(d.get("shards_sha256") == t.get("shards_sha256")
+                           for d, t in zip(results, local))
+                what = "shards" if label.startswith("shards") else "database"
+                notes = (f"{mid:.2f}x the local-threads time ({low:.2f}-{high:.2f}), "
+                         f"{'same' if same else 'DIFFERENT'} {what}")
         if "--encoded" in label:
             _, low, high = median_range(r["count"] / r["seconds"] for r in results)
             notes = f"{low:,.0f}-{high:,.0f} images/s over {len(results)} rounds; no decode"
