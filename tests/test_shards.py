@@ -442,3 +442,24 @@ def test_archives_and_tree_give_identical_shards(tmp_path, monkeypatch, fmt):
     assert shards == {name: data for name, data in tree_files(from_tree).items()
                       if name != "imagenet_db.json"}
     assert verify_output(str(from_archives)).ok
+
+
+@pytest.mark.parametrize("fmt", ["webdataset", "tfrecord"])
+def test_show_draws_a_contact_sheet_of_shards(sample_copy, tmp_path, fmt):
+    from imagenet_db.cli import main
+    from imagenet_db.outputs.sharddb import ShardDB
+
+    out = build(sample_copy, tmp_path / "o", fmt, "--shard_size", "16", "--seed", "4")
+    order = shuffled(entries(tmp_path / "o", "train"), 4) + entries(tmp_path / "o", "val")
+    db = ShardDB(str(out))
+    assert len(db) == 50
+    assert [db.key(i).decode() for i in (0, 17, 49)] == [stem(order[i][0]) for i in (0, 17, 49)]
+    assert db.labels().tolist() == [label for _, label in order]  # synsets.txt positions
+    image, label = db[17]
+    relpath = order[17][0]
+    source = sample_copy / ("train" if "/" in relpath else "val") / relpath
+    assert label == order[17][1]
+    assert np.array_equal(image, cv2.imread(str(source), cv2.IMREAD_COLOR))
+    sheet = tmp_path / "sheet.png"
+    assert main(["show", str(out), "--out", str(sheet), "--count", "6", "--label", "2"]) == 0
+    assert cv2.imread(str(sheet)).shape[2] == 3

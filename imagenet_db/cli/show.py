@@ -6,7 +6,9 @@ them (colours right: datums are BGR). Each tile is captioned with the key (numbe
 name) and 'label class', the class being the first name on that label's line of
 synset_words.txt (found beside the database, or --synsets). The datums are spread evenly over
 the key order; --label N shows only class N. The database is read read-only (nothing is
-written next to it).
+written next to it). DB may also be a create_imagenet --format webdataset or tfrecord output
+(OUTDIR/webdataset, OUTDIR/tfrecord): its samples in shard order, labels as positions in
+synsets.txt.
 """
 import argparse
 import os
@@ -56,14 +58,14 @@ def show(db_path: str, out: Optional[str] = None, count: int = DEFAULT_COUNT,
     from imagenet_db.errors import ImagenetDbError
     from imagenet_db.pictures.sheet import (choose_positions, contact_sheet, encode_png,
                                             find_class_file, read_class_names)
-    from imagenet_db.reader import DatumDB
+    from imagenet_db.outputs.sharddb import open_db  # a Datum DB, or WebDataset/TFRecord shards
 
     if count < 1:
         raise ImagenetDbError("--count must be at least 1")
     out = out or os.path.basename(os.path.abspath(db_path)) + ".sheet.png"
     if os.path.exists(out) and not overwrite:
         raise ImagenetDbError(f"{out} already exists; pass --overwrite to replace it")
-    with DatumDB(db_path, backend) as db:
+    with open_db(db_path, backend) as db:
         class_file = synsets or find_class_file(db_path)
         names = read_class_names(class_file) if class_file else []
         if len(db) == 0:
