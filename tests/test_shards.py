@@ -20,6 +20,7 @@ import pytest
 
 from imagenet_db.cli import create_imagenet_main
 from imagenet_db.outputs.example_proto import parse_example
+from imagenet_db.outputs.shardreaders import read_tfrecord_shard, read_wds_shard
 from imagenet_db.sources.base import shuffled
 from imagenet_db.testing.photos import odd_images
 from imagenet_db.verify import verify_output
@@ -380,6 +381,14 @@ def test_resume_after_kill_gives_identical_shards(sample_copy, tmp_path, fmt):
         assert proc.poll() is None  # held on the FIFO
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+        partial = out / f"{fmt}.partial"
+        # the shard being written is a temporary; every shard at its final name is complete
+        assert len([p for p in partial.iterdir() if ".tmp-" in p.name]) == 1
+        reader = read_wds_shard if fmt == "webdataset" else read_tfrecord_shard
+        finished = [p for p in partial.iterdir() if p.name.startswith(("imagenet-", "train-"))
+                    and not p.name.endswith(".idx") and ".tmp-" not in p.name]
+        assert len(finished) == 5
+        assert sum(len(reader(str(p))[0]) for p in finished) == 40
     finally:
         if proc.poll() is None:
             proc.kill()
