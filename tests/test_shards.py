@@ -472,3 +472,12 @@ def test_show_draws_a_contact_sheet_of_shards(sample_copy, tmp_path, fmt):
     sheet = tmp_path / "sheet.png"
     assert main(["show", str(out), "--out", str(sheet), "--count", "6", "--label", "2"]) == 0
     assert cv2.imread(str(sheet)).shape[2] == 3
+
+
+def test_strict_stops_at_the_first_skipped_image(tmp_path, capsys):
+    odd_tree(tmp_path / "src")
+    assert create_imagenet_main([str(tmp_path / "src"), str(tmp_path / "o"), "--format",
+                                 "tfrecord", "--strict", *ARGS]) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith(
+        "error: n01751748/n01751748_4.JPEG: ")
+    assert not (tmp_path / "o" / "tfrecord").exists()
