@@ -481,3 +481,37 @@ def test_strict_stops_at_the_first_skipped_image(tmp_path, capsys):
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith(
         "error: n01751748/n01751748_4.JPEG: ")
     assert not (tmp_path / "o" / "tfrecord").exists()
+
+
+def test_sigint_stops_after_the_running_shards_then_resume(sample_copy, tmp_path):
+    """SIGINT while a worker is held on a FIFO val image: once the FIFO is fed, the build
+    exits 130 saying how to resume; --resume then gives the uninterrupted build's shards."""
+    reference = build(sample_copy, tmp_path / "ref", "webdataset", "--shard_size", "8")
+    held = sample_copy / "val" / "ILSVRC2012_val_00000004.JPEG"
+    real = held.read_bytes()
+    held.unlink()
+    os.mkfifo(held)
+    out = tmp_path / "o"
+    proc = subprocess.Popen([sys.executable, "-m", "imagenet_db.cli", "create", str(sample_copy),
+                             str(out), "--format", "webdataset", "--shard_size", "8",
+                             "--progress=false", "--workers=2"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log = out / "webdataset.partial" / "imagenet_db.shards.log"
+    try:
+        _wait_for(lambda: log.exists() and log.read_text().count("\n") == 5,
+                  "the 5 train shards were not logged")
+        proc.send_signal(signal.SIGINT)
+        with open(held, "wb") as fifo:  # releases the held worker
+            fifo.write(real)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130
+    assert err.strip().splitlines()[-1].startswith("interrupted: ") and "--resume" in err
+    held.unlink()
+    held.write_bytes(real)
+    assert create_imagenet_main([str(sample_copy), str(out), "--format", "webdataset",
+                                 "--shard_size", "8", "--resume", *ARGS]) == 0
+    assert tree_files(out / "webdataset") == tree_files(reference)
