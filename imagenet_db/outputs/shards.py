@@ -151,9 +151,12 @@ def split_slices(count: int, start: int, shard_size: int, sizes=None,
 
 def estimated_size(record) -> int:
     """The record's source file size when its loader knows it without reading the image (a
-    file's stat, a tar member's size), else 0: the shard plan's estimate of stored bytes."""
+    file's stat, a tar or zip member's size), else 0: the shard plan's estimate of stored
+    bytes."""
     load = record.load
     size = getattr(load, "size", None)
+    if size is None:
+        size = getattr(getattr(load, "member", None), "size", None)
     if size is not None:
         return int(size)
     path = getattr(load, "path", None)
