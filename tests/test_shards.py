@@ -515,3 +515,26 @@ def test_sigint_stops_after_the_running_shards_then_resume(sample_copy, tmp_path
     assert create_imagenet_main([str(sample_copy), str(out), "--format", "webdataset",
                                  "--shard_size", "8", "--resume", *ARGS]) == 0
     assert tree_files(out / "webdataset") == tree_files(reference)
+
+
+def test_every_distribution_gives_the_same_shards(tmp_path, monkeypatch):
+    """The 2012 archive triple, ILSVRC2015 CLS-LOC's .tar.gz and Kaggle's zip, all read in
+    place, and the extracted tree: identical WebDataset shards (the byte plan included: each
+    source sizes its members without reading them)."""
+    from imagenet_db.testing import clsloc
+
+    monkeypatch.setenv("IMAGENET_DB_TAR_INDEX_CACHE", str(tmp_path / "idx"))
+    base = clsloc.write_base(tmp_path / "b", wnids=["n01440764", "n01751748", "n02119789"],
+                             train_per_class=4, val_count=8, seed=2)
+    clsloc.write_ilsvrc2015(tmp_path / "c", base)
+    clsloc.write_kaggle(tmp_path / "k", base)
+    sources = {"2012": Path(base["tree"]).parent / "ilsvrc2012", "tree": base["tree"],
+               "2015": tmp_path / "c", "kaggle": tmp_path / "k"}
+    built = {}
+    for name, source in sources.items():
+        out = build(source, tmp_path / f"o_{name}", "webdataset", "--shard_size", "9",
+                    "--shard_bytes", "150000")
+        built[name] = {n: d for n, d in tree_files(out).items() if n != "imagenet_db.json"}
+    assert len(built["2012"]) > 8
+    for name in ("tree", "2015", "kaggle"):
+        assert built[name] == built["2012"], name
