@@ -199,7 +199,9 @@ class ShardFormat:
     (``shard_format_spec``) and implement the hooks.
 
     Not an ``outputs.base.Output``: no record passes through the client, so there is no
-    add/commit; ``pipeline_shards.convert_shards`` builds it (its ``FormatSpec.sharded``)."""
+    add/commit; ``pipeline_shards.convert_shards`` builds it (its ``FormatSpec.sharded``).
+    Nor does it verify itself: reading shards back is ``readers.shardreaders``'s (a layer
+    up), which ``imagenet-db verify`` reaches through ``shardreaders.output_verify``."""
     name = ""
     description = ""
     folder = ""
@@ -253,15 +255,6 @@ class ShardFormat:
     def detect(cls, path: str) -> bool:
         """True when ``path`` is an unfinished build of this format (its shard log)."""
         return os.path.isfile(os.path.join(path, SHARD_LOG))
-
-    @classmethod
-    def verify(cls, path: str, manifest: dict, report) -> None:
-        """Check a finished output (``imagenet-db verify``): ``readers.shardreaders``'s
-        ``verify_shards`` with this format's ``shard_reader``; problems go to ``report`` (a
-        ``verify.VerifyReport``), one line each naming the file."""
-        from imagenet_db.readers.shardreaders import verify_shard_output
-
-        verify_shard_output(path, manifest, report, cls.shard_reader)
 
     @classmethod
     def recipe_options(cls, found, recipe) -> dict:

@@ -239,3 +239,13 @@ def verify_shard_output(path: str, manifest: dict, report, kind: str) -> None:
     verify_shards(path, manifest, report, reader)
     if check_side_files:
         check_side_files(path, manifest, report)
+
+
+def output_verify(output) -> Callable:
+    """The check ``(path, manifest, report) -> None`` of a finished output of the registered
+    class ``output`` (an ``outputs.OUTPUTS`` value): for a sharded format (it declares a
+    ``shard_reader``), ``verify_shard_output`` with that reader; else ``output.verify``."""
+    kind = getattr(output, "shard_reader", None)
+    if not kind:
+        return output.verify
+    return lambda path, manifest, report: verify_shard_output(path, manifest, report, kind)
