@@ -237,6 +237,7 @@ def job_shards(corpus: str, listfile: str, db: str, workers: int, fmt: str,
     from imagenet_db.engine.buildstate import BuildOptions
     from imagenet_db.engine.executor import dask_executor
     from imagenet_db.imaging.transform import TransformOptions
+    from imagenet_db.pipeline import Recorded
     from imagenet_db.pipeline_shards import convert_shards
     from imagenet_db.sources.base import FileLoader, Record
 
@@ -251,7 +252,7 @@ def job_shards(corpus: str, listfile: str, db: str, workers: int, fmt: str,
         cpu, start = cpu_seconds(), time.perf_counter()
         convert_shards(records, db, fmt, transform,
                        BuildOptions(workers=workers, progress=False, executor=executor),
-                       output_options=options)
+                       recorded=Recorded(output_options=options))
         seconds = time.perf_counter() - start
     with open(os.path.join(db, "imagenet_db.json")) as f:  # the shards' SHA-256, in order
         digest = "".join(shard["sha256"] for shard in json.load(f)["shards"])

@@ -1,5 +1,5 @@
 """TFRecord framing, shared by the writer (``outputs.tfrecord``) and the reader
-(``outputs.shardreaders``): ``uint64 length``, ``uint32 masked_crc32c(length)``, data,
+(``readers.shardreaders``): ``uint64 length``, ``uint32 masked_crc32c(length)``, data,
 ``uint32 masked_crc32c(data)``, all little-endian. CRC-32C (Castagnoli) by the
 ``google-crc32c`` library, masked as TensorFlow's ``core/lib/hash/crc32c.h`` does:
 ``((crc >> 15) | (crc << 17)) + 0xa282ead8`` modulo 2^32.
