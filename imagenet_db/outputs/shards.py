@@ -193,8 +193,8 @@ class HashingFile:
 
 
 class ShardFormat:
-    """A sharded output format (see the module docstring); subclasses set ``name``,
-    ``description``, ``folder`` (the directory under OUTDIR), ``shard_reader`` (the
+    """A sharded output format (see the module docstring); subclasses set ``name`` (also
+    the output's directory under OUTDIR), ``description``, ``shard_reader`` (the
     ``readers.shardreaders.SHARD_READERS`` key that reads a shard back), ``format_spec``
     (``shard_format_spec``) and implement the hooks.
 
@@ -204,7 +204,6 @@ class ShardFormat:
     up), which ``imagenet-db verify`` reaches through ``shardreaders.output_verify``."""
     name = ""
     description = ""
-    folder = ""
     shard_reader = ""
     datum_database = False  # outputs.backends(): not a --backend
     format_spec: FormatSpec
@@ -387,7 +386,7 @@ SHARD_SIZE = FormatOption(
 
 
 def shard_stages(found: Dataset, out: str, recipe, fmt) -> Tuple[Dataset, List[Stage]]:
-    """The one stage of the sharded format class ``fmt`` (``OUTDIR/<fmt.folder>``): the
+    """The one stage of the sharded format class ``fmt`` (``OUTDIR/<fmt.name>``): the
     training images shuffled with ``recipe.seed`` (blake2b order, ``sources.base.shuffled``,
     as the caffe format), then the validation images in file order; labels are Caffe's (wnids
     in ASCII order; TFRecord adds its label base when writing). The output options carry what
@@ -408,7 +407,7 @@ def shard_stages(found: Dataset, out: str, recipe, fmt) -> Tuple[Dataset, List[S
     options = {"splits": splits, "synsets": list(found.synsets), "shard_size": shard_size}
     options.update(fmt.recipe_options(found, recipe))
     settings = {"seed": recipe.seed, "synsets": len(found.synsets), "format": fmt.name}
-    return found, [Stage(fmt.name, os.path.join(out, fmt.folder), fmt.name, records, settings,
+    return found, [Stage(fmt.name, os.path.join(out, fmt.name), fmt.name, records, settings,
                          options)]
 
 
@@ -417,7 +416,7 @@ def shard_format_spec(fmt, summary: str, options: Tuple[FormatOption, ...]) -> F
     order, ``fmt``'s default transform and check, one stage (``shard_stages``), ``options``:
     its flags (``SHARD_SIZE`` first)."""
     return FormatSpec(
-        name=fmt.name, summary=summary, folder=fmt.folder,
+        name=fmt.name, summary=summary, folder=fmt.name,
         default_transform=fmt.default_transform, check_transform=fmt.check_transform,
         stages=lambda found, out, recipe, want_mean: shard_stages(found, out, recipe, fmt),
         options=(SHARD_SIZE,) + tuple(options), sharded=True)

@@ -98,7 +98,6 @@ class TfRecordOutput(ShardFormat):
     (0: TF's shard counts)."""
     name = "tfrecord"
     description = "TFRecord shards of tf.train.Example (build_imagenet_data.py) + DALI indexes"
-    folder = "tfrecord"
     shard_reader = "tfrecord"
     verify_accepts = "(OUTDIR/tfrecord: train-*-of-*, validation-*-of-*, idx/)"
 

@@ -27,6 +27,7 @@ import json
 import os
 from typing import List, Sequence
 
+from imagenet_db.errors import ImagenetDbError
 from imagenet_db.outputs.shards import (DEFAULT_SHARD_BYTES, DEFAULT_SHARD_SIZE, HashingFile,
                                         ShardFormat, ShardResult, ShardSpec, estimated_size,
                                         record_boxes, sample_key, shard_format_spec,
@@ -54,7 +55,6 @@ class WebDatasetOutput(ShardFormat):
     splits [(name, count)], synsets (wnid per label), prefix, shard_size, shard_bytes."""
     name = "webdataset"
     description = "WebDataset tar shards + DALI index files + timm's _info.json"
-    folder = "webdataset"
     shard_reader = "tar"
     verify_accepts = "(OUTDIR/webdataset: *.tar shards, *.idx, _info.json)"
 
@@ -63,8 +63,6 @@ class WebDatasetOutput(ShardFormat):
         """The shard name prefix and the byte limit of a shard (``--shard_prefix``,
         ``--shard_bytes``). Raises ImagenetDbError for a negative byte limit or a prefix
         that is not a plain ASCII file name part."""
-        from imagenet_db.errors import ImagenetDbError
-
         prefix = recipe.option("shard_prefix", DEFAULT_PREFIX)
         limit = recipe.option("shard_bytes", DEFAULT_SHARD_BYTES)
         if limit < 0:
