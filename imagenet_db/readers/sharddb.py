@@ -19,6 +19,7 @@ import numpy as np
 
 from imagenet_db.engine import buildstate as B
 from imagenet_db.errors import ImagenetDbError
+from imagenet_db.outputs import OUTPUTS
 from imagenet_db.outputs.example_proto import parse_example
 from imagenet_db.readers.datumreader import DatumDB
 
@@ -58,6 +59,10 @@ def _tf_entries(shard: str, index: str) -> List[_Entry]:
     return [_Entry(shard, int(offset), int(size), b"", (0, 0)) for offset, size in rows]
 
 
+# a ShardFormat's shard_reader -> the reader of its DALI index files
+INDEX_READERS = {"tar": _wds_entries, "tfrecord": _tf_entries}
+
+
 class ShardDB:
     """Samples of a finished sharded output by position (see the module docstring)."""
 
@@ -68,9 +73,13 @@ class ShardDB:
             raise ImagenetDbError(f"{path}: not a finished webdataset/tfrecord output")
         self.label_base = int(manifest.get("label_base", 0))
         self.entries: List[_Entry] = []
+        kind = getattr(OUTPUTS.get(manifest.get("format")), "shard_reader", None)
+        if kind not in INDEX_READERS:
+            raise ImagenetDbError(f"{path}: its completion record names format "
+                                  f"{manifest.get('format')!r}, not a sharded format")
+        read = INDEX_READERS[kind]
         for shard in manifest["shards"]:
             index = os.path.join(path, shard.get("index") or "")
-            read = _wds_entries if shard["name"].endswith(".tar") else _tf_entries
             try:
                 self.entries += read(os.path.join(path, shard["name"]), index)
             except (OSError, ValueError, KeyError, IndexError) as exc:
