@@ -28,6 +28,10 @@ the subprocess (interpreter start-up and imports excluded, for every job alike):
                  steady state (after an untimed identical run); the final flush is timed apart
   mean           compute_image_mean (imagenet_db.observers.mean.compute_db_mean) on the xN database,
                  against a plain baseline: protobuf parse + numpy add into uint64, per datum
+  shards         create_imagenet --format webdataset / tfrecord's build (pipeline_shards) of the
+                 corpus: JPEGs passed through (the --encoded case; target >= 8,000/s on 2
+                 cores), WebDataset at shorter side 256 (target >= 0.9x the limit), and on the
+                 Dask cluster against local threads (target <= 1.05x); 250 samples per shard
   10x images     the reference and convert xN on 10x the images (the corpus listed 10 times
                  through symlinks): peak RSS must stay flat (and under 1 GiB)
 
@@ -219,8 +223,45 @@ def job_mean(db: str, baseline: bool) -> dict:
             "checksum": float(np.asarray(mean, dtype=np.float64).sum())}
 
 
+SHARD_SIZE = 250  # samples per shard in the shard rows: 8 shards of 2,000 images, 4 of 1,000
+
+
+def job_shards(corpus: str, listfile: str, db: str, workers: int, fmt: str,
+               resize: bool = False, dask: str = "") -> dict:
+    """create_imagenet --format webdataset/tfrecord's build (``pipeline_shards.convert_shards``)
+    of the list's JPEGs, in this process: passed through as they are (the --encoded case), or
+    with ``resize`` shorter side 256 (re-encoded at quality 95). SHARD_SIZE samples per shard;
+    dask: a scheduler address (workers write the shards)."""
+    import contextlib
+
+    from imagenet_db.engine.buildstate import BuildOptions
+    from imagenet_db.engine.executor import dask_executor
+    from imagenet_db.imaging.transform import TransformOptions
+    from imagenet_db.pipeline import Recorded
+    from imagenet_db.pipeline_shards import convert_shards
+    from imagenet_db.sources.base import FileLoader, Record
+
+    entries = [line.rsplit(" ", 1) for line in open(listfile).read().splitlines()]
+    records = [Record(i, rel, int(label), FileLoader(os.path.join(corpus, rel)))
+               for i, (rel, label) in enumerate(entries)]
+    transform = TransformOptions(encoded=True, encode_type="jpg", **(
+        {"resize_mode": "shorter_side", "shorter_side": SIZE} if resize else {}))
+    options = {"splits": [("train", len(records))], "synsets": [f"n{i:08d}" for i in range(1000)],
+               "shard_size": SHARD_SIZE, "shard_bytes": 10 ** 9, "label_base": 1}
+    with (dask_executor(dask) if dask else contextlib.nullcontext()) as executor:
+        cpu, start = cpu_seconds(), time.perf_counter()
+        convert_shards(records, db, fmt, transform,
+                       BuildOptions(workers=workers, progress=False, executor=executor),
+                       recorded=Recorded(output_options=options))
+        seconds = time.perf_counter() - start
+    with open(os.path.join(db, "imagenet_db.json")) as f:  # the shards' SHA-256, in order
+        digest = "".join(shard["sha256"] for shard in json.load(f)["shards"])
+    return {"seconds": seconds, "count": len(records), "cpu": cpu_seconds() - cpu,
+            "shards_sha256": digest}
+
+
 JOBS = {"limit": job_limit, "reference": job_reference, "convert": job_convert,
-        "writer": job_writer, "mean": job_mean}
+        "writer": job_writer, "mean": job_mean, "shards": job_shards}
 
 
 def peak_rss() -> int:
@@ -515,6 +556,7 @@ def run_rounds(args, corpus, listfile, large, large_list, dask_list, workers, db
                          else f"local threads x{workers} ({r['count']} images)")
                 record(label, _with_refs(r, ref, limit))
                 shutil.rmtree(db("dask"))
+        run_shard_rows(corpus, listfile, dask_list, workers, db, cluster, ref, limit, record)
         r = run_job("convert", corpus=corpus, listfile=listfile, db=db("fast"), workers=workers,
                     fast_decode=True)
         _with_refs(r, ref, limit)
@@ -554,6 +596,30 @@ def run_rounds(args, corpus, listfile, large, large_list, dask_list, workers, db
             m = run_job("mean", db=ours, baseline=baseline)
             record("mean: protobuf + numpy baseline" if baseline else "compute_image_mean (ours)", m)
         shutil.rmtree(ours)
+
+
+def run_shard_rows(corpus, listfile, dask_list, workers, db, cluster, ref, limit,
+                   record) -> None:
+    """The sharded formats (issue 22): WebDataset and TFRecord with the JPEGs passed through,
+    WebDataset resized to shorter side 256, and WebDataset on the Dask cluster against local
+    threads (workers write their own shards)."""
+    for fmt in ("webdataset", "tfrecord"):
+        r = run_job("shards", corpus=corpus, listfile=listfile, db=db("shards"),
+                    workers=workers, fmt=fmt)
+        record(f"{fmt} x{workers} --encoded pass-through (workers write shards)",
+               _with_refs(r, ref, limit))
+        shutil.rmtree(db("shards"))
+    r = run_job("shards", corpus=corpus, listfile=listfile, db=db("shards"), workers=workers,
+                fmt="webdataset", resize=True)
+    record(f"webdataset x{workers} shorter side 256 (re-encoded)", _with_refs(r, ref, limit))
+    shutil.rmtree(db("shards"))
+    for address in ("", cluster[0]) if cluster else ():
+        r = run_job("shards", corpus=corpus, listfile=dask_list, db=db("shards"),
+                    workers=workers, fmt="webdataset", resize=True, dask=address)
+        label = (f"shards: Dask cluster, 2 workers x 1 thread ({r['count']} images)" if address
+                 else f"shards: local threads x{workers} ({r['count']} images)")
+        record(label, _with_refs(r, ref, limit))
+        shutil.rmtree(db("shards"))
 
 
 def run_scale(args, corpus, names, workers, out, db, warmup_list, record) -> None:
@@ -628,12 +694,18 @@ def print_table(args, rows, extra, workers, corpus, names) -> None:
             scaling = statistics.median(o["seconds"] / r["seconds"] * r["count"] / o["count"]
                                         for o, r in zip(rows["convert_imageset x1"], results))
             notes += f"; {scaling:.2f}x the x1 rate ({workers} workers)"
-        if label.startswith("Dask cluster"):
-            local = next((v for k, v in rows.items() if k.startswith("local threads")), None)
+        if label.startswith(("Dask cluster", "shards: Dask cluster")):
+            local_label = "shards: local threads" if label.startswith("shards") else \
+                "local threads"
+            local = next((v for k, v in rows.items() if k.startswith(local_label)), None)
             if local:
                 mid, low, high = median_range(d["seconds"] / t["seconds"]
                                               for d, t in zip(results, local))
-                notes = f"{mid:.2f}x the local-threads time ({low:.2f}-{high:.2f}), same database"
+                same = all(d.get("shards_sha256") == t.get("shards_sha256")
+                           for d, t in zip(results, local))
+                what = "shards" if label.startswith("shards") else "database"
+                notes = (f"{mid:.2f}x the local-threads time ({low:.2f}-{high:.2f}), "
+                         f"{'same' if same else 'DIFFERENT'} {what}")
         if "--encoded" in label:
             _, low, high = median_range(r["count"] / r["seconds"] for r in results)
             notes = f"{low:,.0f}-{high:,.0f} images/s over {len(results)} rounds; no decode"

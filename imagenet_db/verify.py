@@ -56,6 +56,7 @@ from imagenet_db.outputs import OUTPUTS
 from imagenet_db.outputs.batchfiles import LOG_NAME as BATCHES_LOG, STATE_NAME as BATCHES_STATE
 from imagenet_db.readers import READERS, detect_datum_backend
 from imagenet_db.readers.datumreader import DatumDB
+from imagenet_db.readers.shardreaders import output_verify
 from imagenet_db.outputs.folder import LOG_NAME as FILES_LOG
 from imagenet_db.outputs.wire import datum_fields
 
@@ -437,7 +438,7 @@ def verify_output(path: str, backend: Optional[str] = None, synsets_path: Option
     if manifest is None:
         report.problem(f"{path}: no completion record ({B.MANIFEST_NAME})")
         return report
-    OUTPUTS[name].verify(path, manifest, report)
+    output_verify(OUTPUTS[name])(path, manifest, report)  # Output.verify, or the shards'
     _check_totals(report, path, manifest, allow_mixed_sizes)
     return report
 

@@ -7,7 +7,9 @@ databases and imagenet_mean.binaryproto/.npy, then report.html, a page with
 pictures of what was built (--no-report to skip). --format cuda-convnet2: make-data.py's batches
 (ilsvrc12_cuda_convnet2/, devkit label order). --format theano-alexnet: theano_alexnet's hickle
 batches (ilsvrc12_theano_alexnet/). --format folder: train/<wnid>/ and val/<wnid>/ image
-folders (files copied as they are unless a resize is asked).
+folders (files copied as they are unless a resize is asked). --format webdataset: WebDataset
+tar shards with DALI index files and timm's _info.json (webdataset/). --format tfrecord:
+TensorFlow's build_imagenet_data.py TFRecords with DALI index files (tfrecord/).
 """
 import argparse
 import sys
@@ -141,7 +143,7 @@ def create_transform(args):
     default = (0, 0) if keeps_aspect(args) else (defaults.resize_width, defaults.resize_height)
     width, height = args.resize or default
     return transform_options(args, width, height, encoded=args.encoded or defaults.encoded,
-                             fast_decode=args.fast_decode)
+                             encode_type=defaults.encode_type, fast_decode=args.fast_decode)
 
 
 def _refuse_foreign_flags(args, name: str) -> None:

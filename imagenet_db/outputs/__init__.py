@@ -16,7 +16,8 @@ and LevelDB share the one format 'caffe', ``outputs.caffe``).
 from typing import Dict, Tuple, Type
 
 from imagenet_db.errors import DatabaseError, ImagenetDbError
-from imagenet_db.outputs import cuda_convnet2, folder, leveldb, lmdb, theano_alexnet
+from imagenet_db.outputs import (cuda_convnet2, folder, leveldb, lmdb, tfrecord, theano_alexnet,
+                                 webdataset)
 from imagenet_db.outputs.base import Output
 from imagenet_db.outputs.spec import FormatSpec
 
@@ -26,6 +27,8 @@ OUTPUTS: Dict[str, Type[Output]] = {
     "cuda-convnet2": cuda_convnet2.CudaConvnet2Output,  # make-data.py batches + batches.meta
     "theano-alexnet": theano_alexnet.TheanoAlexnetOutput,  # theano_alexnet hickle batches
     "folder": folder.FolderOutput,  # train/<wnid>/*.JPEG image files (ImageFolder, Torch)
+    "webdataset": webdataset.WebDatasetOutput,  # tar shards + DALI .idx + timm's _info.json
+    "tfrecord": tfrecord.TfRecordOutput,  # build_imagenet_data.py's TFRecords + DALI indexes
 }
 # Read from OUTPUTS when called (the commands build their flags so), so that an output
 # registered later (a plugin, a test) is offered everywhere.

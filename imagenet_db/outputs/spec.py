@@ -76,6 +76,9 @@ class FormatSpec:
     datum_databases: its stages are Caffe Datum databases: --encoded, the mean
     (imagenet_mean.*), --prototxt and report.html apply. own_resize: None, or why the
     format takes no resize flag (it resizes as its upstream does; the one-line error).
+    sharded: its stages are written whole by the workers, one task per shard
+    (``outputs.shards.ShardFormat``, built by ``pipeline_shards.convert_shards``, not
+    ``pipeline.convert``; no observer sees the records).
     How it is verified is its Output class's: ``datum_database`` (``verify.verify_db``) or
     ``Output.verify``.
     """
@@ -89,6 +92,7 @@ class FormatSpec:
     options: Tuple[FormatOption, ...] = ()
     datum_databases: bool = False
     own_resize: Optional[str] = None
+    sharded: bool = False
 
     def __post_init__(self):
         if self.label_order not in LABEL_ORDERS:

@@ -20,7 +20,7 @@ import numpy as np
 
 from imagenet_db.engine.files import write_file_atomic
 from imagenet_db.errors import ImagenetDbError
-from imagenet_db.readers.datumreader import DatumDB
+from imagenet_db.readers.sharddb import open_db
 from imagenet_db.text import is_ascii_number
 from imagenet_db.imaging.decode import decode_flag_for
 from imagenet_db.imaging.fastdecode import decode_reduced
@@ -293,7 +293,8 @@ class SheetOptions:
 
 def write_sheet(db_path: str, options: SheetOptions = SheetOptions(),
                 log: Callable[[str], None] = print) -> str:
-    """Write the contact sheet of the Datum database ``db_path`` (read-only) as a PNG and
+    """Write the contact sheet of the Datum database ``db_path`` (or a finished webdataset /
+    tfrecord output: ``readers.sharddb.open_db``; read-only) as a PNG and
     return its path; a datum that cannot be decoded is logged as 'note: ...' (its tile stays
     empty). Raises ImagenetDbError for a count below 1, a bad or empty database, a label no
     datum has, or an existing ``out`` without ``overwrite``."""
@@ -303,7 +304,7 @@ def write_sheet(db_path: str, options: SheetOptions = SheetOptions(),
     if os.path.exists(out) and not options.overwrite:
         raise ImagenetDbError(f"{out} already exists; pass --overwrite to replace it")
     label = options.label
-    with DatumDB(db_path, options.backend) as db:
+    with open_db(db_path, options.backend) as db:  # a Datum DB, or WebDataset/TFRecord shards
         class_file = options.synsets or find_class_file(db_path)
         names = read_class_names(class_file) if class_file else []
         if len(db) == 0:

@@ -8,7 +8,8 @@ every format shares: the options (``RecipeOptions``), the label order applied be
 format's stages (``LABEL_ORDERS``), the transform defaults and checks, and the observers of a
 stage. What each format makes: ``outputs.caffe`` (``ilsvrc12_{train,val}_<backend>``, Caffe
 labels, both splits shuffled, mean of train), ``outputs.cuda_convnet2`` (devkit labels),
-``outputs.theano_alexnet``, ``outputs.folder``.
+``outputs.theano_alexnet``, ``outputs.folder``, ``outputs.webdataset`` and
+``outputs.tfrecord`` (shards written by the workers, ``outputs.shards``: ``FormatSpec.sharded``).
 """
 import os
 from dataclasses import dataclass, field, fields, replace

@@ -29,6 +29,7 @@ from imagenet_db.observers.mean import compute_db_mean
 from imagenet_db.outputs.meanfile import channel_means, mean_picture, read_mean, write_mean
 from imagenet_db.pictures.report import REPORT_NAME, is_report, write_report
 from imagenet_db.pipeline import ConvertSummary, Recorded, convert, plan_build
+from imagenet_db.pipeline_shards import convert_shards
 from imagenet_db.outputs import datum_formats, format_spec
 from imagenet_db.outputs.caffe import CAFFE
 from imagenet_db.recipes.formats import (RecipeOptions, Stage, default_transform, plan,
@@ -255,9 +256,11 @@ def create_imagenet(source: str, outdir: str, transform: Optional[TransformOptio
         remove_stale_temporaries(outdir, [os.path.basename(p) for p in list(aux) + mean_paths])
         _aux_stage(aux, log)
         summaries = {}
+        build_stage = convert_shards if format_spec(recipe.output_format).sharded else convert
         for stage in stages:
-            summary = convert(stage.records, stage.db_path, stage.backend, transform, build,
-                              stage_observers(stage), Recorded(stage.settings, stage.output_options))
+            summary = build_stage(stage.records, stage.db_path, stage.backend, transform, build,
+                                  stage_observers(stage),
+                                  Recorded(stage.settings, stage.output_options))
             log(summary.describe())
             for note in summary.results.get("notes", ()):  # e.g. a split with no batch
                 log(f"note: {note}")
