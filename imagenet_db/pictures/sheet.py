@@ -20,7 +20,7 @@ import numpy as np
 
 from imagenet_db.engine.files import write_file_atomic
 from imagenet_db.errors import ImagenetDbError
-from imagenet_db.readers.sharddb import open_db
+from imagenet_db.readers.sharddb import ShardDB, open_db
 from imagenet_db.text import is_ascii_number
 from imagenet_db.imaging.decode import decode_flag_for
 from imagenet_db.imaging.fastdecode import decode_reduced
@@ -158,17 +158,20 @@ def thumbnail(db, position: int, tile: int,
     checks, ``imaging.headers``: declared width*height over ``max_pixels``, 0 = no cap, is an
     ImagenetDbError naming the datum, not a decode), and a JPEG is decoded at the largest
     libjpeg reduction (1/2, 1/4, 1/8; ``IMREAD_REDUCED_*``) that still covers the tile.
-    Raw datums and other formats decode as ``db[position]``."""
+    Raw datums and other formats decode as ``db[position]``; shard samples (a ``ShardDB``)
+    are JPEGs, checked and reduced the same way."""
+    if isinstance(db, ShardDB):
+        data, label, key = db.sample(position)
+        image = _decode_checked(data, True, tile, max_pixels, f"{db.path}: sample {key!r}")
+        return image, label, (image.shape[2], image.shape[0], image.shape[1])
     key, value = db.value(position)
     fields = datum_fields(value)
     image = None
     if fields is not None and fields.encoded:
         data = bytes(value[fields.data_offset:fields.data_offset + fields.data_length])
-        problem = check_image_bytes(data, max_pixels)
-        if problem:
-            raise ImagenetDbError(f"{db.path}: datum {short_key(key)!r}: {problem}; not decoded")
         is_color = decode_flag_for(fields.channels) != cv2.IMREAD_GRAYSCALE
-        image = decode_reduced(data, is_color, lambda w, h: _reduced_target(w, h, tile))
+        image = _decode_checked(data, is_color, tile, max_pixels,
+                                f"{db.path}: datum {short_key(key)!r}", reduced_only=True)
     if image is None:
         image, label = db.decode(key, value)
         return image, label, (image.shape[2], image.shape[0], image.shape[1])
@@ -177,6 +180,27 @@ def thumbnail(db, position: int, tile: int,
         width, height = height, width  # turned by its EXIF orientation, as decoded
     image = image if image.ndim == 3 else image[:, :, np.newaxis]
     return image, fields.label, (image.shape[2], height, width)
+
+
+def _decode_checked(data: bytes, is_color: bool, tile: int, max_pixels: int, where: str,
+                    reduced_only: bool = False) -> Optional[np.ndarray]:
+    """``data`` (encoded image bytes) decoded for a ``tile``-pixel tile, HWC BGR (or one
+    channel): its header checked against ``max_pixels`` first (ImagenetDbError naming
+    ``where``), a JPEG decoded at the largest libjpeg reduction that covers the tile. With
+    ``reduced_only``, None when no reduced decode applies; else a full decode (ImagenetDbError
+    when the bytes do not decode)."""
+    problem = check_image_bytes(data, max_pixels)
+    if problem:
+        raise ImagenetDbError(f"{where}: {problem}; not decoded")
+    image = decode_reduced(data, is_color, lambda w, h: _reduced_target(w, h, tile))
+    if image is None and not reduced_only:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8),
+                             cv2.IMREAD_COLOR if is_color else cv2.IMREAD_GRAYSCALE)
+        if image is None:
+            raise ImagenetDbError(f"{where}: does not decode")
+    if image is not None and image.ndim == 2:
+        image = image[:, :, np.newaxis]
+    return image
 
 
 def spread_positions(count: int, total: int) -> List[int]:

@@ -106,6 +106,12 @@ class ShardDB:
             raise ImagenetDbError(f"{shard}: ends before byte {offset + size}")
         return data
 
+    def sample(self, index: int) -> Tuple[bytes, int, bytes]:
+        """(JPEG bytes, label as the format stores it, key) of sample ``index``, undecoded;
+        ImagenetDbError naming the shard when it cannot be read."""
+        jpeg, label, key = self._sample(index)
+        return jpeg, label - self.label_base, key
+
     def _sample(self, index: int) -> Tuple[bytes, int, bytes]:
         """(JPEG bytes, label as stored, key) of sample ``index``."""
         entry = self.entries[index]
