@@ -19,7 +19,9 @@ import pytest
 
 from imagenet_db import cli
 from imagenet_db.protos import Datum
+from imagenet_db.testing import archives as fixture_archives
 from imagenet_db.testing import photos
+from imagenet_db.testing.archives import ArchiveSpec
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "examples" / "sample_imagenet"
@@ -291,6 +293,13 @@ def private_index_cache(tmp_path_factory, monkeypatch):
     uses it for all its tests with ``pytestmark = pytest.mark.usefixtures(...)``)."""
     monkeypatch.setenv("IMAGENET_DB_TAR_INDEX_CACHE",
                        str(tmp_path_factory.getbasetemp() / "private-index-cache"))
+
+
+def write_small_archives(arch):
+    """A small ILSVRC2012 archive triple in the folder ``arch``: the first 3 WNIDS, 2 train
+    images each, 4 val images, 40x30 pixels (imagenet_db.testing.archives)."""
+    fixture_archives.write_archives(arch, ArchiveSpec(WNIDS[:3], train_per_class=2, val_count=4,
+                                                      image_size=(40, 30)))
 
 
 def convert_args(data, db, *extra):

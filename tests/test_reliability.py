@@ -21,6 +21,9 @@ import lmdb
 import numpy as np
 import pytest
 
+from conftest import (REPO, WNIDS, call, child_env, convert_args, lmdb_entries, start,
+                      wait_until)
+from conftest import snapshot as shared_snapshot
 from imagenet_db.testing import photos as fixtures
 from imagenet_db.testing.hold import HeldImage, hardlinked_copy
 from imagenet_db.cli import compute_image_mean_main, convert_imageset_main, create_imagenet_main
@@ -35,8 +38,6 @@ from imagenet_db.readers import iterate_db
 from imagenet_db.sources.listfile import list_records
 from imagenet_db.imaging.transform import TransformOptions
 
-REPO = Path(__file__).resolve().parent.parent
-WNIDS = ["n01440764", "n01443537", "n01751748", "n02119789", "n02123045", "n02124075"]
 BAD = ("truncated", "text", "zero_bytes", "corrupt_markers")
 
 # The child prints READY once its imports are done, so kill delays measure build time only.
@@ -58,12 +59,6 @@ CHILD = (
 
 def child_cmd(entry, *args):
     return [sys.executable, "-c", CHILD, entry, *map(str, args)]
-
-
-def child_env(**extra):
-    env = dict(os.environ, PYTHONPATH=str(REPO), **{k: str(v) for k, v in extra.items()})
-    env.pop("PYTHONWARNINGS", None)
-    return env
 
 
 def run_child(entry, *args, preexec_fn=None, **env):
@@ -117,24 +112,13 @@ def tree(tmp_path_factory):
     return root
 
 
+MANIFEST_FIELDS = ("entries", "skipped", "records", "list_sha256", "entries_sha256",
+                   "entries_crc32_sum")
+
+
 def snapshot(outdir):
     """Everything a build produced, for comparison: DB items, reports, aux and mean files."""
-    out = {}
-    for entry in sorted(os.listdir(outdir)):
-        path = os.path.join(outdir, entry)
-        if entry.endswith("_lmdb") or entry.endswith("_leveldb"):
-            out[entry] = db_items(path)
-            manifest = json.loads(Path(path, "imagenet_db.json").read_text())
-            out[entry + " manifest"] = {k: manifest[k] for k in (
-                "entries", "skipped", "records", "list_sha256", "entries_sha256",
-                "entries_crc32_sum")}
-        elif entry == "report.html":  # holds paths and times; see tests/test_pictures.py
-            out[entry] = "present"
-        elif os.path.isfile(path):
-            out[entry] = Path(path).read_bytes()
-        else:
-            out[entry] = "unexpected directory"
-    return out
+    return shared_snapshot(outdir, items=db_items, fields=MANIFEST_FIELDS)
 
 
 def kill_state(outdir):
@@ -601,3 +585,26 @@ def test_database_input_errors(tree, tmp_path, capsys):
     assert compute_image_mean_main([str(mixed)]) == 1
     err = capsys.readouterr().err
     assert "channels/height/width" in err and "Traceback" not in err
+
+
+def test_resume_after_a_kill_between_record_and_publish_leaves_no_build_record(data, tmp_path):
+    flags = ["--resize_width=16", "--resize_height=16", "--txn_size=1", "--workers=1"]
+    # a real build record: from a build of the same command killed midway
+    killed = start(*convert_args(data, tmp_path / "db", *flags))
+    wait_until(lambda: lmdb_entries(tmp_path / "db.partial") >= 3, killed)
+    killed.kill()
+    killed.wait()
+    killed.stderr.close()
+    record = (tmp_path / "db.partial" / "imagenet_db.build.json").read_bytes()
+    shutil.rmtree(tmp_path / "db.partial")
+    rc, err = call(*convert_args(data, tmp_path / "db", *flags))
+    assert rc == 0, err
+    # the state of a build killed right after its completion record was written
+    os.rename(tmp_path / "db", tmp_path / "db.partial")
+    (tmp_path / "db.partial" / "imagenet_db.build.json").write_bytes(record)
+    rc, err = call(*convert_args(data, tmp_path / "db", *flags, "--resume"))
+    assert rc == 0, err
+    assert not (tmp_path / "db" / "imagenet_db.build.json").exists()
+    rc, err = call("verify", tmp_path / "db")
+    assert rc == 0, err
+

@@ -27,7 +27,7 @@ import pytest
 
 from imagenet_db.testing import archives as A
 from imagenet_db.testing import clsloc as F
-from test_reliability_round2 import call, files_under, one_line_error, run
+from conftest import call, files_under, one_line_error, run
 
 WNIDS = ["n01440764", "n01443537", "n01751748", "n02119789"]
 
