@@ -63,6 +63,7 @@ def train_list(root):
 # locks held by another build, kills, signals, peak memory). Import them with
 # ``from conftest import call, one_line_error, ...``.
 WNIDS = ["n01440764", "n01443537", "n01751748", "n02119789", "n02123045", "n02124075"]
+BAD = ("truncated", "text", "zero_bytes", "corrupt_markers")  # odd_images() among tree's JPEGs
 RECORD_FIELDS = ("entries", "skipped", "entries_sha256", "entries_crc32_sum")
 
 # The child prints READY once its imports are done (so timings measure the command only) and,
@@ -274,7 +275,7 @@ def flip(path, count=64):
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     """images/ (160 small JPEGs, two broken) + list.txt; tree/ (6 synsets x 20 train JPEGs,
-    flat val/ of 24 + val.txt); a private tar-index cache folder."""
+    flat val/ of 24 + val.txt)."""
     root = tmp_path_factory.mktemp("data")
     rng = np.random.default_rng(13)
     photos.write_list_folder(root / "images", root / "list.txt", rng)
@@ -284,6 +285,25 @@ def data(tmp_path_factory):
         for i in range(20):
             (tree / "train" / wnid / f"{wnid}_{i + 1}.JPEG").write_bytes(photos.small_jpeg(rng))
     photos.write_small_val(tree, 24, WNIDS, rng)
+    return root
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    """An extracted-ImageNet-like tree: 6 synsets x 40 small train JPEGs (4 of them broken)
+    and 30 flat val JPEGs with val.txt; plus a flat 'images' folder with a Caffe list."""
+    root = tmp_path_factory.mktemp("tree")
+    rng = np.random.default_rng(4)
+    odd = photos.odd_images()
+    for c, wnid in enumerate(WNIDS):
+        folder = root / "train" / wnid
+        folder.mkdir(parents=True)
+        for i in range(40):
+            (folder / f"{wnid}_{i + 1}.JPEG").write_bytes(photos.small_jpeg(rng))
+    for k, name in enumerate(BAD):  # broken files spread over the classes
+        (root / "train" / WNIDS[k] / f"{WNIDS[k]}_{7 * k + 3}.JPEG").write_bytes(odd[name])
+    photos.write_small_val(root, 30, WNIDS, rng)
+    photos.write_list_folder(root / "images", root / "list.txt", rng)
     return root
 
 

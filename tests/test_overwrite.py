@@ -1,15 +1,18 @@
 """--overwrite replaces only what this tool made (or a bare Caffe database): never a
 user's folder or file, a folder holding a user's file, or the command's own input; a refused
-overwrite deletes nothing and leaves nothing behind.
+overwrite deletes nothing and leaves nothing behind; create_imagenet never clobbers an aux or
+mean file it did not make.
 
 Everything runs through the command line (``imagenet-db SUBCOMMAND``, tests/conftest.py: ``call``
 in this process, ``run``/``start`` as a child process) on real files."""
+import os
 import shutil
 
 import lmdb
 import pytest
 
 from conftest import call, convert_args, db_items, files_under, one_line_error
+from imagenet_db.cli import create_imagenet_main
 from imagenet_db.protos import Datum
 
 pytestmark = pytest.mark.usefixtures("private_index_cache")
@@ -72,3 +75,19 @@ def test_mean_onto_its_own_database_leaves_nothing_behind(data, tmp_path):
     assert rc == 1 and str(db) in one_line_error(err), err
     assert files_under(tmp_path) == before
 
+
+def test_create_imagenet_does_not_clobber_existing_outputs(tree, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "train.txt").write_text("my own list\n")
+    args = [str(tree), str(out), "--resize", "24x24"]
+    assert create_imagenet_main(args) == 1
+    assert "train.txt exists with other contents" in capsys.readouterr().err
+    assert sorted(os.listdir(out)) == ["train.txt"]  # refused before doing any work
+    (out / "train.txt").unlink()
+    (out / "imagenet_mean.binaryproto").write_bytes(b"mine")
+    assert create_imagenet_main(args) == 1
+    assert "imagenet_mean.binaryproto already exists" in capsys.readouterr().err
+    assert (out / "imagenet_mean.binaryproto").read_bytes() == b"mine"
+    assert create_imagenet_main(args + ["--overwrite"]) == 0
+    assert (out / "imagenet_mean.binaryproto").read_bytes() != b"mine"
