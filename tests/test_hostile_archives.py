@@ -1,18 +1,18 @@
-"""Issue 24 (reliability, round 3), the archive and source items: each test makes the attack with
-real archives (gzip, tar and zip files written here, damaged byte by byte) and runs the real
-commands, in this process or in a child process.
+"""Hostile archives and sources: each test makes the attack with real archives (gzip, tar and zip
+files written here, damaged byte by byte) and runs the real commands, in this process or in a
+child process.
 
-1. a damaged .tar.gz (a byte changed mid-stream, a wrong gzip CRC-32 or ISIZE footer, a stored
-   .tar.gz inside Kaggle's zip) is an error naming the archive;
-2. a zip whose central directory lies (size, offset) or whose member CRC is wrong is an error
-   naming archive and member, not a skipped image;
-3. ImageNet names and numbers are ASCII: Arabic-Indic digits do not make a validation image;
-4. / 11. a word, wnid or file name holding a control character is refused wherever a value
-   is written one per line, and what we write is read back split on '\\n' only;
-9. a zip member that inflates past its declared size is damage, and members over the
-   documented limit are refused before inflating;
-11. a NaN or Inf ILSVRC2012_ID in meta.mat is a one-line error;
-14. a zip with a duplicate member name is an error.
+- a damaged .tar.gz (a byte changed mid-stream, a wrong gzip CRC-32 or ISIZE footer, a stored
+  .tar.gz inside Kaggle's zip) is an error naming the archive;
+- a zip whose central directory lies (size, offset) or whose member CRC is wrong is an error
+  naming archive and member, not a skipped image;
+- ImageNet names and numbers are ASCII: Arabic-Indic digits do not make a validation image;
+- a word, wnid or file name holding a control character is refused wherever a value
+  is written one per line, and what we write is read back split on '\\n' only;
+- a zip member that inflates past its declared size is damage, and members over the
+  documented limit are refused before inflating;
+- a NaN or Inf ILSVRC2012_ID in meta.mat is a one-line error;
+- a zip with a duplicate member name is an error.
 """
 import gzip
 import io
@@ -25,18 +25,12 @@ from pathlib import Path
 
 import pytest
 
+from conftest import call, files_under, one_line_error, run
 from imagenet_db.testing import archives as A
 from imagenet_db.testing import clsloc as F
-from test_reliability_round2 import call, files_under, one_line_error, run
 
 WNIDS = ["n01440764", "n01443537", "n01751748", "n02119789"]
-
-
-@pytest.fixture(autouse=True)
-def private_index_cache(tmp_path_factory, monkeypatch):
-    """Archive indexes are cached per user; keep these tests' cache apart."""
-    monkeypatch.setenv("IMAGENET_DB_TAR_INDEX_CACHE",
-                       str(tmp_path_factory.getbasetemp() / "round3-index-cache"))
+pytestmark = pytest.mark.usefixtures("private_index_cache")
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +84,7 @@ def stored_targz(members) -> bytes:
 
 @pytest.mark.parametrize("damage", ["byte mid-stream", "footer CRC-32", "footer ISIZE",
                                     "byte mid-stream, deflated"])
-def test_1_a_damaged_targz_is_an_error_naming_it(base, tmp_path, damage):
+def test_a_damaged_targz_is_an_error_naming_it(base, tmp_path, damage):
     folder = tmp_path / "c15"
     F.write_ilsvrc2015(folder, base)
     archive = folder / "ILSVRC2015_CLS-LOC.tar.gz"
@@ -109,7 +103,7 @@ def test_1_a_damaged_targz_is_an_error_naming_it(base, tmp_path, damage):
     assert "damaged" in line and "download or copy it again" in line, line
 
 
-def test_1_a_targz_damaged_after_it_was_indexed_is_indexed_again_and_refused(base, tmp_path):
+def test_a_targz_damaged_after_it_was_indexed_is_indexed_again_and_refused(base, tmp_path):
     folder = tmp_path / "c15"
     F.write_ilsvrc2015(folder, base)
     archive = folder / "ILSVRC2015_CLS-LOC.tar.gz"
@@ -120,7 +114,7 @@ def test_1_a_targz_damaged_after_it_was_indexed_is_indexed_again_and_refused(bas
     assert_refused(folder, tmp_path / "out", str(archive))
 
 
-def test_1_a_damaged_targz_stored_in_kaggles_zip_is_an_error(base, tmp_path):
+def test_a_damaged_targz_stored_in_kaggles_zip_is_an_error(base, tmp_path):
     folder = tmp_path / "k"
     folder.mkdir()
     zip_path = folder / "imagenet-object-localization-challenge.zip"
@@ -187,7 +181,7 @@ def assert_build_stops(source: Path, out: Path, *names: str) -> str:
 
 @pytest.mark.parametrize("lie", ["crc", "size", "size smaller", "compressed_size",
                                  "header_offset"])
-def test_2_a_zip_member_that_does_not_match_its_central_directory_is_an_error(base, tmp_path,
+def test_a_zip_member_that_does_not_match_its_central_directory_is_an_error(base, tmp_path,
                                                                              lie):
     zip_path = kaggle_zip(base, tmp_path / "k")
     changes = {"crc": lambda v: v ^ 1, "size": lambda v: v + 1, "size smaller": lambda v: v - 1,
@@ -229,7 +223,7 @@ def zeros_member(size: int):
     return write
 
 
-def test_9_a_member_inflating_past_its_declared_size_is_damage_and_memory_stays_low(base,
+def test_a_member_inflating_past_its_declared_size_is_damage_and_memory_stays_low(base,
                                                                                    tmp_path):
     """1 GiB of zeros declared as 1,000 bytes (the issue's attack): before, zlib inflated it
     all (3.2 GB peak); now inflation stops at the declared size + 1 byte."""
@@ -247,7 +241,7 @@ def test_9_a_member_inflating_past_its_declared_size_is_damage_and_memory_stays_
     assert not (tmp_path / "out" / "ilsvrc12_val_lmdb").exists()
 
 
-def test_9_a_member_over_the_limit_is_refused_before_inflating(base, tmp_path, monkeypatch):
+def test_a_member_over_the_limit_is_refused_before_inflating(base, tmp_path, monkeypatch):
     """An honest member declared larger than zipindex.MAX_MEMBER_BYTES (lowered here to 1 MiB,
     the real one being 256 MiB) is not read: the image is skipped and reported."""
     from imagenet_db.sources.archives import zipindex
@@ -264,7 +258,7 @@ def test_9_a_member_over_the_limit_is_refused_before_inflating(base, tmp_path, m
     assert "a zip member of 1,048,577 bytes, over the limit of 1,048,576 bytes" in report, report
 
 
-def test_14_a_zip_with_a_duplicate_member_name_is_an_error(base, tmp_path):
+def test_a_zip_with_a_duplicate_member_name_is_an_error(base, tmp_path):
     honest = kaggle_zip(base, tmp_path / "honest")
     (tmp_path / "k").mkdir()
     zip_path = tmp_path / "k" / honest.name
@@ -273,7 +267,7 @@ def test_14_a_zip_with_a_duplicate_member_name_is_an_error(base, tmp_path):
     assert_refused(tmp_path / "k", tmp_path / "out", f"{zip_path}: member {VAL3} occurs twice")
 
 
-def test_14_a_targz_with_a_duplicate_member_name_is_an_error(base, tmp_path):
+def test_a_targz_with_a_duplicate_member_name_is_an_error(base, tmp_path):
     folder = tmp_path / "c15"
     F.write_ilsvrc2015(folder, base)
     archive = folder / "ILSVRC2015_CLS-LOC.tar.gz"
@@ -287,7 +281,7 @@ def test_14_a_targz_with_a_duplicate_member_name_is_an_error(base, tmp_path):
 ARABIC_1 = "ILSVRC2012_val_" + "\u0660" * 7 + "\u0661"  # ILSVRC2012_val_٠٠٠٠٠٠٠١
 
 
-def test_3_a_val_name_in_arabic_indic_digits_does_not_replace_image_1(base, tmp_path):
+def test_a_val_name_in_arabic_indic_digits_does_not_replace_image_1(base, tmp_path):
     """Before: \\d and int() read it as image 1, so a tench took image 1's label."""
     F.write_ilsvrc2015(tmp_path / "c15", base, form="tree")
     val = tmp_path / "c15" / "ILSVRC2015" / "Data" / "CLS-LOC" / "val"
@@ -296,7 +290,7 @@ def test_3_a_val_name_in_arabic_indic_digits_does_not_replace_image_1(base, tmp_
                    "not named like ILSVRC2012_val_00000001.JPEG")
 
 
-def test_3_a_solution_row_in_arabic_indic_digits_does_not_override_a_label(base, tmp_path):
+def test_a_solution_row_in_arabic_indic_digits_does_not_override_a_label(base, tmp_path):
     """Before: the row's ImageId matched \\d and int() made it image 1, silently replacing
     the label an ASCII duplicate would have been refused for ('listed twice')."""
     other = next(w for w in WNIDS if w != base["val"][0][1])
@@ -306,7 +300,7 @@ def test_3_a_solution_row_in_arabic_indic_digits_does_not_override_a_label(base,
     assert "[0-9]" in line, line
 
 
-def test_3_ground_truth_and_labels_take_ascii_digits_only(base, tmp_path):
+def test_ground_truth_and_labels_take_ascii_digits_only(base, tmp_path):
     """A devkit ground-truth line and a val.txt label in Arabic-Indic digits are refused,
     naming file and line, as '+7' and '1_000' are."""
     from imagenet_db.errors import ImagenetDbError
@@ -360,7 +354,7 @@ def archives_with_meta(base, folder: Path, meta: bytes) -> Path:
 
 @pytest.mark.parametrize("word", ["tench,\nTinca tinca", "tench\x0cTinca", "tench\u2028x",
                                   "tench\x1fTinca"])
-def test_4_a_word_that_is_not_one_line_is_refused_in_meta_mat(base, tmp_path, word):
+def test_a_word_that_is_not_one_line_is_refused_in_meta_mat(base, tmp_path, word):
     """Before: synset_words.txt got one line more than synsets.txt and every later class
     was captioned with its neighbour's words."""
     source = archives_with_meta(base, tmp_path / "arch", meta_mat_with(base, "words", 1, word))
@@ -368,7 +362,7 @@ def test_4_a_word_that_is_not_one_line_is_refused_in_meta_mat(base, tmp_path, wo
     assert "which a file of one value per line cannot hold" in line, line
 
 
-def test_4_words_with_control_characters_are_refused_in_every_class_file(base, tmp_path):
+def test_words_with_control_characters_are_refused_in_every_class_file(base, tmp_path):
     """The 2015 devkit's meta_clsloc.mat and map_clsloc.txt, Kaggle's LOC_synset_mapping.txt
     and a tree's synset_words.txt: each names file and line (or entry)."""
     classes = [(i, w, t + "\x0b" if w == WNIDS[1] else t) for i, w, t in base["classes"]]
@@ -391,7 +385,7 @@ def test_4_words_with_control_characters_are_refused_in_every_class_file(base, t
     assert_refused(tree, tmp_path / "outt", f"{words}:2")
 
 
-def test_4_the_writers_refuse_what_is_not_one_line():
+def test_the_writers_refuse_what_is_not_one_line():
     from imagenet_db.errors import ImagenetDbError
     from imagenet_db.sources import labels
 
@@ -402,7 +396,7 @@ def test_4_the_writers_refuse_what_is_not_one_line():
 
 
 @pytest.mark.parametrize("char", ["\x0c", "\x0b", "\x1e", "\x85", "\u2029", "\x1b"])
-def test_11_a_file_name_that_is_not_one_line_is_refused_before_any_build(base, tmp_path, char):
+def test_a_file_name_that_is_not_one_line_is_refused_before_any_build(base, tmp_path, char):
     """Before: a name with \\x0c passed the sources (they refused only \\n, \\r, NUL) and a
     killed --format folder build could not resume (its log was read with splitlines)."""
     tree = tmp_path / "tree"
@@ -415,7 +409,7 @@ def test_11_a_file_name_that_is_not_one_line_is_refused_before_any_build(base, t
     assert rc == 1 and f"(U+{ord(char):04X})" in one_line_error(err), err
 
 
-def test_11_a_list_file_path_that_is_not_one_line_is_refused(tmp_path):
+def test_a_list_file_path_that_is_not_one_line_is_refused(tmp_path):
     from imagenet_db.errors import ListFileError
     from imagenet_db.sources.listfile import read_list
 
@@ -432,7 +426,7 @@ def test_11_a_list_file_path_that_is_not_one_line_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
-def test_11_a_nan_or_inf_id_in_meta_mat_is_a_one_line_error(base, tmp_path, value):
+def test_a_nan_or_inf_id_in_meta_mat_is_a_one_line_error(base, tmp_path, value):
     """Before: int(nan) raised ValueError and int(inf) OverflowError, as tracebacks."""
     source = archives_with_meta(base, tmp_path / "arch",
                                 meta_mat_with(base, "ILSVRC2012_ID", 2, value))
@@ -449,7 +443,7 @@ def flip_footer(path: Path, at: int = -8) -> None:
 
 
 @pytest.mark.parametrize("at", [-8, -4])
-def test_1_a_devkit_targz_with_a_wrong_gzip_footer_is_an_error(base, tmp_path, at):
+def test_a_devkit_targz_with_a_wrong_gzip_footer_is_an_error(base, tmp_path, at):
     """The devkits are read with tarfile, which stops at the tar's end marker, before the
     gzip footer: now read to the end, so the CRC-32 and length are checked."""
     folder = tmp_path / "arch"

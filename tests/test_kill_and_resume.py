@@ -1,11 +1,12 @@
-"""Reliability: kill/resume, Ctrl-C, disk full, atomic overwrite, bad input, readers during a build.
+"""Kill and resume: SIGKILL at random points, Ctrl-C/SIGTERM, a file-size limit or a full disk
+stop a build with its good records committed and --resume finishes it to the uninterrupted
+build's bytes (mean included); a failed --overwrite leaves the old database; --resume refuses
+other settings; readers see only committed data during a build.
 
 Builds run as real subprocesses (the installed CLI code from this source tree) on small real
 JPEGs made by imagenet_db.testing.photos, with real LMDB/LevelDB; kills are real SIGKILLs.
 """
-import io
 from dataclasses import replace
-import json
 import os
 import shutil
 import random
@@ -16,16 +17,16 @@ import sys
 import time
 from pathlib import Path
 
-import cv2
 import lmdb
 import numpy as np
 import pytest
 
-from imagenet_db.testing import photos as fixtures
+from conftest import (BAD, REPO, call, child_env, convert_args, lmdb_entries, start,
+                      wait_until)
+from conftest import snapshot as shared_snapshot
 from imagenet_db.testing.hold import HeldImage, hardlinked_copy
-from imagenet_db.cli import compute_image_mean_main, convert_imageset_main, create_imagenet_main
+from imagenet_db.cli import convert_imageset_main
 from imagenet_db.errors import SkippedImageError
-from imagenet_db.imaging.headers import check_image_bytes, jpeg_structure
 from imagenet_db.engine.buildstate import BuildOptions
 from imagenet_db.observers import mean as mean_observer
 from imagenet_db.observers.mean import MeanObserver
@@ -35,9 +36,6 @@ from imagenet_db.readers import iterate_db
 from imagenet_db.sources.listfile import list_records
 from imagenet_db.imaging.transform import TransformOptions
 
-REPO = Path(__file__).resolve().parent.parent
-WNIDS = ["n01440764", "n01443537", "n01751748", "n02119789", "n02123045", "n02124075"]
-BAD = ("truncated", "text", "zero_bytes", "corrupt_markers")
 
 # The child prints READY once its imports are done, so kill delays measure build time only.
 # MEAN_CHECKPOINT_SECONDS (and the content checksum's) come from the environment so both
@@ -58,12 +56,6 @@ CHILD = (
 
 def child_cmd(entry, *args):
     return [sys.executable, "-c", CHILD, entry, *map(str, args)]
-
-
-def child_env(**extra):
-    env = dict(os.environ, PYTHONPATH=str(REPO), **{k: str(v) for k, v in extra.items()})
-    env.pop("PYTHONWARNINGS", None)
-    return env
 
 
 def run_child(entry, *args, preexec_fn=None, **env):
@@ -95,46 +87,13 @@ def db_items(path, backend=None):
     return list(iterate_db(str(path), backend))
 
 
-small_jpeg = fixtures.small_jpeg
-
-
-@pytest.fixture(scope="module")
-def tree(tmp_path_factory):
-    """An extracted-ImageNet-like tree: 6 synsets x 40 small train JPEGs (4 of them broken)
-    and 30 flat val JPEGs with val.txt; plus a flat 'images' folder with a Caffe list."""
-    root = tmp_path_factory.mktemp("tree")
-    rng = np.random.default_rng(4)
-    odd = fixtures.odd_images()
-    for c, wnid in enumerate(WNIDS):
-        folder = root / "train" / wnid
-        folder.mkdir(parents=True)
-        for i in range(40):
-            (folder / f"{wnid}_{i + 1}.JPEG").write_bytes(small_jpeg(rng))
-    for k, name in enumerate(BAD):  # broken files spread over the classes
-        (root / "train" / WNIDS[k] / f"{WNIDS[k]}_{7 * k + 3}.JPEG").write_bytes(odd[name])
-    fixtures.write_small_val(root, 30, WNIDS, rng)
-    fixtures.write_list_folder(root / "images", root / "list.txt", rng)
-    return root
+MANIFEST_FIELDS = ("entries", "skipped", "records", "list_sha256", "entries_sha256",
+                   "entries_crc32_sum")
 
 
 def snapshot(outdir):
     """Everything a build produced, for comparison: DB items, reports, aux and mean files."""
-    out = {}
-    for entry in sorted(os.listdir(outdir)):
-        path = os.path.join(outdir, entry)
-        if entry.endswith("_lmdb") or entry.endswith("_leveldb"):
-            out[entry] = db_items(path)
-            manifest = json.loads(Path(path, "imagenet_db.json").read_text())
-            out[entry + " manifest"] = {k: manifest[k] for k in (
-                "entries", "skipped", "records", "list_sha256", "entries_sha256",
-                "entries_crc32_sum")}
-        elif entry == "report.html":  # holds paths and times; see tests/test_pictures.py
-            out[entry] = "present"
-        elif os.path.isfile(path):
-            out[entry] = Path(path).read_bytes()
-        else:
-            out[entry] = "unexpected directory"
-    return out
+    return shared_snapshot(outdir, items=db_items, fields=MANIFEST_FIELDS)
 
 
 def kill_state(outdir):
@@ -379,23 +338,6 @@ def test_resume_refuses_other_settings_list_or_foreign_db(tree, tmp_path, capsys
     assert "no completion record" in capsys.readouterr().err
 
 
-def test_create_imagenet_does_not_clobber_existing_outputs(tree, tmp_path, capsys):
-    out = tmp_path / "out"
-    out.mkdir()
-    (out / "train.txt").write_text("my own list\n")
-    args = [str(tree), str(out), "--resize", "24x24"]
-    assert create_imagenet_main(args) == 1
-    assert "train.txt exists with other contents" in capsys.readouterr().err
-    assert sorted(os.listdir(out)) == ["train.txt"]  # refused before doing any work
-    (out / "train.txt").unlink()
-    (out / "imagenet_mean.binaryproto").write_bytes(b"mine")
-    assert create_imagenet_main(args) == 1
-    assert "imagenet_mean.binaryproto already exists" in capsys.readouterr().err
-    assert (out / "imagenet_mean.binaryproto").read_bytes() == b"mine"
-    assert create_imagenet_main(args + ["--overwrite"]) == 0
-    assert (out / "imagenet_mean.binaryproto").read_bytes() != b"mine"
-
-
 def test_reader_sees_only_committed_data_during_a_build(tree, tmp_path):
     rc, err = run_child("convert_imageset_main", tree / "images", tree / "list.txt",
                         tmp_path / "clean", "--resize_width=32", "--resize_height=32")
@@ -454,150 +396,24 @@ def test_mean_is_exact_after_resume_from_checkpoint_or_readback(tree, tmp_path, 
         assert db_items(db) == db_items(tmp_path / "clean")
 
 
-# ------------------------------------------------------------------ bad input
-def _write_bad_image_set(folder):
-    """Every kind of odd or broken image file; returns the list lines (relpath label)."""
-    odd = fixtures.odd_images()
-    folder.mkdir()
-    files = dict(odd)
-    # a real 4000x3000 photo (12 megapixels) and a header claiming 30000x30000
-    big = cv2.resize(cv2.imread(str(fixtures.PHOTOS_DIR / "astronaut.png")), (4000, 3000))
-    files["big_12mp"] = cv2.imencode(".jpg", big, [cv2.IMWRITE_JPEG_QUALITY, 30])[1].tobytes()
-    bomb = bytearray(odd["one_pixel"])
-    sof = bomb.find(b"\xff\xc0")
-    bomb[sof + 5:sof + 9] = (30000).to_bytes(2, "big") * 2
-    files["bomb_header"] = bytes(bomb)
-    lines = []
-    for label, (name, data) in enumerate(sorted(files.items())):
-        (folder / f"{name}.JPEG").write_bytes(data)
-        lines.append(f"{name}.JPEG {label}")
-    lines.append(f"missing.JPEG {len(files)}")
-    (folder / "a_directory.JPEG").mkdir()
-    lines.append(f"a_directory.JPEG {len(files) + 1}")
-    return lines
+def test_resume_after_a_kill_between_record_and_publish_leaves_no_build_record(data, tmp_path):
+    flags = ["--resize_width=16", "--resize_height=16", "--txn_size=1", "--workers=1"]
+    # a real build record: from a build of the same command killed midway
+    killed = start(*convert_args(data, tmp_path / "db", *flags))
+    wait_until(lambda: lmdb_entries(tmp_path / "db.partial") >= 3, killed)
+    killed.kill()
+    killed.wait()
+    killed.stderr.close()
+    record = (tmp_path / "db.partial" / "imagenet_db.build.json").read_bytes()
+    shutil.rmtree(tmp_path / "db.partial")
+    rc, err = call(*convert_args(data, tmp_path / "db", *flags))
+    assert rc == 0, err
+    # the state of a build killed right after its completion record was written
+    os.rename(tmp_path / "db", tmp_path / "db.partial")
+    (tmp_path / "db.partial" / "imagenet_db.build.json").write_bytes(record)
+    rc, err = call(*convert_args(data, tmp_path / "db", *flags, "--resume"))
+    assert rc == 0, err
+    assert not (tmp_path / "db" / "imagenet_db.build.json").exists()
+    rc, err = call("verify", tmp_path / "db")
+    assert rc == 0, err
 
-
-def test_every_bad_image_has_a_clear_outcome(tmp_path, capsys):
-    lines = _write_bad_image_set(tmp_path / "img")
-    (tmp_path / "list.txt").write_text("\n".join(lines) + "\n")
-    db = tmp_path / "db"
-    rc = convert_imageset_main([str(tmp_path / "img"), str(tmp_path / "list.txt"), str(db),
-                                "--max_pixels=10000000"])
-    err = capsys.readouterr().err
-    assert rc == 0 and "Traceback" not in err
-    report = dict(line.split("\t") for line in
-                  Path(f"{db}.skipped.tsv").read_text().splitlines())
-    assert set(report) == {"truncated.JPEG", "zero_bytes.JPEG", "text.JPEG",
-                           "corrupt_markers.JPEG", "big_12mp.JPEG", "bomb_header.JPEG",
-                           "missing.JPEG", "a_directory.JPEG"}
-    assert report["truncated.JPEG"].startswith("truncated JPEG")
-    assert report["zero_bytes.JPEG"] == "empty file (0 bytes)"
-    assert report["text.JPEG"].startswith("not an image file")
-    assert report["corrupt_markers.JPEG"].startswith("corrupt JPEG")
-    assert "4000x3000 = 12000000 pixels" in report["big_12mp.JPEG"]
-    assert "30000x30000" in report["bomb_header.JPEG"]
-    assert "No such file" in report["missing.JPEG"]
-    assert "Is a directory" in report["a_directory.JPEG"]
-    stored = {k.decode().split("_", 1)[1]: Datum.FromString(v) for k, v in db_items(db)}
-    assert set(stored) == {"cmyk.JPEG", "exif_rotated.JPEG", "grayscale.JPEG", "one_pixel.JPEG",
-                           "png_named_jpeg.JPEG", "progressive.JPEG"}
-    labels = {line.split()[0]: int(line.split()[1]) for line in lines}
-    for name, datum in stored.items():
-        assert datum.label == labels[name] and datum.channels == 3  # grayscale/CMYK -> BGR
-    # EXIF orientation 6 is applied, as Caffe's cv::imread does: 320x240 is stored 240 wide
-    assert (stored["exif_rotated.JPEG"].height, stored["exif_rotated.JPEG"].width) == (320, 240)
-    assert (stored["one_pixel.JPEG"].height, stored["one_pixel.JPEG"].width) == (1, 1)
-    manifest = json.loads((db / "imagenet_db.json").read_text())
-    assert (manifest["entries"], manifest["skipped"]) == (6, 8)
-    # --strict turns the first skip into a failure naming the file
-    rc = convert_imageset_main([str(tmp_path / "img"), str(tmp_path / "list.txt"),
-                                str(tmp_path / "strict"), "--strict"])
-    err = capsys.readouterr().err
-    assert rc == 1 and "--strict" in err and "Traceback" not in err
-    assert "big_12mp.JPEG" in err or "bomb_header.JPEG" in err  # the first skip in list order
-
-
-def test_structure_check_accepts_valid_jpegs_from_many_encoders(tmp_path):
-    from PIL import Image
-
-    photo = cv2.imread(str(fixtures.PHOTOS_DIR / "chelsea.png"))
-    variants = [cv2.imencode(".jpg", photo, params)[1].tobytes() for params in (
-        [], [cv2.IMWRITE_JPEG_PROGRESSIVE, 1], [cv2.IMWRITE_JPEG_RST_INTERVAL, 3],
-        [cv2.IMWRITE_JPEG_RST_INTERVAL, 1, cv2.IMWRITE_JPEG_PROGRESSIVE, 1],
-        [cv2.IMWRITE_JPEG_OPTIMIZE, 1, cv2.IMWRITE_JPEG_QUALITY, 20])]
-    for kwargs in ({}, {"progressive": True}, {"optimize": True}, {"subsampling": 0},
-                   {"quality": 5}, {"exif": Image.Exif().tobytes(), "icc_profile": b"x" * 70000}):
-        buf = io.BytesIO()
-        Image.fromarray(photo[:, :, ::-1]).save(buf, "JPEG", **kwargs)
-        variants.append(buf.getvalue())
-    variants += [p.read_bytes() for p in fixtures.PHOTOS_DIR.glob("*.jpg")]
-    odd = fixtures.odd_images()
-    variants += [v for k, v in odd.items() if k not in ("truncated", "corrupt_markers", "text")]
-    for data in variants:
-        assert check_image_bytes(data) is None, jpeg_structure(data)
-    # under a pixel cap, a file of no image format is not handed to a decoder at all
-    assert check_image_bytes(odd["text"]).startswith("not an image file")
-    assert check_image_bytes(odd["text"], max_pixels=0) is None
-    good = variants[2]  # with restart markers
-    assert check_image_bytes(good + b"trailing bytes after EOI") is None
-    dqt = good.find(b"\xff\xdb")  # extraneous bytes before a marker: libjpeg skips them
-    padded = good[:dqt] + b"\x00junk" + good[dqt:]
-    assert check_image_bytes(padded) is None
-    assert cv2.imdecode(np.frombuffer(padded, np.uint8), cv2.IMREAD_COLOR) is not None
-    rst = good.find(b"\xff\xd1")
-    swapped = good[:rst] + b"\xff\xd5" + good[rst + 2:]
-    assert "out of sequence" in check_image_bytes(swapped)
-    assert check_image_bytes(good[:len(good) // 2]).startswith("truncated JPEG")
-
-
-def test_list_file_errors_name_file_and_line(tree, tmp_path, capsys):
-    cases = {
-        "img_0001.jpg\n": ":1: expected 'relpath label'",
-        "img_0001.jpg 1\nimg_0002.jpg two\n": ":2: label 'two' is not an integer",
-        "img_0001.jpg -3\n": ":1: label -3 is outside",
-        "img_0001.jpg 1\n\nimg_0001.jpg 2\n": ":3: 'img_0001.jpg' is listed again (first at line 1)",
-        "\n\n": "the list file has no entries",
-        "": "the list file has no entries",
-    }
-    for number, (text, message) in enumerate(cases.items()):
-        path = tmp_path / f"list{number}.txt"
-        path.write_text(text)
-        rc = convert_imageset_main([str(tree / "images"), str(path), str(tmp_path / f"db{number}")])
-        err = capsys.readouterr().err
-        assert rc == 1 and f"{path}" in err and message in err and "Traceback" not in err, err
-        assert not (tmp_path / f"db{number}.partial").exists()
-    # CRLF line endings and blank lines are fine; a missing file is a reported skip
-    crlf = tmp_path / "crlf.txt"
-    crlf.write_bytes(b"img_0001.jpg 1\r\n\r\nnot_there.jpg 2\r\nimg_0002.jpg 3\r\n")
-    assert convert_imageset_main([str(tree / "images"), str(crlf), str(tmp_path / "crlf")]) == 0
-    assert [Datum.FromString(v).label for _, v in db_items(tmp_path / "crlf")] == [1, 3]
-    assert "not_there.jpg\tcannot read file" in Path(f"{tmp_path / 'crlf'}.skipped.tsv").read_text()
-    assert convert_imageset_main([str(tree / "images"), str(tmp_path / "nope.txt"),
-                                  str(tmp_path / "x")]) == 1
-    assert "nope.txt: cannot read list file" in capsys.readouterr().err
-
-
-def test_database_input_errors(tree, tmp_path, capsys):
-    not_db = tmp_path / "not_a_db"
-    not_db.mkdir()
-    (not_db / "data.txt").write_text("hello")
-    assert compute_image_mean_main([str(not_db)]) == 1
-    assert "neither an LMDB nor a LevelDB" in capsys.readouterr().err
-    garbage = tmp_path / "garbage_lmdb"
-    garbage.mkdir()
-    (garbage / "data.mdb").write_bytes(b"\0garbage" * 1000)
-    assert compute_image_mean_main([str(garbage)]) == 1
-    assert "cannot open as LMDB" in capsys.readouterr().err
-    level = tmp_path / "level"
-    assert convert_imageset_main([str(tree / "images"), str(tree / "list.txt"), str(level),
-                                  "--backend=leveldb", "--resize_width=8",
-                                  "--resize_height=8"]) == 0
-    capsys.readouterr()
-    assert compute_image_mean_main([str(level)]) == 1  # default --backend=lmdb
-    assert "is a leveldb database, not lmdb" in capsys.readouterr().err
-    mixed = tmp_path / "mixed"  # original sizes: the mean needs one size
-    assert convert_imageset_main([str(tree / "images"), str(tree / "list.txt"), str(mixed)]) == 0
-    capsys.readouterr()
-    assert compute_image_mean_main([str(mixed)]) == 1
-    err = capsys.readouterr().err
-    assert "channels/height/width" in err and "Traceback" not in err

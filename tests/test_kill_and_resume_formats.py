@@ -1,7 +1,7 @@
 """create_imagenet --format cuda-convnet2 / theano-alexnet / folder survive real SIGKILLs.
 
-Each build is a real child process running the CLI (started as tests/test_reliability_round2.py
-starts its builds) on a tree of ImageNet-like JPEGs made from the real photos, two of them
+Each build is a real child process running the CLI (started with ``start`` from
+tests/conftest.py) on a tree of ImageNet-like JPEGs made from the real photos, two of them
 broken (skipped and logged). The child is frozen (SIGSTOP) as soon as its first batch file is
 in place (folder: the first logged batch of files), checked to be midway, and SIGKILLed. The
 ``--resume`` run is killed the same way a few batches further on, mid-write (a batch file's
@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from imagenet_db.testing import photos
-from test_reliability_round2 import WNIDS, files_under, pause, run, start
+from conftest import WNIDS, files_under, pause, run, start
 
 
 @pytest.fixture(scope="module")
