@@ -1,10 +1,10 @@
-"""Reliability, round 3 (issue 24), the outputs and tools: each attack of the issue reproduced
+"""Outputs and tools fail safely (issue 24): each attack on them reproduced
 on real builds (real photos, real LMDB, real batch files), through the command line, then
 checked to fail safely.
 
 Commands run in this process (``call``) or, where a process matters (code that a crafted file
 would run, peak memory, signals), as child processes (``run``/``start``), both from
-tests/test_reliability_round2.py.
+tests/conftest.py.
 """
 import os
 import pickle
@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from test_reliability_formats import batches_in_place, digests, kill_midway, source  # noqa: F401
-from test_reliability_round2 import CHILD, call, child_env, one_line_error
-from test_reliability_round2 import run as run_child
+from test_kill_and_resume_formats import batches_in_place, digests, kill_midway, source  # noqa: F401
+from conftest import CHILD, call, child_env, one_line_error
+from conftest import run as run_child
 
 import subprocess
 import sys
@@ -84,7 +84,7 @@ class _RunsCode:
 
 
 @pytest.mark.parametrize("target", ["data_batch_0/data_batch_0.0", "batches.meta"])
-def test_8_verify_never_runs_a_pickle_from_a_cuda_convnet2_batch(built, tmp_path, target):
+def test_verify_never_runs_a_pickle_from_a_cuda_convnet2_batch(built, tmp_path, target):
     out = copy_of(built, "cuda-convnet2", tmp_path) / BUILDS["cuda-convnet2"][1]
     marker = tmp_path / "code_was_run"
     crafted = out / target
@@ -98,7 +98,7 @@ def test_8_verify_never_runs_a_pickle_from_a_cuda_convnet2_batch(built, tmp_path
     assert problem and "refused to load posix.system" in problem[0], err
 
 
-def test_8_verify_never_runs_a_pickled_payload_in_a_theano_hkl(built, tmp_path):
+def test_verify_never_runs_a_pickled_payload_in_a_theano_hkl(built, tmp_path):
     import hickle
 
     out = copy_of(built, "theano-alexnet", tmp_path) / BUILDS["theano-alexnet"][1]
@@ -124,7 +124,7 @@ FOREIGN = {  # format: the files a user adds to the finished output (relative to
 
 
 @pytest.mark.parametrize("fmt", sorted(FOREIGN))
-def test_7_overwrite_refuses_to_delete_files_the_build_did_not_write(sample, built, tmp_path,
+def test_overwrite_refuses_to_delete_files_the_build_did_not_write(sample, built, tmp_path,
                                                                      fmt):
     outdir = copy_of(built, fmt, tmp_path)
     for relpath in FOREIGN[fmt]:
@@ -142,7 +142,7 @@ def test_7_overwrite_refuses_to_delete_files_the_build_did_not_write(sample, bui
     assert code == 0, err
 
 
-def test_7_a_folder_output_without_its_log_is_judged_by_its_list(sample, built, tmp_path):
+def test_a_folder_output_without_its_log_is_judged_by_its_list(sample, built, tmp_path):
     """A folder output of an earlier version (no imagenet_db.files.log): its list file, as
     long as it matches the completion record, says which files it holds."""
     outdir = copy_of(built, "folder", tmp_path)
@@ -161,7 +161,7 @@ def test_7_a_folder_output_without_its_log_is_judged_by_its_list(sample, built, 
     assert code == 0, err
 
 
-def test_7_extract_overwrite_keeps_what_the_user_added(sample, tmp_path):
+def test_extract_overwrite_keeps_what_the_user_added(sample, tmp_path):
     dest = tmp_path / "dest"
     code, err = call("extract", sample, dest, "--progress=false", "--workers=2")
     assert code == 0, err
@@ -176,8 +176,8 @@ def test_7_extract_overwrite_keeps_what_the_user_added(sample, tmp_path):
 
 
 # ================================================================ 6. resume checks what is committed
-def test_6_resume_of_a_folder_build_rewrites_a_committed_file_emptied_since(source, tmp_path):
-    from test_reliability_round2 import start
+def test_resume_of_a_folder_build_rewrites_a_committed_file_emptied_since(source, tmp_path):
+    from conftest import start
 
     args = ["--format", "folder", "--txn_size", "4", "--workers", "1", "--progress=false"]
     code, err = call("create", source, tmp_path / "clean", *args)
@@ -196,7 +196,7 @@ def test_6_resume_of_a_folder_build_rewrites_a_committed_file_emptied_since(sour
 
 # ================================================================ 12. flags that did nothing
 @pytest.mark.parametrize("mode", ["crop", "fill", "half_crop", "convnet2"])
-def test_12_a_resize_mode_without_sizes_is_the_error_of_one_size(sample, tmp_path, mode):
+def test_a_resize_mode_without_sizes_is_the_error_of_one_size(sample, tmp_path, mode):
     lists = tmp_path / "list.txt"
     lists.write_text("train/n01440764/" + sorted(os.listdir(sample / "train" / "n01440764"))[0]
                      + " 0\n")
@@ -214,7 +214,7 @@ def test_12_a_resize_mode_without_sizes_is_the_error_of_one_size(sample, tmp_pat
 
 @pytest.mark.parametrize("flag", ["--txn_size=0", "--txn_size=-3", "--workers=0",
                                   "--workers=-1"])
-def test_12_zero_or_negative_txn_size_and_workers_are_usage_errors(sample, tmp_path, flag):
+def test_zero_or_negative_txn_size_and_workers_are_usage_errors(sample, tmp_path, flag):
     lists = tmp_path / "list.txt"
     lists.write_text("val.txt 0\n")
     commands = [["convert", sample, lists, tmp_path / "db"],
@@ -227,7 +227,7 @@ def test_12_zero_or_negative_txn_size_and_workers_are_usage_errors(sample, tmp_p
     assert sorted(os.listdir(tmp_path)) == ["list.txt"]  # nothing was started
 
 
-def test_12_work_in_flight_is_capped_by_memory_not_by_workers():
+def test_work_in_flight_is_capped_by_memory_not_by_workers():
     """1000 workers and 1 MiB results: the work computed ahead of the consumer stays under
     IN_FLIGHT_BYTES (each record counted WORKING_FACTOR x its result; real threads), and no
     more threads are started than tasks in flight."""
@@ -278,7 +278,7 @@ def huge(tmp_path_factory):
     return root
 
 
-def test_10_mean_and_report_check_the_header_size_before_decoding(huge, tmp_path):
+def test_mean_and_report_check_the_header_size_before_decoding(huge, tmp_path):
     db = huge / "db"
     code, err = call("mean", db, tmp_path / "mean.npy", "--max_pixels=1000000")
     error = one_line_error(err)
@@ -293,7 +293,7 @@ def test_10_mean_and_report_check_the_header_size_before_decoding(huge, tmp_path
     assert code == 0, err
 
 
-def test_10_show_decodes_a_huge_jpeg_reduced_to_its_tile(huge, built, tmp_path):
+def test_show_decodes_a_huge_jpeg_reduced_to_its_tile(huge, built, tmp_path):
     """Peak memory of show on two 6000x4000 JPEGs (72 MB each decoded) stays within 40 MB of
     show on the sample's 256x256 database: libjpeg's 1/8 decode, never the full image."""
     from imagenet_db.pictures.sheet import thumbnail
@@ -314,7 +314,7 @@ def test_10_show_decodes_a_huge_jpeg_reduced_to_its_tile(huge, built, tmp_path):
 # ================================================================ 11. tracebacks
 @pytest.mark.parametrize("flags", [["--tile", "30000"], ["--tile", "-5"], ["--columns", "0"],
                                    ["--columns", "-2"]])
-def test_11_show_refuses_tile_and_column_values_that_cannot_work(built, tmp_path, flags):
+def test_show_refuses_tile_and_column_values_that_cannot_work(built, tmp_path, flags):
     db = built["caffe"] / "ilsvrc12_train_lmdb"
     code, err = run_child("show", db, "--out", tmp_path / "s.png", *flags,
                           preexec_fn=address_space_cap)  # a 30000-pixel tile would take ~170 GB
@@ -329,7 +329,7 @@ def address_space_cap():
     resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
 
 
-def test_11_a_sheet_too_big_to_draw_is_refused_not_allocated(built):
+def test_a_sheet_too_big_to_draw_is_refused_not_allocated(built):
     from imagenet_db.pictures.sheet import MAX_TILE, contact_sheet
     from imagenet_db.errors import ImagenetDbError
     from imagenet_db.reader import DatumDB
@@ -342,7 +342,7 @@ def test_11_a_sheet_too_big_to_draw_is_refused_not_allocated(built):
 def _damage_lmdb_pages(path):
     """Zero the page-type flags of every branch and leaf page of an LMDB (a damaged page
     header: MDB_CORRUPTED where a reader lands on it)."""
-    from test_reliability_round2 import LMDB_PAGE, lmdb_tree_pages
+    from test_verify_corruption import LMDB_PAGE, lmdb_tree_pages
 
     data = bytearray((path / "data.mdb").read_bytes())
     for page in lmdb_tree_pages(bytes(data)):
@@ -350,7 +350,7 @@ def _damage_lmdb_pages(path):
     (path / "data.mdb").write_bytes(bytes(data))
 
 
-def test_11_damaged_lmdb_page_headers_are_one_line_errors_from_the_reader(built, tmp_path):
+def test_damaged_lmdb_page_headers_are_one_line_errors_from_the_reader(built, tmp_path):
     from imagenet_db.errors import DamagedDatabaseError
     from imagenet_db.reader import DatumDB
 
@@ -368,7 +368,7 @@ def test_11_damaged_lmdb_page_headers_are_one_line_errors_from_the_reader(built,
 
 
 # ================================================================ 14. a split too small, said
-def test_14_a_theano_val_split_smaller_than_one_batch_is_said(sample, tmp_path):
+def test_a_theano_val_split_smaller_than_one_batch_is_said(sample, tmp_path):
     out = tmp_path / "out"
     code, err = call("create", sample, out, "--format", "theano-alexnet", "--batch_images",
                      "12", *ARGS)
@@ -385,7 +385,7 @@ def test_14_a_theano_val_split_smaller_than_one_batch_is_said(sample, tmp_path):
 # ================================================================ 13. every hint works
 def _committed(outdir):
     """Files (folder) or datums (LMDB) committed in the outputs being built in ``outdir``."""
-    from test_reliability_round2 import lmdb_entries
+    from conftest import lmdb_entries
 
     return batches_in_place(outdir) + sum(lmdb_entries(partial) for partial in
                                           Path(outdir).glob("*.partial"))
@@ -397,7 +397,7 @@ def _stop_with_sigterm(proc, outdir):
     import signal
     import time
 
-    from test_reliability_round2 import pause
+    from conftest import pause
 
     deadline = time.monotonic() + 60
     while True:
@@ -424,8 +424,8 @@ def _hinted(err, command):
 
 
 @pytest.mark.parametrize("command", ["extract", "create", "convert"])
-def test_13_the_hint_after_sigterm_is_a_command_that_works(source, tmp_path, command):
-    from test_reliability_round2 import start
+def test_the_hint_after_sigterm_is_a_command_that_works(source, tmp_path, command):
+    from conftest import start
 
     out = tmp_path / "out"
     if command == "convert":
@@ -445,8 +445,8 @@ def test_13_the_hint_after_sigterm_is_a_command_that_works(source, tmp_path, com
     assert code == 0, err
 
 
-def test_13_hints_of_verify_and_of_a_refused_run_work(source, tmp_path):
-    from test_reliability_round2 import start
+def test_hints_of_verify_and_of_a_refused_run_work(source, tmp_path):
+    from conftest import start
 
     out = tmp_path / "out"
     args = ["extract", source, out, "--workers", "1", "--progress=false"]
@@ -469,7 +469,7 @@ def test_13_hints_of_verify_and_of_a_refused_run_work(source, tmp_path):
 # ================================================================ 5. one format per OUTDIR
 @pytest.mark.parametrize("first,second", [("caffe", "cuda-convnet2"), ("folder", "caffe"),
                                           ("cuda-convnet2", "theano-alexnet")])
-def test_5_a_second_format_never_rewrites_the_label_files_of_the_first(sample, built, tmp_path,
+def test_a_second_format_never_rewrites_the_label_files_of_the_first(sample, built, tmp_path,
                                                                        first, second):
     outdir = copy_of(built, first, tmp_path)
     before = {p.name: p.read_bytes() for p in outdir.glob("*.txt")}
