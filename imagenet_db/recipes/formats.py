@@ -94,13 +94,13 @@ def relabel(found: Dataset, synsets: List[str]) -> Dataset:
     """``found`` with labels = positions in ``synsets`` (another order of the same wnids)."""
     new = L.label_map(synsets)
     splits = {name: Split(name, [(rel, new[found.synsets[label]]) for rel, label in s.entries],
-                          s.loader) for name, s in found.splits.items()}
+                          s.loader, s.boxes) for name, s in found.splits.items()}
     return replace(found, synsets=synsets, splits=splits)
 
 
 def _one_based(found: Dataset) -> Dataset:
     """``found`` with every label + 1 (label 0 left free); synsets keep Caffe's order."""
-    splits = {name: Split(name, [(rel, label + 1) for rel, label in s.entries], s.loader)
+    splits = {name: Split(name, [(rel, label + 1) for rel, label in s.entries], s.loader, s.boxes)
               for name, s in found.splits.items()}
     return replace(found, splits=splits)
 
