@@ -20,7 +20,7 @@ from imagenet_db.cli.flags import (EXIT_STATUS, SOURCE_EPILOG, backend_arg, blac
                                    resize_bools, run_command, seed_arg, stderr_log,
                                    transform_options, workers_arg)
 from imagenet_db.errors import ImagenetDbError
-from imagenet_db.outputs import datum_formats, format_spec, format_specs
+from imagenet_db.outputs import encoded_formats, format_spec, format_specs
 from imagenet_db.outputs.spec import FormatOption
 
 
@@ -126,8 +126,8 @@ def create_transform(args):
 
     spec = format_spec(args.output_format)
     _refuse_foreign_flags(args, spec.name)
-    if args.encoded and not spec.datum_databases:
-        raise ImagenetDbError(f"--encoded applies to --format {' / '.join(datum_formats())} only "
+    if args.encoded and not (spec.datum_databases or spec.takes_encoded):
+        raise ImagenetDbError(f"--encoded applies to --format {' / '.join(encoded_formats())} only "
                               f"({spec.name} decides how it stores images)")
     defaults = spec.default_transform(recipe_options(args))
     if spec.own_resize:

@@ -16,7 +16,7 @@ and LevelDB share the one format 'caffe', ``outputs.caffe``).
 from typing import Dict, Tuple, Type
 
 from imagenet_db.errors import DatabaseError, ImagenetDbError
-from imagenet_db.outputs import cuda_convnet2, folder, leveldb, lmdb, theano_alexnet
+from imagenet_db.outputs import cuda_convnet2, folder, leveldb, lmdb, ssd, theano_alexnet
 from imagenet_db.outputs.base import Output
 from imagenet_db.outputs.spec import FormatSpec
 
@@ -26,6 +26,7 @@ OUTPUTS: Dict[str, Type[Output]] = {
     "cuda-convnet2": cuda_convnet2.CudaConvnet2Output,  # make-data.py batches + batches.meta
     "theano-alexnet": theano_alexnet.TheanoAlexnetOutput,  # theano_alexnet hickle batches
     "folder": folder.FolderOutput,  # train/<wnid>/*.JPEG image files (ImageFolder, Torch)
+    "ssd": ssd.SsdWriter,  # SSD-Caffe's AnnotatedDatum LMDB + labelmap.prototxt (boxes)
 }
 # Read from OUTPUTS when called (the commands build their flags so), so that an output
 # registered later (a plugin, a test) is offered everywhere.
@@ -48,6 +49,13 @@ def datum_formats() -> Tuple[str, ...]:
     """The formats whose outputs are Caffe Datum databases ('caffe'): --encoded, the mean,
     --prototxt and report.html apply to them."""
     return tuple(name for name, spec in format_specs().items() if spec.datum_databases)
+
+
+def encoded_formats() -> Tuple[str, ...]:
+    """The formats that take --encoded: those of Datum databases and those declaring
+    ``takes_encoded`` ('caffe', 'ssd')."""
+    return tuple(name for name, spec in format_specs().items()
+                 if spec.datum_databases or spec.takes_encoded)
 
 
 def format_spec(name: str) -> FormatSpec:

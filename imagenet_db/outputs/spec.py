@@ -76,6 +76,8 @@ class FormatSpec:
     datum_databases: its stages are Caffe Datum databases: --encoded, the mean
     (imagenet_mean.*), --prototxt and report.html apply. own_resize: None, or why the
     format takes no resize flag (it resizes as its upstream does; the one-line error).
+    takes_encoded: --encoded applies although its outputs are not Caffe Datum databases (e.g.
+    SSD's AnnotatedDatum LMDB, whose datums may be encoded).
     How it is verified is its Output class's: ``datum_database`` (``verify.verify_db``) or
     ``Output.verify``.
     """
@@ -89,6 +91,7 @@ class FormatSpec:
     options: Tuple[FormatOption, ...] = ()
     datum_databases: bool = False
     own_resize: Optional[str] = None
+    takes_encoded: bool = False
 
     def __post_init__(self):
         if self.label_order not in LABEL_ORDERS:

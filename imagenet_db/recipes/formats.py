@@ -20,7 +20,7 @@ from imagenet_db.observers.mean import MeanObserver
 from imagenet_db.outputs import backends, format_spec
 from imagenet_db.outputs.spec import Stage
 from imagenet_db.sources import labels as L
-from imagenet_db.sources.base import DEFAULT_SEED, Dataset, Split
+from imagenet_db.sources.base import DEFAULT_SEED, Dataset, Split, relabel
 
 __all__ = ["RecipeOptions", "Stage", "stage_observers", "default_transform", "check_transform",
            "relabel", "in_label_order", "plan"]
@@ -88,14 +88,6 @@ def default_transform(output_format: str, uncropped: bool = False) -> TransformO
 def check_transform(output_format: str, transform: TransformOptions) -> None:
     """Refuse a transform the format cannot store (raises ImagenetDbError)."""
     format_spec(output_format).check_transform(transform)
-
-
-def relabel(found: Dataset, synsets: List[str]) -> Dataset:
-    """``found`` with labels = positions in ``synsets`` (another order of the same wnids)."""
-    new = L.label_map(synsets)
-    splits = {name: Split(name, [(rel, new[found.synsets[label]]) for rel, label in s.entries],
-                          s.loader, s.boxes) for name, s in found.splits.items()}
-    return replace(found, synsets=synsets, splits=splits)
 
 
 def _one_based(found: Dataset) -> Dataset:

@@ -72,6 +72,7 @@ def aux_outputs(found: Dataset, outdir: str) -> Dict[str, bytes]:
         texts["synset_words.txt"] = L.synset_words_text(found.synsets, found.words)
     for name, split in found.splits.items():
         texts[f"{name}.txt"] = list_text(split.entries)
+    texts.update(found.extra_files)
     return {os.path.join(outdir, name): text.encode("utf-8") for name, text in texts.items()}
 
 
@@ -138,7 +139,10 @@ def _checked_plan(found: Dataset, outdir: str, transform: TransformOptions,
     if datums and not want_mean:
         log("note: the images keep differing sizes, so no mean is computed; pass --mean_crop N "
             "(e.g. 224) for the mean of their centre NxN windows")
-    return plan(found, outdir, transform, recipe, want_mean)
+    labelled, stages = plan(found, outdir, transform, recipe, want_mean)
+    for note in labelled.notes[len(found.notes):]:  # what the format's stages found
+        log(f"note: {note}")
+    return labelled, stages
 
 
 def _report_path(outdir: str, recipe: RecipeOptions) -> Optional[str]:

@@ -7,7 +7,7 @@ records stays small (no pixels are held for the list).
 """
 import hashlib
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from imagenet_db.errors import ImagenetDbError
@@ -118,13 +118,23 @@ class Dataset:
     """A located ImageNet: synsets in Caffe label order (label i = synsets[i]), optional words
     (wnid -> 'tench, Tinca tinca'), the splits by name, notes for the log, and the validation
     relpaths a devkit blacklists (``val_blacklist``, None when no devkit blacklist is known;
-    ``blacklist_where`` names the file)."""
+    ``blacklist_where`` names the file). extra_files: {name: text} a format adds to the aux
+    files in OUTDIR (e.g. SSD's labelmap.prototxt)."""
     synsets: List[str]
     splits: Dict[str, Split]
     words: Dict[str, str] = field(default_factory=dict)
     notes: List[str] = field(default_factory=list)
     val_blacklist: Optional[Set[str]] = None
     blacklist_where: str = ""
+    extra_files: Dict[str, str] = field(default_factory=dict)
+
+
+def relabel(found: Dataset, synsets: List[str]) -> Dataset:
+    """``found`` with labels = positions in ``synsets`` (another order of the same wnids)."""
+    new = {wnid: label for label, wnid in enumerate(synsets)}
+    splits = {name: Split(name, [(rel, new[found.synsets[label]]) for rel, label in s.entries],
+                          s.loader, s.boxes) for name, s in found.splits.items()}
+    return replace(found, synsets=synsets, splits=splits)
 
 
 def drop_val_blacklist(dataset: Dataset) -> Dataset:
