@@ -1,0 +1,170 @@
+"""``create_imagenet --format ssd`` from the 2012 files with their bbox archives, CLS-LOC and
+Kaggle's download: the same AnnotatedDatum LMDBs and labelmap.prototxt, SSD's rules, parsed
+with caffe_pb2 compiled from proto/caffe.proto; the box sources' odd cases and errors."""
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from google.protobuf import text_format
+
+from conftest import read_lmdb
+from imagenet_db.cli import create_imagenet_main
+from imagenet_db.protos import AnnotatedDatum, LabelMap
+from imagenet_db.testing import boxes as B
+from imagenet_db.testing import clsloc as F
+from imagenet_db.testing.archives import ArchiveSpec
+
+# a dog named by its words in one annotation (Scottish_deerhound)
+WNIDS = ["n01440764", "n02092002", "n02119789", "n09193705"]
+ID_ORDER = ["n02119789", "n02092002", "n09193705", "n01440764"]  # IDs 1, 21, 361, 449 -> 1..4
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ssd")
+    info = F.write_base(root, ArchiveSpec(wnids=WNIDS, train_per_class=4, val_count=6, seed=4))
+    B.write_bbox_archives(info)
+    F.write_ilsvrc2015(root / "clsloc", info, form="targz")
+    F.write_kaggle(root / "kaggle", info, form="zip")
+    info["sources"] = {"2012": root / "ilsvrc2012", "clsloc": root / "clsloc",
+                       "kaggle": root / "kaggle"}
+    return info
+
+
+@pytest.fixture(scope="module")
+def built(base, tmp_path_factory):
+    out = {}
+    for name, source in base["sources"].items():
+        out[name] = tmp_path_factory.mktemp(f"out_{name}")
+        assert create_imagenet_main([str(source), str(out[name]), "--format", "ssd"]) == 0
+    return out
+
+
+def _entries(path):
+    return [(bytes(k), bytes(v)) for k, v in read_lmdb(path)]
+
+
+def _parsed(path):
+    out = []
+    for key, value in _entries(path):
+        message = AnnotatedDatum()
+        message.ParseFromString(value)
+        assert message.SerializeToString() == value  # protobuf's own bytes, field for field
+        out.append((key.decode(), message))
+    return out
+
+
+def test_all_three_distributions_give_identical_databases(built):
+    ref = built["2012"]
+    for name in ("clsloc", "kaggle"):
+        for split in ("train", "val"):
+            folder = f"ilsvrc12_{split}_annotated_lmdb"
+            assert _entries(built[name] / folder) == _entries(ref / folder), (name, split)
+        for aux in ("labelmap.prototxt", "ssd_unannotated_train.txt", "train.txt", "val.txt"):
+            assert (built[name] / aux).read_bytes() == (ref / aux).read_bytes(), (name, aux)
+
+
+def test_labelmap_is_background_then_ilsvrc2012_id_order(built):
+    labelmap = text_format.Parse((built["2012"] / "labelmap.prototxt").read_text(), LabelMap())
+    items = [(i.name, i.label, i.display_name) for i in labelmap.item]
+    assert items[0] == ("none_of_the_above", 0, "background")
+    assert [(n, label) for n, label, _ in items[1:]] == [(w, i) for i, w in enumerate(ID_ORDER, 1)]
+    assert items[1][2] == "kit_fox"
+    synsets = (built["2012"] / "synsets.txt").read_text().split()
+    assert synsets == ID_ORDER  # labelmap label = synsets.txt line + 1
+
+
+def _expected(base, labels):
+    """relpath -> [(label, [(xmin, ymin, xmax, ymax, difficult)])] by SSD's rules, from the
+    fixture's own annotation table (pixels / XML size in float32, grouped by first appearance)."""
+    words = {t.split(",")[0].replace(" ", "_"): w for _, w, t in base["classes"]}
+    out = {}
+    for (split, rel), (width, height, boxes) in B.annotations(base).items():
+        groups = {}
+        for x0, y0, x1, y1, name, difficult in boxes:
+            wnid = words.get(name, name)
+            if wnid not in labels:
+                continue
+            coords = np.float32([x0, y0, x1, y1]) / np.float32([width, height, width, height])
+            groups.setdefault(labels[wnid], []).append((*coords.tolist(), bool(difficult)))
+        out[rel] = list(groups.items())
+    return out
+
+
+def test_ssd_rules_hold_in_every_datum(base, built):
+    labels = {w: i for i, w in enumerate(ID_ORDER, 1)}
+    expected = _expected(base, labels)
+    for split in ("train", "val"):
+        for key, message in _parsed(built["2012"] / f"ilsvrc12_{split}_annotated_lmdb"):
+            relpath = key.split("_", 1)[1]
+            assert message.HasField("type") and message.type == AnnotatedDatum.BBOX
+            assert message.datum.HasField("label") and message.datum.label == -1
+            assert not message.datum.encoded and message.datum.channels == 3
+            got = [(g.group_label, [(a.bbox.xmin, a.bbox.ymin, a.bbox.xmax, a.bbox.ymax,
+                                     a.bbox.difficult) for a in g.annotation])
+                   for g in message.annotation_group]
+            assert got == expected[relpath], relpath
+            for group in message.annotation_group:
+                assert [a.instance_id for a in group.annotation] == list(range(len(group.annotation)))
+                assert not any(a.bbox.HasField(f) for a in group.annotation
+                               for f in ("score", "size", "label"))
+    keys = [k for k, _ in _parsed(built["2012"] / "ilsvrc12_val_annotated_lmdb")]
+    assert keys == [f"{i:08d}_{name}" for i, (name, _) in enumerate(base["val"])]  # in order
+
+
+def test_unannotated_train_images_are_left_out_and_listed(base, built):
+    annotated = {rel for split, rel in B.annotations(base) if split == "train"}
+    left_out = (built["2012"] / "ssd_unannotated_train.txt").read_text().split()
+    assert sorted(left_out) == sorted(rel for rel, _ in base["train"] if rel not in annotated)
+    keys = {k.split("_", 1)[1] for k, _ in _parsed(built["2012"] / "ilsvrc12_train_annotated_lmdb")}
+    assert keys == annotated
+    empty = [m for k, m in _parsed(built["2012"] / "ilsvrc12_train_annotated_lmdb")
+             if not m.annotation_group]
+    assert len(empty) == 1  # the annotation without object: stored with no groups
+
+
+def test_keep_unannotated_caffe_order_encoded_and_resize(base, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert create_imagenet_main([str(base["sources"]["kaggle"]), str(out), "--format", "ssd",
+                                 "--keep_unannotated", "--label_order", "caffe", "--encoded",
+                                 "--resize", "64x64", "--resize_mode", "crop"]) == 0
+    err = capsys.readouterr()
+    assert "1 boxes named by words, mapped to their synset" in err.out + err.err
+    train = _parsed(out / "ilsvrc12_train_annotated_lmdb")
+    assert len(train) == len(base["train"])
+    assert all(m.datum.encoded and (m.datum.height, m.datum.width) == (64, 64) for _, m in train)
+    labelmap = text_format.Parse((out / "labelmap.prototxt").read_text(), LabelMap())
+    assert [i.name for i in labelmap.item[1:]] == sorted(WNIDS)
+    for _, message in train:
+        for group in message.annotation_group:
+            assert all(0 <= v <= 1 for a in group.annotation
+                       for v in (a.bbox.xmin, a.bbox.ymin, a.bbox.xmax, a.bbox.ymax))
+
+
+def test_xml_and_csv_that_disagree_stop_the_run(base, tmp_path, capsys):
+    source = tmp_path / "kaggle"
+    F.write_kaggle(source, base, form="tree")
+    csv = source / "LOC_val_solution.csv"
+    lines = csv.read_text().splitlines(keepends=True)
+    row = next(i for i, line in enumerate(lines) if line.startswith("ILSVRC2012_val_00000002,"))
+    wnid, x0, rest = lines[row].split(",", 1)[1].split(" ", 2)
+    lines[row] = f"ILSVRC2012_val_00000002,{wnid} {int(x0) + 1} {rest}"
+    csv.write_text("".join(lines))
+    assert create_imagenet_main([str(source), str(tmp_path / "out"), "--format", "ssd"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "ILSVRC2012_val_00000002.JPEG" in err and "LOC_val_solution.csv" in err
+    assert "ILSVRC2012_val_00000002.xml" in err and "disagree" in err
+
+
+def test_a_source_without_boxes_is_refused(base, tmp_path, capsys):
+    assert create_imagenet_main([base["tree"], str(tmp_path / "out"), "--format", "ssd"]) == 1
+    assert "has no boxes for train" in capsys.readouterr().err
+
+
+def test_caffe_format_does_not_read_the_boxes(base, tmp_path):
+    source = tmp_path / "src"
+    shutil.copytree(base["sources"]["2012"], source)
+    (source / B.BBOX_TRAIN).write_bytes(b"not a tar.gz")
+    assert create_imagenet_main([str(source), str(tmp_path / "out"), "--resize", "16x16"]) == 0
+    assert create_imagenet_main([str(source), str(tmp_path / "ssd"), "--format", "ssd"]) == 1
