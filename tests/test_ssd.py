@@ -1,6 +1,7 @@
 """``create_imagenet --format ssd`` from the 2012 files with their bbox archives, CLS-LOC and
 Kaggle's download: the same AnnotatedDatum LMDBs and labelmap.prototxt, SSD's rules, parsed
 with caffe_pb2 compiled from proto/caffe.proto; the box sources' odd cases and errors."""
+import json
 import shutil
 from pathlib import Path
 
@@ -132,6 +133,10 @@ def test_keep_unannotated_caffe_order_encoded_and_resize(base, tmp_path, capsys)
     err = capsys.readouterr()
     assert "1 boxes named by words, mapped to their synset" in err.out + err.err
     train = _parsed(out / "ilsvrc12_train_annotated_lmdb")
+    counts = json.loads((out / "ilsvrc12_train_annotated_lmdb" / "imagenet_db.json").read_text())
+    stored = sum(len(g.annotation) for _, m in train for g in m.annotation_group)
+    assert counts["boxes"]["images"] == len(train) and counts["boxes"]["boxes"] == stored
+    assert f"{stored} boxes; {counts['boxes']['dropped_by_resize']} dropped" in err.err
     assert len(train) == len(base["train"])
     assert all(m.datum.encoded and (m.datum.height, m.datum.width) == (64, 64) for _, m in train)
     labelmap = text_format.Parse((out / "labelmap.prototxt").read_text(), LabelMap())

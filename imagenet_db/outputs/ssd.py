@@ -170,6 +170,7 @@ class SsdWriter(LmdbWriter):
     description = "SSD-Caffe AnnotatedDatum LMDB (convert_annoset)"
     verify_accepts = "AnnotatedDatum LMDB"
     datum_database = False
+    stores_boxes = True
     format_spec = SSD
 
     @classmethod
@@ -181,8 +182,17 @@ class SsdWriter(LmdbWriter):
         if image.pixels is not None:
             pixels = image.pixels[np.newaxis] if image.pixels.ndim == 2 else \
                 np.ascontiguousarray(image.pixels.transpose(2, 0, 1))
+        stored = 0 if image.boxes is None else len(image.boxes)
         return Encoded(value, pixels, image.shape, key.decode("utf-8", "replace"),
-                       entry_checksum(key, value))
+                       entry_checksum(key, value), (stored, image.dropped_boxes))
+
+    def stored_boxes(self, start: int = 0):
+        """Committed records from index ``start`` on, as (index, boxes stored)."""
+        from imagenet_db.outputs.datum import key_index
+
+        for key, value in self.items(b"%08d_" % start):
+            message = parse_annotated(value, key.decode("utf-8", "replace"), self.path)
+            yield key_index(key), sum(len(g.annotation) for g in message.annotation_group)
 
     def stored(self, start: int = 0):
         """Committed datums from record index ``start`` on, as (index, key, CHW pixels)."""

@@ -16,8 +16,9 @@ from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
 from imagenet_db.errors import ImagenetDbError
 from imagenet_db.imaging.transform import TransformOptions
+from imagenet_db.observers.boxcount import BoxCount
 from imagenet_db.observers.mean import MeanObserver
-from imagenet_db.outputs import backends, format_spec
+from imagenet_db.outputs import backends, format_spec, output_class
 from imagenet_db.outputs.spec import Stage
 from imagenet_db.sources import labels as L
 from imagenet_db.sources.base import DEFAULT_SEED, Dataset, Split, relabel
@@ -72,8 +73,9 @@ RECIPE_FIELDS = frozenset(f.name for f in fields(RecipeOptions)) - {"format_opti
 
 def stage_observers(stage: Stage) -> list:
     """The observers of a stage's build (the Caffe mean for a stage that wants it, over the
-    centre mean_crop square when it is > 0)."""
-    return [MeanObserver(stage.mean_crop)] if stage.want_mean else []
+    centre mean_crop square when it is > 0; the box counts of an output that stores boxes)."""
+    boxes = [BoxCount()] if output_class(stage.backend).stores_boxes else []
+    return ([MeanObserver(stage.mean_crop)] if stage.want_mean else []) + boxes
 
 
 def default_transform(output_format: str, uncropped: bool = False) -> TransformOptions:

@@ -25,6 +25,7 @@ from imagenet_db.engine.files import remove_stale_temporaries, write_file_atomic
 from imagenet_db.engine.lock import OutputLock, folder_lock_path
 from imagenet_db.errors import DatabaseError, ImagenetDbError
 from imagenet_db.imaging.transform import TransformOptions
+from imagenet_db.observers.boxcount import BoxCount
 from imagenet_db.observers.mean import compute_db_mean
 from imagenet_db.outputs.meanfile import channel_means, mean_picture, read_mean, write_mean
 from imagenet_db.pictures.report import REPORT_NAME, is_report, write_report
@@ -224,6 +225,8 @@ def create_imagenet(source: str, outdir: str, transform: Optional[TransformOptio
             summary = convert(stage.records, stage.db_path, stage.backend, transform, build,
                               stage_observers(stage), Recorded(stage.settings, stage.output_options))
             log(summary.describe())
+            if "boxes" in summary.results:
+                log(f"{summary.db_path}: {BoxCount.describe(summary.results['boxes'])}")
             if summary.skipped:
                 log(f"skipped images are listed in {summary.db_path}.skipped.tsv")
             summaries[stage.name] = summary
