@@ -5,16 +5,21 @@ import json
 import shutil
 from pathlib import Path
 
+import cv2
+import lmdb
 import numpy as np
 import pytest
 from google.protobuf import text_format
 
 from conftest import read_lmdb
 from imagenet_db.cli import create_imagenet_main
+from imagenet_db.pictures.sheet import SheetOptions, write_sheet
 from imagenet_db.protos import AnnotatedDatum, LabelMap
+from imagenet_db.reader import DatumDB
 from imagenet_db.testing import boxes as B
 from imagenet_db.testing import clsloc as F
 from imagenet_db.testing.archives import ArchiveSpec
+from imagenet_db.verify import verify_output
 
 # a dog named by its words in one annotation (Scottish_deerhound)
 WNIDS = ["n01440764", "n02092002", "n02119789", "n09193705"]
@@ -173,3 +178,37 @@ def test_caffe_format_does_not_read_the_boxes(base, tmp_path):
     (source / B.BBOX_TRAIN).write_bytes(b"not a tar.gz")
     assert create_imagenet_main([str(source), str(tmp_path / "out"), "--resize", "16x16"]) == 0
     assert create_imagenet_main([str(source), str(tmp_path / "ssd"), "--format", "ssd"]) == 1
+
+
+def test_reader_verify_and_show_understand_annotated_datums(base, built, tmp_path):
+    path = built["2012"] / "ilsvrc12_val_annotated_lmdb"
+    parsed = _parsed(path)
+    with DatumDB(str(path)) as db:
+        assert len(db) == len(parsed) and list(db.labels()) == [-1] * len(parsed)
+        for (key, message), (image, boxes) in zip(parsed, db):
+            assert image.shape == (message.datum.height, message.datum.width, 3)
+            want = [(a.bbox.xmin, a.bbox.ymin, a.bbox.xmax, a.bbox.ymax, g.group_label,
+                     a.bbox.difficult) for g in message.annotation_group for a in g.annotation]
+            assert boxes.dtype == np.float32 and boxes.shape == (len(want), 6)
+            np.testing.assert_array_equal(boxes, np.float32(want).reshape(-1, 6))
+    report = verify_output(str(path))
+    assert report.ok and report.entries == len(parsed), report.describe()
+    assert report.backend == "ssd"
+    # a changed box coordinate is caught by the content checksum
+    damaged = tmp_path / "damaged"
+    shutil.copytree(path, damaged)
+    env = lmdb.open(str(damaged), map_size=1 << 26)
+    with env.begin(write=True) as txn:
+        key, value = next(iter(txn.cursor()))
+        message = AnnotatedDatum()
+        message.ParseFromString(value)
+        message.annotation_group[0].annotation[0].bbox.xmin += 0.125
+        txn.put(key, message.SerializeToString())
+    env.close()
+    report = verify_output(str(damaged))
+    assert not report.ok and any("entries_crc32_sum" in p for p in report.problems)
+    sheet = write_sheet(str(path), SheetOptions(out=str(tmp_path / "s.png"), tile=96),
+                        log=lambda _: None)
+    picture = cv2.imread(sheet)
+    green = (picture[:, :, 1] == 255) & (picture[:, :, 0] == 0) & (picture[:, :, 2] == 0)
+    assert green.sum() > 100  # the boxes are drawn

@@ -80,6 +80,34 @@ def annotated_datum_bytes(image) -> bytes:
                     + [b"\x1a" + varint(len(g)) + g for g in groups])
 
 
+def split_annotated(value) -> Optional[Tuple[object, np.ndarray]]:
+    """(the Datum's bytes, boxes) of a serialized AnnotatedDatum, or None for a value that is
+    not one (a Datum: its first field is never a length-delimited field 1).
+
+    value: bytes or memoryview (the Datum part is a slice of it, no copy). boxes: (N, 6)
+    float32 [xmin, ymin, xmax, ymax, group_label, difficult] in stored order. Raises
+    ImagenetDbError for a truncated value or annotations protobuf cannot parse."""
+    if not len(value) or value[0] != 0x0A:
+        return None
+    length, shift, pos = 0, 0, 1
+    while pos < len(value) and shift < 64:
+        byte = value[pos]
+        length |= (byte & 0x7F) << shift
+        pos, shift = pos + 1, shift + 7
+        if byte < 0x80:
+            break
+    if pos + length > len(value):
+        raise ImagenetDbError("an AnnotatedDatum whose datum runs past its end")
+    rest = AnnotatedDatum()
+    try:
+        rest.ParseFromString(bytes(value[pos + length:]))
+    except Exception:
+        raise ImagenetDbError("an AnnotatedDatum whose annotations cannot be parsed") from None
+    rows = [(a.bbox.xmin, a.bbox.ymin, a.bbox.xmax, a.bbox.ymax, g.group_label,
+             float(a.bbox.difficult)) for g in rest.annotation_group for a in g.annotation]
+    return value[pos:pos + length], np.asarray(rows, np.float32).reshape(len(rows), 6)
+
+
 def parse_annotated(value: bytes, name: str, where: str) -> AnnotatedDatum:
     """Parse a stored value as an AnnotatedDatum; ImagenetDbError naming ``where`` and key."""
     message = AnnotatedDatum()
@@ -204,6 +232,77 @@ class SsdWriter(LmdbWriter):
             yield key_index(key), name, datum_to_chw(datum, name)
 
     @classmethod
+    def verify(cls, path: str, manifest: dict, report) -> None:
+        """See ``verify_annotated``."""
+        verify_annotated(path, manifest, report)
+
+    @classmethod
     def detect(cls, path: str) -> bool:
         """Never claims a path by itself: the completion record names the format."""
         return False
+
+
+def _check_annotated(key: bytes, value: bytes,
+                     synsets: int) -> Tuple[Optional[tuple], int, List[str]]:
+    """((channels, height, width) or None, boxes, problems) of one stored entry: an
+    AnnotatedDatum with type BBOX, datum label -1, decodable pixels, group labels in
+    1..synsets, instance_ids 0.. within each group, finite coordinates."""
+    from imagenet_db.outputs.datum import datum_to_chw
+
+    name = key.decode("utf-8", "replace")
+    try:
+        message = parse_annotated(value, name, "")
+        shape = tuple(datum_to_chw(message.datum, name).shape)
+    except ImagenetDbError as exc:
+        return None, 0, [str(exc).lstrip(": ")]
+    problems = []
+    if not message.HasField("type") or message.datum.label != -1:
+        problems.append(f"{name}: type BBOX and datum label -1 are not both set")
+    boxes = 0
+    for group in message.annotation_group:
+        boxes += len(group.annotation)
+        if not 1 <= group.group_label <= synsets:
+            problems.append(f"{name}: group label {group.group_label} is outside 1..{synsets}")
+        if [a.instance_id for a in group.annotation] != list(range(len(group.annotation))):
+            problems.append(f"{name}: instance_ids of group {group.group_label} do not count "
+                            f"from 0")
+        if not all(np.isfinite([a.bbox.xmin, a.bbox.ymin, a.bbox.xmax, a.bbox.ymax]).all()
+                   for a in group.annotation):
+            problems.append(f"{name}: a box coordinate is not a finite number")
+    return shape, boxes, problems
+
+
+def verify_annotated(path: str, manifest: dict, report) -> None:
+    """``imagenet-db verify`` of an AnnotatedDatum LMDB: every entry (``_check_annotated``),
+    keys ``%08d_relpath`` ascending, the content checksum and the box count against the
+    completion record (``entries_crc32_sum``, ``boxes``). One problem line per finding."""
+    from imagenet_db.crc import add_checksum
+    from imagenet_db.outputs.datum import key_index
+    from imagenet_db.readers.lmdbreader import iterate
+
+    total, boxes, last = 0, 0, -1
+    for key, value in iterate(path):
+        key, value = bytes(key), bytes(value)
+        report.entries += 1
+        total = add_checksum(total, entry_checksum(key, value))
+        try:
+            index = key_index(key, f"{path}: ")
+        except ImagenetDbError as exc:
+            report.problem(str(exc))
+            index = last + 1
+        if index <= last:
+            report.problem(f"{path}: key {key[:60]!r} is not after record {last}")
+        last = index
+        shape, count, problems = _check_annotated(key, value, manifest.get("synsets", 1 << 30))
+        boxes += count
+        for problem in problems:
+            report.problem(f"{path}: {problem}")
+        if shape is not None:
+            report.shapes[shape] += 1
+    if manifest.get("entries_crc32_sum") not in (None, f"{total:016x}"):
+        report.problem(f"{path}: the stored bytes differ from those written at build time "
+                       f"(entries_crc32_sum of the completion record)")
+    recorded = (manifest.get("boxes") or {}).get("boxes")
+    if recorded is not None and recorded != boxes:
+        report.problem(f"{path}: holds {boxes} boxes, the completion record says {recorded}")
+    report.notes.append(f"{boxes:,} boxes")
