@@ -212,3 +212,21 @@ def test_reader_verify_and_show_understand_annotated_datums(base, built, tmp_pat
     picture = cv2.imread(sheet)
     green = (picture[:, :, 1] == 255) & (picture[:, :, 0] == 0) & (picture[:, :, 2] == 0)
     assert green.sum() > 100  # the boxes are drawn
+
+
+def test_boxes_csv_for_other_formats_in_tensorflows_layout(base, tmp_path):
+    out = tmp_path / "folder"
+    assert create_imagenet_main([str(base["sources"]["2012"]), str(out), "--format", "folder",
+                                 "--boxes_csv"]) == 0
+    lines = (out / "boxes.csv").read_text().splitlines()
+    words = {t.split(",")[0].replace(" ", "_") for _, _, t in base["classes"]}
+    want = []
+    for (_, rel), (width, height, boxes) in sorted(B.annotations(base).items(),
+                                                   key=lambda item: item[0][1]):
+        for x0, y0, x1, y1, name, _ in boxes:
+            if name in WNIDS or name in words:  # the unknown name is left out
+                xs = sorted(min(max(v / width, 0), 1) for v in (x0, x1))
+                ys = sorted(min(max(v / height, 0), 1) for v in (y0, y1))
+                want.append(f"{rel.split('/')[-1]},{xs[0]:.4f},{ys[0]:.4f},{xs[1]:.4f},{ys[1]:.4f}")
+    assert sorted(lines) == sorted(want) and len(lines) > 10
+    assert any(",1.0000," in line or line.endswith(",1.0000") for line in lines)  # clamped

@@ -47,7 +47,7 @@ def format_flags() -> Dict[str, Tuple[FormatOption, Tuple[str, ...]]]:
 
 
 CREATE_BOOLS = ("encoded", "overwrite", "progress", "verify", "resume", "strict", "fast_decode",
-                "prototxt", "drop_val_blacklist", "report", "allow_empty_classes")
+                "prototxt", "drop_val_blacklist", "report", "allow_empty_classes", "boxes_csv")
 
 
 def create_bools() -> tuple:
@@ -108,6 +108,9 @@ def create_parser(prog="create_imagenet") -> argparse.ArgumentParser:
                        "(reads all ~147 GB)")
     blacklist_arg(p)
     empty_classes_arg(p)
+    bool_flag(p, "boxes_csv", "also write OUTDIR/boxes.csv, the SOURCE's bounding boxes in the "
+                              "layout of TensorFlow's process_bounding_boxes.py (filename,xmin,"
+                              "ymin,xmax,ymax relative to the image as distributed)")
     bool_flag(p, "report", "at the end, write OUTDIR/report.html (imagenet-db report: counts, "
                        "sizes, class histogram, mean image, samples, skips, settings; default "
                        "on, --no-report to skip)", default=True)
@@ -158,6 +161,7 @@ def recipe_options(args):
                          mean_crop=args.mean_crop, prototxt=args.prototxt, report=args.report,
                          drop_blacklist=args.drop_val_blacklist,
                          allow_empty_classes=args.allow_empty_classes, verify=args.verify,
+                         boxes_csv=args.boxes_csv,
                          **{k: v for k, v in values.items() if k in RECIPE_FIELDS},
                          format_options={k: v for k, v in values.items()
                                          if k not in RECIPE_FIELDS})

@@ -43,7 +43,8 @@ class RecipeOptions:
     upstream's 3072 / 256). drop_blacklist: leave out the val images the 2014/2015 devkit
     blacklists (off: the classification task keeps all 50,000). allow_empty_classes: keep a
     synset without training images as a label (else an error). verify: first check the
-    archives' MD5 against the published values (reads every byte). format_options: the
+    archives' MD5 against the published values (reads every byte). boxes_csv: also write
+    OUTDIR/boxes.csv (``sources.boxes.boxes_csv_text``). format_options: the
     values of formats' own flags that are not fields here ({name: value}, e.g.
     cuda-convnet2's 'uncropped'); read with ``option(name)``.
     """
@@ -58,6 +59,7 @@ class RecipeOptions:
     drop_blacklist: bool = False
     allow_empty_classes: bool = False
     verify: bool = False
+    boxes_csv: bool = False
     format_options: Mapping[str, object] = field(default_factory=dict)
 
     def option(self, name: str, default=None):

@@ -34,6 +34,7 @@ from imagenet_db.outputs import datum_formats, format_spec
 from imagenet_db.outputs.caffe import CAFFE
 from imagenet_db.recipes.formats import (RecipeOptions, Stage, default_transform, plan,
                                          stage_observers)
+from imagenet_db.sources.boxes import boxes_csv_text
 from imagenet_db.sources import labels as L
 from imagenet_db.sources import load_dataset
 from imagenet_db.sources.base import Dataset
@@ -75,6 +76,19 @@ def aux_outputs(found: Dataset, outdir: str) -> Dict[str, bytes]:
         texts[f"{name}.txt"] = list_text(split.entries)
     texts.update(found.extra_files)
     return {os.path.join(outdir, name): text.encode("utf-8") for name, text in texts.items()}
+
+
+BOXES_CSV = "boxes.csv"
+
+
+def _boxes_csv(found: Dataset, log) -> bytes:
+    """The bytes of ``boxes.csv`` (``sources.boxes.boxes_csv_text``); boxes left out for want
+    of a size are said in a note."""
+    text, unsized = boxes_csv_text(found.splits)
+    if unsized:
+        log(f"note: {BOXES_CSV}: left out {unsized} boxes of LOC CSV rows without an XML (no "
+            f"image size to divide by)")
+    return text.encode("ascii")
 
 
 def _same_file(path: str, data: bytes) -> Optional[bool]:
@@ -216,6 +230,8 @@ def create_imagenet(source: str, outdir: str, transform: Optional[TransformOptio
         mean_paths = [os.path.join(outdir, "imagenet_mean" + ext)
                       for ext in (".binaryproto", ".npy", ".png")]
         aux = aux_outputs(labelled, outdir)
+        if recipe.boxes_csv:
+            aux[os.path.join(outdir, BOXES_CSV)] = _boxes_csv(found, log)
         _check_extras(outdir, recipe, build.overwrite)
         _preflight(stages, aux, mean_paths, transform, build)
         remove_stale_temporaries(outdir, [os.path.basename(p) for p in list(aux) + mean_paths])

@@ -363,3 +363,31 @@ def split_boxes(xml_members: Optional[Callable[[], Iterable]], csv_file, words: 
         return table
 
     return SplitBoxes(read, where)
+
+
+def boxes_csv_text(splits: Mapping[str, object]) -> Tuple[str, int]:
+    """``boxes.csv`` in the layout of TensorFlow's ``process_bounding_boxes.py`` (models/
+    research/inception): one line per box, ``filename,xmin,ymin,xmax,ymax``, the image's
+    file name and coordinates relative to the annotation's size with min/max swapped when
+    reversed and clamped to [0, 1], as ``%.4f``; images of every split that has boxes
+    (``Split.boxes``), in relpath order. Returns (text, boxes left out because their
+    annotation has no size: a LOC CSV row without an XML). Raises BoxError when no split has
+    boxes."""
+    tables = [split.boxes.table() for split in splits.values() if split.boxes is not None]
+    if not tables:
+        raise BoxError("--boxes_csv: SOURCE has no boxes (looked for ILSVRC2012_bbox_*.tar.gz/"
+                       ".tgz beside the 2012 files, Annotations/CLS-LOC/, LOC_*_solution.csv)")
+    lines, unsized = [], 0
+    for table in tables:
+        for relpath in sorted(table):
+            found = table[relpath]
+            if found.size is None:
+                unsized += len(found.boxes)
+                continue
+            width, height = found.size
+            name = relpath.rsplit("/", 1)[-1]
+            for xmin, ymin, xmax, ymax, _, _ in found.boxes:
+                xs = sorted(min(max(v / width, 0.0), 1.0) for v in (xmin, xmax))
+                ys = sorted(min(max(v / height, 0.0), 1.0) for v in (ymin, ymax))
+                lines.append(f"{name},{xs[0]:.4f},{ys[0]:.4f},{xs[1]:.4f},{ys[1]:.4f}\n")
+    return "".join(lines), unsized
