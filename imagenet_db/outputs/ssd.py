@@ -29,13 +29,15 @@ import os
 from dataclasses import replace
 from typing import Dict, List, Optional, Tuple
 
+import lmdb
 import numpy as np
 from google.protobuf import text_format
 
+from imagenet_db.crc import add_checksum
 from imagenet_db.errors import ImagenetDbError
 from imagenet_db.imaging.transform import TransformOptions
 from imagenet_db.outputs.base import Encoded
-from imagenet_db.outputs.datum import caffe_key, entry_checksum
+from imagenet_db.outputs.datum import caffe_key, datum_to_chw, entry_checksum, key_index
 from imagenet_db.outputs.lmdb import LmdbWriter
 from imagenet_db.outputs.spec import FormatOption, FormatSpec, Stage
 from imagenet_db.outputs.wire import encoded_datum_bytes, raw_datum_buffer, varint
@@ -216,16 +218,12 @@ class SsdWriter(LmdbWriter):
 
     def stored_boxes(self, start: int = 0):
         """Committed records from index ``start`` on, as (index, boxes stored)."""
-        from imagenet_db.outputs.datum import key_index
-
         for key, value in self.items(b"%08d_" % start):
             message = parse_annotated(value, key.decode("utf-8", "replace"), self.path)
             yield key_index(key), sum(len(g.annotation) for g in message.annotation_group)
 
     def stored(self, start: int = 0):
         """Committed datums from record index ``start`` on, as (index, key, CHW pixels)."""
-        from imagenet_db.outputs.datum import datum_to_chw, key_index
-
         for key, value in self.items(b"%08d_" % start):
             name = key.decode("utf-8", "replace")
             datum = parse_annotated(value, name, self.path).datum
@@ -247,8 +245,6 @@ def _check_annotated(key: bytes, value: bytes,
     """((channels, height, width) or None, boxes, problems) of one stored entry: an
     AnnotatedDatum with type BBOX, datum label -1, decodable pixels, group labels in
     1..synsets, instance_ids 0.. within each group, finite coordinates."""
-    from imagenet_db.outputs.datum import datum_to_chw
-
     name = key.decode("utf-8", "replace")
     try:
         message = parse_annotated(value, name, "")
@@ -272,16 +268,22 @@ def _check_annotated(key: bytes, value: bytes,
     return shape, boxes, problems
 
 
+def _entries(path: str):
+    """(key, value) of every entry of the LMDB at ``path``, read-only and lock-free."""
+    env = lmdb.open(path, readonly=True, lock=False, subdir=True)
+    try:
+        with env.begin(buffers=False) as txn:
+            yield from txn.cursor()
+    finally:
+        env.close()
+
+
 def verify_annotated(path: str, manifest: dict, report) -> None:
     """``imagenet-db verify`` of an AnnotatedDatum LMDB: every entry (``_check_annotated``),
     keys ``%08d_relpath`` ascending, the content checksum and the box count against the
     completion record (``entries_crc32_sum``, ``boxes``). One problem line per finding."""
-    from imagenet_db.crc import add_checksum
-    from imagenet_db.outputs.datum import key_index
-    from imagenet_db.readers.lmdbreader import iterate
-
     total, boxes, last = 0, 0, -1
-    for key, value in iterate(path):
+    for key, value in _entries(path):
         key, value = bytes(key), bytes(value)
         report.entries += 1
         total = add_checksum(total, entry_checksum(key, value))

@@ -18,9 +18,8 @@ import tarfile
 import zlib
 from pathlib import Path
 
-import numpy as np
-
 import cv2
+import numpy as np
 
 MTIME = 1336000000
 ODD = ("float", "no_object", "words", "unknown", "degenerate", "reversed", "outside")
