@@ -3,7 +3,6 @@ Kaggle's download: the same AnnotatedDatum LMDBs and labelmap.prototxt, SSD's ru
 with caffe_pb2 compiled from proto/caffe.proto; the box sources' odd cases and errors."""
 import json
 import shutil
-from pathlib import Path
 
 import cv2
 import lmdb

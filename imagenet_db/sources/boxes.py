@@ -50,7 +50,7 @@ class BoxError(ImagenetDbError):
     """A malformed or refused annotation; the message names the file (and line or member)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # compared and hashed by identity (it holds an array)
 class RecordBoxes:
     """The boxes a record carries to the workers (``Record.boxes``).
 
