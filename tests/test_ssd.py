@@ -3,6 +3,7 @@ Kaggle's download: the same AnnotatedDatum LMDBs and labelmap.prototxt, SSD's ru
 with caffe_pb2 compiled from proto/caffe.proto; the box sources' odd cases and errors."""
 import json
 import shutil
+from pathlib import Path
 
 import cv2
 import lmdb
@@ -12,6 +13,7 @@ from google.protobuf import text_format
 
 from conftest import read_lmdb
 from imagenet_db.cli import create_imagenet_main
+from imagenet_db.pictures.report import write_report
 from imagenet_db.pictures.sheet import SheetOptions, write_sheet
 from imagenet_db.protos import AnnotatedDatum, LabelMap
 from imagenet_db.reader import DatumDB
@@ -229,3 +231,13 @@ def test_boxes_csv_for_other_formats_in_tensorflows_layout(base, tmp_path):
                 want.append(f"{rel.split('/')[-1]},{xs[0]:.4f},{ys[0]:.4f},{xs[1]:.4f},{ys[1]:.4f}")
     assert sorted(lines) == sorted(want) and len(lines) > 10
     assert any(",1.0000," in line or line.endswith(",1.0000") for line in lines)  # clamped
+
+
+def test_report_counts_images_and_boxes(built, tmp_path):
+    page = write_report(str(built["2012"]), str(tmp_path / "r.html"), log=lambda _: None)
+    text = Path(page).read_text()
+    for split in ("train", "val"):
+        parsed = _parsed(built["2012"] / f"ilsvrc12_{split}_annotated_lmdb")
+        boxes = sum(len(g.annotation) for _, m in parsed for g in m.annotation_group)
+        with_boxes = sum(bool(m.annotation_group) for _, m in parsed)
+        assert f"{with_boxes:,} of {len(parsed):,}, {boxes:,}" in text

@@ -231,7 +231,7 @@ class DatumDB:
     def datum(self, index: int) -> Datum:
         """The Datum protobuf at position ``index`` (of an AnnotatedDatum: its datum)."""
         key, value = self.value(index)
-        annotated = self._annotated(key, value)
+        annotated = self.annotated(key, value)
         if annotated is not None:
             value = annotated[0]
         return parse_datum(bytes(value), _name(key), self.path)
@@ -256,7 +256,7 @@ class DatumDB:
         bytes around the pixels; nothing is decoded)."""
         out = []
         for key, value in self.items(buffers=True):
-            annotated = self._annotated(key, value)
+            annotated = self.annotated(key, value)
             if annotated is not None:
                 value = annotated[0]
             fields = datum_fields(value)
@@ -266,8 +266,9 @@ class DatumDB:
         return np.asarray(out, dtype=np.int64)
 
     # ---------------------------------------------------------------- decoding
-    def _annotated(self, key, value):
-        """(Datum bytes, boxes) of an AnnotatedDatum value, else None (``outputs.ssd``)."""
+    def annotated(self, key, value):
+        """(its Datum's bytes, (N, 6) float32 boxes) when ``value`` is an AnnotatedDatum, else
+        None (``outputs.ssd.split_annotated``); DatabaseError naming the key for a damaged one."""
         try:
             return split_annotated(value)
         except ImagenetDbError as exc:
@@ -278,7 +279,7 @@ class DatumDB:
         errors), in this reader's channel order and layout. For an AnnotatedDatum (SSD's,
         ``--format ssd``): (image, boxes), boxes an (N, 6) float32 array [xmin, ymin, xmax,
         ymax, label, difficult], coordinates relative to the image (``outputs.ssd``)."""
-        annotated = self._annotated(key, value)
+        annotated = self.annotated(key, value)
         if annotated is not None:
             return self.decode(key, annotated[0])[0], annotated[1]
         fields = datum_fields(value)
