@@ -2,7 +2,12 @@
 Kaggle's download: the same AnnotatedDatum LMDBs and labelmap.prototxt, SSD's rules, parsed
 with caffe_pb2 compiled from proto/caffe.proto; the box sources' odd cases and errors."""
 import json
+import os
+import resource
 import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -241,3 +246,37 @@ def test_report_counts_images_and_boxes(built, tmp_path):
         boxes = sum(len(g.annotation) for _, m in parsed for g in m.annotation_group)
         with_boxes = sum(bool(m.annotation_group) for _, m in parsed)
         assert f"{with_boxes:,} of {len(parsed):,}, {boxes:,}" in text
+
+
+def _fsize_limit(limit):
+    def apply():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG instead
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return apply
+
+
+def test_an_interrupted_ssd_build_resumes_to_the_same_database_and_counts(base, built, tmp_path):
+    """A file-size limit stops the train LMDB midway (a real process, a real failed write);
+    --resume finishes it: the same entries as an uninterrupted build, and the box counts of
+    the completion record recounted from what the first run committed."""
+    out = tmp_path / "out"
+    code = ("import sys; from imagenet_db.cli import create_imagenet_main as main; "
+            "sys.exit(main(sys.argv[1:]))")
+    args = [sys.executable, "-c", code, str(base["sources"]["2012"]), str(out), "--format", "ssd",
+            "--txn_size", "1", "--workers", "1"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    first = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300,
+                           preexec_fn=_fsize_limit(1_500_000))
+    assert first.returncode == 1, first.stderr
+    partial = out / "ilsvrc12_train_annotated_lmdb.partial"
+    committed = len(_entries(partial))
+    assert 0 < committed < 8
+    second = subprocess.run(args + ["--resume"], env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert second.returncode == 0, second.stderr
+    assert f"resumed after {committed} images" in second.stderr
+    folder = "ilsvrc12_train_annotated_lmdb"
+    assert _entries(out / folder) == _entries(built["2012"] / folder)
+    counts = json.loads((out / folder / "imagenet_db.json").read_text())["boxes"]
+    clean = json.loads((built["2012"] / folder / "imagenet_db.json").read_text())["boxes"]
+    assert counts == {**clean, "dropped_counted_from": committed}
