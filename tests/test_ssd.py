@@ -118,7 +118,8 @@ def test_ssd_rules_hold_in_every_datum(base, built):
                    for g in message.annotation_group]
             assert got == expected[relpath], relpath
             for group in message.annotation_group:
-                assert [a.instance_id for a in group.annotation] == list(range(len(group.annotation)))
+                ids = [a.instance_id for a in group.annotation]
+                assert ids == list(range(len(group.annotation)))
                 assert not any(a.bbox.HasField(f) for a in group.annotation
                                for f in ("score", "size", "label"))
     keys = [k for k, _ in _parsed(built["2012"] / "ilsvrc12_val_annotated_lmdb")]

@@ -13,9 +13,10 @@ The LOC files: ``LOC_synset_mapping.txt`` ('n01440764 tench, Tinca tinca', ASCII
 words for synset_words.txt), ``LOC_val_solution.csv`` ('ImageId,PredictionString', ImageId
 without .JPEG, PredictionString 'wnid xmin ymin xmax ymax' repeated, rows in no order),
 ``LOC_train_solution.csv`` (the train boxes: read only for a format that stores boxes; train
-labels are the folder names) and ``LOC_sample_submission.csv`` (not needed). SOURCE is the folder holding the zip, or the folder holding the extracted LOC
-files with ``ILSVRC/`` (or the .tar.gz) beside them. Validation labels come from the CSV and the
-XML annotations (and a devkit's ground truth if one is put beside); they must agree.
+labels are the folder names) and ``LOC_sample_submission.csv`` (not needed). SOURCE is the
+folder holding the zip, or the folder holding the extracted LOC files with ``ILSVRC/`` (or the
+.tar.gz) beside them. Validation labels come from the CSV and the XML annotations (and a
+devkit's ground truth if one is put beside); they must agree.
 """
 import os
 import sys

@@ -92,12 +92,13 @@ def voc_xml(folder: str, stem: str, entry: tuple, name: str | None = None) -> by
     objects = "".join(
         f"\t<object>\n\t\t<name>{name or b[4]}</name>\n\t\t<pose>Unspecified</pose>\n"
         f"\t\t<truncated>0</truncated>\n\t\t<difficult>{b[5]}</difficult>\n\t\t<bndbox>\n"
-        + "".join(f"\t\t\t<{k}>{_number(v)}</{k}>\n" for k, v in zip(("xmin", "ymin", "xmax", "ymax"), b))
+        + "".join(f"\t\t\t<{k}>{_number(v)}</{k}>\n"
+                  for k, v in zip(("xmin", "ymin", "xmax", "ymax"), b))
         + "\t\t</bndbox>\n\t</object>\n" for b in boxes)
-    return (f"<annotation>\n\t<folder>{folder}</folder>\n\t<filename>{stem}</filename>\n\t<source>\n"
-            f"\t\t<database>ILSVRC_2012</database>\n\t</source>\n\t<size>\n\t\t<width>{width}</width>\n"
-            f"\t\t<height>{height}</height>\n\t\t<depth>3</depth>\n\t</size>\n\t<segmented>0</segmented>\n"
-            f"{objects}</annotation>\n").encode()
+    return (f"<annotation>\n\t<folder>{folder}</folder>\n\t<filename>{stem}</filename>\n"
+            f"\t<source>\n\t\t<database>ILSVRC_2012</database>\n\t</source>\n\t<size>\n"
+            f"\t\t<width>{width}</width>\n\t\t<height>{height}</height>\n\t\t<depth>3</depth>\n"
+            f"\t</size>\n\t<segmented>0</segmented>\n{objects}</annotation>\n").encode()
 
 
 def csv_row(stem: str, entry: tuple, words: dict, name: str | None = None) -> str | None:
@@ -129,7 +130,8 @@ def write_bbox_archives(base: dict) -> dict:
     for (split, rel), entry in sorted(annotations(base).items()):
         stem = rel.rsplit("/", 1)[-1].rsplit(".", 1)[0]
         if split == "train":
-            train.append((f"{rel.split('/')[0]}/{stem}.xml", voc_xml(rel.split("/")[0], stem, entry)))
+            wnid = rel.split("/")[0]
+            train.append((f"{wnid}/{stem}.xml", voc_xml(wnid, stem, entry)))
         else:
             val.append((f"val/{stem}.xml", voc_xml("val", stem, entry)))
     paths = {"train": folder / BBOX_TRAIN, "val": folder / BBOX_VAL}

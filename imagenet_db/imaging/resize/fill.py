@@ -14,8 +14,8 @@ from typing import Optional
 
 import numpy as np
 
-from imagenet_db.imaging.resize.geometry import (Placement, digits_placement,
-                                                 digits_pad, digits_resize, fixed_active, fixed_output_size,
+from imagenet_db.imaging.resize.geometry import (Placement, digits_pad, digits_placement,
+                                                 digits_resize, fixed_active, fixed_output_size,
                                                  round_half_up)
 
 FIXED_SIZE = True
