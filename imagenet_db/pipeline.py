@@ -121,7 +121,8 @@ class RecordJob:
         if stored is not None:  # kept as it is (e.g. a folder copy): no decode
             return stored
         try:
-            image = transform_image(data, record.relpath, self.options, self.want_pixels)
+            image = transform_image(data, record.relpath, self.options, self.want_pixels,
+                                    record.boxes)
         except ImageSkipped as exc:
             reason = str(exc)
             return describe_undecodable(data) if not data or reason.startswith("cannot decode") \

@@ -1,5 +1,6 @@
 """Caffe protobuf messages (Datum, BlobProto, BlobShape, BlobProtoVector; NetParameter,
-SolverParameter, LayerParameter for prototxt files).
+SolverParameter, LayerParameter for prototxt files; SSD-Caffe's AnnotatedDatum, AnnotationGroup,
+Annotation, NormalizedBBox, LabelMap, LabelMapItem for ``--format ssd``).
 
 The classes are generated from ``proto/caffe.proto`` with grpcio-tools' protoc. An installed
 package carries the generated ``imagenet_db/caffe_pb2.py`` (made by ``setup.py`` at build time).
@@ -60,6 +61,14 @@ BlobProtoVector = _pb2.BlobProtoVector
 NetParameter = _pb2.NetParameter
 SolverParameter = _pb2.SolverParameter
 LayerParameter = _pb2.LayerParameter
+# SSD-Caffe (weiliu89/caffe, branch ssd): annotated datums and the label map
+AnnotatedDatum = _pb2.AnnotatedDatum
+AnnotationGroup = _pb2.AnnotationGroup
+Annotation = _pb2.Annotation
+NormalizedBBox = _pb2.NormalizedBBox
+LabelMap = _pb2.LabelMap
+LabelMapItem = _pb2.LabelMapItem
 
 __all__ = ["Datum", "BlobShape", "BlobProto", "BlobProtoVector", "NetParameter",
-           "SolverParameter", "LayerParameter"]
+           "SolverParameter", "LayerParameter", "AnnotatedDatum", "AnnotationGroup", "Annotation",
+           "NormalizedBBox", "LabelMap", "LabelMapItem"]

@@ -402,6 +402,15 @@ def _unfinished(path: str) -> Optional[str]:
     return None
 
 
+def _own_format(path: str) -> Optional[str]:
+    """The format its completion record names (``format``, else ``backend``) when that format
+    is checked by its own ``Output.verify`` although its files look like a Datum database
+    (SSD's AnnotatedDatum LMDB); else None."""
+    manifest = B.read_manifest(path) if os.path.isdir(path) else None
+    name = (manifest or {}).get("format") or (manifest or {}).get("backend")
+    return name if name in other_formats() else None
+
+
 def verify_output(path: str, backend: Optional[str] = None, synsets_path: Optional[str] = None,
                   workers: Optional[int] = None, progress: Optional[bool] = None,
                   require_manifest: bool = False,
@@ -418,7 +427,8 @@ def verify_output(path: str, backend: Optional[str] = None, synsets_path: Option
     saying what verify accepts, when ``path`` is none of these.
     """
     path = os.path.normpath(path)
-    if backend or detect_datum_backend(path):
+    own = _own_format(path)
+    if backend or (own is None and detect_datum_backend(path)):
         return verify_db(path, backend, synsets_path, workers, progress,
                          require_manifest=require_manifest, allow_mixed_sizes=allow_mixed_sizes)
     unfinished = _unfinished(path)
@@ -429,7 +439,7 @@ def verify_output(path: str, backend: Optional[str] = None, synsets_path: Option
         report.problem(unfinished)
         return report
     manifest = B.read_manifest(path) if os.path.isdir(path) else None
-    name = (manifest or {}).get("format")
+    name = own or (manifest or {}).get("format")
     if name not in other_formats():
         name = next((n for n in other_formats() if OUTPUTS[n].detect(path)), None)
     if name is None:

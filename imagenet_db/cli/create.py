@@ -23,7 +23,7 @@ from imagenet_db.cli.flags import (EXIT_STATUS, SOURCE_EPILOG, apply_recipe_resi
                                    resize_bools, run_command, seed_arg, selection_args,
                                    stderr_log, transform_options, workers_arg)
 from imagenet_db.errors import ImagenetDbError
-from imagenet_db.outputs import datum_formats, format_spec, format_specs
+from imagenet_db.outputs import encoded_formats, format_spec, format_specs
 from imagenet_db.outputs.spec import FormatOption
 
 
@@ -50,7 +50,7 @@ def format_flags() -> Dict[str, Tuple[FormatOption, Tuple[str, ...]]]:
 
 
 CREATE_BOOLS = ("encoded", "overwrite", "progress", "verify", "resume", "strict", "fast_decode",
-                "prototxt", "drop_val_blacklist", "report", "allow_empty_classes")
+                "prototxt", "drop_val_blacklist", "report", "allow_empty_classes", "boxes_csv")
 
 
 def create_bools() -> tuple:
@@ -112,6 +112,9 @@ def create_parser(prog="create_imagenet") -> argparse.ArgumentParser:
     blacklist_arg(p)
     empty_classes_arg(p)
     selection_args(p)
+    bool_flag(p, "boxes_csv", "also write OUTDIR/boxes.csv, the SOURCE's bounding boxes in the "
+                              "layout of TensorFlow's process_bounding_boxes.py (filename,xmin,"
+                              "ymin,xmax,ymax relative to the image as distributed)")
     bool_flag(p, "report", "at the end, write OUTDIR/report.html (imagenet-db report: counts, "
                        "sizes, class histogram, mean image, samples, skips, settings; default "
                        "on, --no-report to skip)", default=True)
@@ -132,8 +135,8 @@ def create_transform(args):
     _refuse_foreign_flags(args, spec.name)
     if not spec.own_resize:
         apply_recipe_resize(args)
-    if args.encoded and not spec.datum_databases:
-        raise ImagenetDbError(f"--encoded applies to --format {' / '.join(datum_formats())} only "
+    if args.encoded and not (spec.datum_databases or spec.takes_encoded):
+        raise ImagenetDbError(f"--encoded applies to --format {' / '.join(encoded_formats())} only "
                               f"({spec.name} decides how it stores images)")
     defaults = spec.default_transform(recipe_options(args))
     if spec.own_resize:
@@ -165,6 +168,7 @@ def recipe_options(args):
                          drop_blacklist=args.drop_val_blacklist,
                          allow_empty_classes=args.allow_empty_classes, verify=args.verify,
                          selection=class_selection(args),
+                         boxes_csv=args.boxes_csv,
                          **{k: v for k, v in values.items() if k in RECIPE_FIELDS},
                          format_options={k: v for k, v in values.items()
                                          if k not in RECIPE_FIELDS})

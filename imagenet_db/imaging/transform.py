@@ -32,6 +32,7 @@ import numpy as np
 
 from imagenet_db.errors import ImagenetDbError
 from imagenet_db.imaging.decode import decode_flag_for, decode_image, is_gray_file, jpeg_ends_early
+from imagenet_db.imaging.boxes import stored_boxes
 from imagenet_db.imaging.fastdecode import decode_reduced
 from imagenet_db.imaging.headers import decoded_shape
 from imagenet_db.imaging.resize import DEFAULT_MODE, check_options, mode_params, resize_mode
@@ -126,10 +127,16 @@ class Image:
     output the pixels a reader decodes from ``encoded`` (only when asked for, else None).
     encoded: the image file bytes to store (``options.encoded``), else None.
     shape: (channels, height, width) of the stored image.
+    boxes: when the record has an annotation, its boxes on the stored image: (N, 6) float32
+    [xmin, ymin, xmax, ymax, label, difficult], coordinates relative to the stored image
+    (``imaging.boxes.stored_boxes``); else None. dropped_boxes: boxes left out because the
+    resize cut them off.
     """
     pixels: Optional[np.ndarray]
     encoded: Optional[bytes]
     shape: Tuple[int, int, int]
+    boxes: Optional[np.ndarray] = None
+    dropped_boxes: int = 0
 
 
 def _extension(relpath: str) -> str:
@@ -144,8 +151,10 @@ def matches_encoding(relpath: str, encoding: str) -> bool:
     return normal.get(ext, ext) == normal.get(enc, enc)
 
 
-def _decode(data: bytes, relpath: str, options: TransformOptions) -> Tuple[np.ndarray, bool]:
-    """(decoded and resized image, whether it differs from the file's full-size decode)."""
+def _decode(data: bytes, relpath: str,
+            options: TransformOptions) -> Tuple[np.ndarray, bool, Tuple[int, int]]:
+    """(decoded and resized image, whether it differs from the file's full-size decode, the
+    (width, height) the resize mode was given)."""
     mode = resize_mode(options.resize_mode)
     image = None
     if options.fast_decode and options.resizing:
@@ -160,7 +169,7 @@ def _decode(data: bytes, relpath: str, options: TransformOptions) -> Tuple[np.nd
         raise ImageSkipped("truncated JPEG: the image data ends before the last block (libjpeg's "
                            "'premature end of data segment'; the rest would be flat grey)")
     out = mode.apply(image, options, relpath)
-    return out, reduced or out is not image
+    return out, reduced or out is not image, (image.shape[1], image.shape[0])
 
 
 def _encode_params(encoding: str, options: TransformOptions) -> list:
@@ -185,29 +194,40 @@ def _shape_without_decode(data: bytes, relpath: str,
 
 
 def transform_image(data: bytes, relpath: str, options: TransformOptions,
-                    want_pixels: bool = False) -> Image:
+                    want_pixels: bool = False, boxes=None) -> Image:
     """Decode, resize and (``options.encoded``) encode one image file, as Caffe's
     ReadImageToDatum.
 
     data: the file bytes. relpath: the list path (its extension picks the encoding when
     ``options.encode_type`` is empty). want_pixels: for encoded output, also give the pixels
     a reader decodes from the stored bytes (for the mean); raw output always has its pixels.
+    boxes: the record's annotation (``Record.boxes``) or None; ``Image.boxes`` then holds
+    them on the stored image (``imaging.boxes.stored_boxes``).
     Raises ImageSkipped for an undecodable image or a failed encode.
     """
     if options.encoded and not want_pixels:
         stored_as_is = _shape_without_decode(data, relpath, options)
         if stored_as_is is not None:
-            return Image(None, data, stored_as_is)
-    image, changed = _decode(data, relpath, options)
+            return Image(None, data, stored_as_is,
+                         *stored_boxes(boxes, stored_as_is[2], stored_as_is[1], options))
+    image, changed, source = _decode(data, relpath, options)
+    return _finish(data, relpath, options, want_pixels, image, changed,
+                   stored_boxes(boxes, source[0], source[1], options))
+
+
+def _finish(data: bytes, relpath: str, options: TransformOptions, want_pixels: bool,
+            image: np.ndarray, changed: bool, placed: tuple) -> Image:
+    """The stored Image of the decoded, resized ``image`` (encoded when asked), with the
+    boxes ``placed`` ((boxes, dropped) of ``stored_boxes``)."""
     height, width = image.shape[:2]
     shape = (1 if image.ndim == 2 else image.shape[2], height, width)
     if not options.encoded:
-        return Image(image, None, shape)
+        return Image(image, None, shape, *placed)
     encoding = options.encode_type or _extension(relpath)
     passthrough = (not changed and encoding and matches_encoding(relpath, encoding)
                    and (options.is_color or is_gray_file(data)))
     if passthrough:
-        return Image(image if want_pixels else None, data, shape)
+        return Image(image if want_pixels else None, data, shape, *placed)
     ok, buf = cv2.imencode("." + (encoding or "jpg"), image,
                            _encode_params(encoding or "jpg", options))
     if not ok:
@@ -215,4 +235,4 @@ def transform_image(data: bytes, relpath: str, options: TransformOptions,
     pixels = None
     if want_pixels:  # the mean must be of what a reader decodes, not of the pre-encode pixels
         pixels = cv2.imdecode(buf, decode_flag_for(shape[0]))
-    return Image(pixels, buf.tobytes(), shape)
+    return Image(pixels, buf.tobytes(), shape, *placed)

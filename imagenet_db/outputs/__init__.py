@@ -16,8 +16,8 @@ and LevelDB share the one format 'caffe', ``outputs.caffe``).
 from typing import Dict, Tuple, Type
 
 from imagenet_db.errors import DatabaseError, ImagenetDbError
-from imagenet_db.outputs import (cuda_convnet2, folder, leveldb, lmdb, tfrecord, theano_alexnet,
-                                 webdataset)
+from imagenet_db.outputs import (cuda_convnet2, folder, leveldb, lmdb, ssd, tfrecord,
+                                 theano_alexnet, webdataset)
 from imagenet_db.outputs.base import Output
 from imagenet_db.outputs.spec import FormatSpec
 
@@ -29,6 +29,7 @@ OUTPUTS: Dict[str, Type[Output]] = {
     "folder": folder.FolderOutput,  # train/<wnid>/*.JPEG image files (ImageFolder, Torch)
     "webdataset": webdataset.WebDatasetOutput,  # tar shards + DALI .idx + timm's _info.json
     "tfrecord": tfrecord.TfRecordOutput,  # build_imagenet_data.py's TFRecords + DALI indexes
+    "ssd": ssd.SsdWriter,  # SSD-Caffe's AnnotatedDatum LMDB + labelmap.prototxt (boxes)
 }
 # Read from OUTPUTS when called (the commands build their flags so), so that an output
 # registered later (a plugin, a test) is offered everywhere.
@@ -51,6 +52,13 @@ def datum_formats() -> Tuple[str, ...]:
     """The formats whose outputs are Caffe Datum databases ('caffe'): --encoded, the mean,
     --prototxt and report.html apply to them."""
     return tuple(name for name, spec in format_specs().items() if spec.datum_databases)
+
+
+def encoded_formats() -> Tuple[str, ...]:
+    """The formats that take --encoded: those of Datum databases and those declaring
+    ``takes_encoded`` ('caffe', 'ssd')."""
+    return tuple(name for name, spec in format_specs().items()
+                 if spec.datum_databases or spec.takes_encoded)
 
 
 def format_spec(name: str) -> FormatSpec:

@@ -33,7 +33,9 @@ class Encoded:
     for). shape: (channels, height, width). name: how the record is called in messages (e.g.
     its database key). checksum: CRC-32 of what is stored for the record (for a key-value
     output: key + value), computed on the worker; summed into the completion record by
-    ``observers.checksum`` (None: the format keeps no content checksum).
+    ``observers.checksum`` (None: the format keeps no content checksum). boxes: for a format
+    that stores boxes, (boxes stored, boxes the resize dropped) for the record (counted by
+    ``observers.boxcount``); None otherwise.
     Pickling (a Dask cluster sends results back this way) keeps ``pixels`` that are a view
     into an ndarray ``value`` (raw datums) as an offset, so the pixels cross once, not twice.
     """
@@ -42,13 +44,15 @@ class Encoded:
     shape: Tuple[int, int, int]
     name: str
     checksum: Optional[int] = None
+    boxes: Optional[Tuple[int, int]] = None
 
     def __reduce__(self):
         offset = _offset_in(self.value, self.pixels)
         if offset is None:
-            return Encoded, (self.value, self.pixels, self.shape, self.name, self.checksum)
+            return Encoded, (self.value, self.pixels, self.shape, self.name, self.checksum,
+                             self.boxes)
         return _encoded_with_view, (self.value, offset, self.pixels.shape, self.shape, self.name,
-                                    self.checksum)
+                                    self.checksum, self.boxes)
 
 
 def _offset_in(value, pixels) -> Optional[int]:
@@ -64,10 +68,11 @@ def _offset_in(value, pixels) -> Optional[int]:
     return offset
 
 
-def _encoded_with_view(value, offset, pixel_shape, shape, name, checksum=None) -> "Encoded":
+def _encoded_with_view(value, offset, pixel_shape, shape, name, checksum=None,
+                       boxes=None) -> "Encoded":
     size = int(np.prod(pixel_shape))
     return Encoded(value, value[offset:offset + size].reshape(pixel_shape), shape, name,
-                   checksum)
+                   checksum, boxes)
 
 
 class Output(ABC):
@@ -89,6 +94,7 @@ class Output(ABC):
     datum_database: ClassVar[bool] = False
     verify_accepts: ClassVar[str] = ""
     read_in_child: ClassVar[bool] = False
+    stores_boxes: ClassVar[bool] = False  # Encoded.boxes set; stored_boxes() (observers.boxcount)
 
     @classmethod
     @abstractmethod
@@ -171,6 +177,11 @@ class Output(ABC):
     @abstractmethod
     def stored(self, start: int = 0) -> Iterator[Tuple[int, str, np.ndarray]]:
         """Committed records with index >= ``start``, in order: (index, name, (C, H, W) pixels)."""
+
+    def stored_boxes(self, start: int = 0) -> Iterator[Tuple[int, int]]:
+        """For formats that store boxes (``stores_boxes``): committed records with index >=
+        ``start``, in order, as (index, number of boxes stored)."""
+        raise NotImplementedError(f"{type(self).__name__} stores no boxes")
 
     def checksums(self, start: int = 0) -> Iterator[Tuple[int, int]]:
         """Committed records with index >= ``start``, in order: (index, Encoded.checksum of

@@ -206,6 +206,7 @@ class ShardFormat:
     description = ""
     shard_reader = ""
     datum_database = False  # outputs.backends(): not a --backend
+    stores_boxes = False  # no BoxCount observer: no record passes through the client
     format_spec: FormatSpec
 
     @classmethod

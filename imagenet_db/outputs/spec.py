@@ -79,6 +79,8 @@ class FormatSpec:
     sharded: its stages are written whole by the workers, one task per shard
     (``outputs.shards.ShardFormat``, built by ``pipeline_shards.convert_shards``, not
     ``pipeline.convert``; no observer sees the records).
+    takes_encoded: --encoded applies although its outputs are not Caffe Datum databases (e.g.
+    SSD's AnnotatedDatum LMDB, whose datums may be encoded).
     How it is verified is its Output class's: ``datum_database`` (``verify.verify_db``) or
     ``Output.verify``.
     """
@@ -93,6 +95,7 @@ class FormatSpec:
     datum_databases: bool = False
     own_resize: Optional[str] = None
     sharded: bool = False
+    takes_encoded: bool = False
 
     def __post_init__(self):
         if self.label_order not in LABEL_ORDERS:

@@ -79,6 +79,17 @@ class DbStats:
     value_bytes: int = 0
     min_bytes: int = 0
     max_bytes: int = 0
+    annotated: int = 0   # AnnotatedDatums (SSD's, --format ssd): their datum labels are -1,
+    with_boxes: int = 0  # not counted in ``labels``
+    boxes: int = 0
+
+
+def _count_boxes(stats: DbStats, boxes: np.ndarray, datum):
+    """Count an AnnotatedDatum's boxes into ``stats``; returns its Datum's bytes."""
+    stats.annotated += 1
+    stats.with_boxes += len(boxes) > 0
+    stats.boxes += len(boxes)
+    return datum
 
 
 def scan(db: DatumDB) -> DbStats:
@@ -88,6 +99,9 @@ def scan(db: DatumDB) -> DbStats:
     sizes = []
     for key, value in db.items(buffers=True):
         sizes.append(len(value))
+        annotated = db.annotated(key, value)
+        if annotated is not None:
+            value = _count_boxes(stats, annotated[1], annotated[0])
         fields = datum_fields(value)
         if fields is None:
             datum = parse_datum(bytes(value), bytes(key[:60]).decode("utf-8", "replace"),
@@ -100,7 +114,8 @@ def scan(db: DatumDB) -> DbStats:
                 fields.label, fields.encoded
         stats.entries += 1
         stats.encoded += bool(encoded)
-        stats.labels[label] += 1
+        if annotated is None:
+            stats.labels[label] += 1
         if encoded and not any(shape):
             stats.unknown_shape += 1  # Caffe leaves channels/height/width out of encoded datums
         else:
@@ -303,6 +318,9 @@ def _overview_parts(db_path: str, anchor: str, backend: str, stats: DbStats, sam
                     ("image sizes (channels x height x width)", _shapes_text(stats, sampled)),
                     ("bytes per datum (mean, min, max)", mean_bytes),
                     ("files on disk", f"{disk / 1e6:,.1f} MB"),
+                    *([("AnnotatedDatums: images with boxes, boxes",
+                        f"{stats.with_boxes:,} of {stats.annotated:,}, {stats.boxes:,}")]
+                      if stats.annotated else []),
                     ("first key", keys[0]), ("last key", keys[1])]),
             "</section>"]
 

@@ -203,6 +203,34 @@ def _decode_checked(data: bytes, is_color: bool, tile: int, max_pixels: int, whe
     return image
 
 
+BOX_COLOUR = (0, 255, 0)  # BGR
+
+
+def draw_boxes(image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """A copy of the (H, W, 3) uint8 BGR ``image`` with ``boxes`` drawn on it: (N, 6) float32
+    [xmin, ymin, xmax, ymax, label, difficult] relative to the image (an AnnotatedDatum's),
+    one-pixel green rectangles, difficult ones alike."""
+    out = image.copy()
+    height, width = image.shape[:2]
+    for xmin, ymin, xmax, ymax in boxes[:, :4].astype(np.float64):
+        if not np.isfinite([xmin, ymin, xmax, ymax]).all():
+            continue
+        corner = (int(round(xmin * width)), int(round(ymin * height)))
+        other = (int(round(xmax * width)) - 1, int(round(ymax * height)) - 1)
+        cv2.rectangle(out, corner, other, BOX_COLOUR, 1)
+    return out
+
+
+def box_caption(boxes: np.ndarray, class_names: Sequence[str]) -> str:
+    """'2 boxes: 3 kit fox' (count, then the first box's label and its synsets.txt name;
+    SSD's labels count from 1, 0 being the background)."""
+    if not len(boxes):
+        return "no boxes"
+    label = int(boxes[0, 4])
+    name = class_names[label - 1] if 1 <= label <= len(class_names) else ""
+    return f"{len(boxes)} box{'es' if len(boxes) > 1 else ''}: {label} {name}".strip()
+
+
 def spread_positions(count: int, total: int) -> List[int]:
     """``count`` positions spread evenly over 0..total-1 (first and last included; all of
     them when total <= count)."""
@@ -244,7 +272,10 @@ def contact_sheet(db, positions: Sequence[int], class_names: Sequence[str] = (),
     for position in positions:
         try:
             image, label, shapes[position] = thumbnail(db, position, tile, max_pixels)
-            decoded.append((position, as_bgr(fit_tile(image, tile)), label, None))
+            image = as_bgr(fit_tile(image, tile))
+            if isinstance(label, np.ndarray):  # an AnnotatedDatum: (image, boxes)
+                image, label = draw_boxes(image, label), box_caption(label, class_names)
+            decoded.append((position, image, label, None))
         except ImagenetDbError as exc:
             decoded.append((position, None, None, str(exc)))
     sizes = [max(image.shape[:2]) for _, image, _, _ in decoded if image is not None]
@@ -278,8 +309,11 @@ def contact_sheet(db, positions: Sequence[int], class_names: Sequence[str] = (),
             x, y = x0 + (cell - width) // 2, y0 + (cell - height) // 2
             sheet[y:y + height, x:x + width] = image
             tiles.append(Tile(position, x, y, width, height, shape=shapes[position]))
-            name = class_names[label] if 0 <= label < len(class_names) else ""
-            lines = [short_key(db.key(position)), f"{label} {name}".strip()]
+            if isinstance(label, str):
+                lines = [short_key(db.key(position)), label]
+            else:
+                name = class_names[label] if 0 <= label < len(class_names) else ""
+                lines = [short_key(db.key(position)), f"{label} {name}".strip()]
         for k, text in enumerate(lines):
             cv2.putText(sheet, fit_text(text, cell, scale, keep_end=k == 0),
                         (x0, y0 + cell + (k + 1) * line - 2), FONT, scale, TEXT_COLOUR, 1,

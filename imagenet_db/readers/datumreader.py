@@ -30,10 +30,11 @@ from typing import Iterator, List, Optional, Tuple
 import cv2
 import numpy as np
 
-from imagenet_db.errors import DatabaseError
+from imagenet_db.errors import DatabaseError, ImagenetDbError
 from imagenet_db.imaging.decode import decode_flag_for
 from imagenet_db.readers import READERS, check_database
 from imagenet_db.outputs.datum import datum_to_chw, parse_datum
+from imagenet_db.outputs.ssd import split_annotated
 from imagenet_db.outputs.wire import datum_fields
 from imagenet_db.protos import Datum
 
@@ -83,6 +84,9 @@ class DatumDB:
     'lmdb', 'leveldb' or None to detect. channel_order: 'BGR' (default, as stored: Caffe and
     OpenCV order) or 'RGB'. layout: 'HWC' (default) or 'CHW' (Caffe's blob order).
 
+    An AnnotatedDatum LMDB (``create_imagenet --format ssd``) gives ``(image, boxes)``
+    instead, boxes an (N, 6) float32 array [xmin, ymin, xmax, ymax, label, difficult] relative
+    to the image (labels() then gives the datums' -1).
     ``db[i]`` (also negative i) and iteration give ``(image, label)``: image a uint8 numpy array
     of shape (H, W, C) (or (C, H, W)), C = 3 for colour and 1 for gray, a fresh copy the
     caller owns; float datums (``float_data``) give float32; label the Datum's int label.
@@ -223,8 +227,11 @@ class DatumDB:
         return key, value
 
     def datum(self, index: int) -> Datum:
-        """The Datum protobuf at position ``index``."""
+        """The Datum protobuf at position ``index`` (of an AnnotatedDatum: its datum)."""
         key, value = self.value(index)
+        annotated = self.annotated(key, value)
+        if annotated is not None:
+            value = annotated[0]
         return parse_datum(bytes(value), _name(key), self.path)
 
     def __getitem__(self, index) -> Tuple[np.ndarray, int]:
@@ -247,6 +254,9 @@ class DatumDB:
         bytes around the pixels; nothing is decoded)."""
         out = []
         for key, value in self.items(buffers=True):
+            annotated = self.annotated(key, value)
+            if annotated is not None:
+                value = annotated[0]
             fields = datum_fields(value)
             if fields is None:
                 fields = parse_datum(bytes(value), _name(key), self.path)
@@ -254,9 +264,22 @@ class DatumDB:
         return np.asarray(out, dtype=np.int64)
 
     # ---------------------------------------------------------------- decoding
-    def decode(self, key, value) -> Tuple[np.ndarray, int]:
+    def annotated(self, key, value):
+        """(its Datum's bytes, (N, 6) float32 boxes) when ``value`` is an AnnotatedDatum, else
+        None (``outputs.ssd.split_annotated``); DatabaseError naming the key for a damaged one."""
+        try:
+            return split_annotated(value)
+        except ImagenetDbError as exc:
+            raise DatabaseError(f"{self.path}: value of key {_name(key)!r}: {exc}") from None
+
+    def decode(self, key, value) -> Tuple[np.ndarray, object]:
         """(image, label) of one serialized Datum (``key``, bytes or memoryview, names it in
-        errors), in this reader's channel order and layout."""
+        errors), in this reader's channel order and layout. For an AnnotatedDatum (SSD's,
+        ``--format ssd``): (image, boxes), boxes an (N, 6) float32 array [xmin, ymin, xmax,
+        ymax, label, difficult], coordinates relative to the image (``outputs.ssd``)."""
+        annotated = self.annotated(key, value)
+        if annotated is not None:
+            return self.decode(key, annotated[0])[0], annotated[1]
         fields = datum_fields(value)
         if fields is None:  # float_data, or bytes the fast reader leaves to protobuf
             datum = parse_datum(bytes(value), _name(key), self.path)

@@ -17,11 +17,12 @@ from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
 from imagenet_db.errors import ImagenetDbError
 from imagenet_db.imaging.transform import TransformOptions
+from imagenet_db.observers.boxcount import BoxCount
 from imagenet_db.observers.mean import MeanObserver
-from imagenet_db.outputs import backends, format_spec
+from imagenet_db.outputs import backends, format_spec, output_class
 from imagenet_db.outputs.spec import Stage
 from imagenet_db.sources import labels as L
-from imagenet_db.sources.base import DEFAULT_SEED, Dataset, Split
+from imagenet_db.sources.base import DEFAULT_SEED, Dataset, Split, relabel
 from imagenet_db.sources.selection import ClassSelection
 
 __all__ = ["RecipeOptions", "Stage", "stage_observers", "default_transform", "check_transform",
@@ -44,7 +45,8 @@ class RecipeOptions:
     upstream's 3072 / 256). drop_blacklist: leave out the val images the 2014/2015 devkit
     blacklists (off: the classification task keeps all 50,000). allow_empty_classes: keep a
     synset without training images as a label (else an error). verify: first check the
-    archives' MD5 against the published values (reads every byte). format_options: the
+    archives' MD5 against the published values (reads every byte). boxes_csv: also write
+    OUTDIR/boxes.csv (``sources.boxes.boxes_csv_text``). format_options: the
     values of formats' own flags that are not fields here ({name: value}, e.g.
     cuda-convnet2's 'uncropped'); read with ``option(name)``. selection: the classes kept
     and the val split made from train (``sources.selection``: --min_class_images,
@@ -61,6 +63,7 @@ class RecipeOptions:
     drop_blacklist: bool = False
     allow_empty_classes: bool = False
     verify: bool = False
+    boxes_csv: bool = False
     format_options: Mapping[str, object] = field(default_factory=dict)
     selection: ClassSelection = ClassSelection()
 
@@ -77,8 +80,9 @@ RECIPE_FIELDS = frozenset(f.name for f in fields(RecipeOptions)) - {"format_opti
 
 def stage_observers(stage: Stage) -> list:
     """The observers of a stage's build (the Caffe mean for a stage that wants it, over the
-    centre mean_crop square when it is > 0)."""
-    return [MeanObserver(stage.mean_crop)] if stage.want_mean else []
+    centre mean_crop square when it is > 0; the box counts of an output that stores boxes)."""
+    boxes = [BoxCount()] if output_class(stage.backend).stores_boxes else []
+    return ([MeanObserver(stage.mean_crop)] if stage.want_mean else []) + boxes
 
 
 def default_transform(output_format: str, uncropped: bool = False) -> TransformOptions:
@@ -95,17 +99,9 @@ def check_transform(output_format: str, transform: TransformOptions) -> None:
     format_spec(output_format).check_transform(transform)
 
 
-def relabel(found: Dataset, synsets: List[str]) -> Dataset:
-    """``found`` with labels = positions in ``synsets`` (another order of the same wnids)."""
-    new = L.label_map(synsets)
-    splits = {name: Split(name, [(rel, new[found.synsets[label]]) for rel, label in s.entries],
-                          s.loader) for name, s in found.splits.items()}
-    return replace(found, synsets=synsets, splits=splits)
-
-
 def _one_based(found: Dataset) -> Dataset:
     """``found`` with every label + 1 (label 0 left free); synsets keep Caffe's order."""
-    splits = {name: Split(name, [(rel, label + 1) for rel, label in s.entries], s.loader)
+    splits = {name: Split(name, [(rel, label + 1) for rel, label in s.entries], s.loader, s.boxes)
               for name, s in found.splits.items()}
     return replace(found, splits=splits)
 

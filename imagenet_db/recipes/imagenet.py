@@ -25,6 +25,7 @@ from imagenet_db.engine.files import remove_stale_temporaries, write_file_atomic
 from imagenet_db.engine.lock import OutputLock, folder_lock_path
 from imagenet_db.errors import DatabaseError, ImagenetDbError
 from imagenet_db.imaging.transform import TransformOptions
+from imagenet_db.observers.boxcount import BoxCount
 from imagenet_db.observers.mean import compute_db_mean
 from imagenet_db.outputs.meanfile import channel_means, mean_picture, read_mean, write_mean
 from imagenet_db.pictures.report import REPORT_NAME, is_report, write_report
@@ -34,6 +35,7 @@ from imagenet_db.outputs import datum_formats, format_spec
 from imagenet_db.outputs.caffe import CAFFE
 from imagenet_db.recipes.formats import (RecipeOptions, Stage, default_transform, plan,
                                          stage_observers)
+from imagenet_db.sources.boxes import boxes_csv_text
 from imagenet_db.sources import labels as L
 from imagenet_db.sources import load_dataset
 from imagenet_db.sources.base import Dataset
@@ -86,7 +88,21 @@ def aux_outputs(found: Dataset, outdir: str) -> Dict[str, bytes]:
         texts[f"{name}.txt"] = list_text(split.entries)
     if found.dropped_classes is not None:  # --min_class_images: 'wnid images' per line
         texts[DROPPED_CLASSES] = "".join(f"{w} {n}\n" for w, n in found.dropped_classes)
+    texts.update(found.extra_files)
     return {os.path.join(outdir, name): text.encode("utf-8") for name, text in texts.items()}
+
+
+BOXES_CSV = "boxes.csv"
+
+
+def _boxes_csv(found: Dataset, log) -> bytes:
+    """The bytes of ``boxes.csv`` (``sources.boxes.boxes_csv_text``); boxes left out for want
+    of a size are said in a note."""
+    text, unsized = boxes_csv_text(found.splits)
+    if unsized:
+        log(f"note: {BOXES_CSV}: left out {unsized} boxes of LOC CSV rows without an XML (no "
+            f"image size to divide by)")
+    return text.encode("ascii")
 
 
 def _same_file(path: str, data: bytes) -> Optional[bool]:
@@ -174,7 +190,10 @@ def _checked_plan(found: Dataset, outdir: str, transform: TransformOptions,
     if datums and not want_mean:
         log("note: the images keep differing sizes, so no mean is computed; pass --mean_crop N "
             "(e.g. 224) for the mean of their centre NxN windows")
-    return plan(found, outdir, transform, recipe, want_mean)
+    labelled, stages = plan(found, outdir, transform, recipe, want_mean)
+    for note in labelled.notes[len(found.notes):]:  # what the format's stages found
+        log(f"note: {note}")
+    return labelled, stages
 
 
 def _report_path(outdir: str, recipe: RecipeOptions) -> Optional[str]:
@@ -248,6 +267,8 @@ def create_imagenet(source: str, outdir: str, transform: Optional[TransformOptio
         mean_paths = [os.path.join(outdir, "imagenet_mean" + ext)
                       for ext in (".binaryproto", ".npy", ".png")]
         aux = aux_outputs(labelled, outdir)
+        if recipe.boxes_csv:
+            aux[os.path.join(outdir, BOXES_CSV)] = _boxes_csv(found, log)
         _check_extras(outdir, recipe, build.overwrite)
         changed = [os.path.basename(p) for p, data in aux.items() if _same_file(p, data) is False]
         if changed:
@@ -264,6 +285,8 @@ def create_imagenet(source: str, outdir: str, transform: Optional[TransformOptio
             log(summary.describe())
             for note in summary.results.get("notes", ()):  # e.g. a split with no batch
                 log(f"note: {note}")
+            if "boxes" in summary.results:
+                log(f"{summary.db_path}: {BoxCount.describe(summary.results['boxes'])}")
             if summary.skipped:
                 log(f"skipped images are listed in {summary.db_path}.skipped.tsv")
             summaries[stage.name] = summary

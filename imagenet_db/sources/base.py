@@ -7,7 +7,7 @@ records stays small (no pixels are held for the list).
 """
 import hashlib
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from imagenet_db.errors import ImagenetDbError
@@ -61,11 +61,15 @@ class Record:
 
     index: position in the (shuffled) list, the number in the key. relpath: the list's path,
     '/'-separated, used in the key. label: int32 class label. load: returns the image file bytes.
+    boxes: the image's annotation when the format asked for boxes (``Split.records``) and
+    the image has one: a ``sources.boxes.RecordBoxes`` (pixel boxes and the annotation's
+    size); None otherwise (no annotation file, or boxes not asked for).
     """
     index: int
     relpath: str
     label: int
     load: Callable[[], bytes]
+    boxes: Optional[object] = None
 
 
 def shuffle_order(n: int, seed: int = DEFAULT_SEED) -> List[int]:
@@ -90,15 +94,23 @@ def shuffled(entries: Sequence, seed: int = DEFAULT_SEED) -> list:
 
 @dataclass
 class Split:
-    """One split (train or val): sorted [(relpath, label)] and how to load a relpath's bytes."""
+    """One split (train or val): sorted [(relpath, label)] and how to load a relpath's bytes.
+    boxes: the split's annotations when the distribution has them (a
+    ``sources.boxes.SplitBoxes``, read only when a format asks), else None."""
     name: str
     entries: List[Tuple[str, int]]
     loader: Callable[[str], Callable[[], bytes]]
+    boxes: Optional[object] = None
 
-    def records(self, shuffle: bool, seed: int) -> List[Record]:
-        """Records in database order (shuffled with ``seed`` when ``shuffle``)."""
+    def records(self, shuffle: bool, seed: int,
+                box_labels: Optional[Dict[str, int]] = None) -> List[Record]:
+        """Records in database order (shuffled with ``seed`` when ``shuffle``). box_labels:
+        wnid -> the label a box gets (its format's label order): each annotated record then
+        carries its boxes (``Record.boxes``, read from ``self.boxes``); None: no boxes."""
         order = shuffled(self.entries, seed) if shuffle else self.entries
-        return [Record(i, relpath, label, self.loader(relpath))
+        table = self.boxes.table() if box_labels is not None and self.boxes is not None else {}
+        return [Record(i, relpath, label, self.loader(relpath),
+                       table[relpath].for_record(box_labels) if relpath in table else None)
                 for i, (relpath, label) in enumerate(order)]
 
 
@@ -108,7 +120,9 @@ class Dataset:
     (wnid -> 'tench, Tinca tinca'), the splits by name, notes for the log, and the validation
     relpaths a devkit blacklists (``val_blacklist``, None when no devkit blacklist is known;
     ``blacklist_where`` names the file). dropped_classes: [(wnid, training images)] that
-    ``--min_class_images`` left out (``selection``); None when no minimum was asked."""
+    ``--min_class_images`` left out (``selection``); None when no minimum was asked.
+    extra_files: {name: text} a format adds to the aux files in OUTDIR (e.g. SSD's
+    labelmap.prototxt)."""
     synsets: List[str]
     splits: Dict[str, Split]
     words: Dict[str, str] = field(default_factory=dict)
@@ -116,6 +130,15 @@ class Dataset:
     val_blacklist: Optional[Set[str]] = None
     blacklist_where: str = ""
     dropped_classes: Optional[List[Tuple[str, int]]] = None
+    extra_files: Dict[str, str] = field(default_factory=dict)
+
+
+def relabel(found: Dataset, synsets: List[str]) -> Dataset:
+    """``found`` with labels = positions in ``synsets`` (another order of the same wnids)."""
+    new = {wnid: label for label, wnid in enumerate(synsets)}
+    splits = {name: Split(name, [(rel, new[found.synsets[label]]) for rel, label in s.entries],
+                          s.loader, s.boxes) for name, s in found.splits.items()}
+    return replace(found, synsets=synsets, splits=splits)
 
 
 def drop_val_blacklist(dataset: Dataset) -> Dataset:
@@ -134,7 +157,7 @@ def drop_val_blacklist(dataset: Dataset) -> Dataset:
         return dataset
     kept = [e for e in val.entries if e[0] not in dataset.val_blacklist]
     splits = dict(dataset.splits)
-    splits["val"] = Split(val.name, kept, val.loader)
+    splits["val"] = Split(val.name, kept, val.loader, val.boxes)
     note = (f"--drop_val_blacklist: left out {len(val.entries) - len(kept)} validation images "
             f"listed in {dataset.blacklist_where}")
     return Dataset(dataset.synsets, splits, dataset.words, dataset.notes + [note],

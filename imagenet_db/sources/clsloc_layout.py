@@ -21,6 +21,7 @@ from imagenet_db.errors import ImagenetDbError
 from imagenet_db.sources import clsloc as P
 from imagenet_db.sources import labels as L
 from imagenet_db.sources.base import Dataset, Split, is_image_name
+from imagenet_db.sources.boxes import split_boxes
 from imagenet_db.sources.archives.containers import Container
 from imagenet_db.sources.devkits import DevkitInfo, check_same_truth
 
@@ -138,10 +139,13 @@ def _reconcile(container: Container, data: str, files: Dict[int, str],
 
 
 def open_clsloc(container: Container, top: str, devkits: List[DevkitInfo],
-                kaggle: Dict[str, Tuple[bytes, str]]) -> Dataset:
+                kaggle: Dict[str, Tuple[bytes, str]],
+                box_csv: Optional[Dict[str, Tuple[Callable[[], bytes], str]]] = None) -> Dataset:
     """The Dataset of a CLS-LOC container (see module docstring).
 
     kaggle: {'LOC_synset_mapping.txt' / 'LOC_val_solution.csv': (bytes, where)} when present.
+    box_csv: {split: (read, where)} of Kaggle's LOC_*_solution.csv, the boxes besides the
+    XMLs of ``<top>Annotations/CLS-LOC/<split>/`` (``_attach_boxes``).
     Raises ImagenetDbError subclasses naming the files for: no train folders; a devkit or
     mapping whose classes differ from the train folders; validation images but no label
     source; a label source that lacks an image, or labels an image the data does not hold
@@ -174,7 +178,35 @@ def open_clsloc(container: Container, top: str, devkits: List[DevkitInfo],
                 break
     if len(synsets) == 1000 and len(train) != 1_281_167:
         notes.append(f"{container.path} holds {len(train):,} train images; ILSVRC2012 has 1,281,167")
+    _attach_boxes(container, top, splits, words, box_csv or {})
     return Dataset(synsets, splits, words, notes, blacklist, blacklist_where)
+
+
+def _annotation_members(container: Container, folder: str):
+    """() -> (where, read) of the .xml files in ``folder`` and its synset folders, or None
+    when there are none (listed lazily: read only when a format asks for boxes)."""
+    dirs = container.dirs(folder)
+    if not dirs and not any(n.endswith(".xml") for n in container.files(folder)):
+        return None
+
+    def members():
+        for prefix in [folder] + [d + "/" for d in dirs]:
+            for name in container.files(prefix):
+                if name.endswith(".xml"):
+                    yield container.where(name), (lambda name=name: container.read(name))
+    return members
+
+
+def _attach_boxes(container: Container, top: str, splits: Dict[str, Split],
+                  words: Dict[str, str], box_csv: Dict[str, tuple]) -> None:
+    """Give each split its boxes (``sources.boxes.split_boxes``): the XMLs of
+    ``<top>Annotations/CLS-LOC/<split>/`` and/or Kaggle's LOC CSV of the split."""
+    for name, split in splits.items():
+        folder = f"{top}Annotations/CLS-LOC/{name}/"
+        xml, csv_file = _annotation_members(container, folder), box_csv.get(name)
+        if xml is not None or csv_file is not None:
+            split.boxes = split_boxes(xml, csv_file, words, (r for r, _ in split.entries),
+                                      container.where(folder))
 
 
 def _class_words(devkits: List[DevkitInfo], mapping: Dict[str, str],

@@ -15,6 +15,8 @@ wnid of its ground-truth ILSVRC2012_ID. Relpaths are Caffe's (``n01440764/n01440
 for train, ``ILSVRC2012_val_00000001.JPEG`` for val), so lists, keys and databases equal those
 built from the same images extracted (train/<wnid>/..., flat val/ + val.txt).
 Images are then read by ``os.pread`` at their indexed offsets (a ``containers.TarContainer``).
+Boxes (optional): ``ILSVRC2012_bbox_train_v2.tar.gz`` and ``ILSVRC2012_bbox_val_v3.tgz`` beside
+them, read in one streaming pass each when a format asks for boxes (``sources.boxes``).
 """
 import os
 import re
@@ -24,6 +26,7 @@ from typing import Callable, Dict, List, Optional
 from imagenet_db.errors import ImagenetDbError
 from imagenet_db.sources import labels as L
 from imagenet_db.sources.base import Dataset, Split, check_list_name
+from imagenet_db.sources.boxes import split_boxes, tar_xml_members
 from imagenet_db.sources.checksums import verify_files
 from imagenet_db.sources import devkits as D
 from imagenet_db.sources.devkit import Devkit, Synset, read_devkit
@@ -36,6 +39,8 @@ TRAIN_TAR = "ILSVRC2012_img_train.tar"
 VAL_TAR = "ILSVRC2012_img_val.tar"
 DEVKIT_TGZ = "ILSVRC2012_devkit_t12.tar.gz"
 ARCHIVE_NAMES = (TRAIN_TAR, VAL_TAR, DEVKIT_TGZ)
+# the localization boxes, optional, beside the three files (PASCAL VOC XMLs: sources.boxes)
+BBOX_ARCHIVES = {"train": "ILSVRC2012_bbox_train_v2.tar.gz", "val": "ILSVRC2012_bbox_val_v3.tgz"}
 # --verify: the MD5s listed on the ILSVRC2012 download page (also checked by torchvision's
 # ImageNet dataset); the 2014/2015 devkits have no published value (logged, not compared)
 PUBLISHED_MD5: Dict[str, str] = {
@@ -298,8 +303,20 @@ def open_dataset(source: str) -> Dataset:
                                                                            index.val)
     splits = {"train": Split("train", index.train_entries(), train.loader),
               "val": Split("val", index.val_entries(), val.loader)}
+    for name, split in splits.items():
+        split.boxes = _bbox_archive(source, name, index.words, split)
     return Dataset(index.synsets, splits, index.words, index.notes, index.blacklist,
                    index.blacklist_where)
+
+
+def _bbox_archive(source: str, split: str, words: Dict[str, str], found: Split):
+    """The ``boxes.SplitBoxes`` of ILSVRC2012's bbox archive of ``split`` beside the three
+    files (``BBOX_ARCHIVES``), read in place in one pass when a format asks; None without it."""
+    path = os.path.join(source, BBOX_ARCHIVES[split])
+    if not os.path.isfile(path):
+        return None
+    return split_boxes(lambda: tar_xml_members(path), None, words,
+                       (relpath for relpath, _ in found.entries), path)
 
 
 def verify_archives(paths: ArchivePaths, expected: Optional[Dict[str, str]] = None,

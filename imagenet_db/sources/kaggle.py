@@ -12,18 +12,21 @@
 The LOC files: ``LOC_synset_mapping.txt`` ('n01440764 tench, Tinca tinca', ASCII wnid order: the
 words for synset_words.txt), ``LOC_val_solution.csv`` ('ImageId,PredictionString', ImageId
 without .JPEG, PredictionString 'wnid xmin ymin xmax ymax' repeated, rows in no order),
-``LOC_train_solution.csv`` and ``LOC_sample_submission.csv`` (not needed: train labels are the
-folder names). SOURCE is the folder holding the zip, or the folder holding the extracted LOC
-files with ``ILSVRC/`` (or the .tar.gz) beside them. Validation labels come from the CSV and the
-XML annotations (and a devkit's ground truth if one is put beside); they must agree.
+``LOC_train_solution.csv`` (the train boxes: read only for a format that stores boxes; train
+labels are the folder names) and ``LOC_sample_submission.csv`` (not needed). SOURCE is the
+folder holding the zip, or the folder holding the extracted LOC files with ``ILSVRC/`` (or the
+.tar.gz) beside them. Validation labels come from the CSV and the XML annotations (and a
+devkit's ground truth if one is put beside); they must agree.
 """
 import os
 import sys
+from functools import partial
 from typing import Dict, Tuple
 
 from imagenet_db.errors import ImagenetDbError
 from imagenet_db.sources import ilsvrc2015
 from imagenet_db.sources.base import Dataset
+from imagenet_db.sources.boxes import KAGGLE_TRAIN
 from imagenet_db.sources.clsloc_layout import KAGGLE_MAPPING, KAGGLE_VAL, keep_small, open_clsloc
 from imagenet_db.sources.archives.containers import (Container, FolderContainer, TarGzContainer,
                                             ZipContainer)
@@ -51,6 +54,19 @@ def _loc_files(container: Container) -> Dict[str, Tuple[bytes, str]]:
             if container.has(n)}
 
 
+def _box_csv(loc: Dict[str, Tuple[bytes, str]], containers) -> Dict[str, tuple]:
+    """{split: (read, where)} of LOC_train_solution.csv / LOC_val_solution.csv, the boxes
+    (``sources.boxes``): the train file (large) is read only when a format asks for boxes."""
+    found = {}
+    if KAGGLE_VAL in loc:
+        data, where = loc[KAGGLE_VAL]
+        found["val"] = (lambda: data, where)
+    for container in containers:
+        if container.has(KAGGLE_TRAIN) and "train" not in found:
+            found["train"] = (partial(container.read, KAGGLE_TRAIN), container.where(KAGGLE_TRAIN))
+    return found
+
+
 def _images_in_zip(zipc: ZipContainer) -> Container:
     """The container holding ILSVRC/ inside the zip: the zip itself, or the .tar.gz stored in it."""
     if zipc.dirs("ILSVRC/Data/CLS-LOC/"):
@@ -76,6 +92,7 @@ def open_dataset(source: str) -> Dataset:
     the data does not hold (e.g. a member missing from the zip)."""
     folder = FolderContainer(source)
     loc = _loc_files(folder)
+    csv_places = [folder]
     if os.path.isdir(os.path.join(source, "ILSVRC", "Data", "CLS-LOC")):
         images: Container = folder
     elif os.path.isfile(os.path.join(source, TARGZ)):
@@ -84,6 +101,7 @@ def open_dataset(source: str) -> Dataset:
     elif os.path.isfile(os.path.join(source, ZIP)):
         zipc = ZipContainer(os.path.join(source, ZIP))
         loc = {**_loc_files(zipc), **loc}
+        csv_places.append(zipc)
         images = _images_in_zip(zipc)
     else:
         raise ImagenetDbError(f"{source}: has Kaggle's LOC files but no images: looked for "
@@ -94,4 +112,4 @@ def open_dataset(source: str) -> Dataset:
                               f"Kaggle's download has both")
     top = ilsvrc2015.top_of(images)
     devkits = ilsvrc2015.container_devkits(images, top) + ilsvrc2015.beside_devkits(source)
-    return open_clsloc(images, top, devkits, loc)
+    return open_clsloc(images, top, devkits, loc, _box_csv(loc, csv_places))

@@ -21,6 +21,7 @@ import numpy as np
 import scipy.io
 
 from imagenet_db.testing import archives as A
+from imagenet_db.testing import boxes as B
 from imagenet_db.testing import photos as P
 
 MTIME = A.MTIME
@@ -43,31 +44,13 @@ def _image(base: dict, relpath: str) -> bytes:
     return (Path(base["tree"]) / relpath).read_bytes()
 
 
-def _box(rng, width=500, height=375) -> tuple[int, int, int, int]:
-    x0, y0 = int(rng.integers(0, width // 2)), int(rng.integers(0, height // 2))
-    return x0, y0, int(rng.integers(x0 + 10, width)), int(rng.integers(y0 + 10, height))
-
-
-def voc_xml(folder: str, stem: str, wnid: str, boxes) -> bytes:
-    """A Pascal-VOC annotation as the CLS-LOC ones: folder, filename (no extension), source
-    ILSVRC_2012, size, segmented 0, one <object> per box with the image's wnid."""
-    objects = "".join(
-        f"\t<object>\n\t\t<name>{wnid}</name>\n\t\t<pose>Unspecified</pose>\n\t\t<truncated>0</truncated>\n"
-        f"\t\t<difficult>0</difficult>\n\t\t<bndbox>\n\t\t\t<xmin>{b[0]}</xmin>\n\t\t\t<ymin>{b[1]}</ymin>\n"
-        f"\t\t\t<xmax>{b[2]}</xmax>\n\t\t\t<ymax>{b[3]}</ymax>\n\t\t</bndbox>\n\t</object>\n" for b in boxes)
-    return (f"<annotation>\n\t<folder>{folder}</folder>\n\t<filename>{stem}</filename>\n\t<source>\n"
-            f"\t\t<database>ILSVRC_2012</database>\n\t</source>\n\t<size>\n\t\t<width>500</width>\n"
-            f"\t\t<height>375</height>\n\t\t<depth>3</depth>\n\t</size>\n\t<segmented>0</segmented>\n"
-            f"{objects}</annotation>\n").encode()
-
-
 def clsloc_members(base: dict, top: str = "ILSVRC2015", seed: int = 0, val_xml_wnid: dict | None = None,
                    test_count: int = 2) -> list[tuple[str, bytes]]:
     """The CLS-LOC tree as (archive path, bytes): ``top/Data/CLS-LOC/{train/<wnid>/,val/,test/}``,
     ``top/Annotations/CLS-LOC/{train/<wnid>/ (half the images), val/}`` and
     ``top/ImageSets/CLS-LOC/{train_cls,train_loc,val,test}.txt``. val_xml_wnid: {image
     number: wnid} written instead of the true one (for disagreement tests)."""
-    rng = np.random.default_rng(seed)
+    boxes = B.annotations(base)
     out, train_cls, train_loc = [], [], []
     for n, (relpath, wnid) in enumerate(base["train"], start=1):
         stem = relpath.rsplit(".", 1)[0]
@@ -75,14 +58,14 @@ def clsloc_members(base: dict, top: str = "ILSVRC2015", seed: int = 0, val_xml_w
         train_cls.append(f"{stem} {n}\n")
         if n % 2:
             out.append((f"{top}/Annotations/CLS-LOC/train/{stem}.xml",
-                        voc_xml(wnid, stem.split("/")[1], wnid, [_box(rng)])))
+                        B.voc_xml(wnid, stem.split("/")[1], boxes[("train", relpath)])))
             train_loc.append(f"{stem} {len(train_loc) + 1}\n")
     for n, (name, wnid) in enumerate(base["val"], start=1):
         stem = name.rsplit(".", 1)[0]
         out.append((f"{top}/Data/CLS-LOC/val/{name}", _image(base, f"val/{name}")))
-        named = (val_xml_wnid or {}).get(n, wnid)
-        boxes = [_box(rng) for _ in range(1 + int(rng.integers(0, 2)))]
-        out.append((f"{top}/Annotations/CLS-LOC/val/{stem}.xml", voc_xml("val", stem, named, boxes)))
+        named = (val_xml_wnid or {}).get(n)
+        out.append((f"{top}/Annotations/CLS-LOC/val/{stem}.xml",
+                    B.voc_xml("val", stem, boxes[("val", name)], named)))
     test_rng = np.random.default_rng(seed + 1)
     for n in range(1, test_count + 1):
         out.append((f"{top}/Data/CLS-LOC/test/ILSVRC2012_test_{n:08d}.JPEG",
@@ -186,16 +169,15 @@ def kaggle_files(base: dict, seed: int = 0, csv_wnid: dict | None = None,
     rng = np.random.default_rng(seed + 3)
     words = {w: t for _, w, t in base["classes"]}
     mapping = "".join(f"{w} {words[w]}\n" for w in sorted(words))
-    rows = []
-    for n, (name, wnid) in enumerate(base["val"], start=1):
-        w = (csv_wnid or {}).get(n, wnid)
-        boxes = " ".join(f"{w} {' '.join(map(str, _box(rng)))}" for _ in range(1 + int(rng.integers(0, 2))))
-        rows.append(f"{name.rsplit('.', 1)[0]},{boxes} \n")
+    boxes = B.annotations(base)
+    rows = [B.csv_row(name.rsplit('.', 1)[0], boxes[("val", name)], words,
+                      (csv_wnid or {}).get(n)) for n, (name, _) in enumerate(base["val"], start=1)]
     rows = [rows[i] for i in rng.permutation(len(rows))]
     if bad_row is not None:
         rows.insert(len(rows) // 2, bad_row + "\n")
-    train_rows = [f"{rel.split('/')[1].rsplit('.', 1)[0]},{w} {' '.join(map(str, _box(rng)))} \n"
+    train_rows = [B.csv_row(rel.split('/')[1].rsplit('.', 1)[0], boxes[("train", rel)], words)
                   for i, (rel, w) in enumerate(base["train"]) if i % 2 == 0]
+    train_rows = [row for row in train_rows if row is not None]
     sample = "".join(f"ILSVRC2012_test_{n:08d},{sorted(words)[0]} 0 0 100 100\n" for n in (1, 2))
     return [("LOC_synset_mapping.txt", mapping.encode()),
             ("LOC_val_solution.csv", ("ImageId,PredictionString\n" + "".join(rows)).encode()),

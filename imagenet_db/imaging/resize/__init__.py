@@ -27,6 +27,10 @@ and, when it has them (``declared`` gives the defaults):
     when --interpolation is not given (default 'linear', Caffe's);
 ``NOISE``
     pads with noise seeded by --seed unless --fill_value is given (default False);
+``placement(width, height, options) -> geometry.Placement or None``
+    where the stored image lies in the (scaled) source, for the boxes to follow the pixels
+    (``geometry.place_boxes``); modes that keep the whole frame (squash, shorter side,
+    min/max dim) have none (default): normalized boxes do not move;
 ``KEEPS_WITH_ONE_SIZE``
     a fixed-size mode that, like Caffe's squash, keeps the image when only one of
     resize_width/resize_height is given (default False: that is an error).
@@ -61,7 +65,7 @@ FIXED_SIZE_MODES = tuple(name for name, mode in RESIZE_MODES.items() if mode.FIX
 
 
 DECLARED_DEFAULTS = {"PARAMS": (), "check": None, "DEFAULT_INTERPOLATION": "linear",
-                     "NOISE": False, "KEEPS_WITH_ONE_SIZE": False}
+                     "NOISE": False, "KEEPS_WITH_ONE_SIZE": False, "placement": None}
 
 
 def declared(mode: ModuleType, member: str):

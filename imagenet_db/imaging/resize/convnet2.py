@@ -12,7 +12,8 @@ from typing import Optional, Tuple
 import cv2
 import numpy as np
 
-from imagenet_db.imaging.resize.geometry import INTERPOLATIONS, ResizeOptionError, round_half_up
+from imagenet_db.imaging.resize.geometry import (INTERPOLATIONS, Placement, ResizeOptionError,
+                                                 round_half_up)
 
 FIXED_SIZE = True
 DEFAULT_INTERPOLATION = "auto"  # make-data's rule (AREA when shrinking, CUBIC when enlarging)
@@ -43,6 +44,17 @@ def output_size(width: int, height: int, options) -> Optional[Tuple[int, int]]:
     if not active(options):
         return None
     return options.resize_width, options.resize_height
+
+
+def placement(width: int, height: int, options) -> Optional[Placement]:
+    """Where the stored N x N image lies in a width x height source (for its boxes): the
+    scaled size and centre offsets of ``apply``."""
+    if not active(options):
+        return None
+    size = options.resize_width
+    scale = size / float(min(height, width))
+    new_h, new_w = round_half_up(scale * height), round_half_up(scale * width)
+    return Placement((new_w, new_h), (new_w - size) // 2, (new_h - size) // 2, (size, size))
 
 
 def apply(image: np.ndarray, options, key: str = "") -> np.ndarray:

@@ -9,9 +9,12 @@ image already of the target size is kept. DIGITS resizes with PIL's bilinear fil
 ``cv2.resize`` (``--interpolation``, default bilinear), so sizes and offsets are DIGITS' and the
 pixels OpenCV's.
 """
+from typing import Optional
+
 import numpy as np
 
-from imagenet_db.imaging.resize.geometry import (digits_cut, digits_resize, fixed_active, fixed_output_size,
+from imagenet_db.imaging.resize.geometry import (Placement, digits_cut, digits_placement,
+                                                 digits_resize, fixed_active, fixed_output_size,
                                                  round_half_up)
 
 FIXED_SIZE = True
@@ -34,3 +37,9 @@ def apply(image: np.ndarray, options, key: str = "") -> np.ndarray:
         return resized
     return np.ascontiguousarray(digits_cut(resized, options.resize_width, options.resize_height,
                                            wider))
+
+
+def placement(width: int, height: int, options) -> Optional[Placement]:
+    """Where the stored image lies in a width x height source (for its boxes): the sizes and
+    offsets of ``apply``; None when the image is kept or plainly resized."""
+    return digits_placement(width, height, options, _size, cut=True, pad=False)

@@ -10,9 +10,12 @@ by ``--seed`` and the image's relpath so builds are reproducible, or the constan
 ``--fill_value`` (one value, or B,G,R, e.g. the mean). Equal ratios: a plain resize; an image
 already of the target size is kept. Pixels are OpenCV's (see ``crop``).
 """
+from typing import Optional
+
 import numpy as np
 
-from imagenet_db.imaging.resize.geometry import (digits_pad, digits_resize, fixed_active, fixed_output_size,
+from imagenet_db.imaging.resize.geometry import (Placement, digits_pad, digits_placement,
+                                                 digits_resize, fixed_active, fixed_output_size,
                                                  round_half_up)
 
 FIXED_SIZE = True
@@ -39,3 +42,9 @@ def apply(image: np.ndarray, options, key: str = "") -> np.ndarray:
         return resized
     return digits_pad(resized, options.resize_width, options.resize_height, wider,
                       options.fill_value, options.seed, key)
+
+
+def placement(width: int, height: int, options) -> Optional[Placement]:
+    """Where the stored image lies in a width x height source (for its boxes): the sizes and
+    offsets of ``apply``; None when the image is kept or plainly resized."""
+    return digits_placement(width, height, options, _size, cut=False, pad=True)

@@ -185,3 +185,69 @@ def digits_resize(image: np.ndarray, options,
     wider = rw > rh
     cols, rows = size_for(image.shape[1], image.shape[0], width, height, rw, rh, wider)
     return resize_to(image, cols, rows, options.interpolation), wider
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a stored image lies in its source, for the boxes to follow the pixels.
+
+    The source image is scaled to ``scaled`` (width, height) pixels; the stored image is the
+    ``size`` (width, height) window of that with its top-left corner at (``left``, ``top``)
+    (a positive offset cuts, a negative one is padding). A resize mode that keeps the whole
+    image in the frame (squash, shorter side, min/max dim) has none: normalized boxes stay."""
+    scaled: Tuple[int, int]
+    left: int
+    top: int
+    size: Tuple[int, int]
+
+
+def place_boxes(boxes: np.ndarray, placement: Optional[Placement]) -> Tuple[np.ndarray, int]:
+    """Boxes of the source image -> boxes of the stored image, and how many were dropped.
+
+    boxes: (N, 6) float32 [xmin, ymin, xmax, ymax, label, difficult], coordinates relative to
+    the source (0..1 inside it). Under a ``placement`` each coordinate is scaled and shifted
+    as the pixels were (x' = (x * scaled_w - left) / width); along an axis the window cuts,
+    coordinates are clipped to [0, 1] and a box lying wholly outside the window is dropped
+    (a box touching it only on its edge counts as outside). Returns (N', 6) float32 and N - N'.
+    None: the boxes as they are (not clamped, as SSD's convert_annoset)."""
+    if placement is None or not len(boxes):
+        return boxes, 0
+    out = boxes.astype(np.float32, copy=True)
+    keep = np.ones(len(boxes), dtype=bool)
+    for low, high, scaled, start, size in ((0, 2, placement.scaled[0], placement.left,
+                                            placement.size[0]),
+                                           (1, 3, placement.scaled[1], placement.top,
+                                            placement.size[1])):
+        for column in (low, high):
+            out[:, column] = (boxes[:, column].astype(np.float64) * scaled - start) / size
+        if start > 0 or start + size < scaled:  # the window cuts this axis
+            lo = np.minimum(out[:, low], out[:, high])
+            hi = np.maximum(out[:, low], out[:, high])
+            keep &= (hi > 0) & (lo < 1) | ((lo == hi) & (lo >= 0) & (lo <= 1))
+            out[:, [low, high]] = np.clip(out[:, [low, high]], 0.0, 1.0)
+    return out[keep], int(len(boxes) - keep.sum())
+
+
+def digits_placement(width: int, height: int, options, size_for: Callable[..., Tuple[int, int]],
+                     cut: bool, pad: bool) -> Optional[Placement]:
+    """The ``Placement`` of DIGITS' crop (``cut``), fill (``pad``) or half crop (both) for a
+    width x height image: the same sizes and offsets as ``digits_resize``, ``digits_cut`` and
+    ``digits_pad``; None when the image is kept or plainly resized (equal ratios)."""
+    if fixed_output_size(width, height, options) is None:
+        return None
+    target_w, target_h = options.resize_width, options.resize_height
+    rw, rh = width / float(target_w), height / float(target_h)
+    if rw == rh:
+        return None
+    wider = rw > rh
+    cols, rows = size_for(width, height, target_w, target_h, rw, rh, wider)
+    left = top = 0
+    if cut and wider:
+        left = round_half_up((cols - target_w) / 2.0)
+    elif cut:
+        top = round_half_up((rows - target_h) / 2.0)
+    if pad and wider:
+        top = -max(0, (target_h - rows) // 2)
+    elif pad:
+        left = -max(0, (target_w - cols) // 2)
+    return Placement((cols, rows), left, top, (target_w, target_h))

@@ -8,9 +8,12 @@ padding would be odd. The long side is then cut from ``round((resized - target) 
 ``--seed`` and the relpath, or ``--fill_value``). Equal ratios: a plain resize; an image already
 of the target size is kept. Pixels are OpenCV's (see ``crop``).
 """
+from typing import Optional
+
 import numpy as np
 
-from imagenet_db.imaging.resize.geometry import (digits_cut, digits_pad, digits_resize, fixed_active,
+from imagenet_db.imaging.resize.geometry import (Placement, digits_cut, digits_pad,
+                                                 digits_placement, digits_resize, fixed_active,
                                                  fixed_output_size, round_half_up)
 
 FIXED_SIZE = True
@@ -40,3 +43,9 @@ def apply(image: np.ndarray, options, key: str = "") -> np.ndarray:
     cut = digits_cut(resized, width, height, wider)
     return np.ascontiguousarray(digits_pad(cut, width, height, wider, options.fill_value,
                                            options.seed, key))
+
+
+def placement(width: int, height: int, options) -> Optional[Placement]:
+    """Where the stored image lies in a width x height source (for its boxes): the sizes and
+    offsets of ``apply``; None when the image is kept or plainly resized."""
+    return digits_placement(width, height, options, _size, cut=True, pad=True)
