@@ -18,7 +18,7 @@ what is done and exits 130/143; ``--resume`` rebuilds only the shards not logged
 import os
 import sys
 import time
-from typing import List, Optional, Sequence
+from typing import List, Sequence
 
 from tqdm import tqdm
 

@@ -54,7 +54,7 @@ from imagenet_db.sources.labels import read_synsets
 from imagenet_db.protos import Datum
 from imagenet_db.outputs import OUTPUTS
 from imagenet_db.outputs.batchfiles import LOG_NAME as BATCHES_LOG, STATE_NAME as BATCHES_STATE
-from imagenet_db.readers import READERS, detect_datum_backend
+from imagenet_db.readers import detect_datum_backend
 from imagenet_db.readers.datumreader import DatumDB
 from imagenet_db.readers.shardreaders import output_verify
 from imagenet_db.outputs.folder import LOG_NAME as FILES_LOG

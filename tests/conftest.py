@@ -307,10 +307,9 @@ def tree(tmp_path_factory):
     return root
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def private_index_cache(tmp_path_factory, monkeypatch):
-    """Tar indexes are cached per user; keep this test's cache out of ~/.cache (a test file
-    uses it for all its tests with ``pytestmark = pytest.mark.usefixtures(...)``)."""
+    """Tar indexes are cached per user; keep every test's cache out of ~/.cache."""
     monkeypatch.setenv("IMAGENET_DB_TAR_INDEX_CACHE",
                        str(tmp_path_factory.getbasetemp() / "private-index-cache"))
 

@@ -43,12 +43,6 @@ def quiet(_text):
     pass
 
 
-@pytest.fixture(autouse=True)
-def private_index_cache(tmp_path_factory, monkeypatch):
-    """Tar indexes are cached per user; keep the tests' cache out of ~/.cache."""
-    monkeypatch.setenv("IMAGENET_DB_TAR_INDEX_CACHE", str(tmp_path_factory.getbasetemp() / "idx"))
-
-
 @pytest.fixture(scope="module")
 def small(tmp_path_factory):
     """6 classes x 4 train images, 12 val images, plus the same images as a Caffe tree."""

@@ -7,7 +7,6 @@ A real Dask scheduler and workers, each its own process on 127.0.0.1; builds run
 command line (tests/conftest.py: ``call``, ``run``, ``start``) on real JPEGs."""
 import http.server
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -28,7 +27,6 @@ from imagenet_db.imaging.transform import TransformOptions
 from imagenet_db.testing.hold import HeldImage, hardlinked_copy
 from imagenet_db.testing.photos import small_jpeg
 
-pytestmark = pytest.mark.usefixtures("private_index_cache")
 distributed = pytest.importorskip("distributed")
 
 

@@ -29,11 +29,6 @@ def quiet(_text):
     pass
 
 
-@pytest.fixture(autouse=True)
-def private_index_cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("IMAGENET_DB_TAR_INDEX_CACHE", str(tmp_path_factory.getbasetemp() / "idx"))
-
-
 def _variants(root: Path, base: dict) -> dict:
     """{name: SOURCE folder} of every distribution written from ``base``'s images."""
     out = {"ilsvrc2012": base["paths"]["train"].rsplit("/", 1)[0]}

@@ -27,11 +27,6 @@ from imagenet_db.testing.archives import ArchiveSpec
 ARGS = ["--progress=false", "--workers=2"]
 
 
-@pytest.fixture(autouse=True)
-def private_index_cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("IMAGENET_DB_TAR_INDEX_CACHE", str(tmp_path_factory.getbasetemp() / "idx"))
-
-
 @pytest.fixture(scope="module")
 def arch(tmp_path_factory):
     """All 1,000 real classes (real IDs, words) with one small image each, 7 val images."""

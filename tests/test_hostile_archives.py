@@ -16,11 +16,9 @@ child process.
 """
 import gzip
 import io
-import os
 import shutil
 import struct
 import zipfile
-import zlib
 from pathlib import Path
 
 import pytest
@@ -30,7 +28,6 @@ from imagenet_db.testing import archives as A
 from imagenet_db.testing import clsloc as F
 
 WNIDS = ["n01440764", "n01443537", "n01751748", "n02119789"]
-pytestmark = pytest.mark.usefixtures("private_index_cache")
 
 
 @pytest.fixture(scope="module")

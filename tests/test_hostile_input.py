@@ -29,7 +29,6 @@ from imagenet_db.testing import archives as fixture_archives
 from imagenet_db.testing.archives import ArchiveSpec
 from imagenet_db.testing import photos
 
-pytestmark = pytest.mark.usefixtures("private_index_cache")
 
 
 def test_nul_byte_in_a_list_path_is_an_error_naming_the_line(data, tmp_path):

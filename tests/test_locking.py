@@ -15,7 +15,6 @@ from conftest import (build_record, call, convert_args, db_items, finish, hold_l
                       write_small_archives)
 from imagenet_db.testing.hold import HeldImage, hardlinked_copy
 
-pytestmark = pytest.mark.usefixtures("private_index_cache")
 
 
 def test_second_build_of_a_db_is_refused_while_the_first_runs(data, tmp_path):

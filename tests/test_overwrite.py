@@ -9,13 +9,11 @@ import os
 import shutil
 
 import lmdb
-import pytest
 
 from conftest import call, convert_args, db_items, files_under, one_line_error
 from imagenet_db.cli import create_imagenet_main
 from imagenet_db.protos import Datum
 
-pytestmark = pytest.mark.usefixtures("private_index_cache")
 
 
 def test_overwrite_never_replaces_what_this_tool_did_not_make(data, tmp_path):

@@ -16,7 +16,6 @@ from conftest import (WNIDS, call, files_under, finish, lmdb_entries, one_line_e
 from imagenet_db.testing import archives as fixture_archives
 from imagenet_db.testing.archives import ArchiveSpec
 
-pytestmark = pytest.mark.usefixtures("private_index_cache")
 
 
 @pytest.fixture(scope="module")

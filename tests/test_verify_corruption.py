@@ -11,11 +11,9 @@ import subprocess
 import sys
 
 import plyvel
-import pytest
 
 from conftest import REPO, call, child_env, convert_args, flip, one_line_error
 
-pytestmark = pytest.mark.usefixtures("private_index_cache")
 
 
 VERIFY_MANY = (  # verify many databases in one child process: {path: [exit code, output]}

@@ -8,18 +8,12 @@ import pytest
 
 from conftest import parse_datum, read_lmdb
 from imagenet_db.cli import create_imagenet_main, main
-from imagenet_db.errors import ImagenetDbError
 from imagenet_db.sources import detect, fall11, load_dataset, open_dataset, synset_tars, winter21
 from imagenet_db.testing.whole import (WholeSpec, synset_contents, tar_bytes, write_fall11,
                                        write_synset_tars, write_winter21)
 
 SMALL = WholeSpec(synsets=200)
 CLI = ["--workers=2", "--no-progress", "--no-report"]
-
-
-@pytest.fixture(autouse=True)
-def private_index_cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("IMAGENET_DB_TAR_INDEX_CACHE", str(tmp_path_factory.getbasetemp() / "idx"))
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 
 from imagenet_db.crc import CHECKSUM_FIELD, add_checksum, crc32
-from imagenet_db.engine.files import fsync_dir, remove_path
+from imagenet_db.engine.files import fsync_dir
 from imagenet_db.errors import DatabaseError, ImagenetDbError
 from imagenet_db.imaging.transform import TransformOptions
 from imagenet_db.imaging.decode import decode_image

@@ -11,7 +11,6 @@ Caffe labels are positions in the ASCII-sorted wnid list (never the devkit ID).
 Layouts and their sources: README "Other distributions as SOURCE".
 """
 import csv
-import math
 import io
 import re
 import xml.etree.ElementTree as ET

@@ -43,7 +43,7 @@ def _groups(path: str, members: List[Member], skipped: W.Skipped) -> Dict[str, l
     """{wnid: synset_files} from the nested index (an outer synset tar, then its members
     named '<outer>/<inner>')."""
     groups: Dict[str, list] = {}
-    outer, files = None, []
+    outer, wnid, files = None, "", []  # the synset tar being grouped, its wnid, its members
     for m in members + [Member("", 0, 0)]:  # a sentinel closes the last group
         if outer is not None and m.name.startswith(outer + "/"):
             files.append((m.name[len(outer) + 1:], m.size, m))
