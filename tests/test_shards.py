@@ -181,9 +181,9 @@ def test_resize_reencodes_at_the_asked_size(sample_copy, tmp_path):
 
 
 def test_boxes_of_a_sample_reach_both_formats():
-    """A ShardSample's boxes: the .json keeps them as they are (float32 exactly, label and
+    """A EncodedSample's boxes: the .json keeps them as they are (float32 exactly, label and
     difficult as integers); TFRecord applies TF's rules (clamp, swap, drop no-area boxes)."""
-    from imagenet_db.outputs.shards import ShardSample
+    from imagenet_db.outputs.shards import EncodedSample
     from imagenet_db.outputs.tfrecord import TfRecordOutput, example_features
     from imagenet_db.outputs.webdataset import sample_json
     from imagenet_db.sources.base import Record
@@ -194,20 +194,20 @@ def test_boxes_of_a_sample_reach_both_formats():
                       [-0.5, 0.1, -0.1, 0.3, 3, 0]], np.float32)  # left of the image: dropped
     record = Record(0, "n01440764/n01440764_7.JPEG", 3, None)
     options = {"synsets": ["n0", "n1", "n2", "n01440764"], "words": {}, "label_base": 1}
-    sample = ShardSample(b"\xff\xd8jpeg", None, (3, 30, 40), "n01440764_7", None, (4, 0), boxes)
+    sample = EncodedSample(b"\xff\xd8jpeg", None, (3, 30, 40), "n01440764_7", None, (4, 0), boxes)
     meta = json.loads(sample_json(record, sample, options))
     assert [row[4:] for row in meta["boxes"]] == [[3, 0], [3, 1], [3, 0], [3, 0]]
     assert np.array_equal(np.float32([row[:4] for row in meta["boxes"]]), boxes[:, :4])
     assert meta["boxes"][0][:4] == [0.1, 0.2, 0.5, 0.6]  # the float32's shortest decimal
     rows = TfRecordOutput.format_boxes(boxes)
-    features = example_features(record, ShardSample(b"", None, (3, 30, 40), "k", None,
+    features = example_features(record, EncodedSample(b"", None, (3, 30, 40), "k", None,
                                                     (2, 0), rows), options)
     assert np.allclose(features["image/object/bbox/xmin"], [0.1, 0.7])
     assert np.allclose(features["image/object/bbox/xmax"], [0.5, 0.9])
     assert np.allclose(features["image/object/bbox/ymin"], [0.2, 0.8])
     assert np.allclose(features["image/object/bbox/ymax"], [0.6, 1.0])
     assert features["image/object/bbox/label"] == [3, 3]  # labels already in TF's order
-    none = ShardSample(b"", None, (3, 30, 40), "k")
+    none = EncodedSample(b"", None, (3, 30, 40), "k")
     assert "image/object/bbox/xmin" not in example_features(record, none, options)
     assert "boxes" not in json.loads(sample_json(record, none, options))
 

@@ -25,8 +25,8 @@ format's label order (``ShardFormat.box_labels``) and each annotated record carr
 ``Record.boxes``; a source without them reads nothing more. The worker moves them with the
 image (``imaging.boxes.stored_boxes``, as ``transform_image(..., boxes=...)``: divided by the
 XML's size, then the resize mode's placement), the format applies its own rules
-(``ShardFormat.format_boxes``) and the ``ShardSample`` carries the rows to ``write_sample``.
-A record without an annotation file has no boxes (``ShardSample.box_rows`` None), which is
+(``ShardFormat.format_boxes``) and the ``EncodedSample`` carries the rows to ``write_sample``.
+A record without an annotation file has no boxes (``EncodedSample.box_rows`` None), which is
 not the same as an annotation without object (an empty array). The completion record's
 ``boxes`` counts them (``BOX_COUNTS``); it is absent when no sample had an annotation.
 """
@@ -103,7 +103,7 @@ class ShardResult:
 
 
 @dataclass
-class ShardSample(Encoded):
+class EncodedSample(Encoded):
     """One sample of a sharded output: the ``Encoded`` JPEG (value; pixels None; shape
     (3, height, width); name: the sample key; boxes: (boxes stored, boxes the resize
     dropped) when the record has an annotation, else None) and ``box_rows``: the boxes to
@@ -115,7 +115,7 @@ class ShardSample(Encoded):
     format_dropped: int = 0
 
     def __reduce__(self):
-        return ShardSample, (self.value, self.pixels, self.shape, self.name, self.checksum,
+        return EncodedSample, (self.value, self.pixels, self.shape, self.name, self.checksum,
                              self.boxes, self.box_rows, self.format_dropped)
 
 
@@ -129,7 +129,7 @@ def box_totals(results: Sequence[ShardResult]) -> Dict[str, int]:
     return totals
 
 
-def add_box_counts(counts: Dict[str, int], sample: ShardSample) -> None:
+def add_box_counts(counts: Dict[str, int], sample: EncodedSample) -> None:
     """Count ``sample``'s boxes into ``counts`` ({``BOX_COUNTS`` name: int}); a sample
     without an annotation counts nothing."""
     if sample.box_rows is None:
@@ -291,21 +291,21 @@ class ShardFormat:
 
     @classmethod
     def _sample(cls, record, jpeg: bytes, shape: Tuple[int, int, int],
-                placed: Tuple[Optional[np.ndarray], int]) -> ShardSample:
-        """The ShardSample of a stored JPEG and its boxes ``placed`` ((boxes, dropped by the
+                placed: Tuple[Optional[np.ndarray], int]) -> EncodedSample:
+        """The EncodedSample of a stored JPEG and its boxes ``placed`` ((boxes, dropped by the
         resize) of ``imaging.boxes.stored_boxes``)."""
         boxes, dropped = placed
         if boxes is None:
-            return ShardSample(jpeg, None, shape, sample_key(record.relpath))
+            return EncodedSample(jpeg, None, shape, sample_key(record.relpath))
         rows = cls.format_boxes(boxes)
-        return ShardSample(jpeg, None, shape, sample_key(record.relpath), None,
+        return EncodedSample(jpeg, None, shape, sample_key(record.relpath), None,
                            (len(rows), dropped), rows, len(boxes) - len(rows))
 
     @classmethod
     def encode_file(cls, record, data: bytes, options: TransformOptions):
         """Without a resize: the JPEG to store (``plain_jpeg``) and the record's boxes
         relative to it (``stored_boxes``, as ``transform_image`` places them) as a
-        ShardSample, or a skip reason; with a resize: None (the transform decodes, resizes
+        EncodedSample, or a skip reason; with a resize: None (the transform decodes, resizes
         and moves the boxes)."""
         if options.resizing:
             return None
@@ -320,7 +320,7 @@ class ShardFormat:
     def encode(cls, record, image):
         """The transformed image as a plain JPEG (re-encoded when the transform kept a file
         that is not one, e.g. a small PNG under --only_shrink) with its boxes
-        (``Image.boxes``): a ShardSample (value: the JPEG bytes, shape (3, height, width)),
+        (``Image.boxes``): a EncodedSample (value: the JPEG bytes, shape (3, height, width)),
         or a str saying why the image is skipped."""
         try:
             jpeg, shape = plain_jpeg(image.encoded)
@@ -345,7 +345,7 @@ class ShardFormat:
         raise NotImplementedError
 
     @classmethod
-    def write_sample(cls, out: HashingFile, record, encoded: ShardSample, options: dict) -> str:
+    def write_sample(cls, out: HashingFile, record, encoded: EncodedSample, options: dict) -> str:
         """Append one sample (its boxes: ``encoded.box_rows``) to the shard; returns its
         index line(s)."""
         raise NotImplementedError
@@ -474,7 +474,7 @@ def shard_stages(found: Dataset, out: str, recipe, fmt) -> Tuple[Dataset, List[S
     (read here, once; their counts and odd cases become notes); a split without them reads
     nothing more. The output options carry what the workers need (splits, wnids,
     ``shard_size``, the format's ``recipe_options``); they are recorded and compared on
-    ``--resume``, as is whether boxes were read (``settings['boxes']``, only when they were).
+    ``--resume``, as is whether boxes were read (``settings["read_boxes"]``, only when they were).
     Raises ImagenetDbError for shard settings out of range, BoxError for a malformed
     annotation."""
     shard_size = recipe.option("shard_size", 0) or 0
@@ -493,7 +493,7 @@ def shard_stages(found: Dataset, out: str, recipe, fmt) -> Tuple[Dataset, List[S
     options = {"splits": splits, **options}
     settings = {"seed": recipe.seed, "synsets": len(found.synsets), "format": fmt.name}
     if any(split.boxes is not None for split in found.splits.values()):
-        settings["boxes"] = True
+        settings["read_boxes"] = True
     return replace(found, notes=found.notes + notes), [
         Stage(fmt.name, os.path.join(out, fmt.name), fmt.name, records, settings, options)]
 

@@ -70,7 +70,7 @@ def tf_boxes(rows: np.ndarray) -> dict:
 
 def example_features(record, encoded, options: dict) -> dict:
     """The Example features of one record (module docstring); ``encoded``: a
-    ``shards.ShardSample`` (its ``box_rows``, TF's rules already applied)."""
+    ``shards.EncodedSample`` (its ``box_rows``, TF's rules already applied)."""
     wnid = options["synsets"][record.label]
     words = options.get("words") or {}
     features = {

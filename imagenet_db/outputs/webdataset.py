@@ -54,7 +54,7 @@ def json_boxes(rows) -> list:
 
 def sample_json(record, encoded, options: dict) -> bytes:
     """The ``<key>.json`` member of a sample (see the module docstring); ``encoded``: a
-    ``shards.ShardSample`` (its ``box_rows``)."""
+    ``shards.EncodedSample`` (its ``box_rows``)."""
     shape = encoded.shape
     meta = {"wnid": options["synsets"][record.label], "label": record.label,
             "relpath": record.relpath, "width": shape[2], "height": shape[1]}
