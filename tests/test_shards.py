@@ -537,16 +537,26 @@ def test_sigint_stops_after_the_running_shards_then_resume(sample_copy, tmp_path
     assert tree_files(out / "webdataset") == tree_files(reference)
 
 
+def tar_members(data: bytes) -> dict:
+    """{member name: bytes, or the parsed JSON of a .json member} of a tar file's bytes."""
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        members = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
+    return {n: json.loads(d) if n.endswith(".json") else d for n, d in members.items()}
+
+
 def test_every_distribution_gives_the_same_shards(tmp_path, monkeypatch):
-    """The 2012 archive triple, ILSVRC2015 CLS-LOC's .tar.gz and Kaggle's zip, all read in
-    place, and the extracted tree: identical WebDataset shards (the byte plan included: each
-    source sizes its members without reading them)."""
+    """The 2012 archive triple (with its bbox archives), ILSVRC2015 CLS-LOC's .tar.gz and
+    Kaggle's zip, all read in place, and the extracted tree: identical WebDataset shards (the
+    byte plan included: each source sizes its members without reading them), boxes included;
+    the tree has no annotation files, so its .json members have no boxes."""
     from imagenet_db.testing import clsloc
     from imagenet_db.testing.archives import ArchiveSpec
+    from imagenet_db.testing.boxes import write_bbox_archives
 
     monkeypatch.setenv("IMAGENET_DB_TAR_INDEX_CACHE", str(tmp_path / "idx"))
     base = clsloc.write_base(tmp_path / "b", ArchiveSpec(["n01440764", "n01751748", "n02119789"],
                                                          train_per_class=4, val_count=8, seed=2))
+    write_bbox_archives(base)
     clsloc.write_ilsvrc2015(tmp_path / "c", base)
     clsloc.write_kaggle(tmp_path / "k", base)
     sources = {"2012": Path(base["tree"]).parent / "ilsvrc2012", "tree": base["tree"],
@@ -557,5 +567,18 @@ def test_every_distribution_gives_the_same_shards(tmp_path, monkeypatch):
                     "--shard_bytes", "150000")
         built[name] = {n: d for n, d in tree_files(out).items() if n != "imagenet_db.json"}
     assert len(built["2012"]) > 8
-    for name in ("tree", "2015", "kaggle"):
+    for name in ("2015", "kaggle"):  # the same boxes too (bbox archives, XMLs, XMLs + CSVs)
         assert built[name] == built["2012"], name
+    # the extracted tree has no annotation files: the same shards but for the .json boxes
+    assert sorted(built["tree"]) == sorted(built["2012"])
+    with_boxes = 0
+    for name, data in built["tree"].items():
+        if name.endswith(".tar"):
+            boxed = tar_members(built["2012"][name])
+            unboxed = {n: {k: v for k, v in m.items() if k != "boxes"} if n.endswith(".json")
+                       else m for n, m in boxed.items()}
+            assert tar_members(data) == unboxed, name
+            with_boxes += unboxed != boxed
+        elif not name.endswith(".idx"):
+            assert data == built["2012"][name], name
+    assert with_boxes > 3
