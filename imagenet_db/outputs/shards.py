@@ -116,7 +116,7 @@ class EncodedSample(Encoded):
 
     def __reduce__(self):
         return EncodedSample, (self.value, self.pixels, self.shape, self.name, self.checksum,
-                             self.boxes, self.box_rows, self.format_dropped)
+                               self.boxes, self.box_rows, self.format_dropped)
 
 
 def box_totals(results: Sequence[ShardResult]) -> Dict[str, int]:
@@ -299,12 +299,12 @@ class ShardFormat:
             return EncodedSample(jpeg, None, shape, sample_key(record.relpath))
         rows = cls.format_boxes(boxes)
         return EncodedSample(jpeg, None, shape, sample_key(record.relpath), None,
-                           (len(rows), dropped), rows, len(boxes) - len(rows))
+                             (len(rows), dropped), rows, len(boxes) - len(rows))
 
     @classmethod
     def encode_file(cls, record, data: bytes, options: TransformOptions):
         """Without a resize: the JPEG to store (``plain_jpeg``) and the record's boxes
-        relative to it (``stored_boxes``, as ``transform_image`` places them) as a
+        relative to it (``stored_boxes``, as ``transform_image`` places them) as an
         EncodedSample, or a skip reason; with a resize: None (the transform decodes, resizes
         and moves the boxes)."""
         if options.resizing:
@@ -320,7 +320,7 @@ class ShardFormat:
     def encode(cls, record, image):
         """The transformed image as a plain JPEG (re-encoded when the transform kept a file
         that is not one, e.g. a small PNG under --only_shrink) with its boxes
-        (``Image.boxes``): a EncodedSample (value: the JPEG bytes, shape (3, height, width)),
+        (``Image.boxes``): an EncodedSample (value: the JPEG bytes, shape (3, height, width)),
         or a str saying why the image is skipped."""
         try:
             jpeg, shape = plain_jpeg(image.encoded)
