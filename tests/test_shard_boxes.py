@@ -4,7 +4,12 @@ AnnotatedDatum LMDB's (read with lmdb + protobuf) without a resize and under the
 and TensorFlow parses TF's clamped, swapped boxes (degenerate ones dropped) from the
 TFRecords; a source without box files gives shards without boxes."""
 import json
+import os
+import resource
+import signal
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +38,7 @@ def base(tmp_path_factory):
 
 
 def build(source, out, fmt, *extra) -> Path:
-    sizes = ["--shard_size", "5"] if fmt in SHARDS else []
+    sizes = ["--shard_size", "5"] if fmt in SHARDS and "--shard_size" not in extra else []
     assert create_imagenet_main([str(source), str(out), "--format", fmt, *ARGS, *sizes,
                                  *extra]) == 0
     return Path(out)
@@ -221,3 +226,39 @@ def test_a_source_without_box_files_gives_shards_without_boxes(base, tmp_path):
         record = manifest(out, fmt)
         assert "boxes" not in record and "read_boxes" not in record
     assert not any("boxes" in s["json"] for s in wds_samples(tmp_path / "webdataset"))
+
+
+def _fsize_limit(limit):
+    def apply():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG instead
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return apply
+
+
+def test_an_interrupted_build_resumes_to_the_same_shards_and_box_counts(plain, tmp_path):
+    """A file-size limit stops the build at a large shard (a real process, a real failed
+    write); --resume rebuilds the rest: the same shards as the uninterrupted build, and the
+    box counts of the shards the first run finished come back from the shard log."""
+    source = plain[0]
+    clean = build(source, tmp_path / "clean", "webdataset", "--shard_size", "2")
+    shards = manifest(clean, "webdataset")["shards"]
+    sizes = [shard["bytes"] for shard in shards]
+    assert max(sizes[1:]) > sizes[0]  # the limit lets the first shard through, not all
+    out = tmp_path / "out"
+    code = ("import sys; from imagenet_db.cli import create_imagenet_main as main; "
+            "sys.exit(main(sys.argv[1:]))")
+    args = [sys.executable, "-c", code, str(source), str(out), "--format", "webdataset",
+            "--progress=false", "--workers", "1", "--shard_size", "2"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    first = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300,
+                           preexec_fn=_fsize_limit(sizes[0]))
+    assert first.returncode == 1, first.stderr
+    log = (out / "webdataset.partial" / "imagenet_db.shards.log").read_text().splitlines()
+    assert 0 < len(log) < len(shards) and any("boxes" in json.loads(line) for line in log)
+    second = subprocess.run(args + ["--resume"], env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert second.returncode == 0, second.stderr
+    for shard in shards:
+        assert (out / "webdataset" / shard["name"]).read_bytes() == \
+            (clean / "webdataset" / shard["name"]).read_bytes(), shard["name"]
+    assert manifest(out, "webdataset")["boxes"] == manifest(clean, "webdataset")["boxes"]
