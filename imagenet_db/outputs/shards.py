@@ -255,7 +255,7 @@ class ShardFormat:
     description = ""
     shard_reader = ""
     datum_database = False  # outputs.backends(): not a --backend
-    stores_boxes = False  # no BoxCount observer: no record passes through the client
+    stores_boxes = False  # no BoxCount observer (none sees the records): ShardResult.boxes
     format_spec: FormatSpec
 
     @classmethod

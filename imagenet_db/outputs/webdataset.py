@@ -48,8 +48,9 @@ def json_boxes(rows) -> list:
     """(N, 6) float32 boxes as JSON lists ``[xmin, ymin, xmax, ymax, label, difficult]``:
     coordinates as the shortest decimal that reads back as the same float32 (numpy's
     ``str``), label and difficult as integers."""
-    return [[float(str(np.float32(v))) for v in row[:4]] + [int(row[4]), int(row[5])]
-            for row in rows]
+    coords = [float(str(v)) for v in np.asarray(rows, np.float32)[:, :4].ravel()]
+    return [coords[4 * i:4 * i + 4] + [int(label), int(difficult)]
+            for i, (label, difficult) in enumerate(np.asarray(rows)[:, 4:].tolist())]
 
 
 def sample_json(record, encoded, options: dict) -> bytes:
