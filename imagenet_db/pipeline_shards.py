@@ -8,7 +8,8 @@ wrapping ``pipeline.RecordJob``) run by a local worker thread or a Dask worker, 
 the shard and its index and returns a small ``ShardResult``. Here the results are logged
 (``imagenet_db.shards.log``, for ``--resume``) in shard order; at the end the format writes its
 side files (``_info.json``), then the completion record lists every shard (name, split, count,
-SHA-256, bytes, index) and the build is renamed into place.
+SHA-256, bytes, index), and the box counts summed over the shards (``boxes``, when the
+SOURCE had annotations), and the build is renamed into place.
 
 On a Dask cluster the output folder must be a path every worker and this client can see (a
 shared filesystem), as the SOURCE already must be. Ctrl-C/SIGTERM stops after the running
@@ -30,8 +31,8 @@ from imagenet_db.engine.lock import OutputLock, lock_path_for
 from imagenet_db.errors import BuildInterrupted, DatabaseError, SkippedImageError
 from imagenet_db.imaging.transform import TransformOptions
 from imagenet_db.outputs import output_class
-from imagenet_db.outputs.shards import (ShardJob, ShardLog, ShardResult, check_keys,
-                                        read_shard_log, remove_temporaries)
+from imagenet_db.outputs.shards import (ShardJob, ShardLog, ShardResult, box_totals,
+                                        check_keys, read_shard_log, remove_temporaries)
 from imagenet_db.pipeline import ConvertSummary, Recorded, RecordJob, output_path, plan_build
 
 SKIPPED_NAME = B.SKIP_LOG_NAME  # index TAB relpath TAB reason, kept in the finished output
@@ -87,9 +88,13 @@ def _publish(build_dir: str, db_path: str, fmt, specs, done: dict, identity: dic
     for spec, result in zip(specs, results):
         shards.append({**result.to_json(), "index": spec.index_name})
         del shards[-1]["skipped"]
+        shards[-1].pop("boxes", None)
     manifest = {**identity, "complete": True, "format": fmt.name,
                 "entries": sum(r.count for r in results), "skipped": len(skipped),
                 "shards": shards}
+    boxes = box_totals(results)
+    if boxes:
+        manifest["boxes"] = boxes
     try:
         manifest.update(fmt.finish(build_dir, results, options))
         if skipped:
@@ -164,5 +169,8 @@ def _build(records, db_path, fmt, transform, build, identity, options) -> Conver
                                f"finished in {build_dir}; {B.RESUME_HINT}", stop.signum)
     summary.results["shards"] = _publish(build_dir, db_path, fmt, specs, done, identity,
                                          options)
+    boxes = box_totals(summary.results["shards"])
+    if boxes:
+        summary.results["boxes"] = boxes
     summary.seconds = time.perf_counter() - start
     return summary

@@ -55,6 +55,7 @@ def test_no_object_and_no_size():
     (b"<annotation><object>", "not a readable XML"),
     (_xml(_obj("n02119789", "1e", 2, 3, 4)), "bndbox/xmin '1e' is not a number"),
     (_xml(_obj("n02119789", "\u0661", 2, 3, 4)), "is not a number"),  # Arabic-Indic digit one
+    (_xml(_obj("n02119789", 1, 2, "1e999", 4)), "bndbox/xmax '1e999' is not a finite number"),
     (_xml("<object><name>n02119789</name></object>"), "has no bndbox"),
 ])
 def test_bad_xml_is_one_line_naming_the_file(data, says):

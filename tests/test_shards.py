@@ -180,38 +180,36 @@ def test_resize_reencodes_at_the_asked_size(sample_copy, tmp_path):
         assert (sample["json"]["width"], sample["json"]["height"]) == (64, 48)
 
 
-def test_boxes_hook_reaches_both_formats(tmp_path):
-    from dataclasses import dataclass
-
-    from imagenet_db.outputs.base import Encoded
-    from imagenet_db.outputs.shards import HashingFile
-    from imagenet_db.outputs.tfrecord import example_features
-    from imagenet_db.outputs.webdataset import WebDatasetOutput, sample_json
+def test_boxes_of_a_sample_reach_both_formats():
+    """A EncodedSample's boxes: the .json keeps them as they are (float32 exactly, label and
+    difficult as integers); TFRecord applies TF's rules (clamp, swap, drop no-area boxes)."""
+    from imagenet_db.outputs.shards import EncodedSample
+    from imagenet_db.outputs.tfrecord import TfRecordOutput, example_features
+    from imagenet_db.outputs.webdataset import sample_json
     from imagenet_db.sources.base import Record
-
-    @dataclass(frozen=True)
-    class BoxedRecord(Record):
-        boxes: object = None
 
     boxes = np.array([[0.1, 0.2, 0.5, 0.6, 3, 0],      # kept
                       [0.9, 0.8, 0.7, 1.3, 3, 1],      # reversed x, ymax past 1: swap, clamp
-                      [0.4, 0.4, 0.4, 0.9, 3, 0]], np.float32)  # zero width: dropped by TF
-    record = BoxedRecord(0, "n01440764/n01440764_7.JPEG", 3, None, boxes)
-    encoded = Encoded(b"\xff\xd8jpeg", None, (3, 30, 40), "n01440764_7")
+                      [0.4, 0.4, 0.4, 0.9, 3, 0],      # zero width: dropped by TF
+                      [-0.5, 0.1, -0.1, 0.3, 3, 0]], np.float32)  # left of the image: dropped
+    record = Record(0, "n01440764/n01440764_7.JPEG", 3, None)
     options = {"synsets": ["n0", "n1", "n2", "n01440764"], "words": {}, "label_base": 1}
-    meta = json.loads(sample_json(record, encoded, options))
-    assert np.allclose(meta["boxes"], boxes, atol=1e-6)
-    features = example_features(record, encoded, options)
+    sample = EncodedSample(b"\xff\xd8jpeg", None, (3, 30, 40), "n01440764_7", None, (4, 0), boxes)
+    meta = json.loads(sample_json(record, sample, options))
+    assert [row[4:] for row in meta["boxes"]] == [[3, 0], [3, 1], [3, 0], [3, 0]]
+    assert np.array_equal(np.float32([row[:4] for row in meta["boxes"]]), boxes[:, :4])
+    assert meta["boxes"][0][:4] == [0.1, 0.2, 0.5, 0.6]  # the float32's shortest decimal
+    rows = TfRecordOutput.format_boxes(boxes)
+    features = example_features(record, EncodedSample(b"", None, (3, 30, 40), "k", None,
+                                                    (2, 0), rows), options)
     assert np.allclose(features["image/object/bbox/xmin"], [0.1, 0.7])
     assert np.allclose(features["image/object/bbox/xmax"], [0.5, 0.9])
     assert np.allclose(features["image/object/bbox/ymin"], [0.2, 0.8])
     assert np.allclose(features["image/object/bbox/ymax"], [0.6, 1.0])
-    assert features["image/object/bbox/label"] == [4, 4]
-    out = HashingFile(str(tmp_path / "x.tar"))
-    WebDatasetOutput.write_sample(out, record, encoded, options)
-    out.sync_close()
-    assert "image/object/bbox/xmin" not in example_features(
-        Record(0, "a/b.JPEG", 3, None), encoded, options)
+    assert features["image/object/bbox/label"] == [3, 3]  # labels already in TF's order
+    none = EncodedSample(b"", None, (3, 30, 40), "k")
+    assert "image/object/bbox/xmin" not in example_features(record, none, options)
+    assert "boxes" not in json.loads(sample_json(record, none, options))
 
 
 # ------------------------------------------------------------------ tfrecord
@@ -539,16 +537,26 @@ def test_sigint_stops_after_the_running_shards_then_resume(sample_copy, tmp_path
     assert tree_files(out / "webdataset") == tree_files(reference)
 
 
+def tar_members(data: bytes) -> dict:
+    """{member name: bytes, or the parsed JSON of a .json member} of a tar file's bytes."""
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        members = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
+    return {n: json.loads(d) if n.endswith(".json") else d for n, d in members.items()}
+
+
 def test_every_distribution_gives_the_same_shards(tmp_path, monkeypatch):
-    """The 2012 archive triple, ILSVRC2015 CLS-LOC's .tar.gz and Kaggle's zip, all read in
-    place, and the extracted tree: identical WebDataset shards (the byte plan included: each
-    source sizes its members without reading them)."""
+    """The 2012 archive triple (with its bbox archives), ILSVRC2015 CLS-LOC's .tar.gz and
+    Kaggle's zip, all read in place, and the extracted tree: identical WebDataset shards (the
+    byte plan included: each source sizes its members without reading them), boxes included;
+    the tree has no annotation files, so its .json members have no boxes."""
     from imagenet_db.testing import clsloc
     from imagenet_db.testing.archives import ArchiveSpec
+    from imagenet_db.testing.boxes import write_bbox_archives
 
     monkeypatch.setenv("IMAGENET_DB_TAR_INDEX_CACHE", str(tmp_path / "idx"))
     base = clsloc.write_base(tmp_path / "b", ArchiveSpec(["n01440764", "n01751748", "n02119789"],
                                                          train_per_class=4, val_count=8, seed=2))
+    write_bbox_archives(base)
     clsloc.write_ilsvrc2015(tmp_path / "c", base)
     clsloc.write_kaggle(tmp_path / "k", base)
     sources = {"2012": Path(base["tree"]).parent / "ilsvrc2012", "tree": base["tree"],
@@ -559,5 +567,18 @@ def test_every_distribution_gives_the_same_shards(tmp_path, monkeypatch):
                     "--shard_bytes", "150000")
         built[name] = {n: d for n, d in tree_files(out).items() if n != "imagenet_db.json"}
     assert len(built["2012"]) > 8
-    for name in ("tree", "2015", "kaggle"):
+    for name in ("2015", "kaggle"):  # the same boxes too (bbox archives, XMLs, XMLs + CSVs)
         assert built[name] == built["2012"], name
+    # the extracted tree has no annotation files: the same shards but for the .json boxes
+    assert sorted(built["tree"]) == sorted(built["2012"])
+    with_boxes = 0
+    for name, data in built["tree"].items():
+        if name.endswith(".tar"):
+            boxed = tar_members(built["2012"][name])
+            unboxed = {n: {k: v for k, v in m.items() if k != "boxes"} if n.endswith(".json")
+                       else m for n, m in boxed.items()}
+            assert tar_members(data) == unboxed, name
+            with_boxes += unboxed != boxed
+        elif not name.endswith(".idx"):
+            assert data == built["2012"][name], name
+    assert with_boxes > 3

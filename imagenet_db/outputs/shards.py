@@ -18,15 +18,23 @@ flags (``SHARD_SIZE`` and its own). A finished output is read back, and verified
 ``readers.shardreaders`` through the format's ``shard_reader``. Stored images are JPEG (``plain_jpeg``): a JPEG file (gray or colour, not
 CMYK) keeps its bytes when no resize applies; a PNG, CMYK JPEG or other file is decoded and
 re-encoded as colour JPEG (as TensorFlow's build_imagenet_data.py converts them), at
-``--encode_quality`` (0 = OpenCV's 95). Boxes: a record may carry ``boxes``, an (N, 6) float32
-array ``xmin, ymin, xmax, ymax, label, difficult`` in coordinates normalized to [0, 1]
-(``record_boxes``); the formats store them when present.
+``--encode_quality`` (0 = OpenCV's 95).
+
+Boxes (issue 21): when the SOURCE has annotation files, ``shard_stages`` asks for them in the
+format's label order (``ShardFormat.box_labels``) and each annotated record carries its
+``Record.boxes``; a source without them reads nothing more. The worker moves them with the
+image (``imaging.boxes.stored_boxes``, as ``transform_image(..., boxes=...)``: divided by the
+XML's size, then the resize mode's placement), the format applies its own rules
+(``ShardFormat.format_boxes``) and the ``EncodedSample`` carries the rows to ``write_sample``.
+A record without an annotation file has no boxes (``EncodedSample.box_rows`` None), which is
+not the same as an annotation without object (an empty array). The completion record's
+``boxes`` counts them (``BOX_COUNTS``); it is absent when no sample had an annotation.
 """
 import hashlib
 import json
 import os
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import cv2
@@ -34,16 +42,20 @@ import numpy as np
 
 from imagenet_db.engine.files import fsync_dir, write_file_atomic
 from imagenet_db.errors import DatabaseError, ImagenetDbError
+from imagenet_db.imaging.boxes import stored_boxes
 from imagenet_db.imaging.headers import _jpeg_frame, sniff_format
 from imagenet_db.imaging.transform import TransformOptions
 from imagenet_db.outputs.base import Encoded
 from imagenet_db.outputs.spec import FormatOption, FormatSpec, Stage
-from imagenet_db.sources.base import Dataset, Record, shuffled
+from imagenet_db.sources.base import Dataset, Record
 
 SHARD_LOG = "imagenet_db.shards.log"
 DEFAULT_SHARD_SIZE = 1000
 DEFAULT_SHARD_BYTES = 10 ** 9  # 1 GB
 DEFAULT_QUALITY = 95  # OpenCV's default JPEG quality (--encode_quality 0)
+# the completion record's ``boxes``: samples with an annotation, those with a box stored,
+# boxes stored, boxes the resize cut off, boxes the format's rules left out (TF: degenerate)
+BOX_COUNTS = ("images", "with_boxes", "boxes", "dropped_by_resize", "dropped_by_format")
 
 
 class ShardSpec(NamedTuple):
@@ -61,26 +73,71 @@ class ShardSpec(NamedTuple):
 @dataclass
 class ShardResult:
     """What a worker hands back for a finished shard: name, split, samples written (count),
-    SHA-256 (hex) and size in bytes of the file, and the skipped records as (index, relpath,
-    reason)."""
+    SHA-256 (hex) and size in bytes of the file, the skipped records as (index, relpath,
+    reason), and the box counts ({``BOX_COUNTS`` name: int}; empty when no sample of the
+    shard had an annotation)."""
     name: str
     split: str
     count: int
     sha256: str
     size: int
     skipped: List[Tuple[int, str, str]] = field(default_factory=list)
+    boxes: Dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> dict:
-        """The result as the shard log and the completion record keep it."""
-        return {"name": self.name, "split": self.split, "count": self.count,
-                "sha256": self.sha256, "bytes": self.size,
-                "skipped": [list(skip) for skip in self.skipped]}
+        """The result as the shard log keeps it (``boxes`` only when counted)."""
+        obj = {"name": self.name, "split": self.split, "count": self.count,
+               "sha256": self.sha256, "bytes": self.size,
+               "skipped": [list(skip) for skip in self.skipped]}
+        if self.boxes:
+            obj["boxes"] = dict(self.boxes)
+        return obj
 
     @classmethod
     def from_json(cls, obj: dict) -> "ShardResult":
         """The inverse of to_json."""
         return cls(obj["name"], obj["split"], int(obj["count"]), obj["sha256"],
-                   int(obj["bytes"]), [tuple(skip) for skip in obj.get("skipped", [])])
+                   int(obj["bytes"]), [tuple(skip) for skip in obj.get("skipped", [])],
+                   {name: int(obj["boxes"][name]) for name in BOX_COUNTS}
+                   if obj.get("boxes") else {})
+
+
+@dataclass
+class EncodedSample(Encoded):
+    """One sample of a sharded output: the ``Encoded`` JPEG (value; pixels None; shape
+    (3, height, width); name: the sample key; boxes: (boxes stored, boxes the resize
+    dropped) when the record has an annotation, else None) and ``box_rows``: the boxes to
+    store, (N, 6) float32 [xmin, ymin, xmax, ymax, label, difficult], coordinates relative to
+    the stored image, label in the format's order, after the format's rules
+    (``ShardFormat.format_boxes``); None when the record has no annotation.
+    ``format_dropped``: boxes those rules left out."""
+    box_rows: Optional[np.ndarray] = None
+    format_dropped: int = 0
+
+    def __reduce__(self):
+        return EncodedSample, (self.value, self.pixels, self.shape, self.name, self.checksum,
+                               self.boxes, self.box_rows, self.format_dropped)
+
+
+def box_totals(results: Sequence[ShardResult]) -> Dict[str, int]:
+    """The box counts of the whole output ({``BOX_COUNTS`` name: int}, the shards' summed),
+    or {} when no sample had an annotation."""
+    totals: Dict[str, int] = {}
+    for result in results:
+        for name, value in result.boxes.items():
+            totals[name] = totals.get(name, 0) + value
+    return totals
+
+
+def add_box_counts(counts: Dict[str, int], sample: EncodedSample) -> None:
+    """Count ``sample``'s boxes into ``counts`` ({``BOX_COUNTS`` name: int}); a sample
+    without an annotation counts nothing."""
+    if sample.box_rows is None:
+        return
+    stored = len(sample.box_rows)
+    for name, value in zip(BOX_COUNTS, (1, int(stored > 0), stored, sample.boxes[1],
+                                        sample.format_dropped)):
+        counts[name] = counts.get(name, 0) + value
 
 
 def sample_key(relpath: str) -> str:
@@ -106,14 +163,6 @@ def check_keys(records: Sequence, splits: Sequence[Tuple[str, int]]) -> None:
                                     f"same key {key!r}")
             seen[key] = record.relpath
         start += count
-
-
-def record_boxes(record) -> Optional[np.ndarray]:
-    """The record's boxes: an (N, 6) float32 array ``xmin, ymin, xmax, ymax, label,
-    difficult`` normalized to [0, 1] (issue 21's sources set ``record.boxes``), or None when
-    the source knows none."""
-    boxes = getattr(record, "boxes", None)
-    return None if boxes is None else np.asarray(boxes, np.float32).reshape(-1, 6)
 
 
 def plain_jpeg(data: bytes, quality: int = 0) -> Tuple[bytes, Tuple[int, int, int]]:
@@ -206,7 +255,7 @@ class ShardFormat:
     description = ""
     shard_reader = ""
     datum_database = False  # outputs.backends(): not a --backend
-    stores_boxes = False  # no BoxCount observer: no record passes through the client
+    stores_boxes = False  # no BoxCount observer (none sees the records): ShardResult.boxes
     format_spec: FormatSpec
 
     @classmethod
@@ -229,27 +278,55 @@ class ShardFormat:
         return None
 
     @classmethod
+    def box_labels(cls, synsets: Sequence[str], options: dict) -> Dict[str, int]:
+        """wnid -> the label its boxes carry: the sample's own label (Caffe's, the position
+        in ``synsets``); a format that writes labels otherwise overrides it."""
+        return {wnid: label for label, wnid in enumerate(synsets)}
+
+    @classmethod
+    def format_boxes(cls, boxes: np.ndarray) -> np.ndarray:
+        """The boxes the format stores of (N, 6) float32 boxes on the stored image: all of
+        them, as they are (a format with its own rules, e.g. TFRecord's, overrides it)."""
+        return boxes
+
+    @classmethod
+    def _sample(cls, record, jpeg: bytes, shape: Tuple[int, int, int],
+                placed: Tuple[Optional[np.ndarray], int]) -> EncodedSample:
+        """The EncodedSample of a stored JPEG and its boxes ``placed`` ((boxes, dropped by the
+        resize) of ``imaging.boxes.stored_boxes``)."""
+        boxes, dropped = placed
+        if boxes is None:
+            return EncodedSample(jpeg, None, shape, sample_key(record.relpath))
+        rows = cls.format_boxes(boxes)
+        return EncodedSample(jpeg, None, shape, sample_key(record.relpath), None,
+                             (len(rows), dropped), rows, len(boxes) - len(rows))
+
+    @classmethod
     def encode_file(cls, record, data: bytes, options: TransformOptions):
-        """Without a resize: the JPEG to store (``plain_jpeg``) as an Encoded, or a skip reason;
-        with one: None (the transform decodes and resizes)."""
+        """Without a resize: the JPEG to store (``plain_jpeg``) and the record's boxes
+        relative to it (``stored_boxes``, as ``transform_image`` places them) as an
+        EncodedSample, or a skip reason; with a resize: None (the transform decodes, resizes
+        and moves the boxes)."""
         if options.resizing:
             return None
         try:
             jpeg, shape = plain_jpeg(data, options.encode_quality)
         except ImagenetDbError as exc:
             return str(exc)
-        return Encoded(jpeg, None, shape, sample_key(record.relpath))
+        return cls._sample(record, jpeg, shape,
+                           stored_boxes(record.boxes, shape[2], shape[1], options))
 
     @classmethod
     def encode(cls, record, image):
         """The transformed image as a plain JPEG (re-encoded when the transform kept a file
-        that is not one, e.g. a small PNG under --only_shrink): an Encoded (value: the JPEG
-        bytes, shape (3, height, width)), or a str saying why the image is skipped."""
+        that is not one, e.g. a small PNG under --only_shrink) with its boxes
+        (``Image.boxes``): an EncodedSample (value: the JPEG bytes, shape (3, height, width)),
+        or a str saying why the image is skipped."""
         try:
             jpeg, shape = plain_jpeg(image.encoded)
         except ImagenetDbError as exc:
             return str(exc)
-        return Encoded(jpeg, None, shape, sample_key(record.relpath))
+        return cls._sample(record, jpeg, shape, (image.boxes, image.dropped_boxes))
 
     @classmethod
     def detect(cls, path: str) -> bool:
@@ -268,8 +345,9 @@ class ShardFormat:
         raise NotImplementedError
 
     @classmethod
-    def write_sample(cls, out: HashingFile, record, encoded: Encoded, options: dict) -> str:
-        """Append one sample to the shard; returns its index line(s)."""
+    def write_sample(cls, out: HashingFile, record, encoded: EncodedSample, options: dict) -> str:
+        """Append one sample (its boxes: ``encoded.box_rows``) to the shard; returns its
+        index line(s)."""
         raise NotImplementedError
 
     @classmethod
@@ -305,11 +383,12 @@ class ShardJob:
         final = os.path.join(self.folder, spec.name)
         out = HashingFile(f"{final}.tmp-{uuid.uuid4().hex}")
         try:
-            lines, skipped = [], []
+            lines, skipped, boxes = [], [], {}
             for record in records:
                 result = self.record_job(record)
                 if isinstance(result, Encoded):
                     lines.append(self.fmt.write_sample(out, record, result, self.options))
+                    add_box_counts(boxes, result)
                 else:
                     skipped.append((record.index, record.relpath, " ".join(str(result).split())))
             self.fmt.end_shard(out)
@@ -327,7 +406,7 @@ class ShardJob:
                 os.remove(out.path)
             raise
         return ShardResult(spec.name, spec.split, len(lines), out.sha256.hexdigest(),
-                           out.offset, skipped)
+                           out.offset, skipped, boxes)
 
 
 def read_shard_log(folder: str) -> Dict[str, ShardResult]:
@@ -390,26 +469,33 @@ def shard_stages(found: Dataset, out: str, recipe, fmt) -> Tuple[Dataset, List[S
     """The one stage of the sharded format class ``fmt`` (``OUTDIR/<fmt.name>``): the
     training images shuffled with ``recipe.seed`` (blake2b order, ``sources.base.shuffled``,
     as the caffe format), then the validation images in file order; labels are Caffe's (wnids
-    in ASCII order; TFRecord adds its label base when writing). The output options carry what
-    the workers need (splits, wnids, ``shard_size``, the format's ``recipe_options``); they are
-    recorded and compared on ``--resume``. Raises ImagenetDbError for shard settings out of
-    range."""
+    in ASCII order; TFRecord adds its label base when writing). Annotated records carry their
+    boxes (``Record.boxes``, labels ``fmt.box_labels``) when the split has annotation files
+    (read here, once; their counts and odd cases become notes); a split without them reads
+    nothing more. The output options carry what the workers need (splits, wnids,
+    ``shard_size``, the format's ``recipe_options``); they are recorded and compared on
+    ``--resume``, as is whether boxes were read (``settings["read_boxes"]``, only when they were).
+    Raises ImagenetDbError for shard settings out of range, BoxError for a malformed
+    annotation."""
     shard_size = recipe.option("shard_size", 0) or 0
     if shard_size < 0:
         raise ImagenetDbError("--shard_size must be >= 0")
-    records: List[Record] = []
-    splits = []
-    for name, split in found.splits.items():
-        order = shuffled(split.entries, recipe.seed) if name == "train" else split.entries
-        start = len(records)
-        records += [Record(start + i, relpath, label, split.loader(relpath))
-                    for i, (relpath, label) in enumerate(order)]
-        splits.append((name, len(order)))
-    options = {"splits": splits, "synsets": list(found.synsets), "shard_size": shard_size}
+    options = {"synsets": list(found.synsets), "shard_size": shard_size}
     options.update(fmt.recipe_options(found, recipe))
+    box_labels = fmt.box_labels(found.synsets, options)
+    records: List[Record] = []
+    splits, notes = [], []
+    for name, split in found.splits.items():
+        records += split.records(name == "train", recipe.seed, box_labels, len(records))
+        splits.append((name, len(split.entries)))
+        if split.boxes is not None:
+            notes += split.boxes.counts.notes(name)
+    options = {"splits": splits, **options}
     settings = {"seed": recipe.seed, "synsets": len(found.synsets), "format": fmt.name}
-    return found, [Stage(fmt.name, os.path.join(out, fmt.name), fmt.name, records, settings,
-                         options)]
+    if any(split.boxes is not None for split in found.splits.values()):
+        settings["read_boxes"] = True
+    return replace(found, notes=found.notes + notes), [
+        Stage(fmt.name, os.path.join(out, fmt.name), fmt.name, records, settings, options)]
 
 
 def shard_format_spec(fmt, summary: str, options: Tuple[FormatOption, ...]) -> FormatSpec:

@@ -11,9 +11,13 @@ Each record is a ``tf.train.Example`` (``outputs.example_proto``) with TF's feat
 ``image/encoded`` (JPEG bytes, ``shards.plain_jpeg``: PNG and CMYK files become RGB JPEG, as
 TF's script converts them), ``image/format`` = ``JPEG``, ``image/colorspace`` = ``RGB``,
 ``image/channels`` = 3, ``image/height``, ``image/width``, ``image/filename`` (basename),
-``image/class/label``, ``image/class/synset``, ``image/class/text``, and, when the record
-carries boxes, ``image/object/bbox/{xmin,xmax,ymin,ymax}`` (floats, relative, min/max swapped
-when reversed, clamped to [0, 1], degenerate boxes dropped) and ``image/object/bbox/label``.
+``image/class/label``, ``image/class/synset``, ``image/class/text``, and, when the image has
+an annotation file (``shards``: the boxes on the stored image), ``image/object/bbox/{xmin,xmax,
+ymin,ymax}`` (float lists, relative, as build_imagenet_data.py with process_bounding_boxes.py:
+min/max swapped when reversed, clamped to [0, 1], boxes with no area left dropped and counted
+in the completion record's ``boxes.dropped_by_format``) and ``image/object/bbox/label`` (int64
+list: the box's wnid's label with the label base below; empty lists for an annotation without
+object).
 
 Labels: TF's convention by default: 1..1000 in the wnids' ASCII order, 0 left for background
 (slim's 1,001 classes; ``label_base`` 1). ``label_base`` 0 gives Caffe's 0..999 (the off-by-one
@@ -26,14 +30,13 @@ framing) of shard NAME is ``idx/NAME.idx`` (a subfolder, so that a ``train-*`` g
 only shards).
 """
 import math
-from typing import List, Sequence
+from typing import Dict, List, Sequence
 
 import numpy as np
 
 from imagenet_db.errors import ImagenetDbError
 from imagenet_db.outputs.example_proto import example_bytes
-from imagenet_db.outputs.shards import (HashingFile, ShardFormat, ShardSpec, record_boxes,
-                                        shard_format_spec)
+from imagenet_db.outputs.shards import HashingFile, ShardFormat, ShardSpec, shard_format_spec
 from imagenet_db.outputs.spec import FormatOption
 from imagenet_db.outputs.tfrecordio import frame
 
@@ -42,28 +45,34 @@ SPLIT_NAMES = {"val": "validation"}  # TF's file prefix of each split
 INDEX_FOLDER = "idx"
 
 
-def tf_boxes(boxes, label_base: int = 1) -> dict:
-    """The bbox features of an (N, 6) box array (labels 0-based, as the records'), as
-    build_imagenet_data.py stores them: labels + ``label_base``."""
-    out = {key: [] for key in ("xmin", "xmax", "ymin", "ymax")}
-    labels = []
-    for xmin, ymin, xmax, ymax, label, _ in (boxes if boxes is not None else []):
-        xmin, xmax = sorted((min(max(float(xmin), 0.0), 1.0), min(max(float(xmax), 0.0), 1.0)))
-        ymin, ymax = sorted((min(max(float(ymin), 0.0), 1.0), min(max(float(ymax), 0.0), 1.0)))
-        if xmax <= xmin or ymax <= ymin:
-            continue
-        out["xmin"].append(xmin)
-        out["xmax"].append(xmax)
-        out["ymin"].append(ymin)
-        out["ymax"].append(ymax)
-        labels.append(int(label) + label_base)
-    features = {f"image/object/bbox/{key}": values for key, values in out.items()}
-    features["image/object/bbox/label"] = labels
+def tf_box_rows(boxes: np.ndarray) -> np.ndarray:
+    """TF's boxes of (N, 6) float32 boxes [xmin, ymin, xmax, ymax, label, difficult] on the
+    stored image (process_bounding_boxes.py's rules): each coordinate clamped to [0, 1], min
+    and max swapped when reversed, boxes left with no width or height dropped. Returns
+    (M, 6) float32, M <= N, in the given order. (A loop over Python floats: for the few boxes
+    of an image, ~10x faster than numpy's calls; clamping a float32 in double is exact.)"""
+    rows = []
+    for xmin, ymin, xmax, ymax, label, difficult in np.asarray(boxes, np.float32).tolist():
+        x0, x1 = sorted((min(max(xmin, 0.0), 1.0), min(max(xmax, 0.0), 1.0)))
+        y0, y1 = sorted((min(max(ymin, 0.0), 1.0), min(max(ymax, 0.0), 1.0)))
+        if x1 > x0 and y1 > y0:
+            rows.append((x0, y0, x1, y1, label, difficult))
+    return np.asarray(rows, np.float32).reshape(len(rows), 6)
+
+
+def tf_boxes(rows: np.ndarray) -> dict:
+    """The ``image/object/bbox/*`` features of (M, 6) float32 rows of ``tf_box_rows``:
+    xmin, xmax, ymin, ymax float lists, label the int64 list of the rows' labels (already in
+    the output's label order)."""
+    features = {f"image/object/bbox/{key}": [float(v) for v in rows[:, column]]
+                for key, column in (("xmin", 0), ("xmax", 2), ("ymin", 1), ("ymax", 3))}
+    features["image/object/bbox/label"] = [int(v) for v in rows[:, 4]]
     return features
 
 
 def example_features(record, encoded, options: dict) -> dict:
-    """The Example features of one record (module docstring)."""
+    """The Example features of one record (module docstring); ``encoded``: a
+    ``shards.EncodedSample`` (its ``box_rows``, TF's rules already applied)."""
     wnid = options["synsets"][record.label]
     words = options.get("words") or {}
     features = {
@@ -75,9 +84,8 @@ def example_features(record, encoded, options: dict) -> dict:
         "image/format": b"JPEG",
         "image/filename": record.relpath.rsplit("/", 1)[-1].encode("utf-8"),
         "image/encoded": bytes(encoded.value)}
-    boxes = record_boxes(record)
-    if boxes is not None:
-        features.update(tf_boxes(boxes, options.get("label_base", 1)))
+    if encoded.box_rows is not None:
+        features.update(tf_boxes(encoded.box_rows))
     return features
 
 
@@ -111,6 +119,17 @@ class TfRecordOutput(ShardFormat):
                                   f"not {base}")
         return {"words": {w: found.words.get(w, "") for w in found.synsets},
                 "label_base": base}
+
+    @classmethod
+    def box_labels(cls, synsets: Sequence[str], options: dict) -> Dict[str, int]:
+        """wnid -> its box label: the record labels' convention (Caffe's + ``label_base``)."""
+        base = options.get("label_base", 1)
+        return {wnid: label + base for label, wnid in enumerate(synsets)}
+
+    @classmethod
+    def format_boxes(cls, boxes: np.ndarray) -> np.ndarray:
+        """TF's rules (``tf_box_rows``)."""
+        return tf_box_rows(boxes)
 
     @classmethod
     def plan(cls, records: Sequence, options: dict) -> List[ShardSpec]:

@@ -8,9 +8,13 @@ shuffled with ``--seed``, val in file order). A sample is three members, sorted 
                 also timm's and torchvision ImageFolder's order);
 ``<key>.jpg``   the image (``shards.plain_jpeg``: the original bytes unless resized or
                 converted);
-``<key>.json``  ``{"height", "label", "relpath", "width", "wnid"}`` (+ ``"boxes"``: a list of
-                ``[xmin, ymin, xmax, ymax, label, difficult]`` normalized, when known), keys
-                sorted, no spaces.
+``<key>.json``  ``{"height", "label", "relpath", "width", "wnid"}``, keys sorted, no
+                spaces; + ``"boxes"`` when the image has an annotation file (``[]`` for one
+                without object): a list of ``[xmin, ymin, xmax, ymax, label, difficult]``,
+                coordinates relative to the stored image (as SSD's: divided by the XML's
+                size, moved by the resize, not clamped unless a crop cut them; the shortest
+                decimal of the float32 value), label the Caffe label of the box's wnid (a box
+                may name another class than the image's), difficult 0 or 1.
 
 The key is the file stem (``n01440764_10026``); it holds no dot (readers split at the first
 dot). A shard closes at ``shard_size`` samples (default 1,000) or ``shard_bytes`` (default
@@ -27,11 +31,12 @@ import json
 import os
 from typing import List, Sequence
 
+import numpy as np
+
 from imagenet_db.errors import ImagenetDbError
 from imagenet_db.outputs.shards import (DEFAULT_SHARD_BYTES, DEFAULT_SHARD_SIZE, HashingFile,
                                         ShardFormat, ShardResult, ShardSpec, estimated_size,
-                                        record_boxes, sample_key, shard_format_spec,
-                                        split_slices)
+                                        sample_key, shard_format_spec, split_slices)
 from imagenet_db.outputs.spec import FormatOption
 from imagenet_db.outputs.tar_ustar import END_OF_ARCHIVE, member_header, padding
 
@@ -39,14 +44,23 @@ INFO_NAME = "_info.json"
 DEFAULT_PREFIX = "imagenet"
 
 
+def json_boxes(rows) -> list:
+    """(N, 6) float32 boxes as JSON lists ``[xmin, ymin, xmax, ymax, label, difficult]``:
+    coordinates as the shortest decimal that reads back as the same float32 (numpy's
+    ``str``), label and difficult as integers."""
+    coords = [float(str(v)) for v in np.asarray(rows, np.float32)[:, :4].ravel()]
+    return [coords[4 * i:4 * i + 4] + [int(label), int(difficult)]
+            for i, (label, difficult) in enumerate(np.asarray(rows)[:, 4:].tolist())]
+
+
 def sample_json(record, encoded, options: dict) -> bytes:
-    """The ``<key>.json`` member of a sample (see the module docstring)."""
+    """The ``<key>.json`` member of a sample (see the module docstring); ``encoded``: a
+    ``shards.EncodedSample`` (its ``box_rows``)."""
     shape = encoded.shape
     meta = {"wnid": options["synsets"][record.label], "label": record.label,
             "relpath": record.relpath, "width": shape[2], "height": shape[1]}
-    boxes = record_boxes(record)
-    if boxes is not None:
-        meta["boxes"] = [[round(float(v), 6) for v in box] for box in boxes]
+    if encoded.box_rows is not None:
+        meta["boxes"] = json_boxes(encoded.box_rows)
     return json.dumps(meta, sort_keys=True, separators=(",", ":")).encode("utf-8")
 
 

@@ -102,16 +102,18 @@ class Split:
     loader: Callable[[str], Callable[[], bytes]]
     boxes: Optional[object] = None
 
-    def records(self, shuffle: bool, seed: int,
-                box_labels: Optional[Dict[str, int]] = None) -> List[Record]:
-        """Records in database order (shuffled with ``seed`` when ``shuffle``). box_labels:
-        wnid -> the label a box gets (its format's label order): each annotated record then
-        carries its boxes (``Record.boxes``, read from ``self.boxes``); None: no boxes."""
+    def records(self, shuffle: bool, seed: int, box_labels: Optional[Dict[str, int]] = None,
+                first: int = 0) -> List[Record]:
+        """Records in database order (shuffled with ``seed`` when ``shuffle``), indexes from
+        ``first`` on (a later split of a list that holds several). box_labels: wnid -> the
+        label a box gets (its format's label order): each annotated record then carries its
+        boxes (``Record.boxes``, read from ``self.boxes``; nothing is read when the split has
+        no annotation files); None: no boxes."""
         order = shuffled(self.entries, seed) if shuffle else self.entries
         table = self.boxes.table() if box_labels is not None and self.boxes is not None else {}
         return [Record(i, relpath, label, self.loader(relpath),
                        table[relpath].for_record(box_labels) if relpath in table else None)
-                for i, (relpath, label) in enumerate(order)]
+                for i, (relpath, label) in enumerate(order, start=first)]
 
 
 @dataclass

@@ -24,6 +24,7 @@ are read once, when a format first asks for them (``SplitBoxes.table``).
 """
 import csv
 import io
+import math
 import re
 import tarfile
 from dataclasses import dataclass, field
@@ -142,7 +143,10 @@ def _number(text: Optional[str], where: str, what: str) -> float:
     token = (text or "").strip()
     if not token.isascii() or not NUMBER.match(token):
         raise BoxError(f"{where}: {what} {token!r} is not a number")
-    return float(token)
+    value = float(token)
+    if not math.isfinite(value):  # '1e999': no box or size can be stored from it
+        raise BoxError(f"{where}: {what} {token!r} is not a finite number")
+    return value
 
 
 def _root(data: bytes, where: str):
