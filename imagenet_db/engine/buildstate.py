@@ -38,7 +38,9 @@ from imagenet_db.engine.files import (fsync_dir, read_json, remove_path, write_f
                                       write_json_atomic)
 from imagenet_db.errors import DatabaseError
 from imagenet_db.imaging.headers import DEFAULT_MAX_PIXELS
+from imagenet_db.engine.skips import SkipList
 from imagenet_db.sources.base import Record
+from imagenet_db.sources.records import record_entries
 
 DEFAULT_TXN_SIZE = 1000  # datums per transaction, as Caffe's convert_imageset
 
@@ -77,11 +79,12 @@ class BuildOptions:
 
 
 def list_fingerprint(records: Sequence[Record]) -> str:
-    """SHA-256 (hex) of the records in order: '%08d_relpath TAB label LF' each (the Caffe key)."""
+    """SHA-256 (hex) of the records in order: '%08d_relpath TAB label LF' each (the Caffe key).
+    records: Records, or an iterable of (index, relpath, label) (``record_entries``)."""
     digest = hashlib.sha256()
-    for record in records:
-        digest.update(b"%08d_%s\t%d\n" % (record.index, record.relpath.encode("utf-8"),
-                                          record.label))
+    entries = records if not isinstance(records, Sequence) else record_entries(records)
+    for index, relpath, label in entries:
+        digest.update(b"%08d_%s\t%d\n" % (index, relpath.encode("utf-8"), label))
     return digest.hexdigest()
 
 
@@ -302,14 +305,14 @@ class SkipLog:
         self.path = os.path.join(build, SKIP_LOG_NAME)
         self._file = None
 
-    def restore(self, upto_index: int) -> List[Tuple[int, str, str]]:
+    def restore(self, upto_index: int) -> SkipList:
         """Keep the skips with index <= ``upto_index`` (the rest will be redone), rewrite the log
-        with them and return them as (index, relpath, reason) in index order."""
+        with them and return them (a ``SkipList``, in index order)."""
         if not os.path.exists(self.path):
-            return []
-        kept = [entry for entry in read_skip_log(self.path) if entry[0] <= upto_index]
-        write_file_atomic(self.path, "".join(f"{i}\t{p}\t{r}\n" for i, p, r in kept)
-                          .encode("utf-8"))
+            return SkipList()
+        kept = SkipList(entry for entry in read_skip_log(self.path) if entry[0] <= upto_index)
+        write_file_atomic(self.path, "".join(f"{kept.index_of(i)}\t{p}\t{r}\n"
+                                             for i, (p, r) in enumerate(kept)).encode("utf-8"))
         return kept
 
     def add(self, index: int, relpath: str, reason: str) -> None:

@@ -1,0 +1,162 @@
+"""Scale (issue 23): records as compact columns, the skips as columns, memory flat in the list's
+length, the same order, keys, errors and databases as the per-record objects they replace."""
+import hashlib
+import os
+import pickle
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from conftest import read_lmdb
+from imagenet_db.cli import convert_imageset_main
+from imagenet_db.engine.skips import SkipList
+from imagenet_db.errors import ListFileError
+from imagenet_db.sources.base import Record, Split, shuffle_order
+from imagenet_db.sources.listfile import list_records, read_list, read_list_columns
+from imagenet_db.sources.records import (FileLoader, FolderLoader, ListColumns, RecordColumns,
+                                         shuffle_permutation)
+from imagenet_db.testing.photos import small_jpeg
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def reference_order(n, seed):
+    """The --shuffle order as first written (issue 8): sorted by each position's digest."""
+    seed_bytes = int(seed).to_bytes(8, "little", signed=True)
+    return sorted(range(n), key=lambda i: hashlib.blake2b(
+        seed_bytes + i.to_bytes(8, "little"), digest_size=8).digest())
+
+
+@pytest.mark.parametrize("n,seed", [(0, 0), (1, 5), (70_000, 3), (2_000, -1), (999, 2**63 - 1)])
+def test_shuffle_permutation_is_the_digest_order(n, seed):
+    assert shuffle_permutation(n, seed).tolist() == reference_order(n, seed)
+    assert shuffle_order(n, seed) == reference_order(n, seed)
+
+
+def test_record_columns_read_like_a_list_of_records(tmp_path):
+    (tmp_path / "a b").mkdir()
+    names = [f"a b/{i}.jpg" for i in range(100)] + ["é/ü.JPEG"]
+    entries = [(name, i * 7) for i, name in enumerate(names)]
+    order = shuffle_permutation(len(entries), 4)
+    records = RecordColumns(ListColumns.from_entries(entries), FolderLoader(str(tmp_path)),
+                            order)
+    expected = [Record(i, entries[j][0], entries[j][1], None) for i, j in enumerate(order)]
+    got = list(records)
+    assert [(r.index, r.relpath, r.label) for r in got] == \
+        [(r.index, r.relpath, r.label) for r in expected]
+    assert len(records) == 101 and records[-1].relpath == expected[-1].relpath
+    tail = records[60:]
+    assert len(tail) == 41 and tail[0].index == 60 and tail[0].relpath == expected[60].relpath
+    assert [e[0] for e in tail.entries()] == list(range(60, 101))
+    assert records[60:60].entries is not None and len(records[60:60]) == 0
+    loaded = pickle.loads(pickle.dumps(records[3]))  # what a Dask worker gets
+    assert loaded.load.path == os.path.join(str(tmp_path), expected[3].relpath)
+    with pytest.raises(IndexError):
+        records[101]
+
+
+def test_split_records_are_columns_in_the_shuffled_order():
+    entries = [(f"n0/{i}.JPEG", i % 3) for i in range(50)]
+    split = Split("train", entries, lambda relpath: FileLoader("/x/" + relpath))
+    records = split.records(True, 9)
+    assert [r.relpath for r in records] == [entries[i][0] for i in reference_order(50, 9)]
+    assert records[0].load.path == "/x/" + records[0].relpath
+
+
+def write_text(path, text):
+    path.write_bytes(text.encode("utf-8"))
+    return str(path)
+
+
+def test_list_columns_keep_the_list_checks_and_their_order(tmp_path):
+    good = write_text(tmp_path / "l.txt", "\ufeffa.jpg 1\r\n\nb c.jpg 2\nd.jpg 0\n")
+    assert read_list(good) == [("a.jpg", 1), ("b c.jpg", 2), ("d.jpg", 0)]
+    assert len(read_list_columns(good)) == 3
+    dup = write_text(tmp_path / "d.txt", "x 1\na 1\n\nb 2\na 3\nb 4\n")
+    with pytest.raises(ListFileError, match=r"d.txt:5: 'a' is listed again \(first at line 2\)"):
+        read_list_columns(dup)
+    # a repeat before a malformed line is reported first, as a line-by-line reader would
+    both = write_text(tmp_path / "b.txt", "a 1\nc 2\na 3\nno_label\n")
+    with pytest.raises(ListFileError, match=r"b.txt:3: 'a' is listed again"):
+        read_list_columns(both)
+    bad_first = write_text(tmp_path / "f.txt", "a 1\nno_label\na 3\n")
+    with pytest.raises(ListFileError, match=r"f.txt:2: expected 'relpath label'"):
+        read_list_columns(bad_first)
+    many = [f"n{i % 97}/{i}.JPEG {i % 97}" for i in range(30_000)]
+    many.append(many[12_345].rsplit(" ", 1)[0] + " 0")
+    path = write_text(tmp_path / "m.txt", "\n".join(many) + "\n")
+    with pytest.raises(ListFileError, match=r"m.txt:30001: 'n26/12345.JPEG' is listed again "
+                                            r"\(first at line 12346\)"):
+        read_list_columns(path)
+
+
+def test_skip_list_reads_like_a_list_of_tuples():
+    skips = SkipList([(2, "a.jpg", "cannot read file"), (5, "b.jpg", "too large")])
+    skips.add(9, "c.jpg", "cannot read file")
+    assert skips == [("a.jpg", "cannot read file"), ("b.jpg", "too large"),
+                     ("c.jpg", "cannot read file")]
+    assert skips[-1] == ("c.jpg", "cannot read file") and skips[1:] == list(skips)[1:]
+    assert list(skips.indices()) == [2, 5, 9]
+    skips.keep_upto(5)
+    assert list(skips) == [("a.jpg", "cannot read file"), ("b.jpg", "too large")]
+    skips.keep_upto(-1)
+    assert not skips and skips == []
+
+
+def test_missing_files_are_skipped_and_listed_from_the_columns(tmp_path):
+    """A list whose files are mostly missing: each skip counted, logged and reported, the
+    stored keys those of the files present, in order."""
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "real.jpg").write_bytes(small_jpeg(np.random.default_rng(0), (16, 12)))
+    lines = [f"gone/{i}.jpg {i % 5}" for i in range(3000)]
+    lines[1500] = "real.jpg 4"
+    listfile = write_text(tmp_path / "list.txt", "\n".join(lines) + "\n")
+    db = tmp_path / "db"
+    assert convert_imageset_main([f"{images}/", listfile, str(db)]) == 0
+    assert [k for k, _ in read_lmdb(db)] == [b"00001500_real.jpg"]
+    report = (tmp_path / "db.skipped.tsv").read_text().splitlines()
+    assert len(report) == 2999 and report[0] == "gone/0.jpg\tcannot read file: No such file " \
+                                                 "or directory"
+    assert report[1500] == "gone/1501.jpg\tcannot read file: No such file or directory"
+
+
+MEMORY_SCRIPT = textwrap.dedent("""
+    import resource, sys
+    from imagenet_db.engine.buildstate import list_fingerprint
+    from imagenet_db.sources.listfile import read_list_columns
+    from imagenet_db.sources.records import FolderLoader, RecordColumns, shuffle_permutation
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    columns = read_list_columns(sys.argv[1])
+    records = RecordColumns(columns, FolderLoader("/nowhere"), shuffle_permutation(len(columns), 0))
+    list_fingerprint(records)
+    for record in records[len(records) // 2:]:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print((peak - before) / len(columns))
+""")
+
+
+def test_a_long_list_costs_under_150_bytes_a_record(tmp_path):
+    """Read, shuffle, fingerprint and walk 600,000 records (ILSVRC-like paths) in a fresh
+    interpreter: its peak RSS grows by less than 150 bytes per record (the target of issue 23;
+    per-record Python objects cost ~600)."""
+    listfile = tmp_path / "train.txt"
+    with open(listfile, "w") as f:
+        for i in range(600_000):
+            f.write(f"n{i % 1000:08d}/n{i % 1000:08d}_{i}.JPEG {i % 1000}\n")
+    out = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT, str(listfile)], check=True,
+                         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": ROOT})
+    assert float(out.stdout) < 150, out.stdout
+
+
+def test_list_records_takes_pairs_or_columns(tmp_path):
+    pairs = [("a.jpg", 1), ("b.jpg", 2)]
+    by_pairs = list_records(str(tmp_path), pairs)
+    by_columns = list_records(str(tmp_path), ListColumns.from_entries(pairs))
+    assert [(r.index, r.relpath, r.label) for r in by_pairs] == \
+        [(r.index, r.relpath, r.label) for r in by_columns] == [(0, "a.jpg", 1), (1, "b.jpg", 2)]
+    assert by_pairs[1].load.path == os.path.join(str(tmp_path), "b.jpg")
