@@ -164,10 +164,15 @@ def job_convert(corpus: str, listfile: str, db: str, workers: int, backend: str 
     return {"seconds": seconds, "count": count, "cpu": cpu_seconds() - cpu}
 
 
-def job_writer(corpus: str, listfile: str, db: str, count: int, sync_commits: bool) -> dict:
+def job_writer(corpus: str, listfile: str, db: str, count: int, sync_commits: bool,
+               background: bool = False) -> dict:
     """LmdbWriter alone: ``count`` raw 256x256 datums made beforehand from 32 corpus images.
     The same database is first written once untimed and deleted, so the timed run reuses
-    warm heap and page-cache memory as a long build does (the steady-state rate)."""
+    warm heap and page-cache memory as a long build does (the steady-state rate).
+    background: commits flushed by ``engine.durable.BackgroundSync`` (else fsync in each
+    commit). Also returns the writing thread's own CPU (``thread_cpu``) and, with
+    background flushes, the time it waited for them (``sync_wait``) and their total
+    (``sync_busy``); with in-commit fsync the wait is the wall time less the thread's CPU."""
     import cv2
     from imagenet_db.outputs.lmdb import LmdbWriter
     from imagenet_db.outputs.wire import raw_datum_buffer
@@ -176,7 +181,7 @@ def job_writer(corpus: str, listfile: str, db: str, count: int, sync_commits: bo
     values = [bytes(raw_datum_buffer(cv2.resize(cv2.imread(os.path.join(corpus, n)), (SIZE, SIZE)),
                                      i)[0]) for i, n in enumerate(names)]
     def write(path):
-        writer = LmdbWriter(path, sync_commits=sync_commits)
+        writer = LmdbWriter(path, sync_commits=sync_commits, background_sync=background)
         for i in range(count):
             writer.put(b"%08d_%s" % (i, names[i % len(names)].encode()), values[i % len(values)])
         writer.commit()
@@ -184,13 +189,21 @@ def job_writer(corpus: str, listfile: str, db: str, count: int, sync_commits: bo
 
     write(db + ".warmup").close()  # untimed: first touch of the heap and of page-cache memory
     shutil.rmtree(db + ".warmup")
-    cpu, start = cpu_seconds(), time.perf_counter()
+    cpu, thread_cpu, start = cpu_seconds(), time.thread_time(), time.perf_counter()
     writer = write(db)
+    writer.commit()
+    syncer = writer._syncer
+    if syncer is not None:
+        syncer.flush()  # the last commit's flush is part of the steady state
     seconds = time.perf_counter() - start
-    cpu = cpu_seconds() - cpu
+    cpu, thread_cpu = cpu_seconds() - cpu, time.thread_time() - thread_cpu
+    wait = writer.sync_wait_seconds if syncer is not None else max(0.0, seconds - thread_cpu)
+    busy = syncer.sync_seconds if syncer is not None else wait
+    flush_start = time.perf_counter()
     writer.close()  # the final flush to disk (fsync), timed apart: it measures the disk
-    return {"seconds": seconds, "count": count, "flush": time.perf_counter() - start - seconds,
-            "cpu": cpu, "bytes": count * len(values[0])}
+    return {"seconds": seconds, "count": count, "flush": time.perf_counter() - flush_start,
+            "cpu": cpu, "thread_cpu": thread_cpu, "sync_wait": wait, "sync_busy": busy,
+            "bytes": count * len(values[0])}
 
 
 def job_mean(db: str, baseline: bool) -> dict:
