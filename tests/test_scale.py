@@ -160,3 +160,78 @@ def test_list_records_takes_pairs_or_columns(tmp_path):
     assert [(r.index, r.relpath, r.label) for r in by_pairs] == \
         [(r.index, r.relpath, r.label) for r in by_columns] == [(0, "a.jpg", 1), (1, "b.jpg", 2)]
     assert by_pairs[1].load.path == os.path.join(str(tmp_path), "b.jpg")
+
+
+def open_fifo_writer(path, proc, deadline_seconds=120):
+    """Open the FIFO at ``path`` for writing once a reader holds it open (ENXIO before: no
+    reader yet); the build ``proc`` is then held inside a background flush."""
+    import errno
+    import time
+    deadline = time.monotonic() + deadline_seconds
+    while True:
+        try:
+            return os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as exc:
+            if exc.errno != errno.ENXIO or time.monotonic() > deadline or \
+                    proc.poll() is not None:
+                raise
+            time.sleep(0.01)  # polls for the reader; the build cannot pass the held flush
+
+
+def committed_entries(path):
+    import lmdb
+    env = lmdb.open(str(path), readonly=True, lock=False)
+    try:
+        return env.stat()["entries"]
+    finally:
+        env.close()
+
+
+def test_kill_during_a_background_flush_then_resume_is_identical(sample_copy, tmp_path):
+    """SIGKILL the build while its first commit's flush is held (a FIFO the flush reads
+    first, IMAGENET_DB_TEST_HOLD_SYNC): the committed datums are there although never synced
+    by the build, --resume continues after them and the database equals an uninterrupted
+    build; a marker of another boot (a power loss) makes --resume refuse instead."""
+    import shutil
+    import signal
+    from conftest import train_list
+    from imagenet_db.engine.durable import MARKER_NAME
+    from imagenet_db.sources.listfile import write_list
+    root = sample_copy / "train"
+    listfile = tmp_path / "train.txt"
+    write_list(str(listfile), train_list(root))
+    args = ["--resize_height=32", "--resize_width=32", "--txn_size=4", "--shuffle",
+            f"{root}/", str(listfile)]
+    fifo = tmp_path / "hold"
+    os.mkfifo(fifo)
+    env = {**os.environ, "PYTHONPATH": ROOT, "IMAGENET_DB_TEST_HOLD_SYNC": str(fifo)}
+    cmd = [sys.executable, "-m", "imagenet_db.cli", "convert"]
+    held = subprocess.Popen(cmd + args + [str(tmp_path / "db")], env=env, cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        fd = open_fifo_writer(str(fifo), held)
+        held.send_signal(signal.SIGKILL)
+        held.wait(60)
+        os.close(fd)
+    finally:
+        if held.poll() is None:
+            held.kill()
+    partial = tmp_path / "db.partial"
+    assert (partial / MARKER_NAME).exists()
+    assert 4 <= committed_entries(partial) <= 8  # one flush held: at most two commits made
+    shutil.copytree(partial, tmp_path / "other.partial")
+    (tmp_path / "other.partial" / MARKER_NAME).write_text("another-boot\n")
+    clean = {**os.environ, "PYTHONPATH": ROOT}
+    refused = subprocess.run(cmd + ["--resume"] + args + [str(tmp_path / "other")], env=clean,
+                             cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 1
+    assert "the machine restarted (power loss or OS crash)" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    for name in ("db", "whole"):
+        extra = ["--resume"] if name == "db" else []
+        done = subprocess.run(cmd + extra + args + [str(tmp_path / name)], env=clean, cwd=ROOT,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        assert ("resumed after" in done.stderr) is (name == "db"), done.stderr
+    assert read_lmdb(tmp_path / "db") == read_lmdb(tmp_path / "whole")
+    assert not (tmp_path / "db" / MARKER_NAME).exists()
