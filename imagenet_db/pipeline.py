@@ -41,6 +41,7 @@ from imagenet_db.observers.checksum import ContentChecksum
 from imagenet_db.observers.sizecheck import SizeCheck
 from imagenet_db.outputs import output_class
 from imagenet_db.outputs.base import Encoded, Output
+from imagenet_db.outputs.packed import PackedResults
 from imagenet_db.engine.skips import SkipList
 from imagenet_db.sources.base import Record
 from imagenet_db.sources.records import record_entries
@@ -253,7 +254,7 @@ def _run(records, todo, run: _Build, transform: TransformOptions) -> GracefulSto
     job = RecordJob(transform, build.max_pixels, type(output), want_pixels)
     stop = GracefulStop()
     results = ordered_map(job, todo, build.workers, executor=build.executor,
-                          stop=lambda: stop.requested)
+                          stop=lambda: stop.requested, pack=PackedResults.of)
     bar = tqdm(total=len(records), initial=len(records) - len(todo), unit="img",
                disable=None if build.progress is None else not build.progress,
                file=sys.stderr, desc=os.path.basename(run.summary.db_path), dynamic_ncols=True)

@@ -235,3 +235,71 @@ def test_kill_during_a_background_flush_then_resume_is_identical(sample_copy, tm
         assert ("resumed after" in done.stderr) is (name == "db"), done.stderr
     assert read_lmdb(tmp_path / "db") == read_lmdb(tmp_path / "whole")
     assert not (tmp_path / "db" / MARKER_NAME).exists()
+
+
+def packed_jobs(tmp_path, want_pixels, **transform):
+    """RecordJob results for real JPEGs (two good, one missing, one not an image)."""
+    from imagenet_db.imaging.transform import TransformOptions
+    from imagenet_db.outputs.lmdb import LmdbWriter
+    from imagenet_db.pipeline import RecordJob
+    rng = np.random.default_rng(3)
+    (tmp_path / "a.jpg").write_bytes(small_jpeg(rng, (40, 30)))
+    (tmp_path / "b.jpg").write_bytes(small_jpeg(rng, (20, 50)))
+    (tmp_path / "c.jpg").write_bytes(b"not an image")
+    records = list_records(str(tmp_path), [("a.jpg", 1), ("gone.jpg", 2), ("b.jpg", 3),
+                                           ("c.jpg", 4)])
+    job = RecordJob(TransformOptions(**transform), 0, LmdbWriter, want_pixels)
+    return [job(record) for record in records]
+
+
+@pytest.mark.parametrize("transform,want_pixels,apart", [
+    ({"resize_height": 8, "resize_width": 6}, True, 2),  # raw: pixels a view into the value
+    ({"encoded": True}, False, 2),
+    ({"encoded": True}, True, 4)])  # decoded pixels beside the file: sent as they are
+def test_packed_results_cross_a_process_boundary_unchanged(tmp_path, transform, want_pixels,
+                                                           apart):
+    from imagenet_db.outputs.base import Encoded
+    from imagenet_db.outputs.packed import PackedResults
+    results = packed_jobs(tmp_path, want_pixels, **transform)
+    assert [type(r) for r in results] == [Encoded, str, Encoded, str]
+    packed = pickle.loads(pickle.dumps(PackedResults.of(results)))
+    assert len(packed.others) == apart and len(packed) == 4
+    for got, want in zip(packed.unpack(), results):
+        if isinstance(want, str):
+            assert got == want
+            continue
+        assert bytes(got.value) == bytes(want.value)
+        assert (got.shape, got.name, got.checksum) == (tuple(want.shape), want.name,
+                                                      want.checksum)
+        assert (got.pixels is None and want.pixels is None) or \
+            np.array_equal(got.pixels, want.pixels)
+
+
+def test_processes_give_the_threaded_database(sample_copy, tmp_path):
+    """--processes (worker processes from a fork server) and threads: the same LMDB, raw and
+    --encoded, with a missing file skipped in both."""
+    from conftest import train_list
+    from imagenet_db.sources.listfile import write_list
+    root = sample_copy / "train"
+    entries = train_list(root)
+    entries.insert(5, ("missing.jpg", 0))
+    listfile = tmp_path / "train.txt"
+    write_list(str(listfile), entries)
+    for extra in (["--resize_height=24", "--resize_width=20", "--shuffle"], ["--encoded"]):
+        dbs = []
+        for mode in ([], ["--processes"]):
+            db = tmp_path / f"db{len(dbs)}{len(extra)}"
+            assert convert_imageset_main(extra + mode + ["--workers=2", f"{root}/",
+                                                         str(listfile), str(db)]) == 0
+            dbs.append(db)
+            assert (tmp_path / f"{db.name}.skipped.tsv").read_text().startswith("missing.jpg\t")
+        assert read_lmdb(dbs[0]) == read_lmdb(dbs[1])
+        assert len(read_lmdb(dbs[0])) == len(entries) - 1
+
+
+def test_processes_and_a_cluster_are_refused_together(tmp_path, capsys):
+    (tmp_path / "l.txt").write_text("a.jpg 0\n")
+    assert convert_imageset_main(["--processes", "--dask_scheduler=tcp://127.0.0.1:1",
+                                  f"{tmp_path}/", str(tmp_path / "l.txt"),
+                                  str(tmp_path / "db")]) == 1
+    assert "give one of them" in capsys.readouterr().err

@@ -16,7 +16,7 @@ from imagenet_db.cli.flags import (EXIT_STATUS, backend_arg, bool_flag, build_ar
                                    run_command, seed_arg, transform_options, workers_arg)
 from imagenet_db.sources.base import DEFAULT_SEED
 
-CONVERT_BOOLS = ("gray", "shuffle", "check_size", "encoded", "overwrite", "progress", "resume",
+CONVERT_BOOLS = ("gray", "processes", "shuffle", "check_size", "encoded", "overwrite", "progress", "resume",
                  "strict", "fast_decode")  # + the resize modes' (resize_bools)
 
 

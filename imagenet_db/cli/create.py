@@ -46,7 +46,7 @@ def format_flags() -> Dict[str, Tuple[FormatOption, Tuple[str, ...]]]:
     return flags
 
 
-CREATE_BOOLS = ("encoded", "overwrite", "progress", "verify", "resume", "strict", "fast_decode",
+CREATE_BOOLS = ("encoded", "processes", "overwrite", "progress", "verify", "resume", "strict", "fast_decode",
                 "prototxt", "drop_val_blacklist", "report", "allow_empty_classes")
 
 

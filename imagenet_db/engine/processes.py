@@ -1,0 +1,94 @@
+"""Local worker processes (``--processes``): the per-record Python work past the GIL.
+
+Threads suffice while OpenCV's decode and resize dominate (they release the GIL). For tiny
+images and for ``--encoded`` pass-through the per-record Python work (header checks, the Datum,
+the CRC) is the limit, and it runs on one interpreter. ``process_executor(workers)`` gives
+``ordered_map`` a pool of ``workers`` processes instead: chunks of ``PROCESS_CHUNK`` records
+go out pickled (a ``Record`` is its relpath, label and loader: the path), each chunk's results
+come back as one pickled buffer (``executor.PackedResults``: the values concatenated, not
+one object per record), in list order, so the output is byte-identical to a threaded build.
+
+The workers start from a fork server (a clean process that has imported ``PRELOAD`` once,
+not a fork of the building one with its writer thread and open database), ignore SIGINT (Ctrl-C reaches the whole process group;
+the build's own handler stops it, ``engine.graceful``) and are shut down when the context
+ends. A worker that dies (killed, out of memory) ends the build with ``WorkerLost`` after
+the records before it are committed; ``--resume`` continues.
+"""
+import concurrent.futures
+import contextlib
+import multiprocessing
+import signal
+from concurrent.futures.process import BrokenProcessPool
+from typing import Callable, Optional
+
+from imagenet_db.engine.executor import POLL_SECONDS, _Stopped, default_workers
+from imagenet_db.engine.heap import keep_freed_heap
+from imagenet_db.errors import ImagenetDbError
+
+PROCESS_CHUNK = 32      # records per task (one pickled buffer each way)
+PROCESS_WINDOW = 256    # records in flight per worker process
+PRELOAD = ("imagenet_db.pipeline",)  # what a worker needs (OpenCV, numpy, the outputs)
+
+
+class WorkerLost(ImagenetDbError):
+    """A worker process of --processes died (killed, out of memory)."""
+
+
+def _start_worker() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    keep_freed_heap()
+
+
+class ProcessExecutor:
+    """An Executor for ``ordered_map`` on ``workers`` local processes (see the module).
+    ``threads``, ``chunk`` and ``window`` size the map; ``packed``: results come back packed."""
+
+    packed = True
+
+    def __init__(self, workers: int):
+        self.threads = workers
+        self.chunk = PROCESS_CHUNK
+        self.window = PROCESS_WINDOW * workers
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(list(PRELOAD))  # imported once, in the fork server
+        self.pool = concurrent.futures.ProcessPoolExecutor(
+            max_workers=workers, mp_context=context, initializer=_start_worker)
+
+    def submit(self, fn, *args):
+        """A concurrent.futures Future of fn(*args) on a worker process."""
+        try:
+            return self.pool.submit(fn, *args)
+        except BrokenProcessPool:
+            raise WorkerLost(_LOST) from None
+
+    def wait(self, future, stop: Optional[Callable[[], bool]] = None):
+        """The future's result, waited for in slices (a ``stop`` request ends the map)."""
+        while True:
+            try:
+                return future.result(timeout=POLL_SECONDS)
+            except concurrent.futures.TimeoutError:
+                if stop is not None and stop():
+                    raise _Stopped from None
+            except BrokenProcessPool:
+                raise WorkerLost(_LOST) from None
+
+    def drop(self, futures) -> None:
+        """Cancel the futures not started yet."""
+        for future in futures:
+            future.cancel()
+        futures.clear()
+
+
+_LOST = ("a worker process of --processes died (killed, or out of memory?); the records "
+         "before it are kept")
+
+
+@contextlib.contextmanager
+def process_executor(workers: Optional[int] = None):
+    """Context manager giving a ``ProcessExecutor`` of ``workers`` processes (None = all
+    cores), shut down on exit (pending work cancelled)."""
+    executor = ProcessExecutor(default_workers() if workers is None else max(1, int(workers)))
+    try:
+        yield executor
+    finally:
+        executor.pool.shutdown(wait=True, cancel_futures=True)
