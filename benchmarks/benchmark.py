@@ -50,6 +50,7 @@ Usage (from the repository root):
     python benchmarks/benchmark.py --quick               # 400 images, 1 round, no 10x run
     python benchmarks/benchmark.py --images 3000 --corpus /tmp/corpus --workers 2 --out /tmp/bench
     python benchmarks/benchmark.py --profile             # also: CPU per stage + scaling projection
+    python benchmarks/benchmark.py --targets --out /tmp/t  # issue 23's targets (long: 5M records)
 Everything it writes goes under --out (default: a new folder in the system temp dir) and the
 corpus folder; databases are deleted after each job.
 """
@@ -426,7 +427,14 @@ def main(argv=None) -> int:
                         help="images in the Dask cluster vs local threads rows (1000)")
     parser.add_argument("--json", metavar="FILE", help="also write all raw results as JSON")
     parser.add_argument("--job", help=argparse.SUPPRESS)
+    parser.add_argument("--targets", action="store_true",
+                        help="run issue 23's target rows instead (benchmarks/targets.py: memory "
+                             "at 1M/5M records, SIGINT on a 14.2M list, kill + resume, writer "
+                             "overlap, --processes, Dask); the arguments after it go to it")
     args, rest = parser.parse_known_args(argv)
+    if args.targets:
+        from targets import main as targets_main
+        return targets_main(rest)
     if args.job:
         result = JOBS[args.job](**json.loads(rest[0]))
         result["rss"] = peak_rss()
