@@ -432,9 +432,8 @@ def main(argv=None) -> int:
                              "at 1M/5M records, SIGINT on a 14.2M list, kill + resume, writer "
                              "overlap, --processes, Dask); the arguments after it go to it")
     args, rest = parser.parse_known_args(argv)
-    if args.targets:
-        from targets import main as targets_main
-        return targets_main(rest)
+    if args.targets:  # its own process (targets.py takes its jobs from this file)
+        return subprocess.call([sys.executable, os.path.join(HERE, "targets.py")] + rest)
     if args.job:
         result = JOBS[args.job](**json.loads(rest[0]))
         result["rss"] = peak_rss()
