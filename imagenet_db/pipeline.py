@@ -231,6 +231,7 @@ def _write_all(todo, results, run: _Build, writer: WriterThread, bar,
                     raise SkippedImageError(f"{record.relpath}: {result} (--strict); "
                                             f"fix the file, then {B.RESUME_HINT}")
                 continue
+            skip_log.sync()  # the skips before it are durable before it can be committed
             writer.add(record, result)
             summary.written += 1
     finally:

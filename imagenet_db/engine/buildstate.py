@@ -297,13 +297,17 @@ def publish(build: str, db_path: str) -> None:
 class SkipLog:
     """The skipped images of a build (``imagenet_db.skipped.tsv`` in the build directory).
 
-    Each skip is appended as 'index TAB relpath TAB reason' and fsync'ed at once, so it is on
-    disk before the transaction of any later datum commits.
+    Each skip is appended as 'index TAB relpath TAB reason' and handed to the OS at once (a
+    killed build keeps it); ``sync`` makes the skips so far durable, and the pipeline calls it
+    before the next datum goes to the writer, so a skip is on disk before the transaction of
+    any later datum commits: one fsync per run of consecutive skips, not one per skip (a list
+    of a million missing files costs one fsync, not a million).
     """
 
     def __init__(self, build: str):
         self.path = os.path.join(build, SKIP_LOG_NAME)
         self._file = None
+        self.dirty = False  # skips written but not fsync'ed yet
 
     def restore(self, upto_index: int) -> SkipList:
         """Keep the skips with index <= ``upto_index`` (the rest will be redone), rewrite the log
@@ -316,19 +320,29 @@ class SkipLog:
         return kept
 
     def add(self, index: int, relpath: str, reason: str) -> None:
-        """Append one skipped image (index, relpath, reason) to the log, fsync'ed."""
+        """Append one skipped image (index, relpath, reason) to the log (flushed to the OS;
+        durable at the next ``sync``)."""
         if self._file is None:
             self._file = open(self.path, "a", encoding="utf-8")
         reason = " ".join(reason.split())  # one line, no tabs
         self._file.write(f"{index}\t{relpath}\t{reason}\n")
         self._file.flush()
-        os.fsync(self._file.fileno())
+        self.dirty = True
+
+    def sync(self) -> None:
+        """fsync the skips added since the last sync (none: nothing to do)."""
+        if self.dirty:
+            os.fsync(self._file.fileno())
+            self.dirty = False
 
     def close(self) -> None:
-        """Close the log file."""
+        """Make the skips durable and close the log file."""
         if self._file is not None:
-            self._file.close()
-            self._file = None
+            try:
+                self.sync()
+            finally:
+                self._file.close()
+                self._file = None
 
 
 def skip_report_path(db_path: str) -> str:
