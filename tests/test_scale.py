@@ -303,3 +303,58 @@ def test_processes_and_a_cluster_are_refused_together(tmp_path, capsys):
                                   f"{tmp_path}/", str(tmp_path / "l.txt"),
                                   str(tmp_path / "db")]) == 1
     assert "give one of them" in capsys.readouterr().err
+
+
+def test_a_command_line_cluster_in_its_own_folders_builds_the_local_database(sample_copy,
+                                                                               tmp_path):
+    """`dask scheduler` and two `dask worker --nthreads 1`, each a separate process started
+    in a folder of its own (cwd and --local-directory), the client building from a SOURCE
+    path they all see: the same LMDB as local threads and as --processes (the results
+    travel packed, outputs.packed)."""
+    import json
+    import time
+    pytest.importorskip("distributed")
+    from conftest import train_list
+    from imagenet_db.sources.listfile import write_list
+    root = sample_copy / "train"
+    listfile = tmp_path / "train.txt"
+    write_list(str(listfile), train_list(root))
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    dask = [sys.executable, "-m", "dask"]
+    folders = [tmp_path / name for name in ("scheduler", "worker1", "worker2")]
+    for folder in folders:
+        folder.mkdir()
+    info = tmp_path / "scheduler.json"
+    procs = [subprocess.Popen(dask + ["scheduler", "--host", "127.0.0.1", "--port", "0",
+                                      "--dashboard-address", "127.0.0.1:0",
+                                      "--scheduler-file", str(info)],
+                              cwd=folders[0], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)]
+    try:
+        deadline = time.monotonic() + 120
+        while not info.exists() and time.monotonic() < deadline:  # waits for the scheduler
+            time.sleep(0.1)
+        procs += [subprocess.Popen(dask + ["worker", "--scheduler-file", str(info),
+                                           "--nthreads", "1", "--host", "127.0.0.1",
+                                           "--no-dashboard", "--local-directory", str(folder)],
+                                   cwd=folder, env=env, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL) for folder in folders[1:]]
+        address = json.loads(info.read_text())["address"]
+        from distributed import Client
+        with Client(address, timeout="120s") as client:
+            client.wait_for_workers(2, timeout=120)
+        args = ["--resize_height=20", "--resize_width=18", "--shuffle", f"{root}/",
+                str(listfile)]
+        assert convert_imageset_main([f"--dask_scheduler={address}"] + args +
+                                     [str(tmp_path / "cluster")]) == 0
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+        for proc in reversed(procs):
+            proc.wait(30)
+    assert convert_imageset_main(args + [str(tmp_path / "local")]) == 0
+    assert convert_imageset_main(["--processes", "--workers=2"] + args +
+                                 [str(tmp_path / "processes")]) == 0
+    local = read_lmdb(tmp_path / "local")
+    assert len(local) == len(train_list(root))
+    assert read_lmdb(tmp_path / "cluster") == local == read_lmdb(tmp_path / "processes")
