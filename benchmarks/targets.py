@@ -138,15 +138,13 @@ def db_digest(path: str) -> str:
     return digest.hexdigest()
 
 
-def memory_rows(out: str, counts: list, rows: list) -> str:
-    """The memory rows (and the kill + resume row on the first count); returns the first
-    count's database path."""
+def memory_rows(out: str, counts: list, rows: list) -> None:
+    """The memory rows: a whole build per count."""
     base_list = tiny_tree(os.path.join(out, "tiny"), 1000)
     flags = ["--shuffle", "--resize_height=4", "--resize_width=4", "--workers=2"]
     base = run_build(flags + [os.path.join(out, "tiny") + "/", base_list,
                               os.path.join(out, "base")])
     shutil.rmtree(os.path.join(out, "base"))
-    first = None
     for n in counts:
         listfile = tiny_tree(os.path.join(out, "tiny"), n)
         db = os.path.join(out, f"m{n}")
@@ -159,19 +157,18 @@ def memory_rows(out: str, counts: list, rows: list) -> str:
                      f"{per:.0f} B/record over a 1,000-line build; {n / r['seconds']:.0f} "
                      f"images/s; {flat}", "< 1 GiB (5M), <= 150 B/record",
                      per <= 150 and (n < 5_000_000 or r["rss"] < GIB)))
-        if first is None:
-            first = (db, listfile, flags, n)
-        else:
-            shutil.rmtree(db)
-    return first
+        shutil.rmtree(db)
 
 
-def kill_resume_row(out: str, first, rows: list) -> None:
-    """SIGKILL the first memory row's build at about half, --resume, compare digests."""
-    db, listfile, flags, n = first
-    want = db_digest(db)
-    again = db + "k"
+def kill_resume_row(out: str, n: int, rows: list) -> None:
+    """An ``n``-line build uninterrupted, and again SIGKILLed at about half then --resume'd:
+    the two databases' digests must match."""
+    listfile = tiny_tree(os.path.join(out, "tiny"), n)
+    flags = ["--shuffle", "--resize_height=4", "--resize_width=4", "--workers=2"]
     root = os.path.join(out, "tiny") + "/"
+    whole, again = os.path.join(out, f"k{n}"), os.path.join(out, f"k{n}r")
+    run_build(flags + [root, listfile, whole])
+    want = db_digest(whole)
     killed = run_build(flags + [root, listfile, again], stop_at=n // 2, sig=signal.SIGKILL,
                        db=again)
     resumed = run_build(flags + ["--resume", root, listfile, again])
@@ -181,12 +178,18 @@ def kill_resume_row(out: str, first, rows: list) -> None:
                  f"resume {resumed['seconds']:.0f} s; identical: {same}",
                  "identical to the uninterrupted build", same))
     shutil.rmtree(again)
-    shutil.rmtree(db)
+    shutil.rmtree(whole)
 
 
-def sigint_row(out: str, count: int, rows: list) -> None:
-    """A ``count``-line list, SIGINT after 10,000 committed datums: peak RSS < 2 GiB."""
-    tiny_tree(os.path.join(out, "tiny"), 20_000)
+def sigint_row(out: str, count: int, rows: list, stop_at: int = 10_000) -> None:
+    """A ``count``-line list (ImageNet-21k-like paths; the first 20,000 exist), SIGINT once
+    ``stop_at`` datums are committed: peak RSS (< 2 GiB at 14.2M), bytes per record over a
+    1,000-line build, exit status 130."""
+    folder = os.path.join(out, "tiny")
+    root, flags = folder + "/", ["--resize_height=4", "--resize_width=4", "--workers=2"]
+    base = run_build(flags + [root, tiny_tree(folder, 1000), os.path.join(out, "base")])
+    shutil.rmtree(os.path.join(out, "base"), ignore_errors=True)
+    tiny_tree(folder, 20_000)
     listfile = os.path.join(out, f"big{count}.txt")
     with open(listfile, "w") as f:
         for i in range(count):
@@ -194,12 +197,14 @@ def sigint_row(out: str, count: int, rows: list) -> None:
             f.write(f"{wnid}/{wnid}_{i}.JPEG {i % 21841}\n" if i >= 20000 else
                     f"{i // 10000:04d}/{i}.jpg {i % 1000}\n")
     db = os.path.join(out, "big")
-    r = run_build(["--resize_height=16", "--resize_width=16", "--workers=2",
-                   os.path.join(out, "tiny") + "/", listfile, db], stop_at=10_000, db=db)
-    rows.append((f"SIGINT: {count:,}-line list, stopped after 10,000 datums",
-                 f"{r['rss'] / 2**20:.0f} MiB peak", f"exit status {r['status']}, "
-                 f"{r['seconds']:.0f} s", "< 2 GiB, exit 130",
-                 r["rss"] < 2 * GIB and r["status"] == 130))
+    r = run_build(flags + [root, listfile, db], stop_at=stop_at, db=db)
+    per = (r["rss"] - base["rss"]) / count
+    limit = 2 * GIB if count > 5_000_000 else GIB
+    rows.append((f"SIGINT: {count:,}-line list, stopped after {stop_at:,} datums",
+                 f"{r['rss'] / 2**20:.0f} MiB peak", f"{per:.0f} B/record over a 1,000-line "
+                 f"build; exit status {r['status']}, {r['seconds']:.0f} s",
+                 f"< {limit // GIB} GiB, <= 150 B/record, exit 130",
+                 r["rss"] < limit and per <= 150 and r["status"] == 130))
     shutil.rmtree(db + ".partial", ignore_errors=True)
     os.remove(listfile)
 
@@ -321,10 +326,13 @@ def main(argv=None) -> int:
     parser.add_argument("--out", help="scratch folder (default: a new temp folder, removed)")
     parser.add_argument("--counts", default="1000000,5000000",
                         help="list lengths of the memory rows (the first is killed + resumed)")
-    parser.add_argument("--sigint-count", type=int, default=14_200_000)
+    parser.add_argument("--sigint-counts", default="14200000",
+                        help="list lengths stopped by SIGINT after 10,000 datums")
+    parser.add_argument("--kill-count", type=int, default=1_000_000,
+                        help="records of the SIGKILL + --resume row")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--images", type=int, default=1000, help="photos for Dask/--encoded")
-    parser.add_argument("--rows", default="memory,sigint,writer,processes,dask")
+    parser.add_argument("--rows", default="memory,kill,sigint,writer,processes,dask")
     args = parser.parse_args(argv)
     out = args.out or tempfile.mkdtemp(prefix="imagenet-db-targets-")
     os.makedirs(out, exist_ok=True)
@@ -337,11 +345,13 @@ def main(argv=None) -> int:
     wanted, rows, load = args.rows.split(","), [], [busy_cores()]
     try:
         if "memory" in wanted:
-            first = memory_rows(out, [int(c) for c in args.counts.split(",")], rows)
-            kill_resume_row(out, first, rows)
+            memory_rows(out, [int(c) for c in args.counts.split(",")], rows)
+        if "kill" in wanted:
+            kill_resume_row(out, args.kill_count, rows)
         load.append(busy_cores())
         if "sigint" in wanted:
-            sigint_row(out, args.sigint_count, rows)
+            for count in args.sigint_counts.split(","):
+                sigint_row(out, int(count), rows)
         for name, row in (("writer", writer_rows), ("processes", processes_rows),
                           ("dask", dask_row)):
             if name in wanted:
