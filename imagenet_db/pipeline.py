@@ -281,8 +281,7 @@ def _run(records, todo, run: _Build, transform: TransformOptions) -> GracefulSto
         writer.close()  # a bad image, a failed cluster...: commit the good ones
         if isinstance(exc, ClusterError):
             raise ClusterError(f"{exc}; the work committed so far is kept in {build_dir}: "
-                               f"{B.RESUME_HINT} (on this machine without --dask_scheduler, "
-                               f"or on a working cluster)") from None
+                               f"{B.RESUME_HINT}{exc.resume_where}") from None
         raise
     except BaseException:
         results.close()

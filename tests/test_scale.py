@@ -358,3 +358,43 @@ def test_a_command_line_cluster_in_its_own_folders_builds_the_local_database(sam
     local = read_lmdb(tmp_path / "local")
     assert len(local) == len(train_list(root))
     assert read_lmdb(tmp_path / "cluster") == local == read_lmdb(tmp_path / "processes")
+
+
+def test_a_killed_worker_process_ends_the_build_cleanly_and_resume_finishes_it(sample_copy,
+                                                                               tmp_path):
+    """--processes: SIGKILL the worker processes while one is held reading a FIFO image
+    (testing.hold.HeldImage): the build commits what came before, says so in one line
+    (exit 1, no traceback), and --resume gives the uninterrupted database."""
+    import signal
+    from conftest import train_list
+    from imagenet_db.sources.listfile import write_list
+    from imagenet_db.testing.hold import HeldImage, hardlinked_copy
+    root = hardlinked_copy(sample_copy / "train", tmp_path / "train")
+    entries = train_list(root)
+    listfile = tmp_path / "train.txt"
+    write_list(str(listfile), entries)
+    args = ["--resize_height=16", "--resize_width=16", "--workers=2", f"{root}/", str(listfile)]
+    assert convert_imageset_main(args + [str(tmp_path / "whole")]) == 0
+    held = HeldImage(root / entries[len(entries) // 2][0])
+    cmd = [sys.executable, "-m", "imagenet_db.cli", "convert", "--processes", "--txn_size=2"]
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    build = subprocess.Popen(cmd + args + [str(tmp_path / "db")], env=env, cwd=ROOT,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        fd = open_fifo_writer(str(held.path), build)  # a worker is blocked on the image
+        with open(f"/proc/{build.pid}/task/{build.pid}/children") as f:
+            workers = [int(pid) for pid in f.read().split()]
+        assert len(workers) == 2
+        for pid in workers:
+            os.kill(pid, signal.SIGKILL)
+        os.close(fd)
+        _, err = build.communicate(timeout=120)
+    finally:
+        if build.poll() is None:
+            build.kill()
+    assert build.returncode == 1, err
+    assert "a worker process of --processes died" in err and "Traceback" not in err
+    assert "--resume" in err
+    held.restore()
+    assert convert_imageset_main(["--resume"] + args + [str(tmp_path / "db")]) == 0
+    assert read_lmdb(tmp_path / "db") == read_lmdb(tmp_path / "whole")

@@ -54,7 +54,9 @@ DEFAULT_DASK_TIMEOUT = 60.0  # seconds without any result before a cluster is gi
 
 
 class ClusterError(ImagenetDbError):
-    """The Dask cluster cannot be reached, lost its scheduler or workers, or cancelled work."""
+    """The Dask cluster cannot be reached, lost its scheduler or workers, or cancelled work.
+    ``resume_where``: where the build can be resumed (added to the resume hint)."""
+    resume_where = " (on this machine without --dask_scheduler, or on a working cluster)"
 
 
 class _Stopped(Exception):

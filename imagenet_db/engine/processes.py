@@ -23,16 +23,17 @@ import signal
 from concurrent.futures.process import BrokenProcessPool
 from typing import Callable, Optional
 
-from imagenet_db.engine.executor import POLL_SECONDS, _Stopped, default_workers
+from imagenet_db.engine.executor import POLL_SECONDS, ClusterError, _Stopped, default_workers
 from imagenet_db.engine.heap import keep_freed_heap
-from imagenet_db.errors import ImagenetDbError
 
 PROCESS_CHUNK = 32      # records per task (one pickled buffer each way)
 PROCESS_WINDOW = 256    # records in flight per worker process
 
 
-class WorkerLost(ImagenetDbError):
-    """A worker process of --processes died (killed, out of memory)."""
+class WorkerLost(ClusterError):
+    """A worker process of --processes died (killed, out of memory); the build commits what
+    came before and says how to resume (as for a lost cluster)."""
+    resume_where = ""
 
 
 def _start_worker() -> None:
@@ -82,8 +83,7 @@ class ProcessExecutor:
         futures.clear()
 
 
-_LOST = ("a worker process of --processes died (killed, or out of memory?); the records "
-         "before it are kept")
+_LOST = "a worker process of --processes died (killed, or out of memory?)"
 
 
 @contextlib.contextmanager
