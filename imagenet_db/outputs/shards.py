@@ -38,7 +38,8 @@ from imagenet_db.imaging.headers import _jpeg_frame, sniff_format
 from imagenet_db.imaging.transform import TransformOptions
 from imagenet_db.outputs.base import Encoded
 from imagenet_db.outputs.spec import FormatOption, FormatSpec, Stage
-from imagenet_db.sources.base import Dataset, Record, shuffled
+from imagenet_db.sources.base import Dataset
+from imagenet_db.sources.records import ChainedRecords
 
 SHARD_LOG = "imagenet_db.shards.log"
 DEFAULT_SHARD_SIZE = 1000
@@ -388,7 +389,7 @@ SHARD_SIZE = FormatOption(
 
 def shard_stages(found: Dataset, out: str, recipe, fmt) -> Tuple[Dataset, List[Stage]]:
     """The one stage of the sharded format class ``fmt`` (``OUTDIR/<fmt.name>``): the
-    training images shuffled with ``recipe.seed`` (blake2b order, ``sources.base.shuffled``,
+    training images shuffled with ``recipe.seed`` (blake2b order, ``Split.records``,
     as the caffe format), then the validation images in file order; labels are Caffe's (wnids
     in ASCII order; TFRecord adds its label base when writing). The output options carry what
     the workers need (splits, wnids, ``shard_size``, the format's ``recipe_options``); they are
@@ -397,14 +398,11 @@ def shard_stages(found: Dataset, out: str, recipe, fmt) -> Tuple[Dataset, List[S
     shard_size = recipe.option("shard_size", 0) or 0
     if shard_size < 0:
         raise ImagenetDbError("--shard_size must be >= 0")
-    records: List[Record] = []
-    splits = []
+    parts, splits = [], []
     for name, split in found.splits.items():
-        order = shuffled(split.entries, recipe.seed) if name == "train" else split.entries
-        start = len(records)
-        records += [Record(start + i, relpath, label, split.loader(relpath))
-                    for i, (relpath, label) in enumerate(order)]
-        splits.append((name, len(order)))
+        parts.append(split.records(name == "train", recipe.seed))
+        splits.append((name, len(split.entries)))
+    records = ChainedRecords.of(parts)
     options = {"splits": splits, "synsets": list(found.synsets), "shard_size": shard_size}
     options.update(fmt.recipe_options(found, recipe))
     settings = {"seed": recipe.seed, "synsets": len(found.synsets), "format": fmt.name}
