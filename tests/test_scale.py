@@ -16,8 +16,9 @@ from imagenet_db.engine.skips import SkipList
 from imagenet_db.errors import ListFileError
 from imagenet_db.sources.base import Record, Split, shuffle_order
 from imagenet_db.sources.listfile import list_records, read_list, read_list_columns
-from imagenet_db.sources.records import (FileLoader, FolderLoader, ListColumns, RecordColumns,
-                                         shuffle_permutation)
+from imagenet_db.sources.boxes import ImageBoxes, SplitBoxes
+from imagenet_db.sources.records import (ChainedRecords, FileLoader, FolderLoader, ListColumns,
+                                         RecordColumns, shuffle_permutation)
 from imagenet_db.testing.photos import small_jpeg
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -398,3 +399,80 @@ def test_a_killed_worker_process_ends_the_build_cleanly_and_resume_finishes_it(s
     held.restore()
     assert convert_imageset_main(["--resume"] + args + [str(tmp_path / "db")]) == 0
     assert read_lmdb(tmp_path / "db") == read_lmdb(tmp_path / "whole")
+
+
+def test_list_lines_end_at_newline_only(tmp_path):
+    """Columns read a list as issue 24 specifies: split on '\\n' only; a lone '\\r' or another
+    line-breaking character inside a path is refused on its own line, not taken as a line end."""
+    for name, text, expected in [
+            ("cr.txt", b"ok.jpg 0\na\rb.jpg 1\n", r"cr.txt:2: the path 'a\\rb.jpg' holds a "
+                                                  r"line break"),
+            ("nel.txt", "ok.jpg 0\nx.jpg 1\nc\x85d.jpg 2\n".encode(),
+             r"nel.txt:3: .* holds a control character \(U\+0085\)"),
+            ("ls.txt", "e\u2028f.jpg 3\n".encode(), r"ls.txt:1: .* holds a control character")]:
+        (tmp_path / name).write_bytes(text)
+        with pytest.raises(ListFileError, match=expected):
+            read_list_columns(str(tmp_path / name))
+    (tmp_path / "bom.txt").write_bytes(b"\xef\xbb\xbfa.jpg 1\r\n\r\nb c.jpg 2\r\r\nd.jpg 3")
+    assert read_list(str(tmp_path / "bom.txt")) == [("a.jpg", 1), ("b c.jpg", 2), ("d.jpg", 3)]
+
+
+def _boxes_split(names):
+    """A split whose boxes are read from a table (counting the reads)."""
+    table = {"n1/a.jpg": ImageBoxes(((1.0, 2.0, 3.0, 4.0, "n1", False),), (10, 20), "a.xml"),
+             "n2/c.jpg": ImageBoxes(((5.0, 6.0, 7.0, 8.0, "n2", True),
+                                     (0.0, 0.0, 1.0, 1.0, "n9", False)), None, "c.xml")}
+    reads = []
+    boxes = SplitBoxes(lambda counts: reads.append(1) or table, "test boxes")
+    entries = [(name, i % 2) for i, name in enumerate(names)]
+    return Split("train", entries, FolderLoader("/x"), boxes), reads
+
+
+def test_record_columns_carry_boxes_only_when_asked():
+    names = ["n1/a.jpg", "n1/b.jpg", "n2/c.jpg", "n2/d.jpg"]
+    split, reads = _boxes_split(names)
+    plain = split.records(True, 7)
+    assert plain.boxes is None and all(record.boxes is None for record in plain)
+    assert reads == []  # a format without boxes does not read them
+    labels = {"n1": 1, "n2": 2}
+    records = split.records(True, 7, labels)
+    assert [r.relpath for r in records] == [names[i] for i in shuffle_order(4, 7)]
+    for record in list(records) + [records[i] for i in range(4)] + list(records[1:3]):
+        if record.relpath == "n1/a.jpg":
+            assert record.boxes.pixels.tolist() == [[1, 2, 3, 4, 1, 0]]
+            assert record.boxes.size == (10, 20)
+        elif record.relpath == "n2/c.jpg":  # a wnid outside the labels is left out
+            assert record.boxes.pixels.tolist() == [[5, 6, 7, 8, 2, 1]]
+            assert record.boxes.size is None
+        else:
+            assert record.boxes is None
+    assert reads == [1]
+    annotated = [r.relpath for r in records].index("n1/a.jpg")
+    again = pickle.loads(pickle.dumps(records[annotated]))  # as it travels to a worker
+    assert again.boxes.pixels.tolist() == [[1, 2, 3, 4, 1, 0]]
+
+
+def test_chained_records_number_the_parts_one_after_the_other(tmp_path):
+    train = RecordColumns(ListColumns.from_entries([("t0", 0), ("t1", 1), ("t2", 2)]),
+                          FolderLoader(str(tmp_path / "train")), shuffle_permutation(3, 1))
+    val = RecordColumns(ListColumns.from_entries([("v0", 5), ("v1", 6)]),
+                        FolderLoader(str(tmp_path / "val")))
+    empty = RecordColumns(ListColumns.from_entries([]), FolderLoader("/"))
+    chained = ChainedRecords.of([train, empty, val])
+    order = ["t%d" % i for i in shuffle_order(3, 1)]
+    expected = [(i, name, int(name[1]) + (5 if name[0] == "v" else 0))
+                for i, name in enumerate(order + ["v0", "v1"])]
+    assert len(chained) == 5
+    assert [(r.index, r.relpath, r.label) for r in chained] == expected
+    assert list(chained.entries()) == expected
+    assert [(chained[i].index, chained[i].relpath) for i in range(-5, 5)] == \
+        [(i % 5, expected[i % 5][1]) for i in range(-5, 5)]
+    assert chained[4].load.path == str(tmp_path / "val" / "v1")
+    assert chained[0].load.path.startswith(str(tmp_path / "train"))
+    for start in range(6):
+        for stop in range(start, 6):
+            part = chained[start:stop]
+            assert [(r.index, r.relpath, r.label) for r in part] == expected[start:stop]
+            assert list(part.entries()) == expected[start:stop] and len(part) == stop - start
+    with pytest.raises(IndexError):
+        chained[5]
