@@ -476,3 +476,46 @@ def test_chained_records_number_the_parts_one_after_the_other(tmp_path):
             assert list(part.entries()) == expected[start:stop] and len(part) == stop - start
     with pytest.raises(IndexError):
         chained[5]
+
+
+class _CountedPack:
+    """A task's results as one object (counts the tasks packed)."""
+    made = []
+
+    def __init__(self, results):
+        self.results = list(results)
+        _CountedPack.made.append(len(self.results))
+
+    def unpack(self):
+        return iter(self.results)
+
+
+class _SquareJob:
+    pack = _CountedPack
+
+    def __call__(self, item):
+        if item == 13:
+            raise ValueError("thirteen")
+        return item * item
+
+
+def test_an_executor_ships_a_task_s_results_as_the_job_packs_them():
+    """ordered_map packs each task's results by the job's ``pack`` (RecordJob's:
+    PackedResults.of) on an executor, not on its own threads; order and errors unchanged."""
+    from concurrent.futures import ThreadPoolExecutor
+    from imagenet_db.engine.executor import ordered_map
+    from imagenet_db.outputs.packed import PackedResults
+    from imagenet_db.pipeline import RecordJob
+    assert RecordJob.pack == PackedResults.of
+    with ThreadPoolExecutor(2) as pool:
+        _CountedPack.made.clear()
+        assert list(ordered_map(_SquareJob(), range(13), executor=pool, chunk=5)) == \
+            [i * i for i in range(13)]
+        assert _CountedPack.made == [5, 5, 3]
+        _CountedPack.made.clear()
+        with pytest.raises(ValueError, match="thirteen"):
+            list(ordered_map(_SquareJob(), range(20), executor=pool, chunk=4))
+    _CountedPack.made.clear()
+    assert list(ordered_map(_SquareJob(), range(10), workers=2, chunk=5)) == \
+        [i * i for i in range(10)]
+    assert _CountedPack.made == []  # local threads hand results over as they are

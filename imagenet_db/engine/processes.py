@@ -44,9 +44,8 @@ def _start_worker() -> None:
 class ProcessExecutor:
     """An Executor for ``ordered_map`` on ``workers`` local processes, forked at once (see the
     module).
-    ``threads``, ``chunk`` and ``window`` size the map; ``packed``: results come back packed."""
-
-    packed = True
+    ``threads``, ``chunk`` and ``window`` size the map; results come back packed when the
+    mapped function says how (``RecordJob.pack``, see ``ordered_map``)."""
 
     def __init__(self, workers: int):
         self.threads = workers
