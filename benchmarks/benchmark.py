@@ -54,6 +54,7 @@ Usage (from the repository root):
     python benchmarks/benchmark.py --quick               # 400 images, 1 round, no 10x run
     python benchmarks/benchmark.py --images 3000 --corpus /tmp/corpus --workers 2 --out /tmp/bench
     python benchmarks/benchmark.py --profile             # also: CPU per stage + scaling projection
+    python benchmarks/benchmark.py --targets --out /tmp/t  # issue 23's targets (long: 5M records)
 Everything it writes goes under --out (default: a new folder in the system temp dir) and the
 corpus folder; databases are deleted after each job.
 """
@@ -168,10 +169,15 @@ def job_convert(corpus: str, listfile: str, db: str, workers: int, backend: str 
     return {"seconds": seconds, "count": count, "cpu": cpu_seconds() - cpu}
 
 
-def job_writer(corpus: str, listfile: str, db: str, count: int, sync_commits: bool) -> dict:
+def job_writer(corpus: str, listfile: str, db: str, count: int, sync_commits: bool,
+               background: bool = False) -> dict:
     """LmdbWriter alone: ``count`` raw 256x256 datums made beforehand from 32 corpus images.
     The same database is first written once untimed and deleted, so the timed run reuses
-    warm heap and page-cache memory as a long build does (the steady-state rate)."""
+    warm heap and page-cache memory as a long build does (the steady-state rate).
+    background: commits flushed by ``engine.durable.BackgroundSync`` (else fsync in each
+    commit). Also returns the writing thread's own CPU (``thread_cpu``) and, with
+    background flushes, the time it waited for them (``sync_wait``) and their total
+    (``sync_busy``); with in-commit fsync the wait is the wall time less the thread's CPU."""
     import cv2
     from imagenet_db.outputs.lmdb import LmdbWriter
     from imagenet_db.outputs.wire import raw_datum_buffer
@@ -180,7 +186,7 @@ def job_writer(corpus: str, listfile: str, db: str, count: int, sync_commits: bo
     values = [bytes(raw_datum_buffer(cv2.resize(cv2.imread(os.path.join(corpus, n)), (SIZE, SIZE)),
                                      i)[0]) for i, n in enumerate(names)]
     def write(path):
-        writer = LmdbWriter(path, sync_commits=sync_commits)
+        writer = LmdbWriter(path, sync_commits=sync_commits, background_sync=background)
         for i in range(count):
             writer.put(b"%08d_%s" % (i, names[i % len(names)].encode()), values[i % len(values)])
         writer.commit()
@@ -188,13 +194,21 @@ def job_writer(corpus: str, listfile: str, db: str, count: int, sync_commits: bo
 
     write(db + ".warmup").close()  # untimed: first touch of the heap and of page-cache memory
     shutil.rmtree(db + ".warmup")
-    cpu, start = cpu_seconds(), time.perf_counter()
+    cpu, thread_cpu, start = cpu_seconds(), time.thread_time(), time.perf_counter()
     writer = write(db)
+    writer.commit()
+    syncer = writer._syncer
+    if syncer is not None:
+        syncer.flush()  # the last commit's flush is part of the steady state
     seconds = time.perf_counter() - start
-    cpu = cpu_seconds() - cpu
+    cpu, thread_cpu = cpu_seconds() - cpu, time.thread_time() - thread_cpu
+    wait = writer.sync_wait_seconds if syncer is not None else max(0.0, seconds - thread_cpu)
+    busy = syncer.sync_seconds if syncer is not None else wait
+    flush_start = time.perf_counter()
     writer.close()  # the final flush to disk (fsync), timed apart: it measures the disk
-    return {"seconds": seconds, "count": count, "flush": time.perf_counter() - start - seconds,
-            "cpu": cpu, "bytes": count * len(values[0])}
+    return {"seconds": seconds, "count": count, "flush": time.perf_counter() - flush_start,
+            "cpu": cpu, "thread_cpu": thread_cpu, "sync_wait": wait, "sync_busy": busy,
+            "bytes": count * len(values[0])}
 
 
 def job_mean(db: str, baseline: bool) -> dict:
@@ -454,7 +468,13 @@ def main(argv=None) -> int:
                         help="images in the Dask cluster vs local threads rows (1000)")
     parser.add_argument("--json", metavar="FILE", help="also write all raw results as JSON")
     parser.add_argument("--job", help=argparse.SUPPRESS)
+    parser.add_argument("--targets", action="store_true",
+                        help="run issue 23's target rows instead (benchmarks/targets.py: memory "
+                             "at 1M/5M records, SIGINT on a 14.2M list, kill + resume, writer "
+                             "overlap, --processes, Dask); the arguments after it go to it")
     args, rest = parser.parse_known_args(argv)
+    if args.targets:  # its own process (targets.py takes its jobs from this file)
+        return subprocess.call([sys.executable, os.path.join(HERE, "targets.py")] + rest)
     if args.job:
         result = JOBS[args.job](**json.loads(rest[0]))
         result["rss"] = peak_rss()

@@ -21,7 +21,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Set, Tuple, Type
+from typing import Dict, Iterator, Optional, Sequence, Set, Tuple, Type
 
 import numpy as np
 from tqdm import tqdm
@@ -41,7 +41,10 @@ from imagenet_db.observers.checksum import ContentChecksum
 from imagenet_db.observers.sizecheck import SizeCheck
 from imagenet_db.outputs import OUTPUTS, output_class
 from imagenet_db.outputs.base import Encoded, Output
+from imagenet_db.outputs.packed import PackedResults
+from imagenet_db.engine.skips import SkipList
 from imagenet_db.sources.base import Record
+from imagenet_db.sources.records import record_entries
 
 
 @dataclass(frozen=True)
@@ -62,10 +65,11 @@ class ConvertSummary:
     """What a conversion did. written/skipped counts; skipped lists (relpath, reason);
     seconds is wall time; results: what the observers give back (e.g. 'mean', a (C, H, W)
     float32 array, and 'mean_count'). resumed_at: records already done when a resumed build
-    started (0 for a fresh build); action: 'build', 'resume', 'publish' or 'done'."""
+    started (0 for a fresh build); action: 'build', 'resume', 'publish' or 'done'. ``skipped``
+    is a ``SkipList`` (compact; reads as a list of (relpath, reason))."""
     db_path: str
     written: int = 0
-    skipped: List[Tuple[str, str]] = field(default_factory=list)
+    skipped: SkipList = field(default_factory=SkipList)
     seconds: float = 0.0
     resumed_at: int = 0
     action: str = "build"
@@ -103,11 +107,14 @@ class RecordJob:
 
     Returns the output's ``Encoded`` value, or a str saying why the image is skipped.
     Picklable (for a Dask cluster): options, the output class and plain values only.
+    ``pack``: how a task's results travel back from a worker process or a Dask worker (one
+    buffer, ``outputs.packed``; see ``engine.executor.ordered_map``).
     """
     options: TransformOptions
     max_pixels: int
     output: Type[Output]
     want_pixels: bool
+    pack = staticmethod(PackedResults.of)  # a class attribute, not a field
 
     def __call__(self, record: Record):
         try:
@@ -188,7 +195,7 @@ class RegisteredOutputs:
 def _finished_summary(db_path: str, action: str, observers: Sequence) -> ConvertSummary:
     """The summary of an already complete output, from its manifest and skip log."""
     manifest = B.read_manifest(db_path) or {}
-    skipped = [(p, r) for _, p, r in B.read_skip_log(os.path.join(db_path, B.SKIP_LOG_NAME))]
+    skipped = SkipList(B.read_skip_log(os.path.join(db_path, B.SKIP_LOG_NAME)))
     summary = ConvertSummary(db_path=db_path, written=int(manifest.get("entries", 0)),
                              skipped=skipped, action=action)
     for observer in observers:
@@ -203,7 +210,7 @@ def _restore(build_dir: str, records, output: Output, observers, strict: bool,
     """Where an (interrupted) build stands: the next record position; fills ``summary``."""
     done = output.resume_position(records)
     summary.written = output.entries() if done else 0
-    summary.skipped = [(p, r) for _, p, r in B.SkipLog(build_dir).restore(done - 1)]
+    summary.skipped = B.SkipLog(build_dir).restore(done - 1)
     if summary.written + len(summary.skipped) != done:
         raise DatabaseError(f"{build_dir}: {summary.written} datums and {len(summary.skipped)} "
                             f"skips do not account for records 0..{done - 1}; the partial "
@@ -227,10 +234,10 @@ class _Build:
     summary: ConvertSummary
 
 
-def _write_all(todo, results, run: _Build, writer: WriterThread, bar, stop: GracefulStop,
-               skipped_at: List[int]) -> None:
+def _write_all(todo, results, run: _Build, writer: WriterThread, bar,
+               stop: GracefulStop) -> None:
     """The loop: each result in list order to the writing thread (observers, then the output),
-    or to the skip log (its index also to ``skipped_at``)."""
+    or to the skip log and the summary's skips."""
     summary = run.summary
     skip_log = B.SkipLog(run.build_dir)
     try:
@@ -240,13 +247,13 @@ def _write_all(todo, results, run: _Build, writer: WriterThread, bar, stop: Grac
             bar.update(1)
             if not isinstance(result, Encoded):
                 skip_log.add(record.index, record.relpath, result)
-                summary.skipped.append((record.relpath, result))
-                skipped_at.append(record.index)
+                summary.skipped.add(record.index, record.relpath, result)
                 bar.write(f"skipped {record.relpath}: {result}", file=sys.stderr)
                 if run.options.strict:
                     raise SkippedImageError(f"{record.relpath}: {result} (--strict); "
                                             f"fix the file, then {B.RESUME_HINT}")
                 continue
+            skip_log.sync()  # the skips before it are durable before it can be committed
             writer.add(record, result)
             summary.written += 1
     finally:
@@ -275,10 +282,10 @@ def _run(records, todo, run: _Build, transform: TransformOptions) -> GracefulSto
                disable=None if build.progress is None else not build.progress,
                file=sys.stderr, desc=os.path.basename(run.summary.db_path), dynamic_ncols=True)
     writer = WriterThread(output, observers, build_dir)
-    written_before, skipped_before, skipped_at = run.summary.written, len(run.summary.skipped), []
+    written_before = run.summary.written
     try:
         with stop:  # a signal during the final drain still stops cleanly, after one commit
-            _write_all(todo, results, run, writer, bar, stop, skipped_at)
+            _write_all(todo, results, run, writer, bar, stop)
             results.close()
             if stop.requested:
                 writer.stop()
@@ -286,11 +293,8 @@ def _run(records, todo, run: _Build, transform: TransformOptions) -> GracefulSto
         if stop.requested:  # count what is committed: the records up to the last one stored
             last = writer.last_index if writer.last_index is not None else \
                 len(records) - len(todo) - 1
-            summary = run.summary
-            summary.written = written_before + writer.written
-            summary.skipped = summary.skipped[:skipped_before] + [
-                skip for skip, index in zip(summary.skipped[skipped_before:], skipped_at)
-                if index <= last]
+            run.summary.written = written_before + writer.written
+            run.summary.skipped.keep_upto(last)
     except (ImagenetDbError, OSError) as exc:
         results.close()
         if isinstance(exc, (DatabaseError, OSError)):  # the writer failed: keep what is committed
@@ -299,8 +303,7 @@ def _run(records, todo, run: _Build, transform: TransformOptions) -> GracefulSto
         writer.close()  # a bad image, a failed cluster...: commit the good ones
         if isinstance(exc, ClusterError):
             raise ClusterError(f"{exc}; the work committed so far is kept in {build_dir}: "
-                               f"{B.RESUME_HINT} (on this machine without --dask_scheduler, "
-                               f"or on a working cluster)") from None
+                               f"{B.RESUME_HINT}{exc.resume_where}") from None
         raise
     except BaseException:
         results.close()
@@ -321,10 +324,17 @@ def result_bytes(result) -> int:
     return stored + (result.pixels.nbytes if result.pixels is not None else 0)  # (or a view)
 
 
-def _written_records(records: Sequence[Record], summary: ConvertSummary) -> List[Record]:
-    """The records that were stored (all but the skipped ones), in order."""
-    skipped = {relpath for relpath, _ in summary.skipped}
-    return [record for record in records if record.relpath not in skipped]
+def _written_records(records: Sequence[Record], summary: ConvertSummary
+                     ) -> Iterator[Tuple[int, str, int]]:
+    """(index, relpath, label) of the records that were stored (all but the skipped ones), in
+    order; walks the skips' ascending indices beside the records (no set of names)."""
+    skipped = iter(summary.skipped.indices())
+    next_skip = next(skipped, None)
+    for entry in record_entries(records):
+        if entry[0] == next_skip:
+            next_skip = next(skipped, None)
+            continue
+        yield entry
 
 
 def _publish(build_dir: str, records: Sequence[Record], summary: ConvertSummary,
@@ -392,7 +402,7 @@ def convert(records: Sequence[Record], db_path: str, backend: str = "lmdb",
     stays in ``DB.partial`` for ``resume``.
     """
     db_path = output_path(db_path)
-    if any(record.index != position for position, record in enumerate(records)):
+    if any(index != position for position, (index, _, _) in enumerate(record_entries(records))):
         raise ValueError("records must be numbered 0..n-1 in list order")
     output_options = _as_json(recorded.output_options)
     parent = os.path.dirname(db_path) or "."
@@ -416,10 +426,10 @@ def output_path(path: str) -> str:
 def _check_records(records: Sequence[Record], output: Type[Output]) -> None:
     """Refuse, before any work, a record the output format cannot store (e.g. a key over
     LMDB's size limit), naming it."""
-    for record in records:
-        problem = output.record_problem(record.relpath, record.index)
+    for index, relpath, _ in record_entries(records):
+        problem = output.record_problem(relpath, index)
         if problem:
-            raise DatabaseError(f"record {record.index} ({record.relpath[:80]!r}): {problem}")
+            raise DatabaseError(f"record {index} ({relpath[:80]!r}): {problem}")
 
 
 def _convert_locked(records, db_path, backend, transform, build, observers, settings,

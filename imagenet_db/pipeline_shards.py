@@ -19,7 +19,7 @@ what is done and exits 130/143; ``--resume`` rebuilds only the shards not logged
 import os
 import sys
 import time
-from typing import List, Sequence
+from typing import Iterable, List, Sequence
 
 from tqdm import tqdm
 
@@ -28,6 +28,7 @@ from imagenet_db.engine.executor import ClusterError, ordered_map
 from imagenet_db.engine.files import write_json_atomic
 from imagenet_db.engine.graceful import GracefulStop
 from imagenet_db.engine.lock import OutputLock, lock_path_for
+from imagenet_db.engine.skips import SkipList
 from imagenet_db.errors import BuildInterrupted, DatabaseError, SkippedImageError
 from imagenet_db.imaging.transform import TransformOptions
 from imagenet_db.outputs import output_class
@@ -40,13 +41,13 @@ SKIPPED_NAME = B.SKIP_LOG_NAME  # index TAB relpath TAB reason, kept in the fini
 
 def _summary_of_finished(db_path: str, action: str) -> ConvertSummary:
     manifest = B.read_manifest(db_path) or {}
-    skipped = [(p, r) for _, p, r in B.read_skip_log(os.path.join(db_path, SKIPPED_NAME))]
+    skipped = SkipList(B.read_skip_log(os.path.join(db_path, SKIPPED_NAME)))
     B.write_skip_report(db_path, skipped)
     return ConvertSummary(db_path=db_path, written=int(manifest.get("entries", 0)),
                           skipped=skipped, action=action)
 
 
-def _run_shards(job: ShardJob, todo: list, build, done: dict, bar) -> GracefulStop:
+def _run_shards(job: ShardJob, todo: Iterable, build, done: dict, bar) -> GracefulStop:
     """Run the shard tasks; log each finished one (in shard order) into ``done``."""
     stop = GracefulStop()
     slots = getattr(build.executor, "threads", 0) or build.workers or os.cpu_count() or 1
@@ -150,7 +151,8 @@ def _build(records, db_path, fmt, transform, build, identity, options) -> Conver
     done = read_shard_log(build_dir)
     done = {name: result for name, result in done.items()
             if name in {spec.name for spec in specs}}
-    todo = [(spec, records[spec.start:spec.stop]) for spec in specs if spec.name not in done]
+    todo = ((spec, list(records[spec.start:spec.stop]))  # made as sent: one shard's Records
+            for spec in specs if spec.name not in done)
     summary = ConvertSummary(db_path=db_path, action="resume" if done else "build",
                              resumed_at=sum(r.count + len(r.skipped) for r in done.values()))
     job = ShardJob(RecordJob(transform, build.max_pixels, fmt, False), fmt, build_dir, options)
@@ -163,7 +165,7 @@ def _build(records, db_path, fmt, transform, build, identity, options) -> Conver
         bar.close()
     finished = [done[spec.name] for spec in specs if spec.name in done]
     summary.written = sum(r.count for r in finished)
-    summary.skipped = [(p, r) for result in finished for _, p, r in result.skipped]
+    summary.skipped = SkipList(skip for result in finished for skip in result.skipped)
     if len(finished) != len(specs):
         raise BuildInterrupted(f"interrupted: {len(finished)} of {len(specs)} shards are "
                                f"finished in {build_dir}; {B.RESUME_HINT}", stop.signum)

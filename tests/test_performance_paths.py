@@ -294,10 +294,13 @@ def test_lmdb_file_is_within_5_percent_of_the_payload(tmp_path):
 
 
 def test_lmdb_writer_durability_modes(tmp_path):
-    for sync in (False, True):
-        db = str(tmp_path / f"db{sync}")
-        writer = LmdbWriter(db, batch_size=2, sync_commits=sync)
-        assert writer.env.flags()["sync"] is sync
+    """No sync; fsync in each commit; commits flushed by a background thread (issue 23: the
+    environment commits with MDB_NOSYNC and the thread calls env.sync)."""
+    for sync, background in ((False, False), (True, False), (True, True)):
+        db = str(tmp_path / f"db{sync}{background}")
+        writer = LmdbWriter(db, batch_size=2, sync_commits=sync, background_sync=background)
+        assert writer.env.flags()["sync"] is (sync and not background)
+        assert (writer._syncer is not None) is background
         for i in range(5):
             writer.put(b"%08d" % i, bytearray(b"v%d" % i))
         writer.close()

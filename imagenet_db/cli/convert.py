@@ -16,7 +16,7 @@ from imagenet_db.cli.flags import (EXIT_STATUS, backend_arg, bool_flag, build_ar
                                    run_command, seed_arg, transform_options, workers_arg)
 from imagenet_db.sources.base import DEFAULT_SEED
 
-CONVERT_BOOLS = ("gray", "shuffle", "check_size", "encoded", "overwrite", "progress", "resume",
+CONVERT_BOOLS = ("gray", "processes", "shuffle", "check_size", "encoded", "overwrite", "progress", "resume",
                  "strict", "fast_decode")  # + the resize modes' (resize_bools)
 
 
@@ -55,8 +55,8 @@ def convert_parser(prog="convert_imageset") -> argparse.ArgumentParser:
 
 def _convert(args) -> None:
     from imagenet_db.pipeline import Recorded, convert
-    from imagenet_db.sources.base import shuffled
-    from imagenet_db.sources.listfile import list_records, read_list
+    from imagenet_db.sources.listfile import read_list_columns
+    from imagenet_db.sources.records import FolderLoader, RecordColumns, shuffle_permutation
 
     from imagenet_db.outputs import output_class
 
@@ -65,12 +65,13 @@ def _convert(args) -> None:
                                 encode_type=args.encode_type, fast_decode=args.fast_decode)
     # the largest key number is the list's length - 1; checked before any image is read
     output = output_class(args.backend)
-    entries = read_list(args.listfile, lambda relpath: output.record_problem(relpath, 10**7))
-    if args.shuffle:
-        entries = shuffled(entries, args.seed)
+    entries = read_list_columns(args.listfile,
+                                lambda relpath: output.record_problem(relpath, 10**7))
+    order = shuffle_permutation(len(entries), args.seed) if args.shuffle else None
     print(f"A total of {len(entries)} images.", file=sys.stderr)
+    records = RecordColumns(entries, FolderLoader(args.root), order)
     with executor_for(args) as executor:
-        summary = convert(list_records(args.root, entries), args.db, args.backend, options,
+        summary = convert(records, args.db, args.backend, options,
                           build_options(args, executor),
                           recorded=Recorded(settings={"shuffle": args.shuffle, "seed": args.seed},
                                             info={"listfile": os.path.abspath(args.listfile)}))

@@ -49,8 +49,9 @@ def format_flags() -> Dict[str, Tuple[FormatOption, Tuple[str, ...]]]:
     return flags
 
 
-CREATE_BOOLS = ("encoded", "overwrite", "progress", "verify", "resume", "strict", "fast_decode",
-                "prototxt", "drop_val_blacklist", "report", "allow_empty_classes", "boxes_csv")
+CREATE_BOOLS = ("encoded", "processes", "overwrite", "progress", "verify", "resume", "strict",
+                "fast_decode", "prototxt", "drop_val_blacklist", "report", "allow_empty_classes",
+                "boxes_csv")
 
 
 def create_bools() -> tuple:

@@ -67,6 +67,9 @@ def workers_arg(parser, cluster=False):
                         help=f"worker threads for decode/resize/encode, >= 1 (default: all cores, "
                              f"{default_workers()} here); the output does not depend on it")
     if cluster:
+        bool_flag(parser, "processes",
+                  "run decode/resize/encode in --workers processes instead of threads (past "
+                  "Python's GIL: for tiny images and --encoded; the output is the same)")
         parser.add_argument("--dask_scheduler", default=None, metavar="ADDRESS",
                             help="run decode/resize/encode on an existing Dask cluster "
                                  "(e.g. tcp://host:8786; needs 'imagenet-db[cluster]' and the "
@@ -212,10 +215,19 @@ def build_options(args, executor) -> BuildOptions:
 
 
 def executor_for(args):
-    """The Dask executor for --dask_scheduler, else a null context (local threads)."""
+    """The Dask executor for --dask_scheduler, worker processes for --processes
+    (``engine.processes``), else a null context (local threads). Raises ImagenetDbError
+    when both are given."""
+    processes = getattr(args, "processes", False)
     if getattr(args, "dask_scheduler", None):
+        if processes:
+            raise ImagenetDbError("--processes runs the work on this machine and "
+                                  "--dask_scheduler on a cluster: give one of them")
         from imagenet_db.engine.executor import dask_executor
         return dask_executor(args.dask_scheduler, args.dask_timeout)
+    if processes:
+        from imagenet_db.engine.processes import process_executor
+        return process_executor(args.workers)
     return contextlib.nullcontext(None)
 
 

@@ -38,7 +38,9 @@ from imagenet_db.engine.files import (fsync_dir, read_json, remove_path, write_f
                                       write_json_atomic)
 from imagenet_db.errors import DatabaseError
 from imagenet_db.imaging.headers import DEFAULT_MAX_PIXELS
+from imagenet_db.engine.skips import SkipList
 from imagenet_db.sources.base import Record
+from imagenet_db.sources.records import record_entries
 from imagenet_db.text import is_ascii_number
 
 DEFAULT_TXN_SIZE = 1000  # datums per transaction, as Caffe's convert_imageset
@@ -79,11 +81,12 @@ class BuildOptions:
 
 
 def list_fingerprint(records: Sequence[Record]) -> str:
-    """SHA-256 (hex) of the records in order: '%08d_relpath TAB label LF' each (the Caffe key)."""
+    """SHA-256 (hex) of the records in order: '%08d_relpath TAB label LF' each (the Caffe key).
+    records: Records, or an iterable of (index, relpath, label) (``record_entries``)."""
     digest = hashlib.sha256()
-    for record in records:
-        digest.update(b"%08d_%s\t%d\n" % (record.index, record.relpath.encode("utf-8"),
-                                          record.label))
+    entries = records if not isinstance(records, Sequence) else record_entries(records)
+    for index, relpath, label in entries:
+        digest.update(b"%08d_%s\t%d\n" % (index, relpath.encode("utf-8"), label))
     return digest.hexdigest()
 
 
@@ -356,38 +359,52 @@ def publish(build: str, db_path: str) -> None:
 class SkipLog:
     """The skipped images of a build (``imagenet_db.skipped.tsv`` in the build directory).
 
-    Each skip is appended as 'index TAB relpath TAB reason' and fsync'ed at once, so it is on
-    disk before the transaction of any later datum commits.
+    Each skip is appended as 'index TAB relpath TAB reason' and handed to the OS at once (a
+    killed build keeps it); ``sync`` makes the skips so far durable, and the pipeline calls it
+    before the next datum goes to the writer, so a skip is on disk before the transaction of
+    any later datum commits: one fsync per run of consecutive skips, not one per skip (a list
+    of a million missing files costs one fsync, not a million).
     """
 
     def __init__(self, build: str):
         self.path = os.path.join(build, SKIP_LOG_NAME)
         self._file = None
+        self.dirty = False  # skips written but not fsync'ed yet
 
-    def restore(self, upto_index: int) -> List[Tuple[int, str, str]]:
+    def restore(self, upto_index: int) -> SkipList:
         """Keep the skips with index <= ``upto_index`` (the rest will be redone), rewrite the log
-        with them and return them as (index, relpath, reason) in index order."""
+        with them and return them (a ``SkipList``, in index order)."""
         if not os.path.exists(self.path):
-            return []
-        kept = [entry for entry in read_skip_log(self.path) if entry[0] <= upto_index]
-        write_file_atomic(self.path, "".join(f"{i}\t{p}\t{r}\n" for i, p, r in kept)
-                          .encode("utf-8"))
+            return SkipList()
+        kept = SkipList(entry for entry in read_skip_log(self.path) if entry[0] <= upto_index)
+        write_file_atomic(self.path, "".join(f"{kept.index_of(i)}\t{p}\t{r}\n"
+                                             for i, (p, r) in enumerate(kept)).encode("utf-8"))
         return kept
 
     def add(self, index: int, relpath: str, reason: str) -> None:
-        """Append one skipped image (index, relpath, reason) to the log, fsync'ed."""
+        """Append one skipped image (index, relpath, reason) to the log (flushed to the OS;
+        durable at the next ``sync``)."""
         if self._file is None:
             self._file = open(self.path, "a", encoding="utf-8")
         reason = " ".join(reason.split())  # one line, no tabs
         self._file.write(f"{index}\t{relpath}\t{reason}\n")
         self._file.flush()
-        os.fsync(self._file.fileno())
+        self.dirty = True
+
+    def sync(self) -> None:
+        """fsync the skips added since the last sync (none: nothing to do)."""
+        if self.dirty:
+            os.fsync(self._file.fileno())
+            self.dirty = False
 
     def close(self) -> None:
-        """Close the log file."""
+        """Make the skips durable and close the log file."""
         if self._file is not None:
-            self._file.close()
-            self._file = None
+            try:
+                self.sync()
+            finally:
+                self._file.close()
+                self._file = None
 
 
 def skip_report_path(db_path: str) -> str:

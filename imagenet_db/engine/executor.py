@@ -59,7 +59,9 @@ DEFAULT_DASK_TIMEOUT = 60.0  # seconds without any result before a cluster is gi
 
 
 class ClusterError(ImagenetDbError):
-    """The Dask cluster cannot be reached, lost its scheduler or workers, or cancelled work."""
+    """The Dask cluster cannot be reached, lost its scheduler or workers, or cancelled work.
+    ``resume_where``: where the build can be resumed (added to the resume hint)."""
+    resume_where = " (on this machine without --dask_scheduler, or on a working cluster)"
 
 
 class _Stopped(Exception):
@@ -95,7 +97,11 @@ def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: Optional[int]
     task (default 8 on threads, 64 on a cluster). size: bytes a result holds; then the work
     in flight on threads is also kept under IN_FLIGHT_BYTES (see the module docstring).
     executor: an existing concurrent.futures Executor to submit to instead of a thread pool
-    (e.g. ``dask_executor``'s); then fn and the items must be picklable.
+    (e.g. ``dask_executor``'s or ``processes.process_executor``'s, whose ``chunk`` and
+    ``window`` attributes, if any, are the defaults); then fn and the items must be
+    picklable, and fn's ``pack`` attribute, if any, turns a task's list of results into one
+    object to ship (e.g. ``outputs.packed.PackedResults.of``) whose ``unpack()`` yields them
+    again.
     stop: checked at least every POLL_SECONDS while a result is awaited; when it returns True
     the map ends early (yields no more), so a consumer blocked on a stuck cluster sees a
     Ctrl-C at once.
@@ -104,10 +110,12 @@ def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: Optional[int]
     """
     workers = default_workers() if workers is None else max(1, int(workers))
     if executor is not None:
-        chunk = chunk or CLUSTER_CHUNK
+        chunk = chunk or getattr(executor, "chunk", None) or CLUSTER_CHUNK
         threads = getattr(executor, "threads", 0) or 8
-        window = window or min(256 * threads, CLUSTER_WINDOW_MAX)
-        yield from _windowed(executor, _Chunk(fn), items, chunk, window, stop)  # (its own cap)
+        window = window or getattr(executor, "window", None) or \
+            min(256 * threads, CLUSTER_WINDOW_MAX)
+        yield from _windowed(executor, _Chunk(fn, getattr(fn, "pack", None)), items, chunk,
+                             window, stop)  # (its own cap)
         return
     if workers == 1:
         for item in items:
@@ -120,12 +128,13 @@ def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: Optional[int]
 
 
 class _Chunk:
-    """fn over a list of items; an item's exception is returned in its place (picklable)."""
+    """fn over a list of items; an item's exception is returned in its place (picklable).
+    pack: applied to the list of results (see ordered_map)."""
 
-    __slots__ = ("fn",)
+    __slots__ = ("fn", "pack")
 
-    def __init__(self, fn):
-        self.fn = fn
+    def __init__(self, fn, pack=None):
+        self.fn, self.pack = fn, pack
 
     def __call__(self, items: list) -> list:
         keep_freed_heap()  # on a cluster worker too: reuse, not re-fault, large image buffers
@@ -135,7 +144,7 @@ class _Chunk:
                 out.append(self.fn(item))
             except Exception as exc:  # noqa: BLE001 (raised again at the consumer)
                 out.append(_Raised(exc))
-        return out
+        return out if self.pack is None else self.pack(out)
 
 
 class _Raised:
@@ -173,7 +182,9 @@ def _windowed(pool: Executor, run: _Chunk, items, chunk: int, window: int, stop=
             if part:
                 pending.append(pool.submit(run, part))
             while pending and (len(pending) >= ahead or not part):
-                for result in wait(pending.popleft(), stop):
+                results = wait(pending.popleft(), stop)
+                unpack = getattr(results, "unpack", None)
+                for result in (results if unpack is None else unpack()):
                     if isinstance(result, _Raised):
                         raise result.exc
                     if size is not None:

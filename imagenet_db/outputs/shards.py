@@ -47,7 +47,8 @@ from imagenet_db.imaging.headers import _jpeg_frame, sniff_format
 from imagenet_db.imaging.transform import TransformOptions
 from imagenet_db.outputs.base import Encoded
 from imagenet_db.outputs.spec import FormatOption, FormatSpec, Stage
-from imagenet_db.sources.base import Dataset, Record
+from imagenet_db.sources.base import Dataset
+from imagenet_db.sources.records import ChainedRecords
 
 SHARD_LOG = "imagenet_db.shards.log"
 DEFAULT_SHARD_SIZE = 1000
@@ -467,7 +468,7 @@ SHARD_SIZE = FormatOption(
 
 def shard_stages(found: Dataset, out: str, recipe, fmt) -> Tuple[Dataset, List[Stage]]:
     """The one stage of the sharded format class ``fmt`` (``OUTDIR/<fmt.name>``): the
-    training images shuffled with ``recipe.seed`` (blake2b order, ``sources.base.shuffled``,
+    training images shuffled with ``recipe.seed`` (blake2b order, ``Split.records``,
     as the caffe format), then the validation images in file order; labels are Caffe's (wnids
     in ASCII order; TFRecord adds its label base when writing). Annotated records carry their
     boxes (``Record.boxes``, labels ``fmt.box_labels``) when the split has annotation files
@@ -483,13 +484,13 @@ def shard_stages(found: Dataset, out: str, recipe, fmt) -> Tuple[Dataset, List[S
     options = {"synsets": list(found.synsets), "shard_size": shard_size}
     options.update(fmt.recipe_options(found, recipe))
     box_labels = fmt.box_labels(found.synsets, options)
-    records: List[Record] = []
-    splits, notes = [], []
+    parts, splits, notes = [], [], []
     for name, split in found.splits.items():
-        records += split.records(name == "train", recipe.seed, box_labels, len(records))
+        parts.append(split.records(name == "train", recipe.seed, box_labels))
         splits.append((name, len(split.entries)))
         if split.boxes is not None:
             notes += split.boxes.counts.notes(name)
+    records = ChainedRecords.of(parts)  # numbered on: val after train
     options = {"splits": splits, **options}
     settings = {"seed": recipe.seed, "synsets": len(found.synsets), "format": fmt.name}
     if any(split.boxes is not None for split in found.splits.values()):

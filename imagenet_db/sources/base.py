@@ -5,12 +5,13 @@ becomes the number in Caffe's key ``%08d_<relpath>`` (formed by the output). The
 are not read here: ``record.load()`` reads them when a worker needs them, so the list of
 records stays small (no pixels are held for the list).
 """
-import hashlib
 import os
 from dataclasses import dataclass, field, replace
 from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from imagenet_db.errors import ImagenetDbError
+from imagenet_db.sources.records import (FileLoader, ListColumns, Record,  # noqa: F401
+                                         RecordColumns, shuffle_permutation)
 from imagenet_db.text import line_problem
 
 DEFAULT_SEED = 0
@@ -24,67 +25,15 @@ def is_image_name(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
-class FileLoader:
-    """Zero-argument callable that returns the bytes of one file (raises OSError if unreadable).
-
-    Reads with os.open/fstat/os.read (one read of the whole file, no buffered file object):
-    ~0.01 ms less per ImageNet JPEG than ``open(path, 'rb').read()`` (issue 14)."""
-
-    __slots__ = ("path",)
-
-    def __init__(self, path: str):
-        self.path = path
-
-    def __call__(self) -> bytes:
-        fd = os.open(self.path, os.O_RDONLY)
-        try:
-            size = os.fstat(fd).st_size
-            data = os.read(fd, size + 1)  # one byte more: a file that grew is read to its end
-            if len(data) <= size and (len(data) == size or not data):
-                return data
-            parts = [data]
-            while True:  # short read (a pipe, a FUSE file...) or a file that grew
-                chunk = os.read(fd, 1 << 20)
-                if not chunk:
-                    return b"".join(parts)
-                parts.append(chunk)
-        finally:
-            os.close(fd)
-
-    def __repr__(self) -> str:
-        return f"FileLoader({self.path!r})"
-
-
-@dataclass(frozen=True)
-class Record:
-    """One image to convert.
-
-    index: position in the (shuffled) list, the number in the key. relpath: the list's path,
-    '/'-separated, used in the key. label: int32 class label. load: returns the image file bytes.
-    boxes: the image's annotation when the format asked for boxes (``Split.records``) and
-    the image has one: a ``sources.boxes.RecordBoxes`` (pixel boxes and the annotation's
-    size); None otherwise (no annotation file, or boxes not asked for).
-    """
-    index: int
-    relpath: str
-    label: int
-    load: Callable[[], bytes]
-    boxes: Optional[object] = None
-
-
 def shuffle_order(n: int, seed: int = DEFAULT_SEED) -> List[int]:
     """A deterministic permutation of range(n) for ``--shuffle``.
 
     Position i goes where the BLAKE2b-64 digest of (seed, i) sorts: the same seed gives the
     same order on every machine, Python and numpy version, and with any number of workers.
     (Caffe's own shuffle uses an unseeded RNG, so no Caffe order can be reproduced anyway.)
+    As a list; ``records.shuffle_permutation`` gives it as an int64 array (8 bytes a record).
     """
-    seed_bytes = int(seed).to_bytes(8, "little", signed=True)
-
-    def rank(i: int) -> bytes:
-        return hashlib.blake2b(seed_bytes + i.to_bytes(8, "little"), digest_size=8).digest()
-
-    return sorted(range(n), key=rank)
+    return shuffle_permutation(n, seed).tolist()
 
 
 def shuffled(entries: Sequence, seed: int = DEFAULT_SEED) -> list:
@@ -102,18 +51,17 @@ class Split:
     loader: Callable[[str], Callable[[], bytes]]
     boxes: Optional[object] = None
 
-    def records(self, shuffle: bool, seed: int, box_labels: Optional[Dict[str, int]] = None,
-                first: int = 0) -> List[Record]:
-        """Records in database order (shuffled with ``seed`` when ``shuffle``), indexes from
-        ``first`` on (a later split of a list that holds several). box_labels: wnid -> the
-        label a box gets (its format's label order): each annotated record then carries its
-        boxes (``Record.boxes``, read from ``self.boxes``; nothing is read when the split has
-        no annotation files); None: no boxes."""
-        order = shuffled(self.entries, seed) if shuffle else self.entries
-        table = self.boxes.table() if box_labels is not None and self.boxes is not None else {}
-        return [Record(i, relpath, label, self.loader(relpath),
-                       table[relpath].for_record(box_labels) if relpath in table else None)
-                for i, (relpath, label) in enumerate(order, start=first)]
+    def records(self, shuffle: bool, seed: int,
+                box_labels: Optional[Dict[str, int]] = None) -> RecordColumns:
+        """Records in database order (shuffled with ``seed`` when ``shuffle``), as columns
+        (``sources.records``: one ``Record`` made per access). box_labels: wnid -> the label
+        a box gets (its format's label order): each annotated record then carries its boxes
+        (``Record.boxes``, from ``self.boxes``); None: no boxes."""
+        order = shuffle_permutation(len(self.entries), seed) if shuffle else None
+        boxes = self.boxes.lookup(box_labels) \
+            if box_labels is not None and self.boxes is not None else None
+        return RecordColumns(ListColumns.from_entries(self.entries), self.loader, order,
+                             boxes=boxes)
 
 
 @dataclass

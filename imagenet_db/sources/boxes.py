@@ -330,6 +330,16 @@ class SplitBoxes:
             self._table = self.read(self.counts)
         return self._table
 
+    def lookup(self, labels: Mapping[str, int]) -> Callable[[str], Optional[RecordBoxes]]:
+        """relpath -> its ``RecordBoxes`` with ``labels`` (wnid -> box label), or None for an
+        image without an annotation (``sources.records.RecordColumns``'s ``boxes``)."""
+        table = self.table()
+
+        def boxes_of(relpath: str) -> Optional[RecordBoxes]:
+            found = table.get(relpath)
+            return None if found is None else found.for_record(labels)
+        return boxes_of
+
 
 def _add_csv(table: Dict[str, ImageBoxes], csv_file, wanted: set, counts: BoxCounts) -> None:
     """Check a LOC CSV against the XML boxes in ``table`` and add the images only it has."""

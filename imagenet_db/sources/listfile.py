@@ -11,12 +11,15 @@ are accepted; blank lines are ignored; a list with no entries is an error.
 ``list_records`` makes the records of such a list under a root folder: the source of
 ``convert_imageset``.
 """
+import codecs
 import os
 import re
-from typing import Callable, Iterable, List, Optional, Sequence, Tuple
+from array import array
+from typing import Callable, Iterable, List, Optional, Tuple
 
 from imagenet_db.errors import ListFileError
-from imagenet_db.sources.base import FileLoader, Record
+from imagenet_db.sources.records import (FolderLoader, ListColumns, RecordColumns,
+                                         first_repeat)
 from imagenet_db.text import line_problem
 
 INT32_MAX = 2**31 - 1
@@ -49,30 +52,61 @@ def read_list(path: str, check_path: Optional[Callable[[str], Optional[str]]] = 
     size), returning why a path cannot be stored (or None); checked on every line, before any
     image is read. Raises ListFileError (file and line named) for malformed lines, duplicate
     paths, paths check_path refuses or an empty list, and for a file that cannot be read.
+    ``read_list_columns`` reads the same into compact columns (for long lists).
     """
+    columns = read_list_columns(path, check_path)
+    return list(zip(columns.names(0, len(columns)), columns.labels.tolist()))
+
+
+def read_list_columns(path: str, check_path: Optional[Callable[[str], Optional[str]]] = None
+                      ) -> ListColumns:
+    """``read_list`` into ``ListColumns`` (relpaths in one blob, int32 labels): ~50 bytes per
+    line of an ImageNet list, read line by line; the same checks and errors, the first bad
+    line (in file order) being the one reported. Duplicates are found by sorting hashes
+    (``records.first_repeat``) after the lines are read."""
+    columns, lines = ListColumns(), array("i")
     try:
-        with open(path, "r", encoding="utf-8-sig", newline="") as f:
-            lines = f.read().split("\n")  # '\n' only (CRLF: '\r' dropped below)
+        with open(path, "rb") as f:
+            for number, raw in enumerate(f, start=1):  # binary: split on b'\n' only
+                line = _decode_line(raw, number)
+                if not line.strip():
+                    continue
+                try:
+                    relpath, label = parse_list_line(line, f"{path}:{number}")
+                    problem = check_path(relpath) if check_path else None
+                    if problem:
+                        raise ListFileError(f"{path}:{number}: {problem}")
+                except ListFileError:
+                    _refuse_repeats(path, columns, lines)  # an earlier line is reported first
+                    raise
+                columns.append(relpath, label)
+                lines.append(number)
     except (OSError, UnicodeDecodeError) as exc:
+        _refuse_repeats(path, columns, lines)
         raise ListFileError(f"{path}: cannot read list file: {exc}") from None
-    entries: List[Tuple[str, int]] = []
-    first_seen = {}
-    for number, raw in enumerate(lines, start=1):
-        line = raw.rstrip("\r")
-        if not line.strip():
-            continue
-        relpath, label = parse_list_line(line, f"{path}:{number}")
-        problem = check_path(relpath) if check_path else None
-        if problem:
-            raise ListFileError(f"{path}:{number}: {problem}")
-        if relpath in first_seen:
-            raise ListFileError(f"{path}:{number}: {relpath!r} is listed again "
-                                f"(first at line {first_seen[relpath]})")
-        first_seen[relpath] = number
-        entries.append((relpath, label))
-    if not entries:
+    if not lines:
         raise ListFileError(f"{path}: the list file has no entries")
-    return entries
+    _refuse_repeats(path, columns, lines)
+    return columns
+
+
+def _decode_line(raw: bytes, number: int) -> str:
+    """One line of a list file as text: UTF-8 (a BOM before line 1 dropped), without its
+    '\n' and the '\r's before it (CRLF endings). Raises UnicodeDecodeError."""
+    if number == 1 and raw.startswith(codecs.BOM_UTF8):
+        raw = raw[len(codecs.BOM_UTF8):]
+    return raw.rstrip(b"\n").rstrip(b"\r").decode("utf-8")
+
+
+def _refuse_repeats(path: str, columns: ListColumns, lines: array) -> None:
+    """Raise ListFileError naming the first line that repeats an earlier line's path."""
+    if len(lines) < 2:
+        return
+    repeat = first_repeat(columns.freeze())
+    if repeat is not None:
+        first, again = repeat
+        raise ListFileError(f"{path}:{lines[again]}: {columns.relpath(again)!r} is listed "
+                            f"again (first at line {lines[first]})")
 
 
 def list_text(entries: Iterable[Tuple[str, int]]) -> str:
@@ -90,8 +124,10 @@ def write_list(path: str, entries: Iterable[Tuple[str, int]]) -> None:
     os.replace(tmp, path)
 
 
-def list_records(root: str, entries: Sequence[Tuple[str, int]]) -> List[Record]:
-    """Records for list entries [(relpath, label), ...] whose files live under ``root``;
-    record i gets key number i (so shuffle ``entries`` first, as convert_imageset does)."""
-    return [Record(i, relpath, label, FileLoader(os.path.join(root, relpath)))
-            for i, (relpath, label) in enumerate(entries)]
+def list_records(root: str, entries) -> RecordColumns:
+    """Records for list entries ((relpath, label) pairs or ``ListColumns``) whose files live
+    under ``root``; record i gets key number i (so shuffle ``entries`` first, as
+    convert_imageset does, or see ``sources.records.RecordColumns``'s ``order``)."""
+    if not isinstance(entries, ListColumns):
+        entries = ListColumns.from_entries(entries)
+    return RecordColumns(entries, FolderLoader(root))
