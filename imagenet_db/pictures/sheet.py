@@ -253,6 +253,24 @@ def choose_positions(db, count: int = DEFAULT_COUNT, label: Optional[int] = None
     return [int(matching[i]) for i in spread_positions(count, int(matching.size))]
 
 
+def _thumbnails(db, positions: Sequence[int], class_names: Sequence[str], tile: int,
+                max_pixels: int) -> Tuple[list, dict]:
+    """([(position, tile image or None, label or caption, problem or None)], {position: (C, H,
+    W) as stored}) for ``contact_sheet``: an AnnotatedDatum's boxes drawn and captioned, an
+    ImagenetDbError kept as the tile's problem."""
+    decoded, shapes = [], {}
+    for position in positions:
+        try:
+            image, label, shapes[position] = thumbnail(db, position, tile, max_pixels)
+            image = as_bgr(fit_tile(image, tile))
+            if isinstance(label, np.ndarray):  # an AnnotatedDatum: (image, boxes)
+                image, label = draw_boxes(image, label), box_caption(label, class_names)
+            decoded.append((position, image, label, None))
+        except ImagenetDbError as exc:
+            decoded.append((position, None, None, str(exc)))
+    return decoded, shapes
+
+
 def contact_sheet(db, positions: Sequence[int], class_names: Sequence[str] = (),
                   tile: int = DEFAULT_TILE, columns: int = 0, title: str = "",
                   max_pixels: int = DEFAULT_MAX_PIXELS) -> Tuple[np.ndarray, List[Tile]]:
@@ -268,16 +286,7 @@ def contact_sheet(db, positions: Sequence[int], class_names: Sequence[str] = (),
     """
     if not 0 <= tile <= MAX_TILE:
         raise ImagenetDbError(f"the tile size must be in 0..{MAX_TILE} pixels, not {tile}")
-    decoded, shapes = [], {}
-    for position in positions:
-        try:
-            image, label, shapes[position] = thumbnail(db, position, tile, max_pixels)
-            image = as_bgr(fit_tile(image, tile))
-            if isinstance(label, np.ndarray):  # an AnnotatedDatum: (image, boxes)
-                image, label = draw_boxes(image, label), box_caption(label, class_names)
-            decoded.append((position, image, label, None))
-        except ImagenetDbError as exc:
-            decoded.append((position, None, None, str(exc)))
+    decoded, shapes = _thumbnails(db, positions, class_names, tile, max_pixels)
     sizes = [max(image.shape[:2]) for _, image, _, _ in decoded if image is not None]
     cell = tile if tile > 0 else max(sizes or [DEFAULT_TILE])
     count = max(1, len(decoded))

@@ -234,6 +234,17 @@ def _write_extras(outdir: str, found: Dataset, transform: TransformOptions,
         log(f"wrote {report_path} ({time.monotonic() - started:.1f} s; imagenet-db report)")
 
 
+def _log_summary(summary: ConvertSummary, log: Callable[[str], None]) -> None:
+    """A stage's summary, its notes (e.g. a split with no batch), box counts and skip report."""
+    log(summary.describe())
+    for note in summary.results.get("notes", ()):
+        log(f"note: {note}")
+    if "boxes" in summary.results:
+        log(f"{summary.db_path}: {BoxCount.describe(summary.results['boxes'])}")
+    if summary.skipped:
+        log(f"skipped images are listed in {summary.db_path}.skipped.tsv")
+
+
 def create_imagenet(source: str, outdir: str, transform: Optional[TransformOptions] = None,
                     recipe: RecipeOptions = RecipeOptions(), build: BuildOptions = BuildOptions(),
                     log: Callable[[str], None] = print) -> Dict[str, ConvertSummary]:
@@ -282,13 +293,7 @@ def create_imagenet(source: str, outdir: str, transform: Optional[TransformOptio
             summary = build_stage(stage.records, stage.db_path, stage.backend, transform, build,
                                   stage_observers(stage),
                                   Recorded(stage.settings, stage.output_options))
-            log(summary.describe())
-            for note in summary.results.get("notes", ()):  # e.g. a split with no batch
-                log(f"note: {note}")
-            if "boxes" in summary.results:
-                log(f"{summary.db_path}: {BoxCount.describe(summary.results['boxes'])}")
-            if summary.skipped:
-                log(f"skipped images are listed in {summary.db_path}.skipped.tsv")
+            _log_summary(summary, log)
             summaries[stage.name] = summary
             if stage.want_mean:
                 _mean_stage(summary, mean_paths, build.overwrite, stage.backend, log,
