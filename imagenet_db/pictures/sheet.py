@@ -178,7 +178,6 @@ def thumbnail(db, position: int, tile: int,
     width, height = declared_size(data)[1]
     if (image.shape[1] > image.shape[0]) != (width > height):
         width, height = height, width  # turned by its EXIF orientation, as decoded
-    image = image if image.ndim == 3 else image[:, :, np.newaxis]
     return image, fields.label, (image.shape[2], height, width)
 
 
